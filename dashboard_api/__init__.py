@@ -1,0 +1,1 @@
+"""Dashboard API: FastAPI app serving clinicians, patients, researchers and operators."""

@@ -1,0 +1,43 @@
+"""Application factory: one pool per process, routes split by resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from dashboard_api import problems
+from dashboard_api.routes import alerts, auth, devices, health, page, patients
+from telehealth.settings import Settings, get_settings
+from telehealth.storage import open_pool
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.require("database_url")
+        assert settings.database_url
+        app.state.settings = settings
+        app.state.pool = await open_pool(settings.database_url, max_size=10)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    app = FastAPI(
+        title="Telehealth stream",
+        version="0.1.0",
+        description="Remote monitoring for direct care, consent-aware secondary use.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    for module in (health, auth, patients, devices, alerts, page):
+        app.include_router(module.router)
+    static = resources.files("dashboard_api") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    return app

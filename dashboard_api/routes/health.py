@@ -1,0 +1,69 @@
+"""Liveness, readiness (database and both brokers) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from dashboard_api.deps import SettingsDep, get_pool
+from telehealth.mqtt import parse_mqtt_url
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _tcp(host: str, port: int) -> None:
+    _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=2)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def _check_kafka(bootstrap: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    try:
+        await asyncio.wait_for(admin.start(), timeout=3)
+        await asyncio.wait_for(admin.list_topics(), timeout=3)
+    finally:
+        await admin.close()
+
+
+@router.get("/readyz")
+async def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
+    checks: dict[str, Any] = {}
+
+    async def run(name: str, check: Any) -> None:
+        try:
+            await check
+            checks[name] = "ok"
+        except Exception as exc:  # readiness reports any failure, it does not raise
+            checks[name] = f"failed: {type(exc).__name__}: {exc}"[:300]
+
+    async def database() -> None:
+        async with get_pool(request).connection(timeout=2) as conn:
+            await conn.execute("SELECT 1")
+
+    jobs = [run("database", database())]
+    if settings.kafka_bootstrap:
+        jobs.append(run("kafka", _check_kafka(settings.kafka_bootstrap)))
+    if settings.mqtt_url:
+        address = parse_mqtt_url(settings.mqtt_url)
+        jobs.append(run("mqtt", _tcp(address.host, address.port)))
+    await asyncio.gather(*jobs)
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,131 @@
+"""Patients: registration (admin), the clinician's list, and observation series."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+import psycopg
+from fastapi import APIRouter, HTTPException, Query, status
+
+from dashboard_api.deps import AdminUser, ClinicianUser, ConnDep, CurrentUser
+from dashboard_api.routes.access import authorize_patient
+from dashboard_api.schemas import (
+    AlertSummary,
+    BucketPoint,
+    DeviceState,
+    LatestObservation,
+    ObservationPoint,
+    PatientIn,
+    PatientOut,
+    PatientSummary,
+)
+from telehealth.codes import CODES
+from telehealth.storage.people import add_patient
+
+router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
+
+_BUCKET = re.compile(r"^(\d+)\s*(s|sec|m|min|h|hour|d|day)s?$")
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+MAX_RAW_POINTS = 20_000
+
+
+def parse_bucket(text: str) -> timedelta:
+    match = _BUCKET.match(text.strip().lower())
+    if not match:
+        raise HTTPException(422, f"bucket {text!r} is not like 5m, 1h or 1d")
+    size = timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    if not timedelta(minutes=1) <= size <= timedelta(days=31):
+        raise HTTPException(422, "bucket must be between 1 minute and 31 days")
+    return size
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def register(body: PatientIn, conn: ConnDep, _: AdminUser) -> PatientOut:
+    try:
+        row = await add_patient(conn, **body.model_dump())
+    except psycopg.errors.UniqueViolation as exc:
+        raise HTTPException(409, "a patient with this NHS number is already registered") from exc
+    return PatientOut(**row)
+
+
+_SUMMARY = """
+SELECT p.*,
+  (SELECT coalesce(json_agg(l), '[]') FROM (
+      SELECT r.code, r.value, r.unit, r.measured_at, r.quality
+      FROM unnest(%(codes)s::text[]) AS c(code)
+      CROSS JOIN LATERAL (
+          SELECT code, value, unit, measured_at, quality FROM readings
+          WHERE patient_id = p.id AND code = c.code ORDER BY measured_at DESC LIMIT 1) r) l
+  ) AS latest,
+  (SELECT row_to_json(a) FROM (
+      SELECT id, rule, severity, status, message, opened_at FROM alerts
+      WHERE patient_id = p.id AND status <> 'resolved'
+      ORDER BY (severity = 'urgent') DESC, (status = 'open') DESC, opened_at DESC LIMIT 1) a
+  ) AS worst_alert,
+  (SELECT coalesce(json_agg(d ORDER BY d.id), '[]') FROM (
+      SELECT dv.id, dv.kind, dv.state, dv.battery_pct,
+             (SELECT measured_at FROM reading_receipts rr WHERE rr.device_id = dv.id
+              ORDER BY seq DESC LIMIT 1) AS last_reading_at
+      FROM devices dv WHERE dv.patient_id = p.id AND dv.revoked_at IS NULL) d
+  ) AS devices
+FROM patients p
+WHERE p.care_team = ANY(%(teams)s)
+ORDER BY p.name
+"""
+
+
+def _summary(row: dict[str, Any]) -> PatientSummary:
+    return PatientSummary(
+        **{k: row[k] for k in PatientOut.model_fields},
+        latest=[LatestObservation(**x) for x in row["latest"]],
+        worst_alert=AlertSummary(**row["worst_alert"]) if row["worst_alert"] else None,
+        devices=[DeviceState(**d) for d in row["devices"]],
+    )
+
+
+@router.get("")
+async def list_patients(conn: ConnDep, user: ClinicianUser) -> list[PatientSummary]:
+    """The clinician's own care teams' patients with latest values, worst open alert, devices."""
+    cur = await conn.execute(_SUMMARY, {"codes": list(CODES), "teams": list(user.care_teams)})
+    return [_summary(row) for row in await cur.fetchall()]
+
+
+@router.get("/{patient_id}/observations")
+async def observations(
+    patient_id: UUID,
+    conn: ConnDep,
+    user: CurrentUser,
+    code: Annotated[str | None, Query(description="glucose, spo2, pulse; all when empty")] = None,
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: datetime | None = None,
+    bucket: Annotated[str | None, Query(description="e.g. 5m, 1h, 1d; raw points when empty")] = None,
+) -> list[ObservationPoint] | list[BucketPoint]:
+    """Raw points (all, with quality flags) or buckets (implausible values left out)."""
+    await authorize_patient(conn, user, patient_id)
+    if code is not None and code not in CODES:
+        raise HTTPException(422, f"unknown code {code!r}; known: {', '.join(CODES)}")
+    end = to or datetime.now(UTC)
+    start = from_ or end - timedelta(hours=24)
+    if start.tzinfo is None or end.tzinfo is None:
+        raise HTTPException(422, "from and to need a UTC offset, e.g. 2026-11-23T08:00:00Z")
+    if start >= end:
+        raise HTTPException(422, "from must be before to")
+    params: dict[str, Any] = {"patient": patient_id, "start": start, "end": end, "code": code}
+    where = ("patient_id = %(patient)s AND measured_at >= %(start)s AND measured_at < %(end)s"
+             " AND (%(code)s::text IS NULL OR code = %(code)s)")
+    if bucket is None:
+        cur = await conn.execute(
+            f"""SELECT measured_at, code, value, unit, quality, device_id, seq FROM readings
+                WHERE {where} ORDER BY measured_at, code LIMIT {MAX_RAW_POINTS}""", params)
+        return [ObservationPoint(**r) for r in await cur.fetchall()]
+    params["bucket"] = parse_bucket(bucket)
+    cur = await conn.execute(
+        f"""SELECT date_bin(%(bucket)s, measured_at, TIMESTAMPTZ 'epoch') AS bucket, code,
+                   count(*) AS count, avg(value) AS mean, min(value) AS min, max(value) AS max,
+                   min(unit) AS unit
+            FROM readings WHERE {where} AND NOT ('implausible' = ANY(quality))
+            GROUP BY 1, 2 ORDER BY 1, 2""", params)
+    return [BucketPoint(**r) for r in await cur.fetchall()]

@@ -1,0 +1,137 @@
+"""Request and response bodies of the API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field, field_validator
+
+from telehealth.contracts import DEVICE_ID_PATTERN
+from telehealth.nhs import nhs_number_valid, normalise_nhs_number
+
+
+class PatientIn(BaseModel):
+    nhs_number: str = Field(examples=["943 476 5919"])
+    name: str = Field(min_length=1, max_length=200)
+    birth_date: date
+    sex: Literal["female", "male", "other", "unknown"]
+    conditions: list[str] = Field(default_factory=list, max_length=20)
+    care_team: str = Field(min_length=1, max_length=100)
+
+    @field_validator("nhs_number")
+    @classmethod
+    def _nhs(cls, value: str) -> str:
+        if not nhs_number_valid(value):
+            raise ValueError("not a valid NHS number (10 digits, modulus 11 check digit)")
+        return normalise_nhs_number(value)
+
+    @field_validator("birth_date")
+    @classmethod
+    def _past(cls, value: date) -> date:
+        if value > date.today():
+            raise ValueError("birth date is in the future")
+        return value
+
+
+class PatientOut(BaseModel):
+    id: UUID
+    nhs_number: str
+    name: str
+    birth_date: date
+    sex: str
+    conditions: list[str]
+    care_team: str
+
+
+class LatestObservation(BaseModel):
+    code: str
+    value: float
+    unit: str
+    measured_at: datetime
+    quality: list[str]
+
+
+class AlertSummary(BaseModel):
+    id: int
+    rule: str
+    severity: str
+    status: str
+    message: str
+    opened_at: datetime
+
+
+class DeviceState(BaseModel):
+    id: str
+    kind: str
+    state: str | None
+    battery_pct: int | None
+    last_reading_at: datetime | None
+
+
+class PatientSummary(PatientOut):
+    latest: list[LatestObservation]
+    worst_alert: AlertSummary | None
+    devices: list[DeviceState]
+
+
+class ObservationPoint(BaseModel):
+    measured_at: datetime
+    code: str
+    value: float
+    unit: str
+    quality: list[str] = Field(default_factory=list)
+    device_id: str | None = None
+    seq: int | None = None
+
+
+class BucketPoint(BaseModel):
+    bucket: datetime
+    code: str
+    count: int
+    mean: float
+    min: float
+    max: float
+    unit: str
+
+
+class DeviceIn(BaseModel):
+    device_id: str = Field(pattern=DEVICE_ID_PATTERN)
+    patient_id: UUID
+    kind: Literal["cgm", "glucometer", "oximeter"]
+    expected_interval_s: int | None = Field(None, gt=0, le=7 * 24 * 3600)
+
+
+class DeviceCredentials(BaseModel):
+    device_id: str
+    patient_id: UUID
+    mqtt_username: str
+    mqtt_password: str = Field(description="shown once; only its hash is stored")
+    readings_topic: str
+    status_topic: str
+
+
+class Alert(BaseModel):
+    id: int
+    patient_id: UUID
+    patient_name: str
+    rule: str
+    severity: str
+    status: str
+    message: str
+    code: str | None
+    value: float | None
+    device_id: str | None
+    triggered_at: datetime
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    role: str

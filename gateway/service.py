@@ -1,0 +1,190 @@
+"""The gateway process: paho-mqtt in, aiokafka out.
+
+paho's network thread only hands messages to the asyncio loop. Each message is checked,
+sent to Kafka, and PUBACKed to the broker in arrival order once Kafka accepted every record
+it produced: a Kafka outage holds acks back (the broker keeps the messages), it never drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter
+
+from gateway.checks import check_readings, check_status
+from telehealth.contracts import DeadLetter
+from telehealth.kafka import ensure_topics, make_producer
+from telehealth.mqtt import parse_mqtt_url
+from telehealth.settings import Settings
+from telehealth.storage.devices import CachedRegistry
+from telehealth.topics import READINGS_FILTER, STATUS_FILTER, device_of, shared
+
+log = logging.getLogger(__name__)
+
+ACCEPTED = Counter("telehealth_gateway_readings_accepted", "Readings forwarded to Kafka")
+REJECTED = Counter("telehealth_gateway_dead_letters", "Messages dead-lettered", ["reason"])
+RETRIES = Counter("telehealth_gateway_kafka_retries", "Kafka sends retried after an error")
+
+
+@dataclass
+class Outgoing:
+    topic: str
+    key: bytes
+    value: bytes
+
+
+@dataclass
+class Pending:
+    message: mqtt.MQTTMessage
+    records: list[Outgoing]
+    sends: list[asyncio.Future[Any]]
+
+
+class Gateway:
+    def __init__(self, settings: Settings, registry: CachedRegistry, producer: AIOKafkaProducer) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._producer = producer
+        self._loop = asyncio.get_running_loop()
+        self._incoming: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue()
+        self._pending: asyncio.Queue[Pending] = asyncio.Queue(maxsize=settings.gateway_max_inflight)
+        self._client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        settings = self._settings
+        assert settings.mqtt_url
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=settings.gateway_client_id or "telehealth-gateway-1",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        address = parse_mqtt_url(settings.mqtt_url)
+        if address.username:
+            client.username_pw_set(address.username, address.password)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(min_delay=1, max_delay=5)
+        return client
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.error("MQTT connect refused: %s", reason)
+            return
+        group = self._settings.gateway_share_group or None
+        client.subscribe([(shared(READINGS_FILTER, group), 1), (shared(STATUS_FILTER, group), 1)])
+        log.info("connected to MQTT, subscribed (share group %s)", group)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        self._loop.call_soon_threadsafe(self._incoming.put_nowait, message)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        address = parse_mqtt_url(self._settings.mqtt_url or "")
+        self._client.connect_async(address.host, address.port, keepalive=30)
+        self._client.loop_start()
+        intake = asyncio.create_task(self._intake())
+        acker = asyncio.create_task(self._acker())
+        try:
+            await stop.wait()
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
+            intake.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await intake
+            await self._pending.join()
+            acker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acker
+
+    async def _intake(self) -> None:
+        while True:
+            message = await self._incoming.get()
+            records = await self._route(message)
+            sends = [await self._send(r) for r in records]
+            await self._pending.put(Pending(message, records, sends))
+
+    async def _route(self, message: mqtt.MQTTMessage) -> list[Outgoing]:
+        settings = self._settings
+        now = datetime.now(UTC)
+        device_id = device_of(message.topic)
+        if device_id is not None:
+            await self._registry.get(device_id)
+        payload = bytes(message.payload)
+        rejected: Sequence[DeadLetter]
+        records: list[Outgoing] = []
+        if message.topic.endswith("/status"):
+            result = check_status(message.topic, payload, now, self._registry.peek)
+            if isinstance(result, DeadLetter):
+                rejected = [result]
+            else:
+                rejected = []
+                records.append(Outgoing(settings.status_topic, result.device_id.encode(),
+                                        result.model_dump_json().encode()))
+        else:
+            verdict = check_readings(message.topic, payload, now, self._registry.peek)
+            rejected = verdict.rejected
+            for reading in verdict.accepted:
+                records.append(Outgoing(settings.readings_topic, reading.device_id.encode(),
+                                        reading.model_dump_json().encode()))
+            ACCEPTED.inc(len(verdict.accepted))
+        for letter in rejected:
+            REJECTED.labels(letter.reason.value).inc()
+            log.info("dead letter %s from %s: %s", letter.reason.value, letter.device_id, letter.detail)
+            key = (letter.device_id or message.topic).encode()
+            records.append(Outgoing(settings.deadletter_topic, key, letter.model_dump_json().encode()))
+        return records
+
+    async def _send(self, record: Outgoing) -> asyncio.Future[Any]:
+        """Always a future: a send refused up front becomes a failed future the acker retries."""
+        try:
+            future: asyncio.Future[Any] = await self._producer.send(
+                record.topic, record.value, key=record.key
+            )
+        except KafkaError as exc:
+            future = self._loop.create_future()
+            future.set_exception(exc)
+        return future
+
+    async def _acker(self) -> None:
+        """PUBACK in arrival order, each only after all of its records are in Kafka."""
+        while True:
+            item = await self._pending.get()
+            delay = 0.2
+            while True:
+                results = await asyncio.gather(*item.sends, return_exceptions=True)
+                failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+                if not failed:
+                    break
+                log.warning("Kafka refused %d record(s) (%s); holding the MQTT ack and retrying",
+                            len(failed), results[failed[0]])
+                RETRIES.inc(len(failed))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                item.records = [item.records[i] for i in failed]
+                item.sends = [await self._send(record) for record in item.records]
+            self._client.ack(item.message.mid, item.message.qos)
+            self._pending.task_done()
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    settings.require("mqtt_url", "kafka_bootstrap", "database_url")
+    assert settings.database_url
+    await ensure_topics(settings)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        registry = CachedRegistry(settings.database_url, ttl_s=settings.device_cache_ttl_s)
+        await Gateway(settings, registry, producer).run(stop)
+    finally:
+        await producer.stop()

@@ -1,0 +1,1 @@
+"""Stream processor: Kafka batches -> validated, normalised, stored readings and alerts."""

@@ -1,0 +1,1 @@
+"""Alert engine: threshold rules (pure) and the alert store with its Kafka outbox."""

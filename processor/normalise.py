@@ -1,0 +1,73 @@
+"""Canonical units and quality flags. Pure: no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from uuid import UUID
+
+from telehealth.codes import CODES
+from telehealth.contracts import AcceptedReading
+
+
+class Quality(StrEnum):
+    IMPLAUSIBLE = "implausible"
+    LATE = "late"
+    FUTURE = "future"
+
+
+@dataclass(frozen=True)
+class NormalisedObservation:
+    patient_id: UUID
+    device_id: str
+    seq: int
+    measured_at: datetime
+    received_at: datetime
+    code: str
+    value: float
+    unit: str
+    loinc: str
+    source: str | None
+    quality: tuple[Quality, ...]
+
+    @property
+    def live(self) -> bool:
+        """Fit to raise live alerts: on time and plausible."""
+        return not self.quality
+
+
+def reading_flags(reading: AcceptedReading, late_after: timedelta,
+                  future_tolerance: timedelta) -> tuple[Quality, ...]:
+    lag = reading.received_at - reading.measured_at
+    if lag > late_after:
+        return (Quality.LATE,)
+    if -lag > future_tolerance:
+        return (Quality.FUTURE,)
+    return ()
+
+
+def normalise(reading: AcceptedReading, patient_id: UUID, *, late_after: timedelta,
+              future_tolerance: timedelta) -> list[NormalisedObservation]:
+    flags = reading_flags(reading, late_after, future_tolerance)
+    out = []
+    for obs in reading.observations:
+        spec = CODES[obs.code]
+        value = spec.to_canonical(obs.value, obs.unit)
+        quality = flags if spec.is_plausible(value) else (*flags, Quality.IMPLAUSIBLE)
+        out.append(
+            NormalisedObservation(
+                patient_id=patient_id,
+                device_id=reading.device_id,
+                seq=reading.seq,
+                measured_at=reading.measured_at,
+                received_at=reading.received_at,
+                code=obs.code,
+                value=round(value, 4),
+                unit=spec.canonical_unit,
+                loinc=spec.loinc_for(obs.source),
+                source=obs.source,
+                quality=quality,
+            )
+        )
+    return out

@@ -1,0 +1,154 @@
+"""One batch through the processor's stages.
+
+    decode -> resolve device -> normalise + quality -> store (sink) -> alerts
+    [consent filter: not built yet, see docs/architecture.md]
+
+All database writes of a batch share one transaction; the caller commits Kafka offsets only
+after `process` returns, so a crash anywhere replays the batch and idempotency absorbs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter
+from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
+
+from processor.alerts.rules import breaches
+from processor.alerts.store import open_alerts
+from processor.normalise import NormalisedObservation, normalise
+from processor.sink import ReadingSink
+from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
+from telehealth.settings import Settings
+from telehealth.storage.devices import CachedRegistry
+
+log = logging.getLogger(__name__)
+
+STORED = Counter("telehealth_processor_readings_stored", "Readings stored for the first time")
+DUPLICATES = Counter("telehealth_processor_duplicates", "Readings already stored (redelivery, replay)")
+DEAD = Counter("telehealth_processor_dead_letters", "Dead letters recorded", ["reason"])
+
+
+@dataclass
+class LetterAt:
+    letter: DeadLetter
+    #: unique origin ("kafka:<partition>:<offset>", ...): replays record a letter once
+    origin: str
+
+
+@dataclass
+class Batch:
+    readings: list[AcceptedReading] = field(default_factory=list)
+    letters: list[LetterAt] = field(default_factory=list)
+    statuses: list[StatusEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Report:
+    received: int
+    stored: int
+    duplicates: int
+    dead_letters: int
+    alerts: int
+
+
+def decode(records: list[ConsumerRecord[Any, Any]], settings: Settings) -> Batch:
+    """Stage 1: Kafka records to typed items; what does not decode becomes a dead letter."""
+    batch = Batch()
+    for record in records:
+        try:
+            if record.topic == settings.readings_topic:
+                batch.readings.append(AcceptedReading.model_validate_json(record.value))
+            elif record.topic == settings.deadletter_topic:
+                letter = DeadLetter.model_validate_json(record.value)
+                batch.letters.append(LetterAt(letter, f"kafka:{record.partition}:{record.offset}"))
+            elif record.topic == settings.status_topic:
+                batch.statuses.append(StatusEvent.model_validate_json(record.value))
+        except ValidationError as exc:
+            letter = DeadLetter(
+                reason=Reason.SCHEMA_INVALID, detail=f"processor could not decode: {exc.errors()[0]['msg']}",
+                source_topic=record.topic, device_id=(record.key or b"").decode(errors="replace") or None,
+                received_at=datetime.now(UTC), raw=record.value or b"",
+            )
+            origin = f"undecodable:{record.topic}:{record.partition}:{record.offset}"
+            batch.letters.append(LetterAt(letter, origin))
+    return batch
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, pool: AsyncConnectionPool, registry: CachedRegistry) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._registry = registry
+        self._late_after = timedelta(seconds=settings.late_after_s)
+        self._future = timedelta(seconds=settings.future_tolerance_s)
+
+    async def process(self, records: list[ConsumerRecord[Any, Any]]) -> Report:
+        batch = decode(records, self._settings)
+        sink = ReadingSink()
+        observations: list[NormalisedObservation] = []
+        orphans = 0
+        for reading in batch.readings:
+            entry = await self._registry.get(reading.device_id)
+            if entry is None:
+                batch.letters.append(self._orphan(reading))
+                orphans += 1
+                continue
+            normalised = normalise(reading, entry.patient_id, late_after=self._late_after,
+                                   future_tolerance=self._future)
+            sink.add(reading, entry.patient_id, normalised)
+            observations.extend(normalised)
+
+        async with self._pool.connection() as conn, conn.transaction():
+            fresh = await sink.flush(conn)
+            await _store_letters(conn, batch.letters)
+            await _apply_statuses(conn, batch.statuses)
+            new_obs = [o for o in observations if (o.device_id, o.seq) in fresh]
+            touched = await open_alerts(conn, breaches(new_obs))
+
+        duplicates = len(batch.readings) - orphans - len(fresh)
+        STORED.inc(len(fresh))
+        DUPLICATES.inc(duplicates)
+        for lt in batch.letters:
+            DEAD.labels(lt.letter.reason.value).inc()
+        return Report(len(records), len(fresh), duplicates, len(batch.letters), len(touched))
+
+    def _orphan(self, reading: AcceptedReading) -> LetterAt:
+        letter = DeadLetter(
+            reason=Reason.UNKNOWN_DEVICE,
+            detail=f"device {reading.device_id!r} is not provisioned (checked at the processor)",
+            source_topic=self._settings.readings_topic, device_id=reading.device_id,
+            received_at=reading.received_at, raw=reading.model_dump_json().encode(),
+        )
+        return LetterAt(letter, f"orphan:{reading.device_id}:{reading.seq}")
+
+
+async def _store_letters(conn: Any, letters: list[LetterAt]) -> None:
+    if not letters:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            """INSERT INTO dead_letters (reason, detail, source_topic, device_id, received_at, raw,
+                                         origin)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (origin) DO NOTHING""",
+            [(lt.letter.reason.value, lt.letter.detail, lt.letter.source_topic, lt.letter.device_id,
+              lt.letter.received_at, lt.letter.raw, lt.origin) for lt in letters],
+        )
+
+
+async def _apply_statuses(conn: Any, statuses: list[StatusEvent]) -> None:
+    if not statuses:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            """UPDATE devices SET state = %s, state_at = %s,
+                                  battery_pct = COALESCE(%s, battery_pct)
+               WHERE id = %s AND (state_at IS NULL OR state_at <= %s)""",
+            [(s.state, s.received_at, s.battery_pct, s.device_id, s.received_at) for s in statuses],
+        )

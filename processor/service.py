@@ -1,0 +1,86 @@
+"""The processor process: a Kafka consumer group feeding the pipeline, offsets committed last."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord
+from psycopg_pool import AsyncConnectionPool
+
+from processor.alerts.store import publish_pending
+from processor.pipeline import Pipeline
+from telehealth.kafka import ensure_topics, make_producer
+from telehealth.settings import Settings
+from telehealth.storage import open_pool
+from telehealth.storage.devices import CachedRegistry
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    settings.require("kafka_bootstrap", "database_url")
+    assert settings.database_url
+    await ensure_topics(settings)
+    pool = await open_pool(settings.database_url, max_size=4)
+    producer = make_producer(settings)
+    consumer = AIOKafkaConsumer(
+        settings.readings_topic, settings.deadletter_topic, settings.status_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.processor_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await producer.start()
+    await consumer.start()
+    pipeline = Pipeline(settings, pool, CachedRegistry(settings.database_url, settings.device_cache_ttl_s))
+    log.info("processor consuming as group %s", settings.processor_group)
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(
+                timeout_ms=settings.processor_batch_wait_ms, max_records=settings.processor_batch_max
+            )
+            records = [r for part in batches.values() for r in part]
+            if records:
+                if not await _until_durable(pipeline, records, stop):
+                    break
+                try:
+                    await consumer.commit()
+                except CommitFailedError as exc:
+                    log.warning("offset commit refused after a rebalance (%s); batch will replay", exc)
+            await _publish(pool, producer, settings.alerts_topic)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
+
+
+async def _until_durable(pipeline: Pipeline, records: list[ConsumerRecord[Any, Any]],
+                         stop: asyncio.Event) -> bool:
+    """Retry the batch while the database is away; False if asked to stop before it landed.
+
+    Offsets stay uncommitted until the batch is durable, so an unlanded batch replays.
+    """
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            report = await pipeline.process(records)
+            log.debug("batch %s", report)
+            return True
+        except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
+            log.warning("database unavailable (%s); retrying batch of %d in %.1fs", exc, len(records), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    return False
+
+
+async def _publish(pool: AsyncConnectionPool, producer: AIOKafkaProducer, topic: str) -> None:
+    try:
+        await publish_pending(pool, producer, topic)
+    except (psycopg.OperationalError, KafkaError) as exc:
+        log.warning("alert outbox not published yet: %s", exc)

@@ -1,0 +1,86 @@
+"""Batched, idempotent writes of readings: COPY into staging, then insert-on-conflict.
+
+`add()` buffers; `flush()` writes inside the caller's transaction and returns the keys
+that were new, so duplicates (redelivery, replay) are neither stored nor alarmed on twice.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from processor.normalise import NormalisedObservation
+from telehealth.contracts import AcceptedReading
+
+Key = tuple[str, int]
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS staging_receipts
+    (LIKE reading_receipts INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS staging_readings
+    (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+"""
+
+_RECEIPT_COLS = "device_id, seq, patient_id, measured_at, received_at, battery_pct, context"
+_READING_COLS = (
+    "patient_id, measured_at, code, value, unit, loinc, source, device_id, seq, received_at, quality"
+)
+
+_MERGE = f"""
+WITH fresh AS (
+    INSERT INTO reading_receipts ({_RECEIPT_COLS})
+    SELECT DISTINCT ON (device_id, seq) {_RECEIPT_COLS} FROM staging_receipts
+    ORDER BY device_id, seq
+    ON CONFLICT (device_id, seq) DO NOTHING
+    RETURNING device_id, seq
+), stored AS (
+    INSERT INTO readings ({_READING_COLS})
+    SELECT {", ".join("s." + c.strip() for c in _READING_COLS.split(","))}
+    FROM staging_readings s JOIN fresh f ON f.device_id = s.device_id AND f.seq = s.seq
+    RETURNING 1
+)
+SELECT device_id, seq FROM fresh
+"""
+
+
+class ReadingSink:
+    def __init__(self) -> None:
+        self._receipts: list[tuple[Any, ...]] = []
+        self._rows: list[tuple[Any, ...]] = []
+
+    def __len__(self) -> int:
+        return len(self._receipts)
+
+    def add(self, reading: AcceptedReading, patient_id: UUID,
+            observations: list[NormalisedObservation]) -> None:
+        self._receipts.append((
+            reading.device_id, reading.seq, patient_id, reading.measured_at, reading.received_at,
+            reading.battery_pct, json.dumps(reading.context),
+        ))
+        for o in observations:
+            self._rows.append((
+                o.patient_id, o.measured_at, o.code, o.value, o.unit, o.loinc, o.source,
+                o.device_id, o.seq, o.received_at, [q.value for q in o.quality],
+            ))
+
+    async def flush(self, conn: psycopg.AsyncConnection[Any]) -> set[Key]:
+        """Write the buffer in the open transaction; returns the (device_id, seq) newly stored."""
+        if not self._receipts:
+            return set()
+        async with conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(_STAGING)
+            async with cur.copy(f"COPY staging_receipts ({_RECEIPT_COLS}) FROM STDIN") as copy:
+                for row in self._receipts:
+                    await copy.write_row(row)
+            async with cur.copy(f"COPY staging_readings ({_READING_COLS}) FROM STDIN") as copy:
+                for row in self._rows:
+                    await copy.write_row(row)
+            await cur.execute(_MERGE)
+            fresh = {(r[0], r[1]) for r in await cur.fetchall()}
+        self._receipts.clear()
+        self._rows.clear()
+        return fresh

@@ -1,0 +1,1 @@
+"""Device simulators: simulated patients publishing over MQTT for demo, tests and benchmarks."""

@@ -1,0 +1,3 @@
+from telehealth.cli import main
+
+main()

@@ -1,0 +1,183 @@
+"""The `telehealth` command. Each subcommand has --help."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from uuid import UUID
+
+from telehealth import logs
+from telehealth.settings import Settings, get_settings
+
+ROLES = ("admin", "clinician", "researcher", "patient")
+
+
+def run_until_signal(service: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
+    """Run a service coroutine until SIGINT or SIGTERM, then let it stop cleanly."""
+    logs.configure(service)
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(get_settings(), stop)
+
+    asyncio.run(runner())
+
+
+def cmd_gateway(_: argparse.Namespace) -> None:
+    from gateway.service import serve
+
+    run_until_signal("gateway", serve)
+
+
+def cmd_processor(_: argparse.Namespace) -> None:
+    from processor.service import serve
+
+    run_until_signal("processor", serve)
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from dashboard_api.app import create_app
+
+    logs.configure("api")
+    settings = get_settings()
+    settings.require("database_url")
+    uvicorn.run(create_app(settings), host=args.host or settings.api_host,
+                port=args.port or settings.api_port, log_level="warning")
+
+
+def cmd_migrate(_: argparse.Namespace) -> None:
+    from telehealth.storage import migrate
+
+    logs.configure("migrate")
+    settings = get_settings()
+    settings.require("database_url")
+    assert settings.database_url
+    applied = migrate(settings.database_url, retention=settings.retention)
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+
+def cmd_users_add(args: argparse.Namespace) -> None:
+    from telehealth.storage.db import connect
+    from telehealth.storage.people import add_user, issue_token
+
+    settings = get_settings()
+    settings.require("database_url")
+
+    async def go() -> str:
+        assert settings.database_url
+        async with await connect(settings.database_url) as conn:
+            user = await add_user(conn, args.username, args.role, password=args.password,
+                                  care_teams=args.care_team, patient_id=args.patient_id)
+            return await issue_token(conn, user.id)
+
+    token = asyncio.run(go())
+    print(f"user {args.username} ({args.role}); bearer token (shown once):\n{token}")
+
+
+def cmd_devices_provision(args: argparse.Namespace) -> None:
+    from telehealth.storage.db import connect
+    from telehealth.storage.devices import DeviceExists, provision
+
+    settings = get_settings()
+    settings.require("database_url")
+
+    async def go() -> None:
+        assert settings.database_url
+        async with await connect(settings.database_url) as conn:
+            creds = await provision(conn, device_id=args.device_id, patient_id=args.patient_id,
+                                    kind=args.kind)
+        print(f"device {creds.device_id} for patient {creds.patient_id}")
+        print(f"MQTT username: {creds.username}\nMQTT password (shown once): {creds.password}")
+
+    try:
+        asyncio.run(go())
+    except DeviceExists as exc:
+        sys.exit(f"telehealth: {exc}")
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from simulators.cohort import ensure_cohort
+    from simulators.run import simulate
+
+    logs.configure("simulator")
+    settings = get_settings()
+    settings.require("mqtt_url", "database_url")
+
+    async def go() -> None:
+        assert settings.database_url and settings.mqtt_url
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        cohort = await ensure_cohort(settings.database_url, args.patients)
+        stats = await simulate(cohort, settings.mqtt_url, scenario=args.scenario, speed=args.speed,
+                               duration_s=args.duration, seed=args.seed, stop=stop)
+        print(f"sent {stats.sent} messages ({stats.acked} acknowledged by the broker)")
+
+    asyncio.run(go())
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    from telehealth.stack import up
+
+    up(get_settings(), patients=args.patients, speed=args.speed, scenario=args.scenario)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="telehealth", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="start the whole system with embedded servers and a demo cohort")
+    p.add_argument("--patients", type=int, default=20, help="simulated patients (default 20)")
+    p.add_argument("--speed", type=float, default=30.0, help="simulated time speed-up (default 30)")
+    p.add_argument("--scenario", default="hypo", help="simulator scenario (default hypo)")
+    p.set_defaults(func=cmd_up)
+
+    sub.add_parser("gateway", help="run the MQTT -> Kafka gateway").set_defaults(func=cmd_gateway)
+    sub.add_parser("processor", help="run the stream processor").set_defaults(func=cmd_processor)
+
+    p = sub.add_parser("api", help="run the dashboard API")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("simulate", help="publish readings for simulated patients")
+    p.add_argument("--patients", type=int, default=10)
+    p.add_argument("--scenario", default="normal", help="normal or hypo (patient 0 goes low)")
+    p.add_argument("--speed", type=float, default=1.0, help="simulated minutes per real minute")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=cmd_simulate)
+
+    db = sub.add_parser("db", help="database administration").add_subparsers(dest="db_command", required=True)
+    db.add_parser("migrate", help="apply pending schema migrations").set_defaults(func=cmd_migrate)
+
+    users = sub.add_parser("users", help="user administration").add_subparsers(dest="users_command", required=True)
+    p = users.add_parser("add", help="add (or update) a user and print a bearer token")
+    p.add_argument("--username", required=True)
+    p.add_argument("--role", choices=ROLES, required=True)
+    p.add_argument("--password", help="for POST /api/v1/auth/token; optional")
+    p.add_argument("--care-team", action="append", default=[], help="repeatable; for clinicians")
+    p.add_argument("--patient-id", type=UUID, help="for the patient role")
+    p.set_defaults(func=cmd_users_add)
+
+    devices = sub.add_parser("devices", help="device administration").add_subparsers(dest="devices_command", required=True)
+    p = devices.add_parser("provision", help="provision a device and print its MQTT credentials")
+    p.add_argument("--device-id", required=True)
+    p.add_argument("--patient-id", type=UUID, required=True)
+    p.add_argument("--kind", choices=("cgm", "glucometer", "oximeter"), required=True)
+    p.set_defaults(func=cmd_devices_provision)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)

@@ -1,0 +1,55 @@
+"""Kafka helpers shared by the services: topic creation and a producer tuned for durability."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from telehealth.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(settings: Settings, *, attempts: int = 30) -> None:
+    """Create the stream's topics if missing; waits for the broker to come up."""
+    assert settings.kafka_bootstrap
+    wanted = [
+        settings.readings_topic,
+        settings.deadletter_topic,
+        settings.alerts_topic,
+        settings.status_topic,
+    ]
+    for attempt in range(attempts):
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in wanted if t not in existing]
+            if missing:
+                try:
+                    await admin.create_topics(
+                        [NewTopic(t, settings.kafka_partitions, 1) for t in missing]
+                    )
+                except TopicAlreadyExistsError:
+                    pass
+            return
+        except KafkaConnectionError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=10_000,
+    )

@@ -1,0 +1,24 @@
+"""Connections: psycopg 3, async, pooled."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+
+async def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> AsyncConnectionPool:
+    pool: AsyncConnectionPool = AsyncConnectionPool(
+        url, min_size=min_size, max_size=max_size, open=False, kwargs={"row_factory": dict_row}
+    )
+    await pool.open(wait=True, timeout=30)
+    return pool
+
+
+async def connect(url: str) -> psycopg.AsyncConnection[dict[str, object]]:
+    return await psycopg.AsyncConnection.connect(url, row_factory=dict_row)
+
+
+async def timescale_enabled(conn: psycopg.AsyncConnection[dict[str, object]]) -> bool:
+    cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+    return await cur.fetchone() is not None

@@ -1,0 +1,95 @@
+"""Device provisioning and the registry the gateway and processor check against."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+
+from telehealth.security import hash_secret, new_device_secret
+
+#: Expected interval between readings by device kind, used for stale-data detection.
+EXPECTED_INTERVAL_S = {"cgm": 300, "glucometer": 6 * 3600, "oximeter": 60}
+
+
+@dataclass(frozen=True)
+class DeviceEntry:
+    device_id: str
+    patient_id: UUID
+    kind: str
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """MQTT credentials, shown once at provisioning; only the hash is stored."""
+
+    device_id: str
+    username: str
+    password: str
+    patient_id: UUID
+
+
+class DeviceExists(Exception):
+    pass
+
+
+async def provision(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    device_id: str,
+    patient_id: UUID,
+    kind: str,
+    expected_interval_s: int | None = None,
+) -> Credentials:
+    secret = new_device_secret()
+    try:
+        await conn.execute(
+            """INSERT INTO devices (id, patient_id, kind, secret_hash, expected_interval_s)
+               VALUES (%s, %s, %s, %s, %s)""",
+            (device_id, patient_id, kind, hash_secret(secret),
+             expected_interval_s or EXPECTED_INTERVAL_S[kind]),
+        )
+    except psycopg.errors.UniqueViolation as exc:
+        raise DeviceExists(f"device {device_id} is already provisioned") from exc
+    return Credentials(device_id=device_id, username=device_id, password=secret, patient_id=patient_id)
+
+
+async def load_registry(conn: psycopg.AsyncConnection[Any]) -> dict[str, DeviceEntry]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT id, patient_id, kind, revoked_at FROM devices")
+        rows = await cur.fetchall()
+    return {
+        r["id"]: DeviceEntry(r["id"], r["patient_id"], r["kind"], r["revoked_at"] is not None)
+        for r in rows
+    }
+
+
+class CachedRegistry:
+    """The device table held in memory, reloaded when stale or on an unknown id.
+
+    Reloads on a miss are rate-limited so a flood from unknown ids cannot hammer the DB.
+    """
+
+    def __init__(self, url: str, ttl_s: float = 2.0, min_reload_s: float = 0.5) -> None:
+        self._url = url
+        self._ttl = ttl_s
+        self._min_reload = min_reload_s
+        self._entries: dict[str, DeviceEntry] = {}
+        self._loaded_at = float("-inf")
+
+    async def get(self, device_id: str) -> DeviceEntry | None:
+        now = time.monotonic()
+        age = now - self._loaded_at
+        if age > self._ttl or (device_id not in self._entries and age > self._min_reload):
+            async with await psycopg.AsyncConnection.connect(self._url) as conn:
+                self._entries = await load_registry(conn)
+            self._loaded_at = time.monotonic()
+        return self._entries.get(device_id)
+
+    def peek(self, device_id: str) -> DeviceEntry | None:
+        return self._entries.get(device_id)

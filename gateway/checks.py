@@ -54,8 +54,7 @@ def check_readings(topic: str, payload: bytes, now: datetime, lookup: Lookup) ->
     readings, rejections = parse_payload(payload)
     for rejection in rejections:
         verdict.rejected.append(
-            _reject(topic, now, rejection.reason, rejection.detail, rejection.raw,
-                    rejection.device_id or topic_device)
+            _reject(topic, now, rejection.reason, rejection.detail, rejection.raw, topic_device)
         )
     for reading in readings:
         if reading.device_id != topic_device:

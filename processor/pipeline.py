@@ -101,8 +101,8 @@ class Pipeline:
                 continue
             normalised = normalise(reading, entry.patient_id, late_after=self._late_after,
                                    future_tolerance=self._future)
-            sink.add(reading, entry.patient_id, normalised)
-            observations.extend(normalised)
+            if sink.add(reading, entry.patient_id, normalised):
+                observations.extend(normalised)
 
         async with self._pool.connection() as conn, conn.transaction():
             fresh = await sink.flush(conn)

@@ -33,8 +33,7 @@ _READING_COLS = (
 _MERGE = f"""
 WITH fresh AS (
     INSERT INTO reading_receipts ({_RECEIPT_COLS})
-    SELECT DISTINCT ON (device_id, seq) {_RECEIPT_COLS} FROM staging_receipts
-    ORDER BY device_id, seq
+    SELECT {_RECEIPT_COLS} FROM staging_receipts
     ON CONFLICT (device_id, seq) DO NOTHING
     RETURNING device_id, seq
 ), stored AS (
@@ -51,12 +50,18 @@ class ReadingSink:
     def __init__(self) -> None:
         self._receipts: list[tuple[Any, ...]] = []
         self._rows: list[tuple[Any, ...]] = []
+        self._keys: set[Key] = set()
 
     def __len__(self) -> int:
         return len(self._receipts)
 
     def add(self, reading: AcceptedReading, patient_id: UUID,
-            observations: list[NormalisedObservation]) -> None:
+            observations: list[NormalisedObservation]) -> bool:
+        """Buffer a reading; False if the same (device_id, seq) is already buffered."""
+        key = (reading.device_id, reading.seq)
+        if key in self._keys:
+            return False
+        self._keys.add(key)
         self._receipts.append((
             reading.device_id, reading.seq, patient_id, reading.measured_at, reading.received_at,
             reading.battery_pct, json.dumps(reading.context),
@@ -66,6 +71,7 @@ class ReadingSink:
                 o.patient_id, o.measured_at, o.code, o.value, o.unit, o.loinc, o.source,
                 o.device_id, o.seq, o.received_at, [q.value for q in o.quality],
             ))
+        return True
 
     async def flush(self, conn: psycopg.AsyncConnection[Any]) -> set[Key]:
         """Write the buffer in the open transaction; returns the (device_id, seq) newly stored."""
@@ -83,4 +89,5 @@ class ReadingSink:
             fresh = {(r[0], r[1]) for r in await cur.fetchall()}
         self._receipts.clear()
         self._rows.clear()
+        self._keys.clear()
         return fresh

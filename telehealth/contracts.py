@@ -100,7 +100,6 @@ class Rejection(BaseModel):
     reason: Reason
     detail: str
     raw: bytes
-    device_id: str | None = None
 
 
 _readings = TypeAdapter(Reading)
@@ -159,21 +158,15 @@ def parse_payload(payload: bytes) -> tuple[list[Reading], list[Rejection]]:
     readings: list[Reading] = []
     rejections: list[Rejection] = []
     for item, raw in items:
-        claimed = item.get("device_id") if isinstance(item, dict) else None
-        claimed = claimed if isinstance(claimed, str) else None
         try:
             reading = _readings.validate_python(item)
         except ValidationError as exc:
-            rejections.append(
-                Rejection(
-                    reason=Reason.SCHEMA_INVALID, detail=_describe(exc), raw=raw, device_id=claimed
-                )
-            )
+            rejections.append(Rejection(reason=Reason.SCHEMA_INVALID, detail=_describe(exc), raw=raw))
             continue
         problem = _check_codes(reading)
         if problem is not None:
             reason, detail = problem
-            rejections.append(Rejection(reason=reason, detail=detail, raw=raw, device_id=claimed))
+            rejections.append(Rejection(reason=reason, detail=detail, raw=raw))
             continue
         readings.append(reading)
     return readings, rejections

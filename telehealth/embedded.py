@@ -49,11 +49,11 @@ def _die_with_parent() -> None:
 def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start a child in its own session (Ctrl-C reaches only us) that dies if we die."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    out = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
-    return subprocess.Popen(
-        args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        start_new_session=True, preexec_fn=_die_with_parent,
-    )
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

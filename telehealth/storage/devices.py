@@ -59,9 +59,14 @@ async def provision(
     return Credentials(device_id=device_id, username=device_id, password=secret, patient_id=patient_id)
 
 
-async def load_registry(conn: psycopg.AsyncConnection[Any]) -> dict[str, DeviceEntry]:
+async def load_registry(conn: psycopg.AsyncConnection[Any],
+                        device_id: str | None = None) -> dict[str, DeviceEntry]:
+    """All devices, or just one."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SELECT id, patient_id, kind, revoked_at FROM devices")
+        await cur.execute(
+            "SELECT id, patient_id, kind, revoked_at FROM devices WHERE %(id)s::text IS NULL OR id = %(id)s",
+            {"id": device_id},
+        )
         rows = await cur.fetchall()
     return {
         r["id"]: DeviceEntry(r["id"], r["patient_id"], r["kind"], r["revoked_at"] is not None)
@@ -70,26 +75,48 @@ async def load_registry(conn: psycopg.AsyncConnection[Any]) -> dict[str, DeviceE
 
 
 class CachedRegistry:
-    """The device table held in memory, reloaded when stale or on an unknown id.
+    """The device table held in memory.
 
-    Reloads on a miss are rate-limited so a flood from unknown ids cannot hammer the DB.
+    The whole table is reloaded every `ttl_s` (revocations take effect within it); an unknown
+    id is looked up on its own, and a miss is remembered for `negative_ttl_s` so a flood from
+    unknown ids costs one query per id and interval, not one per message.
     """
 
-    def __init__(self, url: str, ttl_s: float = 2.0, min_reload_s: float = 0.5) -> None:
+    def __init__(self, url: str, ttl_s: float = 2.0, negative_ttl_s: float = 0.5) -> None:
         self._url = url
         self._ttl = ttl_s
-        self._min_reload = min_reload_s
+        self._negative_ttl = negative_ttl_s
         self._entries: dict[str, DeviceEntry] = {}
+        self._missing: dict[str, float] = {}
         self._loaded_at = float("-inf")
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+        return self._conn
 
     async def get(self, device_id: str) -> DeviceEntry | None:
         now = time.monotonic()
-        age = now - self._loaded_at
-        if age > self._ttl or (device_id not in self._entries and age > self._min_reload):
-            async with await psycopg.AsyncConnection.connect(self._url) as conn:
-                self._entries = await load_registry(conn)
-            self._loaded_at = time.monotonic()
+        try:
+            if now - self._loaded_at > self._ttl:
+                self._entries = await load_registry(await self._connection())
+                self._missing.clear()
+                self._loaded_at = now
+            elif device_id not in self._entries and now - self._missing.get(device_id, -1e9) > self._negative_ttl:
+                found = await load_registry(await self._connection(), device_id)
+                self._entries.update(found)
+                if not found:
+                    self._missing[device_id] = now
+        except psycopg.OperationalError:
+            if self._conn is not None:
+                await self._conn.close()
+            raise
         return self._entries.get(device_id)
 
     def peek(self, device_id: str) -> DeviceEntry | None:
         return self._entries.get(device_id)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()

@@ -1,0 +1,141 @@
+"""Session fixtures: real PostgreSQL, Kafka-protocol and MQTT servers from pip-installed packages.
+
+Nothing running on the machine is assumed. To use servers you already run, set
+TELEHEALTH_TEST_DATABASE_URL (a fresh database is created on it per session),
+TELEHEALTH_TEST_KAFKA_BOOTSTRAP or TELEHEALTH_TEST_MQTT_URL. TELEHEALTH_TEST_MQTT=amqtt
+forces the pure-Python broker even where mosquitto is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from telehealth.embedded import EmbeddedKafka, EmbeddedMqtt, EmbeddedPostgres, free_port
+from telehealth.settings import Settings
+from telehealth.stack import Services, wait_http_ok
+from telehealth.storage import migrate
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("telehealth")
+
+
+def _fresh_database(url: str) -> tuple[str, str]:
+    name = f"telehealth_test_{secrets.token_hex(4)}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, psycopg.conninfo.make_conninfo(url, dbname=name)
+
+
+@pytest.fixture(scope="session")
+def database_url(data_dir: Path) -> Iterator[str]:
+    external = os.environ.get("TELEHEALTH_TEST_DATABASE_URL")
+    if external:
+        name, url = _fresh_database(external)
+        yield url
+        with psycopg.connect(external, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return
+    server = EmbeddedPostgres(data_dir)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(data_dir: Path) -> Iterator[str]:
+    external = os.environ.get("TELEHEALTH_TEST_KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    broker = EmbeddedKafka(data_dir)
+    yield broker.start()
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker(data_dir: Path) -> Iterator[EmbeddedMqtt | str]:
+    external = os.environ.get("TELEHEALTH_TEST_MQTT_URL")
+    if external:
+        yield external
+        return
+    broker = EmbeddedMqtt(data_dir, prefer=os.environ.get("TELEHEALTH_TEST_MQTT") or None)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, kafka_bootstrap: str, mqtt_broker: EmbeddedMqtt | str) -> Settings:
+    migrate(database_url)
+    if isinstance(mqtt_broker, str):
+        mqtt_url, share = mqtt_broker, "gateway"
+    else:
+        mqtt_url = mqtt_broker.url
+        share = "gateway" if mqtt_broker.supports_shared_subscriptions else ""
+    return Settings(
+        database_url=database_url, kafka_bootstrap=kafka_bootstrap, mqtt_url=mqtt_url,
+        gateway_share_group=share, api_port=free_port(), _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture(scope="session")
+def services(settings: Settings, data_dir: Path) -> Iterator[Services]:
+    """Gateway, processor and API as real child processes, as in production."""
+    running = Services(settings, data_dir / "logs")
+    running.start("processor", "processor")
+    running.start("gateway", "gateway")
+    running.start("api", "api")
+    wait_http_ok(f"http://127.0.0.1:{settings.api_port}/readyz")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def api_url(services: Services, settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.api_port}"
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    from psycopg.rows import dict_row
+
+    assert settings.database_url
+    async with await psycopg.AsyncConnection.connect(
+        settings.database_url, autocommit=True, row_factory=dict_row
+    ) as conn:
+        yield conn
+
+
+@pytest.fixture
+async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
+        yield client
+
+
+async def eventually(check: Any, *, timeout: float = 30.0, interval: float = 0.2) -> Any:
+    """Poll an async check until it returns a truthy value; fail with its last value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = None
+    while loop.time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")

@@ -1,0 +1,60 @@
+"""`telehealth up` from a clean directory: ready, data flowing, and a clean stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from telehealth.embedded import free_port
+
+
+def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
+    env |= {"TELEHEALTH_DATA_DIR": str(tmp_path / "data"), "TELEHEALTH_API_PORT": str(port)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "telehealth", "up", "--patients", "3", "--speed", "600"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, text=True,
+    )
+    output = []
+    try:
+        deadline = time.monotonic() + 90
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            output.append(line)
+            if "Press Ctrl-C" in line or (not line and proc.poll() is not None):
+                break
+        text = "".join(output)
+        assert "telehealth is up" in text, text
+        token = re.search(r"clinician:.*\n\s+token (\S+)", text)
+        assert token, text
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 6  # mqtt, kafka, gateway, processor, api, simulator
+
+        headers = {"Authorization": f"Bearer {token.group(1)}"}
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/readyz").status_code == 200
+        deadline = time.monotonic() + 60
+        patients: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            patients = httpx.get(f"{base}/api/v1/patients", headers=headers).json()
+            if len(patients) == 3 and all(p["latest"] for p in patients):
+                break
+            time.sleep(0.5)
+        assert len(patients) == 3 and all(p["latest"] for p in patients), patients
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(output) + rest
+    assert "telehealth: stopped" in rest
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()

@@ -1,0 +1,66 @@
+import json
+from datetime import UTC, datetime
+from uuid import uuid4
+
+from gateway.checks import check_readings, check_status
+from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
+from telehealth.storage.devices import DeviceEntry
+
+NOW = datetime(2026, 11, 23, 8, 16, tzinfo=UTC)
+REGISTRY = {
+    "cgm-1": DeviceEntry("cgm-1", uuid4(), "cgm", revoked=False),
+    "cgm-2": DeviceEntry("cgm-2", uuid4(), "cgm", revoked=False),
+    "cgm-old": DeviceEntry("cgm-old", uuid4(), "cgm", revoked=True),
+}
+
+
+def payload(device_id: str = "cgm-1", seq: int = 1) -> bytes:
+    return json.dumps({
+        "device_id": device_id, "seq": seq, "measured_at": "2026-11-23T08:15:00+00:00",
+        "observations": [{"code": "glucose", "value": 100, "unit": "mg/dL", "source": "cgm"}],
+    }).encode()
+
+
+def test_own_reading_is_accepted_and_stamped() -> None:
+    verdict = check_readings("telehealth/v1/devices/cgm-1/readings", payload(), NOW, REGISTRY.get)
+    [accepted] = verdict.accepted
+    assert verdict.rejected == []
+    assert accepted.received_at == NOW
+    assert AcceptedReading.model_validate_json(accepted.model_dump_json()) == accepted
+
+
+def test_publishing_under_another_devices_id_is_rejected() -> None:
+    verdict = check_readings("telehealth/v1/devices/cgm-2/readings", payload("cgm-1"), NOW, REGISTRY.get)
+    assert verdict.accepted == []
+    [letter] = verdict.rejected
+    assert letter.reason is Reason.DEVICE_MISMATCH
+    assert letter.device_id == "cgm-2"
+
+
+def test_unknown_and_revoked_devices_are_rejected_with_raw_bytes() -> None:
+    for device, reason in (("cgm-9", Reason.UNKNOWN_DEVICE), ("cgm-old", Reason.REVOKED_DEVICE)):
+        raw = payload(device)
+        verdict = check_readings(f"telehealth/v1/devices/{device}/readings", raw, NOW, REGISTRY.get)
+        [letter] = verdict.rejected
+        assert (letter.reason, letter.raw) == (reason, raw)
+
+
+def test_dead_letter_round_trips_raw_bytes_through_json() -> None:
+    raw = b"\x00\xffnot json"
+    verdict = check_readings("telehealth/v1/devices/cgm-1/readings", raw, NOW, REGISTRY.get)
+    [letter] = verdict.rejected
+    assert letter.reason is Reason.UNPARSEABLE
+    assert DeadLetter.model_validate_json(letter.model_dump_json()).raw == raw
+
+
+def test_foreign_topic_is_rejected() -> None:
+    verdict = check_readings("elsewhere/cgm-1", payload(), NOW, REGISTRY.get)
+    assert [r.reason for r in verdict.rejected] == [Reason.BAD_TOPIC]
+
+
+def test_status_messages() -> None:
+    ok = check_status("telehealth/v1/devices/cgm-1/status", b'{"state":"offline","battery_pct":9}',
+                      NOW, REGISTRY.get)
+    assert isinstance(ok, StatusEvent) and ok.state == "offline" and ok.battery_pct == 9
+    bad = check_status("telehealth/v1/devices/cgm-1/status", b'{"state":"asleep"}', NOW, REGISTRY.get)
+    assert isinstance(bad, DeadLetter) and bad.reason is Reason.SCHEMA_INVALID

@@ -26,10 +26,12 @@ class Verdict:
     rejected: list[DeadLetter] = field(default_factory=list)
 
 
-def _reject(topic: str, now: datetime, reason: Reason, detail: str, raw: bytes,
-            device_id: str | None) -> DeadLetter:
-    return DeadLetter(reason=reason, detail=detail, source_topic=topic, device_id=device_id,
-                      received_at=now, raw=raw)
+def _reject(
+    topic: str, now: datetime, reason: Reason, detail: str, raw: bytes, device_id: str | None
+) -> DeadLetter:
+    return DeadLetter(
+        reason=reason, detail=detail, source_topic=topic, device_id=device_id, received_at=now, raw=raw
+    )
 
 
 def device_problem(device_id: str | None, lookup: Lookup) -> tuple[Reason, str] | None:

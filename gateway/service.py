@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
@@ -63,7 +64,7 @@ class Gateway:
         settings = self._settings
         assert settings.mqtt_url
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=settings.gateway_client_id or "telehealth-gateway-1",
             clean_session=False,
             protocol=mqtt.MQTTv311,
@@ -129,14 +130,22 @@ class Gateway:
                 rejected = [result]
             else:
                 rejected = []
-                records.append(Outgoing(settings.status_topic, result.device_id.encode(),
-                                        result.model_dump_json().encode()))
+                records.append(
+                    Outgoing(
+                        settings.status_topic, result.device_id.encode(), result.model_dump_json().encode()
+                    )
+                )
         else:
             verdict = check_readings(message.topic, payload, now, self._registry.peek)
             rejected = verdict.rejected
             for reading in verdict.accepted:
-                records.append(Outgoing(settings.readings_topic, reading.device_id.encode(),
-                                        reading.model_dump_json().encode()))
+                records.append(
+                    Outgoing(
+                        settings.readings_topic,
+                        reading.device_id.encode(),
+                        reading.model_dump_json().encode(),
+                    )
+                )
             ACCEPTED.inc(len(verdict.accepted))
         for letter in rejected:
             REJECTED.labels(letter.reason.value).inc()
@@ -166,8 +175,11 @@ class Gateway:
                 failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
                 if not failed:
                     break
-                log.warning("Kafka refused %d record(s) (%s); holding the MQTT ack and retrying",
-                            len(failed), results[failed[0]])
+                log.warning(
+                    "Kafka refused %d record(s) (%s); holding the MQTT ack and retrying",
+                    len(failed),
+                    results[failed[0]],
+                )
                 RETRIES.inc(len(failed))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

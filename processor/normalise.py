@@ -37,8 +37,9 @@ class NormalisedObservation:
         return not self.quality
 
 
-def reading_flags(reading: AcceptedReading, late_after: timedelta,
-                  future_tolerance: timedelta) -> tuple[Quality, ...]:
+def reading_flags(
+    reading: AcceptedReading, late_after: timedelta, future_tolerance: timedelta
+) -> tuple[Quality, ...]:
     lag = reading.received_at - reading.measured_at
     if lag > late_after:
         return (Quality.LATE,)
@@ -47,8 +48,9 @@ def reading_flags(reading: AcceptedReading, late_after: timedelta,
     return ()
 
 
-def normalise(reading: AcceptedReading, patient_id: UUID, *, late_after: timedelta,
-              future_tolerance: timedelta) -> list[NormalisedObservation]:
+def normalise(
+    reading: AcceptedReading, patient_id: UUID, *, late_after: timedelta, future_tolerance: timedelta
+) -> list[NormalisedObservation]:
     flags = reading_flags(reading, late_after, future_tolerance)
     out = []
     for obs in reading.observations:

@@ -71,9 +71,12 @@ def decode(records: list[ConsumerRecord[Any, Any]], settings: Settings) -> Batch
                 batch.statuses.append(StatusEvent.model_validate_json(record.value))
         except ValidationError as exc:
             letter = DeadLetter(
-                reason=Reason.SCHEMA_INVALID, detail=f"processor could not decode: {exc.errors()[0]['msg']}",
-                source_topic=record.topic, device_id=(record.key or b"").decode(errors="replace") or None,
-                received_at=datetime.now(UTC), raw=record.value or b"",
+                reason=Reason.SCHEMA_INVALID,
+                detail=f"processor could not decode: {exc.errors()[0]['msg']}",
+                source_topic=record.topic,
+                device_id=(record.key or b"").decode(errors="replace") or None,
+                received_at=datetime.now(UTC),
+                raw=record.value or b"",
             )
             origin = f"undecodable:{record.topic}:{record.partition}:{record.offset}"
             batch.letters.append(LetterAt(letter, origin))
@@ -99,8 +102,9 @@ class Pipeline:
                 batch.letters.append(self._orphan(reading))
                 orphans += 1
                 continue
-            normalised = normalise(reading, entry.patient_id, late_after=self._late_after,
-                                   future_tolerance=self._future)
+            normalised = normalise(
+                reading, entry.patient_id, late_after=self._late_after, future_tolerance=self._future
+            )
             if sink.add(reading, entry.patient_id, normalised):
                 observations.extend(normalised)
 
@@ -122,8 +126,10 @@ class Pipeline:
         letter = DeadLetter(
             reason=Reason.UNKNOWN_DEVICE,
             detail=f"device {reading.device_id!r} is not provisioned (checked at the processor)",
-            source_topic=self._settings.readings_topic, device_id=reading.device_id,
-            received_at=reading.received_at, raw=reading.model_dump_json().encode(),
+            source_topic=self._settings.readings_topic,
+            device_id=reading.device_id,
+            received_at=reading.received_at,
+            raw=reading.model_dump_json().encode(),
         )
         return LetterAt(letter, f"orphan:{reading.device_id}:{reading.seq}")
 
@@ -137,8 +143,18 @@ async def _store_letters(conn: Any, letters: list[LetterAt]) -> None:
                                          origin)
                VALUES (%s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (origin) DO NOTHING""",
-            [(lt.letter.reason.value, lt.letter.detail, lt.letter.source_topic, lt.letter.device_id,
-              lt.letter.received_at, lt.letter.raw, lt.origin) for lt in letters],
+            [
+                (
+                    lt.letter.reason.value,
+                    lt.letter.detail,
+                    lt.letter.source_topic,
+                    lt.letter.device_id,
+                    lt.letter.received_at,
+                    lt.letter.raw,
+                    lt.origin,
+                )
+                for lt in letters
+            ],
         )
 
 

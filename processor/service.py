@@ -29,7 +29,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     pool = await open_pool(settings.database_url, max_size=4)
     producer = make_producer(settings)
     consumer = AIOKafkaConsumer(
-        settings.readings_topic, settings.deadletter_topic, settings.status_topic,
+        settings.readings_topic,
+        settings.deadletter_topic,
+        settings.status_topic,
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=settings.processor_group,
         enable_auto_commit=False,
@@ -60,8 +62,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await pool.close()
 
 
-async def _until_durable(pipeline: Pipeline, records: list[ConsumerRecord[Any, Any]],
-                         stop: asyncio.Event) -> bool:
+async def _until_durable(
+    pipeline: Pipeline, records: list[ConsumerRecord[Any, Any]], stop: asyncio.Event
+) -> bool:
     """Retry the batch while the database is away; False if asked to stop before it landed.
 
     Offsets stay uncommitted until the batch is durable, so an unlanded batch replays.

@@ -55,22 +55,41 @@ class ReadingSink:
     def __len__(self) -> int:
         return len(self._receipts)
 
-    def add(self, reading: AcceptedReading, patient_id: UUID,
-            observations: list[NormalisedObservation]) -> bool:
+    def add(
+        self, reading: AcceptedReading, patient_id: UUID, observations: list[NormalisedObservation]
+    ) -> bool:
         """Buffer a reading; False if the same (device_id, seq) is already buffered."""
         key = (reading.device_id, reading.seq)
         if key in self._keys:
             return False
         self._keys.add(key)
-        self._receipts.append((
-            reading.device_id, reading.seq, patient_id, reading.measured_at, reading.received_at,
-            reading.battery_pct, json.dumps(reading.context),
-        ))
+        self._receipts.append(
+            (
+                reading.device_id,
+                reading.seq,
+                patient_id,
+                reading.measured_at,
+                reading.received_at,
+                reading.battery_pct,
+                json.dumps(reading.context),
+            )
+        )
         for o in observations:
-            self._rows.append((
-                o.patient_id, o.measured_at, o.code, o.value, o.unit, o.loinc, o.source,
-                o.device_id, o.seq, o.received_at, [q.value for q in o.quality],
-            ))
+            self._rows.append(
+                (
+                    o.patient_id,
+                    o.measured_at,
+                    o.code,
+                    o.value,
+                    o.unit,
+                    o.loinc,
+                    o.source,
+                    o.device_id,
+                    o.seq,
+                    o.received_at,
+                    [q.value for q in o.quality],
+                )
+            )
         return True
 
     async def flush(self, conn: psycopg.AsyncConnection[Any]) -> set[Key]:

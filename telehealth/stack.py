@@ -153,8 +153,16 @@ def up(settings: Settings, *, patients: int, speed: float, scenario: str) -> Non
         services.start("api", "api")
         base = f"http://{settings.api_host}:{settings.api_port}"
         wait_http_ok(f"{base}/readyz")
-        services.start("simulator", "simulate", "--patients", str(patients), "--speed", str(speed),
-                       "--scenario", scenario)
+        services.start(
+            "simulator",
+            "simulate",
+            "--patients",
+            str(patients),
+            "--speed",
+            str(speed),
+            "--scenario",
+            scenario,
+        )
         print(
             f"\ntelehealth is up in {time.monotonic() - began:.1f}s\n"
             f"  dashboard:  {base}/\n  API docs:   {base}/docs\n"

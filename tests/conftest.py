@@ -89,8 +89,12 @@ def settings(database_url: str, kafka_bootstrap: str, mqtt_broker: EmbeddedMqtt 
         mqtt_url = mqtt_broker.url
         share = "gateway" if mqtt_broker.supports_shared_subscriptions else ""
     return Settings(
-        database_url=database_url, kafka_bootstrap=kafka_bootstrap, mqtt_url=mqtt_url,
-        gateway_share_group=share, api_port=free_port(), _env_file=None,  # type: ignore[call-arg]
+        database_url=database_url,
+        kafka_bootstrap=kafka_bootstrap,
+        mqtt_url=mqtt_url,
+        gateway_share_group=share,
+        api_port=free_port(),
+        _env_file=None,  # type: ignore[call-arg]
     )
 
 

@@ -16,19 +16,35 @@ from telehealth.storage.people import add_patient, add_user, issue_token
 _counter = itertools.count(5000)
 
 
-async def make_user(conn: psycopg.AsyncConnection[Any], role: str, teams: list[str] | None = None,
-                    patient_id: UUID | None = None) -> str:
+async def make_user(
+    conn: psycopg.AsyncConnection[Any],
+    role: str,
+    teams: list[str] | None = None,
+    patient_id: UUID | None = None,
+) -> str:
     """A user with a fresh name; returns its bearer token."""
-    user = await add_user(conn, f"{role}-{next(_counter)}", role, password="correct horse",
-                          care_teams=teams, patient_id=patient_id)
+    user = await add_user(
+        conn,
+        f"{role}-{next(_counter)}",
+        role,
+        password="correct horse",
+        care_teams=teams,
+        patient_id=patient_id,
+    )
     return await issue_token(conn, user.id)
 
 
 async def make_patient(conn: psycopg.AsyncConnection[Any], team: str) -> UUID:
     i = next(_counter)
-    row = await add_patient(conn, nhs_number=nhs_number_for(i), name=f"Test Patient {i}",
-                            birth_date=date(1970, 1, 1), sex="female", conditions=["t1d"],
-                            care_team=team)
+    row = await add_patient(
+        conn,
+        nhs_number=nhs_number_for(i),
+        name=f"Test Patient {i}",
+        birth_date=date(1970, 1, 1),
+        sex="female",
+        conditions=["t1d"],
+        care_team=team,
+    )
     patient_id: UUID = row["id"]
     return patient_id
 

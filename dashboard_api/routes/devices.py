@@ -18,12 +18,20 @@ async def provision_device(body: DeviceIn, conn: ConnDep, _: AdminUser) -> Devic
     if await cur.fetchone() is None:
         raise HTTPException(404, f"no patient {body.patient_id}")
     try:
-        creds = await provision(conn, device_id=body.device_id, patient_id=body.patient_id,
-                                kind=body.kind, expected_interval_s=body.expected_interval_s)
+        creds = await provision(
+            conn,
+            device_id=body.device_id,
+            patient_id=body.patient_id,
+            kind=body.kind,
+            expected_interval_s=body.expected_interval_s,
+        )
     except DeviceExists as exc:
         raise HTTPException(409, str(exc)) from exc
     return DeviceCredentials(
-        device_id=creds.device_id, patient_id=creds.patient_id, mqtt_username=creds.username,
-        mqtt_password=creds.password, readings_topic=readings_topic(creds.device_id),
+        device_id=creds.device_id,
+        patient_id=creds.patient_id,
+        mqtt_username=creds.username,
+        mqtt_password=creds.password,
+        readings_topic=readings_topic(creds.device_id),
         status_topic=status_topic(creds.device_id),
     )

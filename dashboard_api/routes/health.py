@@ -60,8 +60,9 @@ async def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
         jobs.append(run("mqtt", _tcp(address.host, address.port)))
     await asyncio.gather(*jobs)
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/metrics")

@@ -114,12 +114,16 @@ async def observations(
     if start >= end:
         raise HTTPException(422, "from must be before to")
     params: dict[str, Any] = {"patient": patient_id, "start": start, "end": end, "code": code}
-    where = ("patient_id = %(patient)s AND measured_at >= %(start)s AND measured_at < %(end)s"
-             " AND (%(code)s::text IS NULL OR code = %(code)s)")
+    where = (
+        "patient_id = %(patient)s AND measured_at >= %(start)s AND measured_at < %(end)s"
+        " AND (%(code)s::text IS NULL OR code = %(code)s)"
+    )
     if bucket is None:
         cur = await conn.execute(
             f"""SELECT measured_at, code, value, unit, quality, device_id, seq FROM readings
-                WHERE {where} ORDER BY measured_at, code LIMIT {MAX_RAW_POINTS}""", params)
+                WHERE {where} ORDER BY measured_at, code LIMIT {MAX_RAW_POINTS}""",
+            params,
+        )
         return [ObservationPoint(**r) for r in await cur.fetchall()]
     params["bucket"] = parse_bucket(bucket)
     cur = await conn.execute(
@@ -127,5 +131,7 @@ async def observations(
                    count(*) AS count, avg(value) AS mean, min(value) AS min, max(value) AS max,
                    min(unit) AS unit
             FROM readings WHERE {where} AND NOT ('implausible' = ANY(quality))
-            GROUP BY 1, 2 ORDER BY 1, 2""", params)
+            GROUP BY 1, 2 ORDER BY 1, 2""",
+        params,
+    )
     return [BucketPoint(**r) for r in await cur.fetchall()]

@@ -55,21 +55,31 @@ class ThresholdRule:
 
 
 DEFAULT_RULES: tuple[ThresholdRule, ...] = (
-    ThresholdRule("glucose_low", "glucose", (
-        Band(Severity.URGENT, "Glucose urgent low", lt=3.0),
-        Band(Severity.WARNING, "Glucose low", lt=3.9),
-    )),
-    ThresholdRule("glucose_high", "glucose", (
-        Band(Severity.WARNING, "Glucose high", gt=13.9),
-    )),
-    ThresholdRule("spo2_low", "spo2", (
-        Band(Severity.URGENT, "SpO2 urgent low", le=91),
-        Band(Severity.WARNING, "SpO2 low", le=93),
-    )),
-    ThresholdRule("pulse", "pulse", (
-        Band(Severity.URGENT, "Pulse urgent", ge=131, le=40),
-        Band(Severity.WARNING, "Pulse abnormal", ge=111, le=50),
-    )),
+    ThresholdRule(
+        "glucose_low",
+        "glucose",
+        (
+            Band(Severity.URGENT, "Glucose urgent low", lt=3.0),
+            Band(Severity.WARNING, "Glucose low", lt=3.9),
+        ),
+    ),
+    ThresholdRule("glucose_high", "glucose", (Band(Severity.WARNING, "Glucose high", gt=13.9),)),
+    ThresholdRule(
+        "spo2_low",
+        "spo2",
+        (
+            Band(Severity.URGENT, "SpO2 urgent low", le=91),
+            Band(Severity.WARNING, "SpO2 low", le=93),
+        ),
+    ),
+    ThresholdRule(
+        "pulse",
+        "pulse",
+        (
+            Band(Severity.URGENT, "Pulse urgent", ge=131, le=40),
+            Band(Severity.WARNING, "Pulse abnormal", ge=111, le=50),
+        ),
+    ),
 )
 
 
@@ -86,8 +96,9 @@ class Breach:
     measured_at: datetime
 
 
-def breaches(observations: Iterable[NormalisedObservation],
-             rules: tuple[ThresholdRule, ...] = DEFAULT_RULES) -> list[Breach]:
+def breaches(
+    observations: Iterable[NormalisedObservation], rules: tuple[ThresholdRule, ...] = DEFAULT_RULES
+) -> list[Breach]:
     """The worst breach per (patient, rule) among live observations; earliest on ties."""
     by_code: dict[str, list[ThresholdRule]] = {}
     for rule in rules:
@@ -100,13 +111,22 @@ def breaches(observations: Iterable[NormalisedObservation],
             band = rule.evaluate(obs.value)
             if band is None:
                 continue
-            found = Breach(obs.patient_id, rule.name, band.severity,
-                           f"{band.label}: {obs.value:g} {obs.unit}", obs.code, obs.value,
-                           obs.device_id, obs.seq, obs.measured_at)
+            found = Breach(
+                obs.patient_id,
+                rule.name,
+                band.severity,
+                f"{band.label}: {obs.value:g} {obs.unit}",
+                obs.code,
+                obs.value,
+                obs.device_id,
+                obs.seq,
+                obs.measured_at,
+            )
             key = (obs.patient_id, rule.name)
             best = worst.get(key)
             if best is None or (found.severity.rank, -found.measured_at.timestamp()) > (
-                best.severity.rank, -best.measured_at.timestamp()
+                best.severity.rank,
+                -best.measured_at.timestamp(),
             ):
                 worst[key] = found
     return list(worst.values())

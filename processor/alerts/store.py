@@ -63,8 +63,9 @@ async def publish_pending(pool: AsyncConnectionPool, producer: AIOKafkaProducer,
         if not rows:
             return 0
         sends = [
-            await producer.send(topic, json.dumps(row, default=str).encode(),
-                                key=str(row["patient_id"]).encode())
+            await producer.send(
+                topic, json.dumps(row, default=str).encode(), key=str(row["patient_id"]).encode()
+            )
             for row in rows
         ]
         for send in sends:

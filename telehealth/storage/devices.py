@@ -51,16 +51,22 @@ async def provision(
         await conn.execute(
             """INSERT INTO devices (id, patient_id, kind, secret_hash, expected_interval_s)
                VALUES (%s, %s, %s, %s, %s)""",
-            (device_id, patient_id, kind, hash_secret(secret),
-             expected_interval_s or EXPECTED_INTERVAL_S[kind]),
+            (
+                device_id,
+                patient_id,
+                kind,
+                hash_secret(secret),
+                expected_interval_s or EXPECTED_INTERVAL_S[kind],
+            ),
         )
     except psycopg.errors.UniqueViolation as exc:
         raise DeviceExists(f"device {device_id} is already provisioned") from exc
     return Credentials(device_id=device_id, username=device_id, password=secret, patient_id=patient_id)
 
 
-async def load_registry(conn: psycopg.AsyncConnection[Any],
-                        device_id: str | None = None) -> dict[str, DeviceEntry]:
+async def load_registry(
+    conn: psycopg.AsyncConnection[Any], device_id: str | None = None
+) -> dict[str, DeviceEntry]:
     """All devices, or just one."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
@@ -69,8 +75,7 @@ async def load_registry(conn: psycopg.AsyncConnection[Any],
         )
         rows = await cur.fetchall()
     return {
-        r["id"]: DeviceEntry(r["id"], r["patient_id"], r["kind"], r["revoked_at"] is not None)
-        for r in rows
+        r["id"]: DeviceEntry(r["id"], r["patient_id"], r["kind"], r["revoked_at"] is not None) for r in rows
     }
 
 
@@ -103,7 +108,10 @@ class CachedRegistry:
                 self._entries = await load_registry(await self._connection())
                 self._missing.clear()
                 self._loaded_at = now
-            elif device_id not in self._entries and now - self._missing.get(device_id, -1e9) > self._negative_ttl:
+            elif (
+                device_id not in self._entries
+                and now - self._missing.get(device_id, -1e9) > self._negative_ttl
+            ):
                 found = await load_registry(await self._connection(), device_id)
                 self._entries.update(found)
                 if not found:

@@ -38,9 +38,7 @@ def available() -> list[Migration]:
 
 
 def _timescale_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-    ).fetchone()
+    row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
     return row is not None
 
 
@@ -71,7 +69,9 @@ def migrate(url: str, *, retention: str = "2 years") -> list[str]:
                         (migration.version, migration.name, timescale),
                     )
                 applied.append(f"{migration.version:04d}_{migration.name}")
-                log.info("applied migration %04d_%s (timescale=%s)", migration.version, migration.name, timescale)
+                log.info(
+                    "applied migration %04d_%s (timescale=%s)", migration.version, migration.name, timescale
+                )
             if timescale:
                 _apply_retention(conn, retention)
         finally:

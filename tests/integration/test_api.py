@@ -29,8 +29,14 @@ async def test_admin_registers_patient_and_provisions_device(
     db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient
 ) -> None:
     admin = await make_user(db, "admin")
-    body = {"nhs_number": nhs_number_for(90_001), "name": "Ada Example", "birth_date": "1961-04-02",
-            "sex": "female", "conditions": ["copd"], "care_team": "team-api"}
+    body = {
+        "nhs_number": nhs_number_for(90_001),
+        "name": "Ada Example",
+        "birth_date": "1961-04-02",
+        "sex": "female",
+        "conditions": ["copd"],
+        "care_team": "team-api",
+    }
     created = await http.post("/api/v1/patients", json=body, headers=auth(admin))
     assert created.status_code == 201, created.text
     patient_id = created.json()["id"]
@@ -62,15 +68,22 @@ async def test_invalid_registration_is_a_clear_problem(
     db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, change: dict[str, str], field: str
 ) -> None:
     admin = await make_user(db, "admin")
-    body = {"nhs_number": nhs_number_for(90_002), "name": "B", "birth_date": "1961-04-02",
-            "sex": "male", "care_team": "t"} | change
+    body = {
+        "nhs_number": nhs_number_for(90_002),
+        "name": "B",
+        "birth_date": "1961-04-02",
+        "sex": "male",
+        "care_team": "t",
+    } | change
     response = await http.post("/api/v1/patients", json=body, headers=auth(admin))
     assert response.status_code == 422
     assert response.headers["content-type"] == PROBLEM
     assert field in response.json()["detail"]
 
 
-async def test_roles_and_care_teams_are_enforced(db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient) -> None:
+async def test_roles_and_care_teams_are_enforced(
+    db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient
+) -> None:
     mine = await make_patient(db, "team-a")
     theirs = await make_patient(db, "team-b")
     clinician = await make_user(db, "clinician", ["team-a"])
@@ -95,10 +108,14 @@ async def test_roles_and_care_teams_are_enforced(db: psycopg.AsyncConnection[Any
         denied = await http.get(path, headers=auth(researcher))
         assert denied.status_code == 403 and denied.json()["detail"]
     assert (await http.post("/api/v1/patients", json={}, headers=auth(clinician))).status_code == 403
-    assert (await http.get(f"/api/v1/patients/{uuid4()}/observations", headers=auth(clinician))).status_code == 404
+    assert (
+        await http.get(f"/api/v1/patients/{uuid4()}/observations", headers=auth(clinician))
+    ).status_code == 404
 
 
-async def test_observations_raw_and_bucketed(db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient) -> None:
+async def test_observations_raw_and_bucketed(
+    db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient
+) -> None:
     patient = await make_patient(db, "team-obs")
     device = await make_device(db, patient, "cgm")
     clinician = await make_user(db, "clinician", ["team-obs"])
@@ -123,26 +140,44 @@ async def test_observations_raw_and_bucketed(db: psycopg.AsyncConnection[Any], h
         assert (await http.get(url, params=params | bad, headers=auth(clinician))).status_code == 422
 
 
-async def test_alert_lifecycle_through_the_api(db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient) -> None:
+async def test_alert_lifecycle_through_the_api(
+    db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient
+) -> None:
     patient = await make_patient(db, "team-life")
     clinician = await make_user(db, "clinician", ["team-life"])
     outsider = await make_user(db, "clinician", ["team-elsewhere"])
     cur = await db.execute(
         """INSERT INTO alerts (patient_id, rule, severity, message, triggered_at)
-           VALUES (%s, 'spo2_low', 'urgent', 'SpO2 urgent low: 88 %%', now()) RETURNING id""", (patient,))
+           VALUES (%s, 'spo2_low', 'urgent', 'SpO2 urgent low: 88 %%', now()) RETURNING id""",
+        (patient,),
+    )
     row = await cur.fetchone()
     assert row is not None
     alert_id = row["id"]
-    assert (await http.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={}, headers=auth(outsider))).status_code == 404
-    ack = await http.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={"note": "calling"}, headers=auth(clinician))
+    assert (
+        await http.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={}, headers=auth(outsider))
+    ).status_code == 404
+    ack = await http.post(
+        f"/api/v1/alerts/{alert_id}/acknowledge", json={"note": "calling"}, headers=auth(clinician)
+    )
     assert ack.status_code == 200 and ack.json()["status"] == "acknowledged"
-    assert (await http.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={}, headers=auth(clinician))).status_code == 409
-    assert (await http.post(f"/api/v1/alerts/{alert_id}/resolve", json={"note": ""}, headers=auth(clinician))).status_code == 422
-    done = await http.post(f"/api/v1/alerts/{alert_id}/resolve", json={"note": "O2 adjusted"}, headers=auth(clinician))
+    assert (
+        await http.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={}, headers=auth(clinician))
+    ).status_code == 409
+    assert (
+        await http.post(f"/api/v1/alerts/{alert_id}/resolve", json={"note": ""}, headers=auth(clinician))
+    ).status_code == 422
+    done = await http.post(
+        f"/api/v1/alerts/{alert_id}/resolve", json={"note": "O2 adjusted"}, headers=auth(clinician)
+    )
     assert done.json()["status"] == "resolved" and done.json()["resolved_by"].startswith("clinician")
-    cur = await db.execute("SELECT status, note FROM alert_events WHERE alert_id = %s ORDER BY id", (alert_id,))
+    cur = await db.execute(
+        "SELECT status, note FROM alert_events WHERE alert_id = %s ORDER BY id", (alert_id,)
+    )
     assert [(r["status"], r["note"]) for r in await cur.fetchall()] == [
-        ("acknowledged", "calling"), ("resolved", "O2 adjusted")]
+        ("acknowledged", "calling"),
+        ("resolved", "O2 adjusted"),
+    ]
 
 
 async def test_password_login(db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient) -> None:

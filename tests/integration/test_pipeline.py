@@ -47,10 +47,12 @@ async def test_falling_glucose_is_stored_once_and_raises_urgent_low(
     start = datetime.now(UTC) - timedelta(minutes=6)
     series = [6.0, 5.1, 4.3, 3.6, 3.1, 2.6, 2.4]
     for seq, value in enumerate(series, start=1):
-        device_publisher.publish_reading(device.device_id, seq, glucose(value),
-                                         measured_at=start + timedelta(minutes=seq - 1))
-    device_publisher.publish_reading(device.device_id, 6, glucose(2.6),
-                                     measured_at=start + timedelta(minutes=5))  # redelivered
+        device_publisher.publish_reading(
+            device.device_id, seq, glucose(value), measured_at=start + timedelta(minutes=seq - 1)
+        )
+    device_publisher.publish_reading(
+        device.device_id, 6, glucose(2.6), measured_at=start + timedelta(minutes=5)
+    )  # redelivered
     device_publisher.publish_reading(device.device_id, 8, glucose(43, "mg/dL"))
     assert await device_publisher.drain()
 
@@ -59,21 +61,25 @@ async def test_falling_glucose_is_stored_once_and_raises_urgent_low(
 
     await eventually(lambda: _equals(stored, 8))
     assert await count(db, "SELECT count(*) FROM readings WHERE device_id = %s", device.device_id) == 8
-    cur = await db.execute("SELECT value, unit FROM readings WHERE device_id = %s AND seq = 8",
-                           (device.device_id,))
+    cur = await db.execute(
+        "SELECT value, unit FROM readings WHERE device_id = %s AND seq = 8", (device.device_id,)
+    )
     assert await cur.fetchone() == {"value": pytest.approx(2.3868, abs=1e-3), "unit": "mmol/L"}
 
     async def alerts() -> list[dict[str, Any]]:
-        response = await http.get("/api/v1/alerts", params={"patient_id": str(patient)},
-                                  headers=auth(clinician))
+        response = await http.get(
+            "/api/v1/alerts", params={"patient_id": str(patient)}, headers=auth(clinician)
+        )
         assert response.status_code == 200, response.text
         return [a for a in response.json() if a["severity"] == "urgent"]
 
     [alert] = await eventually(alerts)
     assert alert["rule"] == "glucose_low" and alert["status"] == "open"
     assert alert["value"] <= 3.0 and "urgent low" in alert["message"].lower()
-    assert await count(db, "SELECT count(*) FROM alerts WHERE patient_id = %s AND status <> 'resolved'",
-                       patient) == 1
+    assert (
+        await count(db, "SELECT count(*) FROM alerts WHERE patient_id = %s AND status <> 'resolved'", patient)
+        == 1
+    )
 
 
 async def _equals(check: Any, expected: int) -> bool:
@@ -90,30 +96,42 @@ async def _equals(check: Any, expected: int) -> bool:
     ],
 )
 async def test_bad_messages_become_dead_letters_with_reason_and_raw_bytes(
-    db: psycopg.AsyncConnection[Any], device_publisher: Publisher, payload: bytes | None,
-    topic_device: str | None, reason: str,
+    db: psycopg.AsyncConnection[Any],
+    device_publisher: Publisher,
+    payload: bytes | None,
+    topic_device: str | None,
+    reason: str,
 ) -> None:
     patient = await make_patient(db, "team-dl")
     device = await make_device(db, patient, "oximeter")
     other = await make_device(db, patient, "oximeter")
     if payload is None:
-        payload = (b'{"device_id":"%s","seq":1,"measured_at":"2026-11-23T08:00:00Z",'
-                   b'"observations":[{"code":"spo2","value":97,"unit":"%%"}]}' % device.device_id.encode())
+        payload = (
+            b'{"device_id":"%s","seq":1,"measured_at":"2026-11-23T08:00:00Z",'
+            b'"observations":[{"code":"spo2","value":97,"unit":"%%"}]}' % device.device_id.encode()
+        )
     publish_as = {None: device.device_id, "other": other.device_id}.get(topic_device, topic_device)
     assert publish_as is not None
     device_publisher.publish_raw(readings_topic(publish_as), payload)
 
     async def letters() -> list[dict[str, Any]]:
-        cur = await db.execute("SELECT reason, detail, raw, device_id FROM dead_letters WHERE device_id = %s",
-                               (publish_as,))
+        cur = await db.execute(
+            "SELECT reason, detail, raw, device_id FROM dead_letters WHERE device_id = %s", (publish_as,)
+        )
         return await cur.fetchall()
 
     [letter] = await eventually(letters)
     assert letter["reason"] == reason and letter["detail"]
     if reason != "device_mismatch":
         assert bytes(letter["raw"]) == payload
-    assert await count(db, "SELECT count(*) FROM reading_receipts WHERE device_id = ANY(%s)",
-                       [device.device_id, other.device_id]) == 0
+    assert (
+        await count(
+            db,
+            "SELECT count(*) FROM reading_receipts WHERE device_id = ANY(%s)",
+            [device.device_id, other.device_id],
+        )
+        == 0
+    )
 
 
 async def test_late_backlog_is_stored_flagged_and_raises_no_alert(
@@ -123,8 +141,12 @@ async def test_late_backlog_is_stored_flagged_and_raises_no_alert(
     device = await make_device(db, patient, "cgm")
     old = datetime.now(UTC) - timedelta(hours=2)
     backlog = [
-        {"device_id": device.device_id, "seq": i, "measured_at": (old + timedelta(minutes=5 * i)).isoformat(),
-         "observations": glucose(2.2)}
+        {
+            "device_id": device.device_id,
+            "seq": i,
+            "measured_at": (old + timedelta(minutes=5 * i)).isoformat(),
+            "observations": glucose(2.2),
+        }
         for i in range(1, 13)
     ]
     import json
@@ -132,8 +154,11 @@ async def test_late_backlog_is_stored_flagged_and_raises_no_alert(
     device_publisher.publish_raw(readings_topic(device.device_id), json.dumps(backlog).encode())
 
     async def flagged() -> int:
-        return await count(db, "SELECT count(*) FROM readings WHERE device_id = %s AND 'late' = ANY(quality)",
-                           device.device_id)
+        return await count(
+            db,
+            "SELECT count(*) FROM readings WHERE device_id = %s AND 'late' = ANY(quality)",
+            device.device_id,
+        )
 
     await eventually(lambda: _equals(flagged, 12))
     assert await count(db, "SELECT count(*) FROM alerts WHERE patient_id = %s", patient) == 0
@@ -147,8 +172,9 @@ async def test_status_updates_device_state(
     device_publisher.publish_status(device.device_id, "offline", 12)
 
     async def state() -> dict[str, Any] | None:
-        cur = await db.execute("SELECT state, battery_pct FROM devices WHERE id = %s AND state IS NOT NULL",
-                               (device.device_id,))
+        cur = await db.execute(
+            "SELECT state, battery_pct FROM devices WHERE id = %s AND state IS NOT NULL", (device.device_id,)
+        )
         return await cur.fetchone()
 
     assert await eventually(state) == {"state": "offline", "battery_pct": 12}

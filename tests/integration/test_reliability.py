@@ -38,8 +38,12 @@ async def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
     killed_at: int | None = None
     try:
         for seq in range(1, TOTAL + 1):
-            publisher.publish_reading(device.device_id, seq, [{"code": "spo2", "value": 97, "unit": "%"}],
-                                      measured_at=datetime.now(UTC))
+            publisher.publish_reading(
+                device.device_id,
+                seq,
+                [{"code": "spo2", "value": 97, "unit": "%"}],
+                measured_at=datetime.now(UTC),
+            )
             if seq % 200 == 0:
                 await asyncio.sleep(0.05)
             if seq == TOTAL // 2:
@@ -57,7 +61,8 @@ async def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
     assert await stored(db, device.device_id) == TOTAL
     cur = await db.execute(
         "SELECT count(*) AS rows, count(DISTINCT seq) AS seqs FROM readings WHERE device_id = %s",
-        (device.device_id,))
+        (device.device_id,),
+    )
     assert await cur.fetchone() == {"rows": TOTAL, "seqs": TOTAL}
 
 

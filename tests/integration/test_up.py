@@ -22,7 +22,11 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
     env |= {"TELEHEALTH_DATA_DIR": str(tmp_path / "data"), "TELEHEALTH_API_PORT": str(port)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "telehealth", "up", "--patients", "3", "--speed", "600"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+        text=True,
     )
     output = []
     try:

@@ -60,10 +60,15 @@ def test_array_splits_good_from_bad_elements() -> None:
         (encode(reading(device_id="bad/id")), Reason.SCHEMA_INVALID),
         (encode(reading(observations=[{"code": "bp", "value": 1, "unit": "mmHg"}])), Reason.UNKNOWN_CODE),
         (encode(reading(observations=[{"code": "glucose", "value": 5, "unit": "%"}])), Reason.UNKNOWN_UNIT),
-        (b'{"device_id":"a","seq":1,"measured_at":"2026-11-23T08:15:02Z",'
-         b'"observations":[{"code":"spo2","value":NaN,"unit":"%"}]}', Reason.SCHEMA_INVALID),
-        (encode(reading(observations=[{"code": "spo2", "value": 94, "unit": "%", "source": "cgm"}])),
-         Reason.SCHEMA_INVALID),
+        (
+            b'{"device_id":"a","seq":1,"measured_at":"2026-11-23T08:15:02Z",'
+            b'"observations":[{"code":"spo2","value":NaN,"unit":"%"}]}',
+            Reason.SCHEMA_INVALID,
+        ),
+        (
+            encode(reading(observations=[{"code": "spo2", "value": 94, "unit": "%", "source": "cgm"}])),
+            Reason.SCHEMA_INVALID,
+        ),
         (encode([{}] * (MAX_BATCH + 1)), Reason.TOO_MANY_READINGS),
         (b" " * (MAX_PAYLOAD_BYTES + 1), Reason.OVERSIZED),
         (b"42", Reason.SCHEMA_INVALID),
@@ -77,8 +82,12 @@ def test_rejections_carry_a_reason(payload: bytes, reason: Reason) -> None:
 
 
 def compact(i: int) -> dict[str, object]:
-    return {"device_id": "cgm-1", "seq": i, "measured_at": "2026-11-23T08:15:02Z",
-            "observations": [{"code": "glucose", "value": 6.1, "unit": "mmol/L"}]}
+    return {
+        "device_id": "cgm-1",
+        "seq": i,
+        "measured_at": "2026-11-23T08:15:02Z",
+        "observations": [{"code": "glucose", "value": 6.1, "unit": "mmol/L"}],
+    }
 
 
 def test_largest_backlog_that_fits_64_kib_is_accepted() -> None:
@@ -102,10 +111,15 @@ def test_glucose_units_convert_to_mmol() -> None:
 
 @pytest.mark.parametrize(
     ("code", "inside", "outside"),
-    [("glucose", (0.5, 40), (0.49, 40.1)), ("spo2", (50, 100), (49.9, 100.1)), ("pulse", (20, 300), (19, 301))],
+    [
+        ("glucose", (0.5, 40), (0.49, 40.1)),
+        ("spo2", (50, 100), (49.9, 100.1)),
+        ("pulse", (20, 300), (19, 301)),
+    ],
 )
-def test_plausible_ranges_are_inclusive(code: str, inside: tuple[float, float],
-                                        outside: tuple[float, float]) -> None:
+def test_plausible_ranges_are_inclusive(
+    code: str, inside: tuple[float, float], outside: tuple[float, float]
+) -> None:
     spec = CODES[code]
     assert all(spec.is_plausible(v) for v in inside)
     assert not any(spec.is_plausible(v) for v in outside)
@@ -119,12 +133,16 @@ def test_arbitrary_bytes_never_raise_and_never_vanish(payload: bytes) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
 
-@given(st.lists(st.one_of(json_values, st.builds(reading, seq=st.integers(0, 10**6))), min_size=1, max_size=20))
+@given(
+    st.lists(st.one_of(json_values, st.builds(reading, seq=st.integers(0, 10**6))), min_size=1, max_size=20)
+)
 def test_every_array_element_is_accepted_or_rejected(items: list[object]) -> None:
     readings, rejections = parse_payload(encode(items))
     assert len(readings) + len(rejections) == len(items)

@@ -15,10 +15,14 @@ REGISTRY = {
 
 
 def payload(device_id: str = "cgm-1", seq: int = 1) -> bytes:
-    return json.dumps({
-        "device_id": device_id, "seq": seq, "measured_at": "2026-11-23T08:15:00+00:00",
-        "observations": [{"code": "glucose", "value": 100, "unit": "mg/dL", "source": "cgm"}],
-    }).encode()
+    return json.dumps(
+        {
+            "device_id": device_id,
+            "seq": seq,
+            "measured_at": "2026-11-23T08:15:00+00:00",
+            "observations": [{"code": "glucose", "value": 100, "unit": "mg/dL", "source": "cgm"}],
+        }
+    ).encode()
 
 
 def test_own_reading_is_accepted_and_stamped() -> None:
@@ -59,8 +63,9 @@ def test_foreign_topic_is_rejected() -> None:
 
 
 def test_status_messages() -> None:
-    ok = check_status("telehealth/v1/devices/cgm-1/status", b'{"state":"offline","battery_pct":9}',
-                      NOW, REGISTRY.get)
+    ok = check_status(
+        "telehealth/v1/devices/cgm-1/status", b'{"state":"offline","battery_pct":9}', NOW, REGISTRY.get
+    )
     assert isinstance(ok, StatusEvent) and ok.state == "offline" and ok.battery_pct == 9
     bad = check_status("telehealth/v1/devices/cgm-1/status", b'{"state":"asleep"}', NOW, REGISTRY.get)
     assert isinstance(bad, DeadLetter) and bad.reason is Reason.SCHEMA_INVALID

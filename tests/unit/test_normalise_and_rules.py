@@ -13,10 +13,16 @@ LATE = timedelta(minutes=10)
 FUTURE = timedelta(minutes=5)
 
 
-def accepted(value: float, unit: str = "mmol/L", code: str = "glucose", measured: datetime = NOW,
-             seq: int = 1) -> AcceptedReading:
-    return AcceptedReading(device_id="cgm-1", seq=seq, measured_at=measured, received_at=NOW,
-                           observations=[Observation(code=code, value=value, unit=unit)])
+def accepted(
+    value: float, unit: str = "mmol/L", code: str = "glucose", measured: datetime = NOW, seq: int = 1
+) -> AcceptedReading:
+    return AcceptedReading(
+        device_id="cgm-1",
+        seq=seq,
+        measured_at=measured,
+        received_at=NOW,
+        observations=[Observation(code=code, value=value, unit=unit)],
+    )
 
 
 def norm(reading: AcceptedReading) -> list[NormalisedObservation]:
@@ -68,8 +74,9 @@ def test_quality_flags(reading: AcceptedReading, flags: tuple[Quality, ...]) -> 
         ("pulse", 131, "/min", "pulse", Severity.URGENT),
     ],
 )
-def test_default_thresholds(code: str, value: float, unit: str, rule: str | None,
-                            severity: Severity | None) -> None:
+def test_default_thresholds(
+    code: str, value: float, unit: str, rule: str | None, severity: Severity | None
+) -> None:
     found = breaches(norm(accepted(value, unit, code)))
     assert [(b.rule, b.severity) for b in found] == ([(rule, severity)] if rule else [])
 
@@ -81,7 +88,9 @@ def test_late_and_implausible_readings_raise_nothing() -> None:
 
 
 def test_worst_breach_per_patient_and_rule_wins() -> None:
-    series = [accepted(v, seq=i, measured=NOW + timedelta(minutes=i)) for i, v in enumerate([3.5, 2.8, 2.5, 3.6])]
+    series = [
+        accepted(v, seq=i, measured=NOW + timedelta(minutes=i)) for i, v in enumerate([3.5, 2.8, 2.5, 3.6])
+    ]
     found = breaches([o for r in series for o in norm(r)])
     [breach] = found
     assert breach.severity is Severity.URGENT and breach.value == 2.8

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,16 +64,17 @@ class Gateway:
     def _make_client(self) -> mqtt.Client:
         settings = self._settings
         assert settings.mqtt_url
+        # Stable across restarts (the broker keeps the session's messages), unique per host.
+        client_id = settings.gateway_client_id or f"telehealth-gateway-{socket.gethostname()}"
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=settings.gateway_client_id or "telehealth-gateway-1",
+            client_id=client_id,
             clean_session=False,
             protocol=mqtt.MQTTv311,
             manual_ack=True,
         )
         address = parse_mqtt_url(settings.mqtt_url)
-        if address.username:
-            client.username_pw_set(address.username, address.password)
+        client.username_pw_set(address.username or client_id, address.password)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=5)

@@ -38,8 +38,7 @@ class Publisher:
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311
         )
-        if address.username:
-            self._client.username_pw_set(address.username, address.password)
+        self._client.username_pw_set(address.username or client_id, address.password)
         self._client.max_inflight_messages_set(200)
         self._client.max_queued_messages_set(0)
         self._connected = threading.Event()

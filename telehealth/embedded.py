@@ -176,8 +176,10 @@ class EmbeddedMqtt:
             conf.write_text(
                 "listeners:\n  default:\n    type: tcp\n"
                 f"    bind: 127.0.0.1:{self.port}\n"
+                # amqtt keeps QoS 1 messages for offline persistent sessions only when the
+                # client is not anonymous, so every client must present a username.
                 "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
-                "    allow_anonymous: true\n"
+                "    allow_anonymous: false\n"
             )
             args = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
         self.proc = spawn(args, self.log_path)

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from simulators.publisher import Publisher
+from telehealth.embedded import EmbeddedMqtt
 from telehealth.settings import Settings
 from telehealth.stack import Services
 from tests.conftest import eventually
@@ -26,10 +27,26 @@ async def stored(db: psycopg.AsyncConnection[Any], device_id: str) -> int:
     return int(row["n"])
 
 
+# Not strict: a kill that happens to land with nothing in flight loses nothing, even on amqtt.
+AMQTT_DROPS_INFLIGHT = pytest.mark.xfail(
+    strict=False,
+    reason="amqtt 0.12 discards unacknowledged in-flight QoS 1 messages when the subscriber "
+    "disconnects (amqtt/mqtt/protocol/handler.py, inflight_out.pop in finally); "
+    "the guarantee holds with mosquitto",
+)
+
+
 @pytest.mark.parametrize("victim", ["processor", "gateway"])
 async def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
-    victim: str, services: Services, settings: Settings, db: psycopg.AsyncConnection[Any]
+    victim: str,
+    services: Services,
+    settings: Settings,
+    db: psycopg.AsyncConnection[Any],
+    mqtt_broker: EmbeddedMqtt | str,
+    request: pytest.FixtureRequest,
 ) -> None:
+    if victim == "gateway" and isinstance(mqtt_broker, EmbeddedMqtt) and mqtt_broker.kind == "amqtt":
+        request.applymarker(AMQTT_DROPS_INFLIGHT)
     patient = await make_patient(db, "team-kill")
     device = await make_device(db, patient, "oximeter")
     assert settings.mqtt_url

@@ -1,0 +1,11 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY telehealth ./telehealth
+COPY gateway ./gateway
+COPY processor ./processor
+COPY dashboard_api ./dashboard_api
+COPY simulators ./simulators
+RUN pip install --no-cache-dir . && useradd --create-home telehealth
+USER telehealth
+ENTRYPOINT ["telehealth"]

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import Counter
 
 from gateway.checks import check_readings, check_status

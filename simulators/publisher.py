@@ -35,9 +35,7 @@ class Publisher:
 
     def __init__(self, mqtt_url: str, client_id: str = "telehealth-simulator") -> None:
         address = parse_mqtt_url(mqtt_url)
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311
-        )
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         self._client.username_pw_set(address.username or client_id, address.password)
         self._client.max_inflight_messages_set(200)
         self._client.max_queued_messages_set(0)

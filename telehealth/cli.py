@@ -149,6 +149,20 @@ def cmd_up(args: argparse.Namespace) -> None:
     up(get_settings(), patients=args.patients, speed=args.speed, scenario=args.scenario)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from bench.run import run
+
+    logs.configure("bench")
+    figures = run(
+        get_settings(),
+        readings=args.readings,
+        devices=args.devices,
+        per_message=args.per_message,
+        publishers=args.publishers,
+    )
+    print(figures.report())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="telehealth", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -174,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("bench", help="measure end-to-end throughput beside raw baselines")
+    p.add_argument("--readings", type=int, default=50_000)
+    p.add_argument("--devices", type=int, default=1000)
+    p.add_argument("--per-message", type=int, default=1, help="readings per MQTT message (1 = live)")
+    p.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    p.set_defaults(func=cmd_bench)
 
     db = sub.add_parser("db", help="database administration").add_subparsers(dest="db_command", required=True)
     db.add_parser("migrate", help="apply pending schema migrations").set_defaults(func=cmd_migrate)

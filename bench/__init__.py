@@ -1,0 +1,1 @@
+"""`telehealth bench`: end-to-end throughput beside raw baselines measured in the same run."""

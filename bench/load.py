@@ -1,0 +1,106 @@
+"""Load generation in separate processes, so the publisher does not share a GIL with the bench."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from telehealth.mqtt import parse_mqtt_url
+
+
+def _payload(device_id: str, seq: int, per_message: int, when: str) -> bytes:
+    readings = [
+        {
+            "device_id": device_id,
+            "seq": seq + i,
+            "measured_at": when,
+            "observations": [
+                {"code": "spo2", "value": 97, "unit": "%"},
+                {"code": "pulse", "value": 70, "unit": "/min"},
+            ],
+        }
+        for i in range(per_message)
+    ]
+    return json.dumps(readings[0] if per_message == 1 else readings).encode()
+
+
+def publish_worker(
+    mqtt_url: str,
+    topic_template: str,
+    devices: list[str],
+    messages: int,
+    per_message: int,
+    start_seq: int,
+    out: Any,
+) -> None:
+    """Publish `messages` messages round-robin over `devices`, QoS 1; report (start, end, acked)."""
+    address = parse_mqtt_url(mqtt_url)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"bench-{mp.current_process().pid}", protocol=mqtt.MQTTv311
+    )
+    client.username_pw_set(address.username or "bench", address.password)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    acked = 0
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def on_publish(*_: object) -> None:
+        nonlocal acked
+        with lock:
+            acked += 1
+            if acked == messages:
+                done.set()
+
+    client.on_publish = on_publish
+    client.connect(address.host, address.port)
+    client.loop_start()
+    when = datetime.now(UTC).isoformat()
+    started = time.perf_counter()
+    seqs = dict.fromkeys(devices, start_seq)
+    for i in range(messages):
+        device = devices[i % len(devices)]
+        payload = _payload(device, seqs[device], per_message, when)
+        client.publish(topic_template.format(device), payload, qos=1)
+        seqs[device] += per_message
+    done.wait(600)
+    ended = time.perf_counter()
+    client.disconnect()
+    client.loop_stop()
+    out.put((started, ended, acked))
+
+
+def subscribe_worker(mqtt_url: str, expected: int, ready: Any, out: Any) -> None:
+    """Baseline relay receiver: counts QoS 1 messages on the readings filter."""
+    address = parse_mqtt_url(mqtt_url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-relay-sink", protocol=mqtt.MQTTv311)
+    client.username_pw_set(address.username or "bench-relay-sink", address.password)
+    got = 0
+    done = threading.Event()
+
+    def on_message(*_: object) -> None:
+        nonlocal got
+        got += 1
+        if got == expected:
+            done.set()
+
+    client.on_message = on_message
+
+    def on_connect(c: mqtt.Client, *_: object) -> None:
+        c.subscribe("bench/relay/+", qos=1)
+        ready.set()
+
+    client.on_connect = on_connect
+    client.connect(address.host, address.port)
+    client.loop_start()
+    done.wait(600)
+    out.put((time.perf_counter(), got))
+    client.disconnect()
+    client.loop_stop()

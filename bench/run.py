@@ -1,0 +1,260 @@
+"""The benchmark: raw baselines and the end-to-end pipeline, measured in one run on one machine.
+
+Baselines: MQTT relay alone (QoS 1 publisher -> broker -> subscriber), Kafka alone
+(produce + consume), COPY alone (rows into PostgreSQL). End to end: MQTT QoS 1 -> gateway
+-> Kafka -> processor -> database, timed from the first publish to the last reading stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing as mp
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+
+from bench.load import publish_worker, subscribe_worker
+from simulators.cohort import ensure_cohort
+from telehealth.settings import Settings
+from telehealth.stack import Servers, Services
+from telehealth.storage import migrate
+from telehealth.topics import readings_topic
+
+
+@dataclass
+class Figures:
+    readings: int
+    per_message: int
+    publishers: int
+    mqtt_relay_msgs_s: float = 0.0
+    kafka_records_s: float = 0.0
+    copy_rows_s: float = 0.0
+    e2e_readings_s: float = 0.0
+    e2e_stored: int = 0
+    rss_mib: dict[str, float] = field(default_factory=dict)
+
+    def report(self) -> str:
+        e2e_msgs = self.e2e_readings_s / self.per_message
+        lines = [
+            f"readings: {self.readings} ({self.per_message} per MQTT message,"
+            f" {self.publishers} publisher processes)",
+            f"baseline MQTT relay (QoS 1):   {self.mqtt_relay_msgs_s:10,.0f} msg/s",
+            f"baseline Kafka produce+consume:{self.kafka_records_s:10,.0f} records/s",
+            f"baseline COPY into PostgreSQL: {self.copy_rows_s:10,.0f} rows/s",
+            f"end to end (stored, exactly once): {self.e2e_readings_s:10,.0f} readings/s"
+            f" ({self.e2e_stored}/{self.readings} stored)",
+            f"ratio end-to-end / MQTT relay (messages): {e2e_msgs / self.mqtt_relay_msgs_s:.2f}",
+            f"ratio end-to-end / COPY (rows):           {self.e2e_readings_s / self.copy_rows_s:.3f}",
+            "peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in self.rss_mib.items()),
+        ]
+        return "\n".join(lines)
+
+
+def _publish(
+    mqtt_url: str,
+    template: str,
+    devices: list[str],
+    messages: int,
+    per_message: int,
+    publishers: int,
+    start_seq: int,
+) -> tuple[float, float, int]:
+    ctx = mp.get_context("spawn")
+    out: Any = ctx.Queue()
+    chunks = [devices[i::publishers] for i in range(publishers)]
+    procs = [
+        ctx.Process(
+            target=publish_worker,
+            args=(mqtt_url, template, chunk, messages // publishers, per_message, start_seq, out),
+        )
+        for chunk in chunks
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=900) for _ in procs]
+    for p in procs:
+        p.join()
+    return min(r[0] for r in results), max(r[1] for r in results), sum(r[2] for r in results)
+
+
+def mqtt_relay(mqtt_url: str, messages: int, publishers: int) -> float:
+    ctx = mp.get_context("spawn")
+    out: Any = ctx.Queue()
+    ready = ctx.Event()
+    sink = ctx.Process(target=subscribe_worker, args=(mqtt_url, messages, ready, out))
+    sink.start()
+    ready.wait(30)
+    devices = [f"relay-{i}" for i in range(100)]
+    started, _, _ = _publish(mqtt_url, "bench/relay/{}", devices, messages, 1, publishers, 0)
+    received_at, got = out.get(timeout=900)
+    sink.join()
+    return float(got / (received_at - started))
+
+
+async def kafka_alone(bootstrap: str, records: int) -> float:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    topic = f"bench.raw.{int(time.time())}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 4, 1)])
+    await admin.close()
+    value = b"x" * 300
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"g-{topic}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await producer.start()
+    await consumer.start()
+    started = time.perf_counter()
+    sends = [await producer.send(topic, value, key=str(i % 500).encode()) for i in range(records)]
+    await asyncio.gather(*sends)
+    got = 0
+    while got < records:
+        batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+        got += sum(len(v) for v in batch.values())
+    await consumer.commit()
+    elapsed = time.perf_counter() - started
+    await producer.stop()
+    await consumer.stop()
+    return records / elapsed
+
+
+def copy_alone(url: str, rows: int) -> float:
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TEMP TABLE bench_copy (LIKE readings INCLUDING DEFAULTS)")
+        now = datetime.now(UTC)
+        data: list[tuple[Any, ...]] = [
+            (
+                "00000000-0000-0000-0000-000000000000",
+                now,
+                "spo2",
+                97.0,
+                "%",
+                "59408-5",
+                None,
+                f"d-{i % 500}",
+                i,
+                now,
+                [],
+            )
+            for i in range(rows)
+        ]
+        started = time.perf_counter()
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY bench_copy (patient_id, measured_at, code, value, unit, loinc, source, device_id,"
+                " seq, received_at, quality) FROM STDIN"
+            ) as copy,
+        ):
+            for row in data:
+                copy.write_row(row)
+        conn.commit()
+        return rows / (time.perf_counter() - started)
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, procs: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.procs = {name: psutil.Process(pid) for name, pid in procs.items()}
+        self.peak = dict.fromkeys(procs, 0.0)
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            for name, proc in self.procs.items():
+                with contextlib.suppress(psutil.Error):
+                    self.peak[name] = max(self.peak[name], proc.memory_info().rss / 2**20)
+            time.sleep(0.25)
+
+
+def end_to_end(
+    settings: Settings,
+    services: Services,
+    devices: list[str],
+    readings: int,
+    per_message: int,
+    publishers: int,
+) -> tuple[float, int]:
+    assert settings.database_url and settings.mqtt_url
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        before = conn.execute("SELECT count(*) FROM reading_receipts").fetchone()[0]  # type: ignore[index]
+        start_seq = int(time.time() * 1000)
+        started, _, _ = _publish(
+            settings.mqtt_url,
+            readings_topic("{}"),
+            devices,
+            readings // per_message,
+            per_message,
+            publishers,
+            start_seq,
+        )
+        deadline = time.monotonic() + 600
+        stored = 0
+        while time.monotonic() < deadline:
+            stored = conn.execute("SELECT count(*) FROM reading_receipts").fetchone()[0] - before  # type: ignore[index]
+            if stored >= readings:
+                break
+            time.sleep(0.05)
+        finished = time.perf_counter()
+    if dead := services.dead():
+        raise RuntimeError(f"{dead} died during the benchmark; see logs")
+    return stored / (finished - started), stored
+
+
+def run(
+    settings: Settings,
+    *,
+    readings: int,
+    devices: int,
+    per_message: int,
+    publishers: int,
+    data_dir: Path | None = None,
+) -> Figures:
+    figures = Figures(readings, per_message, publishers)
+    with tempfile.TemporaryDirectory(prefix="telehealth-bench-") as tmp:
+        servers = Servers(data_dir or Path(tmp))
+        try:
+            settings = servers.start(settings)
+            assert settings.database_url and settings.mqtt_url and settings.kafka_bootstrap
+            migrate(settings.database_url)
+            cohort = asyncio.run(
+                ensure_cohort(settings.database_url, max(1, devices // 2), care_team="bench")
+            )
+            ids = [d.device_id for p in cohort for d in (p.cgm, p.oximeter)][:devices]
+            print(f"baselines ({readings} each) ...", flush=True)
+            figures.mqtt_relay_msgs_s = mqtt_relay(settings.mqtt_url, readings // per_message, publishers)
+            figures.kafka_records_s = asyncio.run(kafka_alone(settings.kafka_bootstrap, readings))
+            figures.copy_rows_s = copy_alone(settings.database_url, readings)
+            services = Services(settings, (data_dir or Path(tmp)) / "logs")
+            services.start("processor", "processor")
+            services.start("gateway", "gateway")
+            time.sleep(3)  # consumer group join and MQTT subscription
+            sampler = RssSampler({n: p.pid for n, p in services.procs.items()})
+            sampler.start()
+            print("end to end ...", flush=True)
+            try:
+                figures.e2e_readings_s, figures.e2e_stored = end_to_end(
+                    settings, services, ids, readings, per_message, publishers
+                )
+            finally:
+                sampler.running = False
+                figures.rss_mib = sampler.peak
+                services.stop()
+        finally:
+            servers.stop()
+    return figures

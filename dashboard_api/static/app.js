@@ -59,12 +59,17 @@ function latest(p, code) {
   return `${o.value.toFixed(code === "glucose" ? 1 : 0)} ${text(o.unit)} <small>${ago(o.measured_at)}</small>${flags}`;
 }
 
+function device(d) {
+  const status = d.state ? `${d.state}${d.battery_pct != null ? `, battery ${d.battery_pct}%` : ""}` : "no status yet";
+  return `${text(d.id)} <small>${text(status)}</small>`;
+}
+
 function renderPatients(patients) {
   $("#patients tbody").innerHTML = patients.map((p) => `
     <tr><td><a data-patient="${p.id}">${text(p.name)}</a></td>
       <td>${latest(p, "glucose")}</td><td>${latest(p, "spo2")}</td><td>${latest(p, "pulse")}</td>
       <td>${p.worst_alert ? text(`${p.worst_alert.severity}: ${p.worst_alert.message}`) : "–"}</td>
-      <td>${p.devices.map((d) => text(`${d.id} ${d.state ?? ""} ${d.battery_pct ?? "?"}%`)).join("<br>")}</td></tr>`).join("");
+      <td>${p.devices.map(device).join("<br>")}</td></tr>`).join("");
 }
 
 function chart(points, code) {

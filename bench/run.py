@@ -24,7 +24,7 @@ import psycopg
 from bench.load import publish_worker, subscribe_worker
 from simulators.cohort import ensure_cohort
 from telehealth.settings import Settings
-from telehealth.stack import Servers, Services
+from telehealth.stack import Servers, Services, service_env
 from telehealth.storage import migrate
 from telehealth.topics import readings_topic
 
@@ -34,6 +34,7 @@ class Figures:
     readings: int
     per_message: int
     publishers: int
+    gateways: int
     mqtt_relay_msgs_s: float = 0.0
     kafka_records_s: float = 0.0
     copy_rows_s: float = 0.0
@@ -45,7 +46,7 @@ class Figures:
         e2e_msgs = self.e2e_readings_s / self.per_message
         lines = [
             f"readings: {self.readings} ({self.per_message} per MQTT message,"
-            f" {self.publishers} publisher processes)",
+            f" {self.publishers} publisher processes, {self.gateways} gateway processes)",
             f"baseline MQTT relay (QoS 1):   {self.mqtt_relay_msgs_s:10,.0f} msg/s",
             f"baseline Kafka produce+consume:{self.kafka_records_s:10,.0f} records/s",
             f"baseline COPY into PostgreSQL: {self.copy_rows_s:10,.0f} rows/s",
@@ -223,9 +224,10 @@ def run(
     devices: int,
     per_message: int,
     publishers: int,
+    gateways: int = 1,
     data_dir: Path | None = None,
 ) -> Figures:
-    figures = Figures(readings, per_message, publishers)
+    figures = Figures(readings, per_message, publishers, gateways)
     with tempfile.TemporaryDirectory(prefix="telehealth-bench-") as tmp:
         servers = Servers(data_dir or Path(tmp))
         try:
@@ -242,7 +244,9 @@ def run(
             figures.copy_rows_s = copy_alone(settings.database_url, readings)
             services = Services(settings, (data_dir or Path(tmp)) / "logs")
             services.start("processor", "processor")
-            services.start("gateway", "gateway")
+            for n in range(gateways):
+                env = service_env(settings) | {"TELEHEALTH_GATEWAY_CLIENT_ID": f"bench-gateway-{n}"}
+                services.start(f"gateway-{n}", "gateway", env=env)
             time.sleep(3)  # consumer group join and MQTT subscription
             sampler = RssSampler({n: p.pid for n, p in services.procs.items()})
             sampler.start()

@@ -8,6 +8,7 @@ it produced: a Kafka outage holds acks back (the broker keeps the messages), it 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -57,7 +58,10 @@ class Gateway:
         self._registry = registry
         self._producer = producer
         self._loop = asyncio.get_running_loop()
-        self._incoming: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue()
+        # paho's thread appends; the loop is woken only when it went idle, not per message.
+        self._inbox: collections.deque[mqtt.MQTTMessage] = collections.deque()
+        self._wake = asyncio.Event()
+        self._idle = True
         self._pending: asyncio.Queue[Pending] = asyncio.Queue(maxsize=settings.gateway_max_inflight)
         self._client = self._make_client()
 
@@ -89,7 +93,10 @@ class Gateway:
         log.info("connected to MQTT, subscribed (share group %s)", group)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
-        self._loop.call_soon_threadsafe(self._incoming.put_nowait, message)
+        self._inbox.append(message)
+        if self._idle:
+            self._idle = False
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
         address = parse_mqtt_url(self._settings.mqtt_url or "")
@@ -112,10 +119,15 @@ class Gateway:
 
     async def _intake(self) -> None:
         while True:
-            message = await self._incoming.get()
-            records = await self._route(message)
-            sends = [await self._send(r) for r in records]
-            await self._pending.put(Pending(message, records, sends))
+            while self._inbox:
+                message = self._inbox.popleft()
+                records = await self._route(message)
+                sends = [await self._send(r) for r in records]
+                await self._pending.put(Pending(message, records, sends))
+            self._wake.clear()
+            self._idle = True
+            if not self._inbox:  # re-check: a message may have landed before `_idle` was set
+                await self._wake.wait()
 
     async def _route(self, message: mqtt.MQTTMessage) -> list[Outgoing]:
         settings = self._settings

@@ -159,6 +159,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         devices=args.devices,
         per_message=args.per_message,
         publishers=args.publishers,
+        gateways=args.gateways,
     )
     print(figures.report())
 
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=1000)
     p.add_argument("--per-message", type=int, default=1, help="readings per MQTT message (1 = live)")
     p.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    p.add_argument("--gateways", type=int, default=1, help="gateway processes (shared subscription)")
     p.set_defaults(func=cmd_bench)
 
     db = sub.add_parser("db", help="database administration").add_subparsers(dest="db_command", required=True)

@@ -28,7 +28,7 @@ from telehealth.contracts import DeadLetter
 from telehealth.kafka import ensure_topics, make_producer
 from telehealth.mqtt import parse_mqtt_url
 from telehealth.settings import Settings
-from telehealth.storage.devices import CachedRegistry
+from telehealth.storage.devices import CachedRegistry, RegistryUnavailable
 from telehealth.topics import READINGS_FILTER, STATUS_FILTER, device_of, shared
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,15 @@ class Gateway:
         self._client.loop_start()
         intake = asyncio.create_task(self._intake())
         acker = asyncio.create_task(self._acker())
+        stopping = asyncio.create_task(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait({intake, acker, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (intake, acker):
+                if task.done():
+                    # Unacked messages stay with the broker; a supervisor restarts us.
+                    raise RuntimeError("gateway task stopped unexpectedly") from task.exception()
         finally:
+            stopping.cancel()
             self._client.disconnect()
             self._client.loop_stop()
             intake.cancel()
@@ -120,8 +126,14 @@ class Gateway:
     async def _intake(self) -> None:
         while True:
             while self._inbox:
-                message = self._inbox.popleft()
-                records = await self._route(message)
+                message = self._inbox[0]
+                try:
+                    records = await self._route(message)
+                except RegistryUnavailable as exc:
+                    log.warning("%s; holding %d message(s) and retrying", exc, len(self._inbox))
+                    await asyncio.sleep(1.0)
+                    continue
+                self._inbox.popleft()
                 sends = [await self._send(r) for r in records]
                 await self._pending.put(Pending(message, records, sends))
             self._wake.clear()

@@ -17,7 +17,7 @@ from processor.pipeline import Pipeline
 from telehealth.kafka import ensure_topics, make_producer
 from telehealth.settings import Settings
 from telehealth.storage import open_pool
-from telehealth.storage.devices import CachedRegistry
+from telehealth.storage.devices import CachedRegistry, RegistryUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ async def _until_durable(
             report = await pipeline.process(records)
             log.debug("batch %s", report)
             return True
-        except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
+        except (psycopg.OperationalError, RegistryUnavailable) as exc:
             log.warning("database unavailable (%s); retrying batch of %d in %.1fs", exc, len(records), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

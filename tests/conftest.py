@@ -44,17 +44,28 @@ def _fresh_database(url: str) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="session")
-def database_url(data_dir: Path) -> Iterator[str]:
-    external = os.environ.get("TELEHEALTH_TEST_DATABASE_URL")
-    if external:
-        name, url = _fresh_database(external)
-        yield url
-        with psycopg.connect(external, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def postgres(data_dir: Path) -> Iterator[EmbeddedPostgres | None]:
+    """The embedded server, or None when the suite was pointed at an external database."""
+    if os.environ.get("TELEHEALTH_TEST_DATABASE_URL"):
+        yield None
         return
     server = EmbeddedPostgres(data_dir)
-    yield server.start()
+    server.start()
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres: EmbeddedPostgres | None) -> Iterator[str]:
+    external = os.environ.get("TELEHEALTH_TEST_DATABASE_URL")
+    if postgres is not None or not external:
+        assert postgres is not None
+        yield postgres.url
+        return
+    name, url = _fresh_database(external)
+    yield url
+    with psycopg.connect(external, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

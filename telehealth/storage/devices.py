@@ -79,6 +79,12 @@ async def load_registry(
     }
 
 
+class RegistryUnavailable(Exception):
+    """The database is away and the device is not cached: hold the message, do not judge it."""
+
+    retriable = True
+
+
 class CachedRegistry:
     """The device table held in memory.
 
@@ -116,10 +122,13 @@ class CachedRegistry:
                 self._entries.update(found)
                 if not found:
                     self._missing[device_id] = now
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
             if self._conn is not None:
                 await self._conn.close()
-            raise
+            self._loaded_at = now - self._ttl + 1.0  # retry the reload in a second
+            if device_id in self._entries:
+                return self._entries[device_id]  # serve from cache through an outage
+            raise RegistryUnavailable(f"device registry unavailable: {exc}") from exc
         return self._entries.get(device_id)
 
     def peek(self, device_id: str) -> DeviceEntry | None:

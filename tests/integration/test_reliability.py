@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from simulators.publisher import Publisher
-from telehealth.embedded import EmbeddedMqtt
+from telehealth.embedded import EmbeddedMqtt, EmbeddedPostgres
 from telehealth.settings import Settings
 from telehealth.stack import Services
 from tests.conftest import eventually
@@ -85,3 +85,46 @@ async def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
 
 async def _above(db: psycopg.AsyncConnection[Any], device_id: str, n: int) -> bool:
     return await stored(db, device_id) > n
+
+
+async def test_database_outage_mid_stream_holds_back_then_stores_everything_once(
+    services: Services, settings: Settings, postgres: EmbeddedPostgres | None
+) -> None:
+    if postgres is None:
+        pytest.skip("stops and restarts the embedded PostgreSQL; not done to an external server")
+    from psycopg.rows import dict_row
+
+    url = postgres.url
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        patient = await make_patient(conn, "team-outage")
+        device = await make_device(conn, patient, "oximeter")
+    assert settings.mqtt_url
+    publisher = Publisher(settings.mqtt_url, client_id="outage-device")
+    await publisher.connect()
+    half = TOTAL // 2
+    obs = [{"code": "pulse", "value": 64, "unit": "/min"}]
+    for seq in range(1, half + 1):
+        publisher.publish_reading(device.device_id, seq, obs, measured_at=datetime.now(UTC))
+    await asyncio.sleep(0.3)
+    postgres.stop()
+    with pytest.raises(psycopg.OperationalError):
+        await psycopg.AsyncConnection.connect(url, connect_timeout=2)
+    try:
+        for seq in range(half + 1, TOTAL + 1):
+            publisher.publish_reading(device.device_id, seq, obs, measured_at=datetime.now(UTC))
+        assert await publisher.drain(30)
+        await asyncio.sleep(3)  # the services meet the outage and hold back
+        assert not services.dead(), "services must ride out a database outage"
+    finally:
+        await publisher.close()
+        assert postgres.start() == url
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        await eventually(lambda: _above(conn, device.device_id, TOTAL - 1), timeout=90)
+        await asyncio.sleep(1.0)
+        cur = await conn.execute(
+            "SELECT count(*) AS rows, count(DISTINCT seq) AS seqs FROM readings WHERE device_id = %s",
+            (device.device_id,),
+        )
+        assert await cur.fetchone() == {"rows": TOTAL, "seqs": TOTAL}
+    assert not services.dead()

@@ -7,11 +7,15 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from uuid import UUID
+
+from psycopg import AsyncConnection
 
 from telehealth import logs
 from telehealth.settings import Settings, get_settings
 
+T = TypeVar("T")
 ROLES = ("admin", "clinician", "researcher", "patient")
 
 
@@ -57,61 +61,61 @@ def cmd_api(args: argparse.Namespace) -> None:
     )
 
 
+def _database_url() -> str:
+    settings = get_settings()
+    settings.require("database_url")
+    assert settings.database_url
+    return settings.database_url
+
+
+def _with_connection(work: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+    """Run one piece of admin work on its own connection, committed at the end."""
+    from telehealth.storage.db import connect
+
+    async def go() -> T:
+        async with await connect(_database_url()) as conn:
+            return await work(conn)
+
+    return asyncio.run(go())
+
+
 def cmd_migrate(_: argparse.Namespace) -> None:
     from telehealth.storage import migrate
 
     logs.configure("migrate")
-    settings = get_settings()
-    settings.require("database_url")
-    assert settings.database_url
-    applied = migrate(settings.database_url, retention=settings.retention)
+    applied = migrate(_database_url(), retention=get_settings().retention)
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
 
 def cmd_users_add(args: argparse.Namespace) -> None:
-    from telehealth.storage.db import connect
     from telehealth.storage.people import add_user, issue_token
 
-    settings = get_settings()
-    settings.require("database_url")
+    async def add(conn: AsyncConnection[Any]) -> str:
+        user = await add_user(
+            conn,
+            args.username,
+            args.role,
+            password=args.password,
+            care_teams=args.care_team,
+            patient_id=args.patient_id,
+        )
+        return await issue_token(conn, user.id)
 
-    async def go() -> str:
-        assert settings.database_url
-        async with await connect(settings.database_url) as conn:
-            user = await add_user(
-                conn,
-                args.username,
-                args.role,
-                password=args.password,
-                care_teams=args.care_team,
-                patient_id=args.patient_id,
-            )
-            return await issue_token(conn, user.id)
-
-    token = asyncio.run(go())
+    token = _with_connection(add)
     print(f"user {args.username} ({args.role}); bearer token (shown once):\n{token}")
 
 
 def cmd_devices_provision(args: argparse.Namespace) -> None:
-    from telehealth.storage.db import connect
     from telehealth.storage.devices import DeviceExists, provision
 
-    settings = get_settings()
-    settings.require("database_url")
-
-    async def go() -> None:
-        assert settings.database_url
-        async with await connect(settings.database_url) as conn:
-            creds = await provision(
-                conn, device_id=args.device_id, patient_id=args.patient_id, kind=args.kind
-            )
-        print(f"device {creds.device_id} for patient {creds.patient_id}")
-        print(f"MQTT username: {creds.username}\nMQTT password (shown once): {creds.password}")
-
     try:
-        asyncio.run(go())
+        creds = _with_connection(
+            lambda conn: provision(conn, device_id=args.device_id, patient_id=args.patient_id, kind=args.kind)
+        )
     except DeviceExists as exc:
         sys.exit(f"telehealth: {exc}")
+    print(f"device {creds.device_id} for patient {creds.patient_id}")
+    print(f"MQTT username: {creds.username}\nMQTT password (shown once): {creds.password}")
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:

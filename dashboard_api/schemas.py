@@ -129,6 +129,9 @@ class Alert(BaseModel):
     acknowledged_by: str | None
     resolved_at: datetime | None
     resolved_by: str | None
+    resolution: str | None = Field(None, description="auto (back in range) or manual")
+    escalated_at: datetime | None = Field(None, description="urgent and unacknowledged too long")
+    time_to_acknowledge_s: float | None = None
 
 
 class TokenOut(BaseModel):

@@ -1,6 +1,6 @@
 """One batch through the processor's stages.
 
-    decode -> resolve device -> normalise + quality -> store (sink) -> alerts
+    decode -> resolve device -> normalise + quality -> store (sink) -> alert engine
     [consent filter: not built yet, see docs/architecture.md]
 
 All database writes of a batch share one transaction; the caller commits Kafka offsets only
@@ -19,8 +19,8 @@ from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from processor.alerts.rules import breaches
-from processor.alerts.store import open_alerts
+from processor.alerts import store as alert_store
+from processor.alerts.engine import ThresholdEngine
 from processor.normalise import NormalisedObservation, normalise
 from processor.sink import ReadingSink
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
@@ -88,6 +88,7 @@ class Pipeline:
         self._settings = settings
         self._pool = pool
         self._registry = registry
+        self._engine = ThresholdEngine(warning_after=settings.alert_warning_after)
         self._late_after = timedelta(seconds=settings.late_after_s)
         self._future = timedelta(seconds=settings.future_tolerance_s)
 
@@ -113,7 +114,9 @@ class Pipeline:
             await _store_letters(conn, batch.letters)
             await _apply_statuses(conn, batch.statuses)
             new_obs = [o for o in observations if (o.device_id, o.seq) in fresh]
-            touched = await open_alerts(conn, breaches(new_obs))
+            patients = list({o.patient_id for o in new_obs if o.live})
+            open_now = await alert_store.open_alerts(conn, patients)
+            touched = await alert_store.apply(conn, self._engine.evaluate(new_obs, open_now))
 
         duplicates = len(batch.readings) - orphans - len(fresh)
         STORED.inc(len(fresh))

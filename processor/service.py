@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -12,7 +13,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from psycopg_pool import AsyncConnectionPool
 
-from processor.alerts.store import publish_pending
+from processor.alerts.store import escalate_overdue, publish_pending
 from processor.pipeline import Pipeline
 from telehealth.kafka import ensure_topics, make_producer
 from telehealth.settings import Settings
@@ -42,6 +43,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await consumer.start()
     pipeline = Pipeline(settings, pool, CachedRegistry(settings.database_url, settings.device_cache_ttl_s))
     log.info("processor consuming as group %s", settings.processor_group)
+    loop = asyncio.get_running_loop()
+    next_sweep = loop.time()
     try:
         while not stop.is_set():
             batches = await consumer.getmany(
@@ -55,6 +58,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                     await consumer.commit()
                 except CommitFailedError as exc:
                     log.warning("offset commit refused after a rebalance (%s); batch will replay", exc)
+            if loop.time() >= next_sweep:
+                next_sweep = loop.time() + 5.0
+                await _sweep(pool, timedelta(seconds=settings.alert_escalate_after_s))
             await _publish(pool, producer, settings.alerts_topic)
     finally:
         await consumer.stop()
@@ -80,6 +86,17 @@ async def _until_durable(
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
     return False
+
+
+async def _sweep(pool: AsyncConnectionPool, escalate_after: timedelta) -> None:
+    """Timed transitions that no message triggers: escalation of unacknowledged urgent alerts."""
+    try:
+        async with pool.connection() as conn:
+            escalated = await escalate_overdue(conn, escalate_after)
+        if escalated:
+            log.info("escalated %d unacknowledged urgent alert(s)", len(escalated))
+    except psycopg.OperationalError as exc:
+        log.warning("alert sweep skipped: %s", exc)
 
 
 async def _publish(pool: AsyncConnectionPool, producer: AIOKafkaProducer, topic: str) -> None:

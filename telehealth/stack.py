@@ -76,12 +76,18 @@ class Services:
     settings: Settings
     log_dir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _launch: dict[str, tuple[tuple[str, ...], dict[str, str] | None]] = field(default_factory=dict)
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "telehealth", *args]
         proc = spawn(command, self.log_dir / f"{name}.log", env=env or service_env(self.settings))
         self.procs[name] = proc
+        self._launch[name] = (args, env)
         return proc
+
+    def restart(self, name: str) -> None:
+        args, env = self._launch[name]
+        self.start(name, *args, env=env)
 
     def dead(self) -> list[str]:
         return [name for name, proc in self.procs.items() if proc.poll() is not None]
@@ -176,11 +182,19 @@ def up(settings: Settings, *, patients: int, speed: float, scenario: str) -> Non
             "Press Ctrl-C to stop.",
             flush=True,
         )
+        restarts: dict[str, int] = {}
         while not stopping:
-            dead = services.dead()
-            if dead:
-                print(f"telehealth: {', '.join(dead)} stopped unexpectedly; see logs", file=sys.stderr)
-                break
+            for name in services.dead():
+                restarts[name] = restarts.get(name, 0) + 1
+                if restarts[name] > 5:
+                    print(
+                        f"telehealth: {name} keeps failing; stopping. See {data_dir / 'logs'}",
+                        file=sys.stderr,
+                    )
+                    stopping = True
+                    break
+                print(f"telehealth: {name} stopped unexpectedly; restarting (see logs)", file=sys.stderr)
+                services.restart(name)
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

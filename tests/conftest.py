@@ -118,7 +118,9 @@ def services(settings: Settings, data_dir: Path) -> Iterator[Services]:
     running.start("api", "api")
     wait_http_ok(f"http://127.0.0.1:{settings.api_port}/readyz")
     yield running
+    dead = running.dead()
     running.stop()
+    assert not dead, f"services died during the session: {dead}; see {data_dir / 'logs'}"
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,8 @@ _STATUSES = {
 
 _COLUMNS = """a.id, a.patient_id, p.name AS patient_name, a.rule, a.severity, a.status, a.message,
               a.code, a.value, a.device_id, a.triggered_at, a.opened_at, a.acknowledged_at,
-              a.acknowledged_by, a.resolved_at, a.resolved_by"""
+              a.acknowledged_by, a.resolved_at, a.resolved_by, a.resolution, a.escalated_at,
+              extract(epoch FROM a.acknowledged_at - a.opened_at)::float AS time_to_acknowledge_s"""
 
 
 @router.get("")
@@ -39,7 +40,7 @@ async def inbox(
             WHERE p.care_team = ANY(%s) AND a.status = ANY(%s)
               AND (%s::uuid IS NULL OR a.patient_id = %s)
             ORDER BY (a.status = 'resolved'), (a.severity = 'urgent') DESC,
-                     (a.status = 'open') DESC, a.opened_at DESC
+                     (a.escalated_at IS NOT NULL) DESC, (a.status = 'open') DESC, a.opened_at DESC
             LIMIT %s""",
         (list(user.care_teams), list(_STATUSES[status]), patient_id, patient_id, limit),
     )
@@ -66,8 +67,9 @@ async def _transition(conn: ConnDep, user: ClinicianUser, alert_id: int, to: str
             raise HTTPException(409, f"alert {alert_id} is {row['status']}; cannot move to {to}")
         await conn.execute(
             f"""UPDATE alerts SET status = %s, {column}_at = now(), {column}_by = %s,
+                                  resolution = CASE WHEN %s = 'resolved' THEN 'manual' END,
                                   published_at = NULL WHERE id = %s""",
-            (to, user.username, alert_id),
+            (to, user.username, to, alert_id),
         )
         await conn.execute(
             "INSERT INTO alert_events (alert_id, status, actor, note) VALUES (%s, %s, %s, %s)",

@@ -178,3 +178,69 @@ async def test_status_updates_device_state(
         return await cur.fetchone()
 
     assert await eventually(state) == {"state": "offline", "battery_pct": 12}
+
+
+async def test_alert_resolves_itself_once_back_in_range(
+    db: psycopg.AsyncConnection[Any], device_publisher: Publisher
+) -> None:
+    patient = await make_patient(db, "team-resolve")
+    device = await make_device(db, patient, "oximeter")
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    for seq, spo2 in enumerate([97, 92, 92, 93, 94, 96], start=1):
+        device_publisher.publish_reading(
+            device.device_id,
+            seq,
+            [{"code": "spo2", "value": spo2, "unit": "%"}],
+            measured_at=start + timedelta(minutes=seq - 1),
+        )
+
+    async def resolved() -> dict[str, Any] | None:
+        cur = await db.execute(
+            "SELECT severity, resolution, resolved_by, value FROM alerts"
+            " WHERE patient_id = %s AND status = 'resolved'",
+            (patient,),
+        )
+        return await cur.fetchone()
+
+    assert await eventually(resolved) == {
+        "severity": "warning",
+        "resolution": "auto",
+        "resolved_by": "processor",
+        "value": 92,
+    }
+    cur = await db.execute(
+        "SELECT e.status FROM alert_events e JOIN alerts a ON a.id = e.alert_id"
+        " WHERE a.patient_id = %s ORDER BY e.id",
+        (patient,),
+    )
+    assert [r["status"] for r in await cur.fetchall()] == ["open", "resolved"]
+
+
+async def test_unacknowledged_urgent_alert_escalates_after_five_minutes(
+    db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, services: Services
+) -> None:
+    patient = await make_patient(db, "team-escalate")
+    clinician = await make_user(db, "clinician", ["team-escalate"])
+    cur = await db.execute(
+        """INSERT INTO alerts (patient_id, rule, severity, message, triggered_at, opened_at) VALUES
+           (%s, 'spo2_low', 'urgent', 'SpO2 urgent low', now() - interval '6 min', now() - interval '6 min'),
+           (%s, 'pulse', 'urgent', 'Pulse urgent', now() - interval '4 min', now() - interval '4 min')
+           RETURNING id""",
+        (patient, patient),
+    )
+    overdue, recent = [r["id"] for r in await cur.fetchall()]
+
+    async def escalated() -> list[dict[str, Any]]:
+        response = await http.get(
+            "/api/v1/alerts", params={"patient_id": str(patient)}, headers=auth(clinician)
+        )
+        return [a for a in response.json() if a["escalated_at"]]
+
+    [alert] = await eventually(escalated, timeout=20)
+    assert alert["id"] == overdue
+    inbox = (
+        await http.get("/api/v1/alerts", params={"patient_id": str(patient)}, headers=auth(clinician))
+    ).json()
+    assert [a["id"] for a in inbox] == [overdue, recent]  # escalated first
+    ack = await http.post(f"/api/v1/alerts/{overdue}/acknowledge", json={}, headers=auth(clinician))
+    assert 359 < ack.json()["time_to_acknowledge_s"] < 420

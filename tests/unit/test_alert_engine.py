@@ -1,0 +1,141 @@
+"""Clinical cases for the threshold engine: values in (one a minute), actions out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import pytest
+
+from processor.alerts.engine import Act, ThresholdEngine
+from processor.alerts.rules import DEFAULT_RULES, Severity
+from processor.normalise import NormalisedObservation, Quality
+
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+UNITS = {"glucose": "mmol/L", "spo2": "%", "pulse": "/min"}
+U, W = Severity.URGENT, Severity.WARNING
+OPEN, ESC, RES = Act.OPEN, Act.ESCALATE, Act.RESOLVE
+
+
+def series(
+    patient: UUID, code: str, values: list[float], start: int = 0, quality: tuple[Quality, ...] = ()
+) -> list[NormalisedObservation]:
+    return [
+        NormalisedObservation(
+            patient,
+            f"dev-{code}",
+            start + i,
+            T0 + timedelta(minutes=start + i),
+            T0 + timedelta(minutes=start + i),
+            code,
+            v,
+            UNITS[code],
+            "",
+            None,
+            quality,
+        )
+        for i, v in enumerate(values)
+    ]
+
+
+def run(code: str, values: list[float], **engine: int) -> list[tuple[Act, str, Severity, float]]:
+    patient = uuid4()
+    actions = ThresholdEngine(DEFAULT_RULES, **engine).evaluate(series(patient, code, values), {})
+    return [(a.act, a.rule, a.severity, a.value) for a in actions]
+
+
+CASES = [
+    # name, code, values, expected actions (act, rule, severity, value of the reading that caused it)
+    ("urgent low fires on the first reading", "glucose", [6.0, 2.8], [(OPEN, "glucose_low", U, 2.8)]),
+    ("a single low reading is noise", "glucose", [3.5, 5.0], []),
+    ("two consecutive lows open a warning", "glucose", [3.5, 3.6], [(OPEN, "glucose_low", W, 3.6)]),
+    ("an interrupted streak starts again", "glucose", [3.5, 4.5, 3.6], []),
+    (
+        "a falling series opens then escalates",
+        "glucose",
+        [4.2, 3.7, 3.4, 2.9],
+        [(OPEN, "glucose_low", W, 3.4), (ESC, "glucose_low", U, 2.9)],
+    ),
+    (
+        "hovering on the line does not flap",
+        "glucose",
+        [3.8, 3.8, 3.9, 3.8, 4.0, 3.85, 4.1, 3.8],
+        [(OPEN, "glucose_low", W, 3.8)],
+    ),
+    (
+        "back in range by the margin resolves",
+        "glucose",
+        [3.5, 3.5, 4.3],
+        [(OPEN, "glucose_low", W, 3.5), (RES, "glucose_low", W, 4.3)],
+    ),
+    (
+        "urgent low recovers",
+        "glucose",
+        [2.6, 3.1, 3.8, 4.2],
+        [(OPEN, "glucose_low", U, 2.6), (RES, "glucose_low", U, 4.2)],
+    ),
+    (
+        "high needs its own margin to clear",
+        "glucose",
+        [14.5, 14.2, 13.5, 12.8],
+        [(OPEN, "glucose_high", W, 14.2), (RES, "glucose_high", W, 12.8)],
+    ),
+    (
+        "SpO2 scale 1 hovering at 93/94",
+        "spo2",
+        [93, 93, 94, 93, 94, 95],
+        [(OPEN, "spo2_low", W, 93), (RES, "spo2_low", W, 95)],
+    ),
+    ("SpO2 91 is urgent at once", "spo2", [97, 91], [(OPEN, "spo2_low", U, 91)]),
+    (
+        "pulse 131 is urgent, recovery needs the margin",
+        "pulse",
+        [131, 120, 108, 100],
+        [(OPEN, "pulse", U, 131), (RES, "pulse", U, 100)],
+    ),
+    ("bradycardia warning band", "pulse", [50, 45, 60], [(OPEN, "pulse", W, 45), (RES, "pulse", W, 60)]),
+    ("pulse 110 and 51 are normal", "pulse", [110, 51, 110, 51], []),
+]
+
+
+@pytest.mark.parametrize(("code", "values", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_clinical_cases(
+    code: str, values: list[float], expected: list[tuple[Act, str, Severity, float]]
+) -> None:
+    assert run(code, values) == expected
+
+
+def test_warning_threshold_is_configurable() -> None:
+    assert run("glucose", [3.5], warning_after=1) == [(OPEN, "glucose_low", W, 3.5)]
+    assert run("glucose", [3.5, 3.5, 3.5], warning_after=4) == []
+
+
+def test_late_implausible_and_future_readings_never_alarm_or_count() -> None:
+    patient = uuid4()
+    engine = ThresholdEngine()
+    flagged = [series(patient, "glucose", [2.0], i, (q,)) for i, q in enumerate(Quality)]
+    assert engine.evaluate([o for s in flagged for o in s], {}) == []
+    # flagged readings did not build a streak either: one live low is still just noise
+    assert engine.evaluate(series(patient, "glucose", [3.5], 10), {}) == []
+
+
+def test_open_alerts_come_from_the_caller_so_none_is_opened_twice() -> None:
+    patient = uuid4()
+    engine = ThresholdEngine()
+    already = {(patient, "glucose_low"): Severity.URGENT}
+    assert engine.evaluate(series(patient, "glucose", [2.5, 2.4]), already) == []
+
+
+def test_streaks_carry_across_batches_and_readings_are_taken_in_measured_order() -> None:
+    patient = uuid4()
+    engine = ThresholdEngine()
+    assert engine.evaluate(series(patient, "glucose", [3.6], 0), {}) == []
+    actions = engine.evaluate(list(reversed(series(patient, "glucose", [3.7, 2.8], 1))), {})
+    assert [(a.act, a.severity, a.value) for a in actions] == [(OPEN, W, 3.7), (ESC, U, 2.8)]
+
+
+def test_patients_and_rules_are_independent() -> None:
+    a, b = uuid4(), uuid4()
+    engine = ThresholdEngine()
+    obs = series(a, "glucose", [3.5]) + series(b, "glucose", [3.5], 1) + series(a, "spo2", [93], 2)
+    assert engine.evaluate(obs, {}) == []

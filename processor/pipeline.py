@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 from processor.alerts import store as alert_store
 from processor.alerts.engine import ThresholdEngine
+from processor.alerts.trend import TrendTracker
 from processor.normalise import NormalisedObservation, normalise
 from processor.sink import ReadingSink
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
@@ -28,6 +30,7 @@ from telehealth.settings import Settings
 from telehealth.storage.devices import CachedRegistry
 
 log = logging.getLogger(__name__)
+TREND_WINDOW = timedelta(minutes=20)
 
 STORED = Counter("telehealth_processor_readings_stored", "Readings stored for the first time")
 DUPLICATES = Counter("telehealth_processor_duplicates", "Readings already stored (redelivery, replay)")
@@ -89,6 +92,7 @@ class Pipeline:
         self._pool = pool
         self._registry = registry
         self._engine = ThresholdEngine(warning_after=settings.alert_warning_after)
+        self._trends = TrendTracker(window=TREND_WINDOW)
         self._late_after = timedelta(seconds=settings.late_after_s)
         self._future = timedelta(seconds=settings.future_tolerance_s)
 
@@ -116,7 +120,9 @@ class Pipeline:
             new_obs = [o for o in observations if (o.device_id, o.seq) in fresh]
             patients = list({o.patient_id for o in new_obs if o.live})
             open_now = await alert_store.open_alerts(conn, patients)
-            touched = await alert_store.apply(conn, self._engine.evaluate(new_obs, open_now))
+            await self._seed_trends(conn, new_obs)
+            derived = self._trends.derive(new_obs)
+            touched = await alert_store.apply(conn, self._engine.evaluate(new_obs + derived, open_now))
 
         duplicates = len(batch.readings) - orphans - len(fresh)
         STORED.inc(len(fresh))
@@ -124,6 +130,21 @@ class Pipeline:
         for lt in batch.letters:
             DEAD.labels(lt.letter.reason.value).inc()
         return Report(len(records), len(fresh), duplicates, len(batch.letters), len(touched))
+
+    async def _seed_trends(self, conn: Any, observations: list[NormalisedObservation]) -> None:
+        """After a restart, rebuild a patient's CGM window from what is stored before this batch."""
+        first: dict[UUID, datetime] = {}
+        for o in observations:
+            if o.code == "glucose" and o.source == "cgm" and o.live and not self._trends.known(o.patient_id):
+                first[o.patient_id] = min(o.measured_at, first.get(o.patient_id, o.measured_at))
+        for patient_id, before in first.items():
+            cur = await conn.execute(
+                """SELECT measured_at, value FROM readings
+                   WHERE patient_id = %s AND code = 'glucose' AND source = 'cgm' AND quality = '{}'
+                     AND measured_at >= %s AND measured_at < %s ORDER BY measured_at""",
+                (patient_id, before - TREND_WINDOW, before),
+            )
+            self._trends.seed(patient_id, [(r["measured_at"], r["value"]) for r in await cur.fetchall()])
 
     def _orphan(self, reading: AcceptedReading) -> LetterAt:
         letter = DeadLetter(

@@ -87,7 +87,7 @@ class ThresholdEngine:
             self._streaks.pop(key, None)
             if current is not None and rule.cleared(obs.value):
                 del state[key]
-                return act(Act.RESOLVE, current, f"back in range: {obs.value:g} {obs.unit}")
+                return act(Act.RESOLVE, current, f"cleared: {obs.value:g} {obs.unit}")
             return None
         streak = self._streaks.get(key, 0) + 1
         self._streaks[key] = streak
@@ -100,7 +100,7 @@ class ThresholdEngine:
                 state[key] = Severity.URGENT
                 return act(Act.ESCALATE, Severity.URGENT, message)
             return None
-        if current is None and streak >= self._warning_after:
+        if current is None and streak >= (rule.warning_after or self._warning_after):
             state[key] = Severity.WARNING
             return act(Act.OPEN, Severity.WARNING, message)
         return None

@@ -48,6 +48,8 @@ class ThresholdRule:
     code: str
     bands: tuple[Band, ...]
     clear_margin: float
+    #: consecutive breaches a warning needs; None takes the engine's default
+    warning_after: int | None = None
 
     def evaluate(self, value: float) -> Band | None:
         return next((band for band in self.bands if band.matches(value)), None)
@@ -87,5 +89,20 @@ DEFAULT_RULES: tuple[ThresholdRule, ...] = (
             Band(Severity.WARNING, "Pulse abnormal", ge=111, le=50),
         ),
         clear_margin=5.0,
+    ),
+    # Derived from the CGM trend (processor.alerts.trend); already smoothed, so no streak.
+    ThresholdRule(
+        "glucose_predicted_low",
+        "glucose_forecast",
+        (Band(Severity.WARNING, "Glucose predicted low in 20 min", lt=3.9),),
+        clear_margin=0.3,
+        warning_after=1,
+    ),
+    ThresholdRule(
+        "glucose_falling_fast",
+        "glucose_roc",
+        (Band(Severity.WARNING, "Glucose falling fast", lt=-0.17),),
+        clear_margin=0.05,
+        warning_after=1,
     ),
 )

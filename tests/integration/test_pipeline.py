@@ -44,25 +44,25 @@ async def test_falling_glucose_is_stored_once_and_raises_urgent_low(
     patient = await make_patient(db, "team-e2e")
     device = await make_device(db, patient, "cgm")
     clinician = await make_user(db, "clinician", ["team-e2e"])
-    start = datetime.now(UTC) - timedelta(minutes=6)
-    series = [6.0, 5.1, 4.3, 3.6, 3.1, 2.6, 2.4]
+    start = datetime.now(UTC) - timedelta(minutes=9, seconds=30)
+    series = [6.0, 5.6, 5.2, 4.8, 4.4, 4.0, 3.6, 3.2, 2.8, 2.4]  # 1-minute CGM, -0.4 mmol/L/min
     for seq, value in enumerate(series, start=1):
         device_publisher.publish_reading(
             device.device_id, seq, glucose(value), measured_at=start + timedelta(minutes=seq - 1)
         )
     device_publisher.publish_reading(
-        device.device_id, 6, glucose(2.6), measured_at=start + timedelta(minutes=5)
+        device.device_id, 6, glucose(4.0), measured_at=start + timedelta(minutes=5)
     )  # redelivered
-    device_publisher.publish_reading(device.device_id, 8, glucose(43, "mg/dL"))
+    device_publisher.publish_reading(device.device_id, 11, glucose(43, "mg/dL"))
     assert await device_publisher.drain()
 
     async def stored() -> int:
         return await count(db, "SELECT count(*) FROM reading_receipts WHERE device_id = %s", device.device_id)
 
-    await eventually(lambda: _equals(stored, 8))
-    assert await count(db, "SELECT count(*) FROM readings WHERE device_id = %s", device.device_id) == 8
+    await eventually(lambda: _equals(stored, 11))
+    assert await count(db, "SELECT count(*) FROM readings WHERE device_id = %s", device.device_id) == 11
     cur = await db.execute(
-        "SELECT value, unit FROM readings WHERE device_id = %s AND seq = 8", (device.device_id,)
+        "SELECT value, unit FROM readings WHERE device_id = %s AND seq = 11", (device.device_id,)
     )
     assert await cur.fetchone() == {"value": pytest.approx(2.3868, abs=1e-3), "unit": "mmol/L"}
 
@@ -76,10 +76,16 @@ async def test_falling_glucose_is_stored_once_and_raises_urgent_low(
     [alert] = await eventually(alerts)
     assert alert["rule"] == "glucose_low" and alert["status"] == "open"
     assert alert["value"] <= 3.0 and "urgent low" in alert["message"].lower()
-    assert (
-        await count(db, "SELECT count(*) FROM alerts WHERE patient_id = %s AND status <> 'resolved'", patient)
-        == 1
+    cur = await db.execute(
+        "SELECT rule, count(*) AS n, min(triggered_at) AS first FROM alerts"
+        " WHERE patient_id = %s GROUP BY rule",
+        (patient,),
     )
+    by_rule = {r["rule"]: r for r in await cur.fetchall()}
+    assert by_rule["glucose_low"]["n"] == 1  # opened as a warning, escalated in place, never twice
+    assert {"glucose_predicted_low", "glucose_falling_fast"} <= set(by_rule)
+    # the forecast saw it coming: its alert was triggered by a reading measured before the first low
+    assert by_rule["glucose_predicted_low"]["first"] < start + timedelta(minutes=6)
 
 
 async def _equals(check: Any, expected: int) -> bool:

@@ -9,6 +9,7 @@ import pytest
 
 from processor.alerts.engine import Act, ThresholdEngine
 from processor.alerts.rules import DEFAULT_RULES, Severity
+from processor.alerts.trend import TrendTracker
 from processor.normalise import NormalisedObservation, Quality
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -139,3 +140,67 @@ def test_patients_and_rules_are_independent() -> None:
     engine = ThresholdEngine()
     obs = series(a, "glucose", [3.5]) + series(b, "glucose", [3.5], 1) + series(a, "spo2", [93], 2)
     assert engine.evaluate(obs, {}) == []
+
+
+def cgm(
+    patient: UUID, values: list[float], every_min: int, start: int = 0, source: str = "cgm"
+) -> list[NormalisedObservation]:
+    return [
+        NormalisedObservation(
+            patient,
+            "cgm-1",
+            start + i,
+            T0 + timedelta(minutes=(start + i) * every_min),
+            T0 + timedelta(minutes=(start + i) * every_min),
+            "glucose",
+            v,
+            "mmol/L",
+            "",
+            source,
+            (),
+        )
+        for i, v in enumerate(values)
+    ]
+
+
+def trend_run(
+    observations: list[NormalisedObservation],
+    tracker: TrendTracker | None = None,
+    engine: ThresholdEngine | None = None,
+) -> list[tuple[Act, str, float]]:
+    tracker = tracker or TrendTracker()
+    engine = engine or ThresholdEngine()
+    actions = engine.evaluate(observations + tracker.derive(observations), {})
+    return [(a.act, a.rule, a.value) for a in actions]
+
+
+def test_forecast_catches_a_hypo_before_the_threshold() -> None:
+    actions = trend_run(cgm(uuid4(), [6.0, 5.5, 5.0, 4.5, 4.0, 3.6, 3.2], every_min=5))
+    rules = [rule for _, rule, _ in actions]
+    assert rules.index("glucose_predicted_low") < rules.index("glucose_low")
+    opened = next(a for a in actions if a[1] == "glucose_predicted_low")
+    assert opened[0] is OPEN and opened[2] < 3.9  # the forecast value, while glucose was 5.0
+    assert actions[0][1] == "glucose_predicted_low"
+
+
+def test_falling_fast_only_below_5_5() -> None:
+    fast_low = trend_run(cgm(uuid4(), [5.4 - 0.2 * i for i in range(10)], every_min=1))
+    assert (OPEN, "glucose_falling_fast") in [(a, r) for a, r, _ in fast_low]
+    fast_high = trend_run(cgm(uuid4(), [12.0 - 0.2 * i for i in range(10)], every_min=1))
+    assert "glucose_falling_fast" not in [r for _, r, _ in fast_high]
+
+
+def test_stable_glucose_and_finger_pricks_raise_no_trend_alert() -> None:
+    assert trend_run(cgm(uuid4(), [6.1, 6.0, 6.2, 6.1, 6.0, 6.1], every_min=5)) == []
+    assert trend_run(cgm(uuid4(), [6.0, 5.5, 5.0, 4.5, 4.1], every_min=5, source="smbg")) == []
+
+
+def test_trend_survives_a_restart_when_seeded_from_storage() -> None:
+    patient = uuid4()
+    earlier = cgm(patient, [6.0, 5.5, 5.0], every_min=5)
+    tracker = TrendTracker()
+    tracker.seed(patient, [(o.measured_at, o.value) for o in earlier])
+    after_restart = trend_run(cgm(patient, [4.5], every_min=5, start=3), tracker=tracker)
+    assert [(a, r) for a, r, _ in after_restart] == [(OPEN, "glucose_predicted_low")]
+    cold = trend_run(cgm(patient, [4.5], every_min=5, start=3))
+    assert cold == []

@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from processor.alerts import store as alert_store
+from processor.alerts.device import DeviceReport, status_actions
 from processor.alerts.engine import ThresholdEngine
 from processor.alerts.trend import TrendTracker
 from processor.normalise import NormalisedObservation, normalise
@@ -113,16 +114,18 @@ class Pipeline:
             if sink.add(reading, entry.patient_id, normalised):
                 observations.extend(normalised)
 
+        reports = await self._device_reports(batch)
         async with self._pool.connection() as conn, conn.transaction():
             fresh = await sink.flush(conn)
             await _store_letters(conn, batch.letters)
             await _apply_statuses(conn, batch.statuses)
             new_obs = [o for o in observations if (o.device_id, o.seq) in fresh]
-            patients = list({o.patient_id for o in new_obs if o.live})
-            open_now = await alert_store.open_alerts(conn, patients)
+            patients = {o.patient_id for o in new_obs if o.live} | {r.patient_id for r in reports}
+            open_now = await alert_store.open_alerts(conn, list(patients))
             await self._seed_trends(conn, new_obs)
             derived = self._trends.derive(new_obs)
-            touched = await alert_store.apply(conn, self._engine.evaluate(new_obs + derived, open_now))
+            actions = self._engine.evaluate(new_obs + derived, open_now) + status_actions(reports, open_now)
+            touched = await alert_store.apply(conn, actions)
 
         duplicates = len(batch.readings) - orphans - len(fresh)
         STORED.inc(len(fresh))
@@ -130,6 +133,23 @@ class Pipeline:
         for lt in batch.letters:
             DEAD.labels(lt.letter.reason.value).inc()
         return Report(len(records), len(fresh), duplicates, len(batch.letters), len(touched))
+
+    async def _device_reports(self, batch: Batch) -> list[DeviceReport]:
+        """Status messages, and the battery level readings carry, as input to the device rules."""
+        reports = []
+        for s in batch.statuses:
+            entry = await self._registry.get(s.device_id)
+            if entry is not None:
+                reports.append(
+                    DeviceReport(entry.patient_id, s.device_id, s.received_at, s.state, s.battery_pct)
+                )
+        for r in batch.readings:
+            entry = self._registry.peek(r.device_id)
+            if entry is not None and r.battery_pct is not None:
+                reports.append(
+                    DeviceReport(entry.patient_id, r.device_id, r.received_at, None, r.battery_pct)
+                )
+        return reports
 
     async def _seed_trends(self, conn: Any, observations: list[NormalisedObservation]) -> None:
         """After a restart, rebuild a patient's CGM window from what is stored before this batch."""

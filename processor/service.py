@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -13,7 +13,9 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from psycopg_pool import AsyncConnectionPool
 
-from processor.alerts.store import escalate_overdue, publish_pending
+from processor.alerts import store as alert_store
+from processor.alerts.device import stale_actions
+from processor.alerts.store import publish_pending
 from processor.pipeline import Pipeline
 from telehealth.kafka import ensure_topics, make_producer
 from telehealth.settings import Settings
@@ -59,7 +61,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 except CommitFailedError as exc:
                     log.warning("offset commit refused after a rebalance (%s); batch will replay", exc)
             if loop.time() >= next_sweep:
-                next_sweep = loop.time() + 5.0
+                next_sweep = loop.time() + settings.alert_sweep_s
                 await _sweep(pool, timedelta(seconds=settings.alert_escalate_after_s))
             await _publish(pool, producer, settings.alerts_topic)
     finally:
@@ -89,12 +91,15 @@ async def _until_durable(
 
 
 async def _sweep(pool: AsyncConnectionPool, escalate_after: timedelta) -> None:
-    """Timed transitions that no message triggers: escalation of unacknowledged urgent alerts."""
+    """What no message triggers: stale data, and escalation of unacknowledged urgent alerts."""
     try:
-        async with pool.connection() as conn:
-            escalated = await escalate_overdue(conn, escalate_after)
-        if escalated:
-            log.info("escalated %d unacknowledged urgent alert(s)", len(escalated))
+        async with pool.connection() as conn, conn.transaction():
+            quiet = await alert_store.silences(conn)
+            open_now = await alert_store.open_alerts(conn, list({s.patient_id for s in quiet}))
+            stale = await alert_store.apply(conn, stale_actions(quiet, open_now, datetime.now(UTC)))
+            escalated = await alert_store.escalate_overdue(conn, escalate_after)
+        if stale or escalated:
+            log.info("sweep: %d stale-data change(s), %d escalation(s)", len(stale), len(escalated))
     except psycopg.OperationalError as exc:
         log.warning("alert sweep skipped: %s", exc)
 

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     future_tolerance_s: float = Field(300, description="measured further ahead: flagged future")
     device_cache_ttl_s: float = 2.0
     alert_warning_after: int = Field(2, ge=1, description="consecutive breaching readings to open a warning")
+    alert_sweep_s: float = Field(10, description="how often stale data and escalations are checked")
     alert_escalate_after_s: float = Field(300, description="unacknowledged urgent alerts escalate after")
     retention: str = Field("2 years", description="TimescaleDB retention for readings")
 

@@ -37,7 +37,7 @@ class Action:
     code: str
     value: float
     device_id: str
-    seq: int
+    seq: int | None
     measured_at: datetime
 
 

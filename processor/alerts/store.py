@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
+from processor.alerts.device import Silence
 from processor.alerts.engine import Act, Action, Key
 from processor.alerts.rules import Severity
 
@@ -83,6 +84,19 @@ async def apply(conn: psycopg.AsyncConnection[Any], actions: list[Action]) -> li
                 (row[0], _EVENT[action.act], action.severity.value, ACTOR, note),
             )
     return touched
+
+
+async def silences(conn: psycopg.AsyncConnection[Any]) -> list[Silence]:
+    """When each active device was last heard from (or provisioned, if never)."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            """SELECT d.patient_id, d.id, d.expected_interval_s,
+                      GREATEST(d.provisioned_at,
+                               (SELECT r.received_at FROM reading_receipts r WHERE r.device_id = d.id
+                                ORDER BY r.seq DESC LIMIT 1)) AS last_at
+               FROM devices d WHERE d.revoked_at IS NULL"""
+        )
+        return [Silence(r[0], r[1], r[3], timedelta(seconds=r[2])) for r in await cur.fetchall()]
 
 
 async def escalate_overdue(conn: psycopg.AsyncConnection[Any], after: timedelta) -> list[int]:

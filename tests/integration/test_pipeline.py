@@ -250,3 +250,34 @@ async def test_unacknowledged_urgent_alert_escalates_after_five_minutes(
     assert [a["id"] for a in inbox] == [overdue, recent]  # escalated first
     ack = await http.post(f"/api/v1/alerts/{overdue}/acknowledge", json={}, headers=auth(clinician))
     assert 359 < ack.json()["time_to_acknowledge_s"] < 420
+
+
+async def test_device_offline_and_stale_data_alerts(
+    db: psycopg.AsyncConnection[Any], device_publisher: Publisher
+) -> None:
+    patient = await make_patient(db, "team-device")
+    oximeter = await make_device(db, patient, "oximeter")  # expected every 60 s
+    await db.execute(
+        "UPDATE devices SET provisioned_at = now() - interval '4 min' WHERE id = %s", (oximeter.device_id,)
+    )
+
+    async def alert(rule: str, status: str) -> dict[str, Any] | None:
+        cur = await db.execute(
+            "SELECT severity, message FROM alerts WHERE patient_id = %s AND rule = %s AND status = %s",
+            (patient, rule, status),
+        )
+        return await cur.fetchone()
+
+    stale = await eventually(lambda: alert("stale_data", "open"), timeout=30)
+    assert stale["severity"] == "warning" and oximeter.device_id in stale["message"]
+    device_publisher.publish_reading(
+        oximeter.device_id, 1, [{"code": "spo2", "value": 97, "unit": "%"}], measured_at=datetime.now(UTC)
+    )
+    await eventually(lambda: alert("stale_data", "resolved"), timeout=30)
+
+    device_publisher.publish_status(oximeter.device_id, "offline", 9)
+    assert (await eventually(lambda: alert("device_offline", "open")))["severity"] == "warning"
+    assert "9 %" in (await eventually(lambda: alert("battery_low", "open")))["message"]
+    device_publisher.publish_status(oximeter.device_id, "online", 80)
+    await eventually(lambda: alert("device_offline", "resolved"))
+    await eventually(lambda: alert("battery_low", "resolved"))

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from dashboard_api import problems
-from dashboard_api.routes import alerts, auth, devices, health, page, patients
+from dashboard_api.routes import alerts, auth, devices, health, page, patients, thresholds
 from telehealth.settings import Settings, get_settings
 from telehealth.storage import open_pool
 
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (health, auth, patients, devices, alerts, page):
+    for module in (health, auth, patients, thresholds, devices, alerts, page):
         app.include_router(module.router)
     static = resources.files("dashboard_api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

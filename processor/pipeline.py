@@ -23,12 +23,14 @@ from pydantic import ValidationError
 from processor.alerts import store as alert_store
 from processor.alerts.device import DeviceReport, status_actions
 from processor.alerts.engine import ThresholdEngine
+from processor.alerts.rules import rules_for
 from processor.alerts.trend import TrendTracker
 from processor.normalise import NormalisedObservation, normalise
 from processor.sink import ReadingSink
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
 from telehealth.settings import Settings
 from telehealth.storage.devices import CachedRegistry
+from telehealth.thresholds import Thresholds
 
 log = logging.getLogger(__name__)
 TREND_WINDOW = timedelta(minutes=20)
@@ -92,7 +94,7 @@ class Pipeline:
         self._settings = settings
         self._pool = pool
         self._registry = registry
-        self._engine = ThresholdEngine(warning_after=settings.alert_warning_after)
+        self._engine = ThresholdEngine(rules_for(Thresholds(warning_after=settings.alert_warning_after)))
         self._trends = TrendTracker(window=TREND_WINDOW)
         self._late_after = timedelta(seconds=settings.late_after_s)
         self._future = timedelta(seconds=settings.future_tolerance_s)
@@ -124,7 +126,9 @@ class Pipeline:
             open_now = await alert_store.open_alerts(conn, list(patients))
             await self._seed_trends(conn, new_obs)
             derived = self._trends.derive(new_obs)
-            actions = self._engine.evaluate(new_obs + derived, open_now) + status_actions(reports, open_now)
+            own_rules = await alert_store.patient_rules(conn, list(patients))
+            actions = self._engine.evaluate(new_obs + derived, open_now, own_rules)
+            actions += status_actions(reports, open_now)
             touched = await alert_store.apply(conn, actions)
 
         duplicates = len(batch.readings) - orphans - len(fresh)

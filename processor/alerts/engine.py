@@ -1,7 +1,7 @@
 """Threshold alerting with noise control and hysteresis. Pure: no I/O.
 
-Urgent fires on the first breaching reading; a warning needs `warning_after` consecutive
-breaching readings; an alert resolves itself only once the value is back in range by the
+Urgent fires on the first breaching reading; a warning needs the rule's `warning_after`
+consecutive breaching readings; an alert resolves itself only once the value is back in range by the
 rule's margin. Which alerts are open is the database's truth, passed in per batch, so a
 restart or a clinician's manual resolve never leaves the engine believing otherwise; only
 the breach streaks live here.
@@ -41,22 +41,36 @@ class Action:
     measured_at: datetime
 
 
+RuleSet = tuple[ThresholdRule, ...]
+
+
+def _by_code(rules: RuleSet) -> dict[str, list[ThresholdRule]]:
+    grouped: dict[str, list[ThresholdRule]] = {}
+    for rule in rules:
+        grouped.setdefault(rule.code, []).append(rule)
+    return grouped
+
+
 class ThresholdEngine:
-    def __init__(self, rules: tuple[ThresholdRule, ...] = DEFAULT_RULES, warning_after: int = 2) -> None:
-        self._by_code: dict[str, list[ThresholdRule]] = {}
-        for rule in rules:
-            self._by_code.setdefault(rule.code, []).append(rule)
-        self._warning_after = warning_after
+    def __init__(self, rules: RuleSet = DEFAULT_RULES) -> None:
+        self._default = _by_code(rules)
         self._streaks: dict[Key, int] = {}
 
     def evaluate(
-        self, observations: Iterable[NormalisedObservation], open_alerts: Mapping[Key, Severity]
+        self,
+        observations: Iterable[NormalisedObservation],
+        open_alerts: Mapping[Key, Severity],
+        patient_rules: Mapping[UUID, RuleSet] | None = None,
     ) -> list[Action]:
-        """Actions for live observations, in measurement order; late or flagged ones are ignored."""
+        """Actions for live observations, in measurement order; late or flagged ones are ignored.
+
+        `patient_rules` holds the rule sets of patients with their own thresholds.
+        """
         state = dict(open_alerts)
+        own = {pid: _by_code(rules) for pid, rules in (patient_rules or {}).items()}
         actions: list[Action] = []
         for obs in sorted((o for o in observations if o.live), key=lambda o: o.measured_at):
-            for rule in self._by_code.get(obs.code, ()):
+            for rule in own.get(obs.patient_id, self._default).get(obs.code, ()):
                 action = self._step(rule, obs, state)
                 if action is not None:
                     actions.append(action)
@@ -100,7 +114,7 @@ class ThresholdEngine:
                 state[key] = Severity.URGENT
                 return act(Act.ESCALATE, Severity.URGENT, message)
             return None
-        if current is None and streak >= (rule.warning_after or self._warning_after):
+        if current is None and streak >= rule.warning_after:
             state[key] = Severity.WARNING
             return act(Act.OPEN, Severity.WARNING, message)
         return None

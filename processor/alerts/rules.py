@@ -1,4 +1,4 @@
-"""Default threshold rules of SPEC section 5. Pure: values in, breaches out.
+"""Threshold rules of SPEC section 5, built from a patient's thresholds. Pure.
 
 Each rule has bands checked most severe first; a glucose reading of 2.5 mmol/L is one
 `glucose_low` breach at `urgent` ("urgent low"), not two alerts.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+
+from telehealth.thresholds import Thresholds
 
 
 class Severity(StrEnum):
@@ -48,8 +50,8 @@ class ThresholdRule:
     code: str
     bands: tuple[Band, ...]
     clear_margin: float
-    #: consecutive breaches a warning needs; None takes the engine's default
-    warning_after: int | None = None
+    #: consecutive breaching readings a warning needs
+    warning_after: int = 2
 
     def evaluate(self, value: float) -> Band | None:
         return next((band for band in self.bands if band.matches(value)), None)
@@ -59,50 +61,64 @@ class ThresholdRule:
         return not any(band.matches(value, self.clear_margin) for band in self.bands)
 
 
-DEFAULT_RULES: tuple[ThresholdRule, ...] = (
-    ThresholdRule(
-        "glucose_low",
-        "glucose",
-        (
-            Band(Severity.URGENT, "Glucose urgent low", lt=3.0),
-            Band(Severity.WARNING, "Glucose low", lt=3.9),
+def rules_for(t: Thresholds) -> tuple[ThresholdRule, ...]:
+    """The rule set for one patient's thresholds (margins and trend rules are fixed)."""
+    spo2_warning, spo2_urgent = t.spo2_limits
+    n = t.warning_after
+    return (
+        ThresholdRule(
+            "glucose_low",
+            "glucose",
+            (
+                Band(Severity.URGENT, "Glucose urgent low", lt=t.glucose_urgent_low),
+                Band(Severity.WARNING, "Glucose low", lt=t.glucose_low),
+            ),
+            clear_margin=0.3,
+            warning_after=n,
         ),
-        clear_margin=0.3,
-    ),
-    ThresholdRule(
-        "glucose_high", "glucose", (Band(Severity.WARNING, "Glucose high", gt=13.9),), clear_margin=1.0
-    ),
-    ThresholdRule(
-        "spo2_low",
-        "spo2",
-        (
-            Band(Severity.URGENT, "SpO2 urgent low", le=91),
-            Band(Severity.WARNING, "SpO2 low", le=93),
+        ThresholdRule(
+            "glucose_high",
+            "glucose",
+            (Band(Severity.WARNING, "Glucose high", gt=t.glucose_high),),
+            clear_margin=1.0,
+            warning_after=n,
         ),
-        clear_margin=1.0,
-    ),
-    ThresholdRule(
-        "pulse",
-        "pulse",
-        (
-            Band(Severity.URGENT, "Pulse urgent", ge=131, le=40),
-            Band(Severity.WARNING, "Pulse abnormal", ge=111, le=50),
+        ThresholdRule(
+            "spo2_low",
+            "spo2",
+            (
+                Band(Severity.URGENT, "SpO2 urgent low", le=spo2_urgent),
+                Band(Severity.WARNING, "SpO2 low", le=spo2_warning),
+            ),
+            clear_margin=1.0,
+            warning_after=n,
         ),
-        clear_margin=5.0,
-    ),
-    # Derived from the CGM trend (processor.alerts.trend); already smoothed, so no streak.
-    ThresholdRule(
-        "glucose_predicted_low",
-        "glucose_forecast",
-        (Band(Severity.WARNING, "Glucose predicted low in 20 min", lt=3.9),),
-        clear_margin=0.3,
-        warning_after=1,
-    ),
-    ThresholdRule(
-        "glucose_falling_fast",
-        "glucose_roc",
-        (Band(Severity.WARNING, "Glucose falling fast", lt=-0.17),),
-        clear_margin=0.05,
-        warning_after=1,
-    ),
-)
+        ThresholdRule(
+            "pulse",
+            "pulse",
+            (
+                Band(Severity.URGENT, "Pulse urgent", ge=t.pulse_high_urgent, le=t.pulse_low_urgent),
+                Band(Severity.WARNING, "Pulse abnormal", ge=t.pulse_high_warning, le=t.pulse_low_warning),
+            ),
+            clear_margin=5.0,
+            warning_after=n,
+        ),
+        # Derived from the CGM trend (processor.alerts.trend); already smoothed, so no streak.
+        ThresholdRule(
+            "glucose_predicted_low",
+            "glucose_forecast",
+            (Band(Severity.WARNING, "Glucose predicted low in 20 min", lt=t.glucose_low),),
+            clear_margin=0.3,
+            warning_after=1,
+        ),
+        ThresholdRule(
+            "glucose_falling_fast",
+            "glucose_roc",
+            (Band(Severity.WARNING, "Glucose falling fast", lt=-0.17),),
+            clear_margin=0.05,
+            warning_after=1,
+        ),
+    )
+
+
+DEFAULT_RULES = rules_for(Thresholds())

@@ -17,8 +17,9 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from processor.alerts.device import Silence
-from processor.alerts.engine import Act, Action, Key
-from processor.alerts.rules import Severity
+from processor.alerts.engine import Act, Action, Key, RuleSet
+from processor.alerts.rules import Severity, rules_for
+from telehealth.thresholds import Thresholds
 
 ACTOR = "processor"
 
@@ -84,6 +85,19 @@ async def apply(conn: psycopg.AsyncConnection[Any], actions: list[Action]) -> li
                 (row[0], _EVENT[action.act], action.severity.value, ACTOR, note),
             )
     return touched
+
+
+async def patient_rules(conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]) -> dict[UUID, RuleSet]:
+    """Rule sets of the patients, among these, whose thresholds differ from the defaults."""
+    if not patient_ids:
+        return {}
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            """SELECT DISTINCT ON (patient_id) patient_id, settings FROM patient_thresholds
+               WHERE patient_id = ANY(%s) ORDER BY patient_id, version DESC""",
+            (patient_ids,),
+        )
+        return {r[0]: rules_for(Thresholds.model_validate(r[1])) for r in await cur.fetchall()}
 
 
 async def silences(conn: psycopg.AsyncConnection[Any]) -> list[Silence]:

@@ -198,3 +198,47 @@ async def test_dashboard_page_is_served_without_external_assets(http: httpx.Asyn
     assert "http://" not in page.text and "https://" not in page.text
     script = await http.get("/static/app.js")
     assert script.status_code == 200 and "/api/v1/alerts" in script.text
+
+
+async def test_thresholds_are_versioned_validated_and_used_by_the_processor(
+    db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, settings: Any
+) -> None:
+    from simulators.publisher import Publisher
+    from tests.conftest import eventually
+
+    patient = await make_patient(db, "team-thr")
+    device = await make_device(db, patient, "oximeter")
+    clinician = await make_user(db, "clinician", ["team-thr"])
+    outsider = await make_user(db, "clinician", ["team-other"])
+    url = f"/api/v1/patients/{patient}/thresholds"
+
+    initial = (await http.get(url, headers=auth(clinician))).json()
+    assert initial["current"]["version"] == 0 and initial["current"]["thresholds"]["spo2_scale"] == 1
+    refused = await http.put(url, json={"glucose_low": 2.0}, headers=auth(clinician))
+    assert refused.status_code == 422 and "glucose_urgent_low < glucose_low" in refused.json()["detail"]
+    assert (await http.put(url, json={"spo2_scale": 2}, headers=auth(outsider))).status_code == 403
+    saved = await http.put(url, json={"spo2_scale": 2}, headers=auth(clinician))
+    assert saved.status_code == 200 and saved.json()["version"] == 1
+    await http.put(url, json={"spo2_scale": 2, "warning_after": 1}, headers=auth(clinician))
+    history = (await http.get(url, headers=auth(clinician))).json()
+    assert [v["version"] for v in history["history"]] == [2, 1]
+    assert history["current"]["changed_by"].startswith("clinician")
+
+    assert settings.mqtt_url
+    publisher = Publisher(settings.mqtt_url, client_id="thr-device")
+    await publisher.connect()
+    now = datetime.now(UTC)
+    for seq, spo2 in enumerate([90, 89, 87], start=1):  # fine on scale 2 until 87
+        publisher.publish_reading(
+            device.device_id,
+            seq,
+            [{"code": "spo2", "value": spo2, "unit": "%"}],
+            measured_at=now - timedelta(seconds=30 - seq),
+        )
+    await publisher.close()
+
+    async def alerts() -> list[dict[str, Any]]:
+        cur = await db.execute("SELECT severity, value FROM alerts WHERE patient_id = %s", (patient,))
+        return await cur.fetchall()
+
+    assert await eventually(alerts) == [{"severity": "warning", "value": 87}]

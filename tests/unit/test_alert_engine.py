@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 
 from processor.alerts.engine import Act, ThresholdEngine
-from processor.alerts.rules import DEFAULT_RULES, Severity
+from processor.alerts.rules import DEFAULT_RULES, Severity, rules_for
 from processor.alerts.trend import TrendTracker
 from processor.normalise import NormalisedObservation, Quality
+from telehealth.thresholds import Thresholds
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 UNITS = {"glucose": "mmol/L", "spo2": "%", "pulse": "/min"}
@@ -39,9 +41,10 @@ def series(
     ]
 
 
-def run(code: str, values: list[float], **engine: int) -> list[tuple[Act, str, Severity, float]]:
+def run(code: str, values: list[float], **thresholds: Any) -> list[tuple[Act, str, Severity, float]]:
     patient = uuid4()
-    actions = ThresholdEngine(DEFAULT_RULES, **engine).evaluate(series(patient, code, values), {})
+    rules = rules_for(Thresholds(**thresholds)) if thresholds else DEFAULT_RULES
+    actions = ThresholdEngine(rules).evaluate(series(patient, code, values), {})
     return [(a.act, a.rule, a.severity, a.value) for a in actions]
 
 
@@ -204,3 +207,37 @@ def test_trend_survives_a_restart_when_seeded_from_storage() -> None:
     assert [(a, r) for a, r, _ in after_restart] == [(OPEN, "glucose_predicted_low")]
     cold = trend_run(cgm(patient, [4.5], every_min=5, start=3))
     assert cold == []
+
+
+def test_per_patient_thresholds_and_spo2_scale_2() -> None:
+    copd = rules_for(Thresholds(spo2_scale=2))
+    assert run("spo2", [90, 90]) == [(OPEN, "spo2_low", U, 90)]
+    copd_actions = ThresholdEngine(copd).evaluate(series(uuid4(), "spo2", [90, 89, 87, 87, 85]), {})
+    assert [(a.act, a.severity, a.value) for a in copd_actions] == [(OPEN, W, 87), (ESC, U, 85)]
+    assert run("glucose", [4.2, 4.1], glucose_low=4.4, glucose_urgent_low=3.5) == [
+        (OPEN, "glucose_low", W, 4.1)
+    ]
+
+
+def test_each_patient_gets_their_own_rules() -> None:
+    a, b = uuid4(), uuid4()
+    obs = series(a, "spo2", [90]) + series(b, "spo2", [90], 1)
+    actions = ThresholdEngine().evaluate(obs, {}, {b: rules_for(Thresholds(spo2_scale=2))})
+    assert [(x.patient_id, x.severity) for x in actions] == [(a, U)]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"glucose_low": 2.5},
+        {"glucose_high": 3.5},
+        {"spo2_warning": 85, "spo2_urgent": 88},
+        {"pulse_low_warning": 120},
+        {"pulse_high_urgent": 100},
+        {"glucose_low": 0.1},
+        {"warning_after": 0},
+    ],
+)
+def test_inconsistent_thresholds_are_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        Thresholds(**bad)

@@ -1,0 +1,71 @@
+"""Per-patient alert thresholds: versioned, validated, with who changed them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import psycopg
+from fastapi import APIRouter, HTTPException
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel
+
+from dashboard_api.deps import ClinicianUser, ConnDep, CurrentUser
+from dashboard_api.routes.access import authorize_patient
+from telehealth.thresholds import Thresholds
+
+router = APIRouter(prefix="/api/v1/patients", tags=["thresholds"])
+
+
+class ThresholdsVersion(BaseModel):
+    version: int
+    thresholds: Thresholds
+    changed_by: str | None
+    changed_at: datetime | None
+
+
+class ThresholdsHistory(BaseModel):
+    current: ThresholdsVersion
+    history: list[ThresholdsVersion]
+
+
+@router.put("/{patient_id}/thresholds")
+async def set_thresholds(
+    patient_id: UUID, body: Thresholds, conn: ConnDep, user: ClinicianUser
+) -> ThresholdsVersion:
+    """A new version, in force for every reading processed after it is saved."""
+    await authorize_patient(conn, user, patient_id)
+    try:
+        cur = await conn.execute(
+            """INSERT INTO patient_thresholds (patient_id, version, settings, changed_by)
+               SELECT %s, coalesce(max(version), 0) + 1, %s, %s
+               FROM patient_thresholds WHERE patient_id = %s
+               RETURNING version, changed_by, changed_at""",
+            (patient_id, Jsonb(body.model_dump()), user.username, patient_id),
+        )
+    except psycopg.errors.UniqueViolation as exc:
+        raise HTTPException(409, "thresholds changed at the same moment; read them and retry") from exc
+    row = await cur.fetchone()
+    assert row is not None
+    return ThresholdsVersion(thresholds=body, **row)
+
+
+@router.get("/{patient_id}/thresholds")
+async def get_thresholds(patient_id: UUID, conn: ConnDep, user: CurrentUser) -> ThresholdsHistory:
+    await authorize_patient(conn, user, patient_id)
+    cur = await conn.execute(
+        """SELECT version, settings, changed_by, changed_at FROM patient_thresholds
+           WHERE patient_id = %s ORDER BY version DESC""",
+        (patient_id,),
+    )
+    history = [
+        ThresholdsVersion(
+            version=r["version"],
+            thresholds=Thresholds.model_validate(r["settings"]),
+            changed_by=r["changed_by"],
+            changed_at=r["changed_at"],
+        )
+        for r in await cur.fetchall()
+    ]
+    defaults = ThresholdsVersion(version=0, thresholds=Thresholds(), changed_by=None, changed_at=None)
+    return ThresholdsHistory(current=history[0] if history else defaults, history=history)

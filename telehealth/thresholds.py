@@ -1,0 +1,53 @@
+"""Per-patient alert thresholds: the defaults of SPEC section 5 and validated overrides.
+
+Shared by the API (which stores versions) and the processor (which builds rules from them).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: NEWS2 SpO2 scales: (warning at or below, urgent at or below)
+SPO2_SCALES = {1: (93.0, 91.0), 2: (87.0, 85.0)}
+
+
+class Thresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    glucose_urgent_low: float = Field(3.0, ge=0.5, le=40, description="mmol/L, below is urgent")
+    glucose_low: float = Field(3.9, ge=0.5, le=40, description="mmol/L, below is a warning")
+    glucose_high: float = Field(13.9, ge=0.5, le=40, description="mmol/L, above is a warning")
+    spo2_scale: Literal[1, 2] = Field(1, description="NEWS2 scale; 2 for confirmed hypercapnic failure")
+    spo2_warning: float | None = Field(None, ge=50, le=100, description="% at or below; default by scale")
+    spo2_urgent: float | None = Field(None, ge=50, le=100, description="% at or below; default by scale")
+    pulse_low_urgent: float = Field(40, ge=20, le=300, description="/min at or below")
+    pulse_low_warning: float = Field(50, ge=20, le=300, description="/min at or below")
+    pulse_high_warning: float = Field(111, ge=20, le=300, description="/min at or above")
+    pulse_high_urgent: float = Field(131, ge=20, le=300, description="/min at or above")
+    warning_after: int = Field(2, ge=1, le=20, description="consecutive breaching readings for a warning")
+
+    @property
+    def spo2_limits(self) -> tuple[float, float]:
+        warning, urgent = SPO2_SCALES[self.spo2_scale]
+        return (
+            self.spo2_warning if self.spo2_warning is not None else warning,
+            self.spo2_urgent if self.spo2_urgent is not None else urgent,
+        )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        problems = []
+        if not self.glucose_urgent_low < self.glucose_low < self.glucose_high:
+            problems.append("glucose_urgent_low < glucose_low < glucose_high")
+        warning, urgent = self.spo2_limits
+        if not urgent < warning:
+            problems.append("spo2_urgent < spo2_warning")
+        if not (
+            self.pulse_low_urgent < self.pulse_low_warning < self.pulse_high_warning < self.pulse_high_urgent
+        ):
+            problems.append("pulse_low_urgent < pulse_low_warning < pulse_high_warning < pulse_high_urgent")
+        if problems:
+            raise ValueError("thresholds must satisfy " + " and ".join(problems))
+        return self

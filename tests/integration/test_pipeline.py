@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -281,3 +282,48 @@ async def test_device_offline_and_stale_data_alerts(
     device_publisher.publish_status(oximeter.device_id, "online", 80)
     await eventually(lambda: alert("device_offline", "resolved"))
     await eventually(lambda: alert("battery_low", "resolved"))
+
+
+async def test_alerts_and_their_transitions_reach_the_alerts_topic(
+    db: psycopg.AsyncConnection[Any], device_publisher: Publisher, settings: Settings
+) -> None:
+    import json
+
+    from aiokafka import AIOKafkaConsumer
+
+    patient = await make_patient(db, "team-topic")
+    device = await make_device(db, patient, "oximeter")
+    consumer = AIOKafkaConsumer(
+        settings.alerts_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"test-{patient}",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        now = datetime.now(UTC)
+        for seq, spo2 in enumerate([90, 97], start=1):
+            device_publisher.publish_reading(
+                device.device_id,
+                seq,
+                [{"code": "spo2", "value": spo2, "unit": "%"}],
+                measured_at=now + timedelta(seconds=seq),
+            )
+            await asyncio.sleep(1.0)  # two batches: the open is published before the resolve
+        seen: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while loop.time() < deadline and [m["status"] for m in seen][-1:] != ["resolved"]:
+            batch = await consumer.getmany(timeout_ms=500)
+            seen += [
+                m
+                for r in batch.values()
+                for m in map(lambda x: json.loads(x.value), r)
+                if m["patient_id"] == str(patient)
+            ]
+    finally:
+        await consumer.stop()
+    assert [(m["rule"], m["severity"], m["status"]) for m in seen] == [
+        ("spo2_low", "urgent", "open"),
+        ("spo2_low", "urgent", "resolved"),
+    ]

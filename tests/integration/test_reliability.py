@@ -128,3 +128,89 @@ async def test_database_outage_mid_stream_holds_back_then_stores_everything_once
         )
         assert await cur.fetchone() == {"rows": TOTAL, "seqs": TOTAL}
     assert not services.dead()
+
+
+async def _spo2(publisher: Publisher, device_id: str, seq: int, value: float) -> None:
+    publisher.publish_reading(
+        device_id, seq, [{"code": "spo2", "value": value, "unit": "%"}], measured_at=datetime.now(UTC)
+    )
+    assert await publisher.drain(10)
+
+
+async def test_processor_restart_mid_episode_continues_the_same_alert(
+    services: Services, settings: Settings, db: psycopg.AsyncConnection[Any]
+) -> None:
+    patient = await make_patient(db, "team-restart")
+    device = await make_device(db, patient, "oximeter")
+    assert settings.mqtt_url
+    publisher = Publisher(settings.mqtt_url, client_id="restart-episode")
+    await publisher.connect()
+
+    async def spo2_alerts() -> list[dict[str, Any]]:
+        cur = await db.execute(
+            "SELECT id, severity, status, resolution FROM alerts WHERE patient_id = %s AND rule = 'spo2_low'",
+            (patient,),
+        )
+        return await cur.fetchall()
+
+    try:
+        await _spo2(publisher, device.device_id, 1, 92)
+        await _spo2(publisher, device.device_id, 2, 92)
+        [opened] = await eventually(spo2_alerts)
+        services.procs["processor"].send_signal(signal.SIGKILL)
+        services.procs["processor"].wait()
+        services.start("processor", "processor")
+        await _spo2(publisher, device.device_id, 3, 92)  # still breaching: no second alert
+        await _spo2(publisher, device.device_id, 4, 90)  # urgent: the same alert escalates
+        await eventually(lambda: _has(spo2_alerts, severity="urgent"))
+        await _spo2(publisher, device.device_id, 5, 97)
+        [final] = await eventually(lambda: _has(spo2_alerts, status="resolved"))
+    finally:
+        await publisher.close()
+    assert final["id"] == opened["id"] and final["resolution"] == "auto"
+
+
+async def _has(query: Any, **want: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = await query()
+    return rows if rows and all(all(r[k] == v for k, v in want.items()) for r in rows) else []
+
+
+async def test_two_processors_in_one_group_never_open_the_same_alert_twice(
+    services: Services, settings: Settings, db: psycopg.AsyncConnection[Any]
+) -> None:
+    patient = await make_patient(db, "team-two")
+    devices = [await make_device(db, patient, "oximeter") for _ in range(6)]
+    services.start("processor-2", "processor")
+    await asyncio.sleep(6)  # let the group rebalance across both
+    assert settings.mqtt_url
+    publisher = Publisher(settings.mqtt_url, client_id="two-processors")
+    await publisher.connect()
+    try:
+        for round_ in range(1, 4):
+            for d in devices:
+                publisher.publish_reading(
+                    d.device_id,
+                    round_,
+                    [{"code": "spo2", "value": 88, "unit": "%"}],
+                    measured_at=datetime.now(UTC),
+                )
+        assert await publisher.drain(10)
+
+        async def stored() -> bool:
+            cur = await db.execute(
+                "SELECT count(*) AS n FROM reading_receipts WHERE device_id = ANY(%s)",
+                ([d.device_id for d in devices],),
+            )
+            row = await cur.fetchone()
+            return row is not None and row["n"] == 18
+
+        await eventually(stored)
+        await asyncio.sleep(0.5)
+        cur = await db.execute(
+            "SELECT count(*) AS n FROM alerts WHERE patient_id = %s AND rule = 'spo2_low'", (patient,)
+        )
+        assert await cur.fetchone() == {"n": 1}
+        assert not services.dead()
+    finally:
+        await publisher.close()
+        services.stop("processor-2")

@@ -39,6 +39,7 @@ def publish_worker(
     per_message: int,
     start_seq: int,
     out: Any,
+    rate_msgs_s: float | None = None,
 ) -> None:
     """Publish `messages` messages round-robin over `devices`, QoS 1; report (start, end, acked)."""
     address = parse_mqtt_url(mqtt_url)
@@ -66,6 +67,10 @@ def publish_worker(
     started = time.perf_counter()
     seqs = dict.fromkeys(devices, start_seq)
     for i in range(messages):
+        if rate_msgs_s and i % 20 == 0:
+            ahead = started + i / rate_msgs_s - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
         device = devices[i % len(devices)]
         payload = _payload(device, seqs[device], per_message, when)
         client.publish(topic_template.format(device), payload, qos=1)

@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import psycopg
 
+from bench.latency import Latency, measure
 from bench.load import publish_worker, subscribe_worker
 from simulators.cohort import ensure_cohort
 from telehealth.settings import Settings
@@ -41,6 +42,7 @@ class Figures:
     e2e_readings_s: float = 0.0
     e2e_stored: int = 0
     rss_mib: dict[str, float] = field(default_factory=dict)
+    latency: Latency | None = None
 
     def report(self) -> str:
         e2e_msgs = self.e2e_readings_s / self.per_message
@@ -56,6 +58,8 @@ class Figures:
             f"ratio end-to-end / COPY (rows):           {self.e2e_readings_s / self.copy_rows_s:.3f}",
             "peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in self.rss_mib.items()),
         ]
+        if self.latency is not None:
+            lines.append(self.latency.report())
         return "\n".join(lines)
 
 
@@ -225,6 +229,7 @@ def run(
     per_message: int,
     publishers: int,
     gateways: int = 1,
+    latency_load: float = 5000,
     data_dir: Path | None = None,
 ) -> Figures:
     figures = Figures(readings, per_message, publishers, gateways)
@@ -255,6 +260,18 @@ def run(
                 figures.e2e_readings_s, figures.e2e_stored = end_to_end(
                     settings, services, ids, readings, per_message, publishers
                 )
+                if latency_load:
+                    print("alert latency ...", flush=True)
+                    probe = cohort[-1]
+                    figures.latency = asyncio.run(
+                        measure(
+                            settings,
+                            probe.patient_id,
+                            probe.oximeter.device_id,
+                            ids[:-2],
+                            background_readings_s=latency_load,
+                        )
+                    )
             finally:
                 sampler.running = False
                 figures.rss_mib = sampler.peak

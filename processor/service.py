@@ -30,7 +30,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     assert settings.database_url
     await ensure_topics(settings)
     pool = await open_pool(settings.database_url, max_size=4)
-    producer = make_producer(settings)
+    producer = make_producer(settings, linger_ms=0)  # alerts only: each one as soon as possible
     consumer = AIOKafkaConsumer(
         settings.readings_topic,
         settings.deadletter_topic,
@@ -40,6 +40,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        # Latency: do not let the broker park an empty fetch for aiokafka's default 500 ms.
+        fetch_max_wait_ms=settings.processor_batch_wait_ms,
     )
     await producer.start()
     await consumer.start()
@@ -56,6 +58,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             if records:
                 if not await _until_durable(pipeline, records, stop):
                     break
+                await _publish(pool, producer, settings.alerts_topic)  # alerts first: latency
                 try:
                     await consumer.commit()
                 except CommitFailedError as exc:

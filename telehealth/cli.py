@@ -164,6 +164,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         per_message=args.per_message,
         publishers=args.publishers,
         gateways=args.gateways,
+        latency_load=args.latency_load,
     )
     print(figures.report())
 
@@ -200,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-message", type=int, default=1, help="readings per MQTT message (1 = live)")
     p.add_argument("--publishers", type=int, default=2, help="publisher processes")
     p.add_argument("--gateways", type=int, default=1, help="gateway processes (shared subscription)")
+    p.add_argument(
+        "--latency-load",
+        type=float,
+        default=5000,
+        help="background readings/s while timing alerts (0 skips the latency run)",
+    )
     p.set_defaults(func=cmd_bench)
 
     db = sub.add_parser("db", help="database administration").add_subparsers(dest="db_command", required=True)

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
 
     processor_group: str = "processor"
     processor_batch_max: int = 2000
-    processor_batch_wait_ms: int = 50
+    processor_batch_wait_ms: int = 20
 
     late_after_s: float = Field(600, description="older than this on arrival: late, no alarms")
     future_tolerance_s: float = Field(300, description="measured further ahead: flagged future")

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from simulators.cohort import SimPatient
-from simulators.physiology import GlucoseModel, OximetryModel
+from simulators.physiology import COPD, HEALTHY, T1, T2, CgmSensor, Glucose, GlucoseEvent, Oximeter
 from simulators.publisher import Publisher, PublishStats
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,22 @@ async def simulate(
     loop = asyncio.get_running_loop()
     started = loop.time()
     base_seq = start_seq if start_seq is not None else int(started * 1000) % 10**12
+    start_min = 8 * 60  # simulated clocks start at 08:00 on day 0
+    hypo = (GlucoseEvent("overdose", at_min=start_min + 10, size=7.0),)
     glucose = {
-        p.index: GlucoseModel(
-            seed=seed * 100_003 + p.index, hypo_from_min=10 if scenario == "hypo" and p.index == 0 else None
+        p.index: CgmSensor(
+            Glucose(
+                T1 if p.index % 3 else T2,
+                seed * 100_003 + p.index,
+                hypo if scenario == "hypo" and p.index == 0 else (),
+            ),
+            seed=seed * 300_007 + p.index,
         )
         for p in cohort
     }
-    oximetry = {p.index: OximetryModel(seed=seed * 200_003 + p.index) for p in cohort}
+    oximetry = {
+        p.index: Oximeter(COPD if p.index % 5 == 4 else HEALTHY, seed * 200_003 + p.index) for p in cohort
+    }
     devices = []
     for p in cohort:
         offset = (p.index % 50) / 50
@@ -85,7 +94,7 @@ async def simulate(
             now = loop.time()
             if duration_s is not None and now - started >= duration_s:
                 break
-            sim_minute = (now - started) * speed / 60
+            sim_minute = start_min + (now - started) * speed / 60
             for d in devices:
                 if d.next_due > now:
                     continue
@@ -95,13 +104,13 @@ async def simulate(
                     obs = [
                         {
                             "code": "glucose",
-                            "value": glucose[d.patient.index].value(sim_minute),
+                            "value": glucose[d.patient.index].read(sim_minute),
                             "unit": "mmol/L",
                             "source": "cgm",
                         }
                     ]
                 else:
-                    spo2, pulse = oximetry[d.patient.index].value(sim_minute)
+                    spo2, pulse = oximetry[d.patient.index].read(sim_minute)
                     obs = [
                         {"code": "spo2", "value": spo2, "unit": "%"},
                         {"code": "pulse", "value": pulse, "unit": "/min"},

@@ -16,6 +16,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 DAY = 24 * 60
 
 
@@ -38,13 +40,15 @@ T1 = GlucoseProfile("t1", baseline=8.4, mmol_per_10g=1.3, insulin_cover=0.9, daw
 T2 = GlucoseProfile("t2", baseline=8.5, mmol_per_10g=0.45, insulin_cover=0.45, dawn=0.8, drift=0.5)
 
 
-@dataclass(frozen=True)
-class GlucoseEvent:
-    """A scripted episode: `overdose` lowers glucose by `size` mmol/L at its peak (~40 min)."""
+class GlucoseEvent(BaseModel):
+    """A scripted episode: `overdose` or `exercise` lowers glucose by `size` mmol/L at its
+    peak, about 40 minutes after `at_min`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["overdose", "exercise"]
     at_min: float
-    size: float
+    size: float = Field(gt=0, le=15)
 
 
 @dataclass(frozen=True)

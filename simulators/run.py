@@ -1,7 +1,8 @@
 """`telehealth simulate`: a cohort of simulated patients publishing in (accelerated) real time.
 
-Physiology runs `speed` times faster than the clock; readings carry the real time they are
-sent, so the pipeline sees on-time data at `speed` times the normal rate.
+Physiology runs `speed` times faster than the clock from 08:00 on day 0; readings carry the
+real time they are sent, so the pipeline sees on-time data at `speed` times the normal rate.
+What each device sends comes from the scenario's `Cohort`, the same ground truth the tests use.
 """
 
 from __future__ import annotations
@@ -11,23 +12,20 @@ import logging
 from dataclasses import dataclass
 
 from simulators.cohort import SimPatient
-from simulators.physiology import COPD, HEALTHY, T1, T2, CgmSensor, Glucose, GlucoseEvent, Oximeter
 from simulators.publisher import Publisher, PublishStats
+from simulators.scenario import START_MIN, Cohort, load
 
 log = logging.getLogger(__name__)
-
-SCENARIOS = ("normal", "hypo")
-CGM_INTERVAL_S = 300
-OXIMETER_INTERVAL_S = 60
 
 
 @dataclass
 class _Device:
     device_id: str
+    patient: int
+    kind: str
     interval_s: float
     next_due: float
     seq: int
-    patient: SimPatient
 
 
 async def simulate(
@@ -42,49 +40,17 @@ async def simulate(
     start_seq: int | None = None,
 ) -> PublishStats:
     """Publish until `duration_s` real seconds pass or `stop` is set; returns what was sent."""
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+    sensors = Cohort(load(scenario), len(cohort), seed)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     started = loop.time()
     base_seq = start_seq if start_seq is not None else int(started * 1000) % 10**12
-    start_min = 8 * 60  # simulated clocks start at 08:00 on day 0
-    hypo = (GlucoseEvent("overdose", at_min=start_min + 10, size=7.0),)
-    glucose = {
-        p.index: CgmSensor(
-            Glucose(
-                T1 if p.index % 3 else T2,
-                seed * 100_003 + p.index,
-                hypo if scenario == "hypo" and p.index == 0 else (),
-            ),
-            seed=seed * 300_007 + p.index,
-        )
-        for p in cohort
-    }
-    oximetry = {
-        p.index: Oximeter(COPD if p.index % 5 == 4 else HEALTHY, seed * 200_003 + p.index) for p in cohort
-    }
     devices = []
     for p in cohort:
-        offset = (p.index % 50) / 50
-        devices.append(
-            _Device(
-                p.cgm.device_id,
-                CGM_INTERVAL_S / speed,
-                started + offset * CGM_INTERVAL_S / speed,
-                base_seq,
-                p,
-            )
-        )
-        devices.append(
-            _Device(
-                p.oximeter.device_id,
-                OXIMETER_INTERVAL_S / speed,
-                started + offset * OXIMETER_INTERVAL_S / speed,
-                base_seq,
-                p,
-            )
-        )
+        for kind, device_id in (("cgm", p.cgm.device_id), ("oximeter", p.oximeter.device_id)):
+            interval = sensors.interval(p.index, kind) * 60 / speed
+            offset = (p.index % 50) / 50 * interval
+            devices.append(_Device(device_id, p.index, kind, interval, started + offset, base_seq))
     publisher = Publisher(mqtt_url)
     await publisher.connect()
     for d in devices:
@@ -94,28 +60,14 @@ async def simulate(
             now = loop.time()
             if duration_s is not None and now - started >= duration_s:
                 break
-            sim_minute = start_min + (now - started) * speed / 60
+            sim_minute = START_MIN + (now - started) * speed / 60
             for d in devices:
                 if d.next_due > now:
                     continue
                 d.next_due += d.interval_s
                 d.seq += 1
-                if d.device_id.startswith("cgm"):
-                    obs = [
-                        {
-                            "code": "glucose",
-                            "value": glucose[d.patient.index].read(sim_minute),
-                            "unit": "mmol/L",
-                            "source": "cgm",
-                        }
-                    ]
-                else:
-                    spo2, pulse = oximetry[d.patient.index].read(sim_minute)
-                    obs = [
-                        {"code": "spo2", "value": spo2, "unit": "%"},
-                        {"code": "pulse", "value": pulse, "unit": "/min"},
-                    ]
-                publisher.publish_reading(d.device_id, d.seq, obs)
+                sample = sensors.sample(d.patient, d.kind, sim_minute)
+                publisher.publish_reading(d.device_id, d.seq, sample.observations)
             await asyncio.sleep(0.02)
     finally:
         await publisher.close()

@@ -189,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="publish readings for simulated patients")
     p.add_argument("--patients", type=int, default=10)
-    p.add_argument("--scenario", default="normal", help="normal or hypo (patient 0 goes low)")
+    p.add_argument(
+        "--scenario", default="normal", help="a scenario file in simulators/scenarios (normal, hypo, ...)"
+    )
     p.add_argument("--speed", type=float, default=1.0, help="simulated minutes per real minute")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--seed", type=int, default=1)

@@ -55,7 +55,7 @@ def test_seeded_runs_are_reproducible_and_seeds_differ() -> None:
 
 
 def test_overdose_drives_a_hypo_that_the_cgm_sees_late() -> None:
-    glucose = Glucose(T1, 5, (GlucoseEvent("overdose", at_min=8 * 60 + 10, size=7.0),))
+    glucose = Glucose(T1, 5, (GlucoseEvent(kind="overdose", at_min=8 * 60 + 10, size=7.0),))
     sensor = CgmSensor(glucose, 5)
     readings = {m: sensor.read(m) for m in range(8 * 60, 10 * 60, 5)}
     assert min(readings.values()) < 3.0

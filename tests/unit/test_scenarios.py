@@ -1,0 +1,72 @@
+"""Every shipped scenario's expected alerts are what the alert engine raises on its readings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid5
+
+import pytest
+
+from processor.alerts.engine import Act, ThresholdEngine
+from processor.alerts.rules import Severity
+from processor.alerts.trend import TrendTracker
+from processor.normalise import normalise
+from simulators.scenario import Scenario, load, names, readings
+from telehealth.contracts import AcceptedReading, Observation
+
+DAY0 = datetime(2026, 11, 23, tzinfo=UTC)
+NS = UUID(int=7)
+
+
+def raised_by_engine(scenario: Scenario, seed: int = 1) -> set[tuple[int, str, str]]:
+    """Run the scenario's readings, on time, through normalisation, trend and threshold engine."""
+    engine, trends = ThresholdEngine(), TrendTracker()
+    patients = {i: uuid5(NS, str(i)) for i in range(len(scenario.patients))}
+    index = {v: k for k, v in patients.items()}
+    open_now: dict[tuple[UUID, str], Severity] = {}
+    worst: dict[tuple[int, str], Severity] = {}
+    for seq, sample in enumerate(readings(scenario, seed=seed)):
+        at = DAY0 + timedelta(minutes=sample.minute)
+        reading = AcceptedReading(
+            device_id=f"{sample.kind}-{sample.patient}",
+            seq=seq,
+            measured_at=at,
+            received_at=at,
+            observations=[Observation(**o) for o in sample.observations],
+        )
+        obs = normalise(
+            reading,
+            patients[sample.patient],
+            late_after=timedelta(minutes=10),
+            future_tolerance=timedelta(minutes=5),
+        )
+        for action in engine.evaluate(obs + trends.derive(obs), open_now):
+            key = (action.patient_id, action.rule)
+            if action.act is Act.RESOLVE:
+                open_now.pop(key, None)
+                continue
+            open_now[key] = action.severity
+            label = (index[action.patient_id], action.rule)
+            if label not in worst or action.severity.rank > worst[label].rank:
+                worst[label] = action.severity
+    return {(p, rule, sev.value) for (p, rule), sev in worst.items()}
+
+
+@pytest.mark.parametrize("name", names())
+def test_expected_alerts_agree_with_the_alert_engine(name: str) -> None:
+    scenario = load(name)
+    expected = {(e.patient, e.rule, e.severity) for e in scenario.expected_alerts}
+    assert raised_by_engine(scenario) == expected
+
+
+def test_a_seeded_scenario_is_reproducible() -> None:
+    scenario = load("hypo")
+    first = [(s.minute, s.kind, s.observations) for s in readings(scenario, seed=3)]
+    again = [(s.minute, s.kind, s.observations) for s in readings(scenario, seed=3)]
+    other = [(s.minute, s.kind, s.observations) for s in readings(scenario, seed=4)]
+    assert first == again and first != other
+
+
+def test_unknown_scenario_names_the_shipped_ones() -> None:
+    with pytest.raises(ValueError, match="hypo"):
+        load("no-such-scenario")

@@ -41,7 +41,7 @@ async def test_admin_registers_patient_and_provisions_device(
     assert created.status_code == 201, created.text
     patient_id = created.json()["id"]
     again = await http.post("/api/v1/patients", json=body, headers=auth(admin))
-    assert again.status_code == 409 and again.headers["content-type"] == PROBLEM
+    assert again.status_code == 409 and again.headers["content-type"] == PROBLEM, again.text
 
     device = {"device_id": f"oxi-api-{uuid4().hex[:6]}", "patient_id": patient_id, "kind": "oximeter"}
     creds = await http.post("/api/v1/devices", json=device, headers=auth(admin))
@@ -50,9 +50,10 @@ async def test_admin_registers_patient_and_provisions_device(
     assert creds.json()["readings_topic"] == f"telehealth/v1/devices/{device['device_id']}/readings"
     cur = await db.execute("SELECT secret_hash FROM devices WHERE id = %s", (device["device_id"],))
     row = await cur.fetchone()
-    assert row is not None and creds.json()["mqtt_password"] not in row["secret_hash"]
+    assert row is not None, "provisioned device missing from the database"
+    assert creds.json()["mqtt_password"] not in row["secret_hash"]
     dup = await http.post("/api/v1/devices", json=device, headers=auth(admin))
-    assert dup.status_code == 409
+    assert dup.status_code == 409, dup.text
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.require("database_url")
         assert settings.database_url
         app.state.settings = settings
-        app.state.pool = await open_pool(settings.database_url, max_size=10)
+        # Autocommit: a write is durable before its endpoint returns, never after the response;
+        # multi-statement writes use explicit `conn.transaction()` blocks.
+        app.state.pool = await open_pool(settings.database_url, max_size=10, autocommit=True)
         try:
             yield
         finally:

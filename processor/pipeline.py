@@ -24,7 +24,7 @@ from processor.alerts import store as alert_store
 from processor.alerts.device import DeviceReport, status_actions
 from processor.alerts.engine import ThresholdEngine
 from processor.alerts.rules import rules_for
-from processor.alerts.trend import TrendTracker
+from processor.alerts.trend import TrendTracker, is_cgm_glucose
 from processor.normalise import NormalisedObservation, normalise
 from processor.sink import ReadingSink
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
@@ -33,7 +33,6 @@ from telehealth.storage.devices import CachedRegistry
 from telehealth.thresholds import Thresholds
 
 log = logging.getLogger(__name__)
-TREND_WINDOW = timedelta(minutes=20)
 
 STORED = Counter("telehealth_processor_readings_stored", "Readings stored for the first time")
 DUPLICATES = Counter("telehealth_processor_duplicates", "Readings already stored (redelivery, replay)")
@@ -95,7 +94,7 @@ class Pipeline:
         self._pool = pool
         self._registry = registry
         self._engine = ThresholdEngine(rules_for(Thresholds(warning_after=settings.alert_warning_after)))
-        self._trends = TrendTracker(window=TREND_WINDOW)
+        self._trends = TrendTracker()
         self._late_after = timedelta(seconds=settings.late_after_s)
         self._future = timedelta(seconds=settings.future_tolerance_s)
 
@@ -159,14 +158,14 @@ class Pipeline:
         """After a restart, rebuild a patient's CGM window from what is stored before this batch."""
         first: dict[UUID, datetime] = {}
         for o in observations:
-            if o.code == "glucose" and o.source == "cgm" and o.live and not self._trends.known(o.patient_id):
+            if is_cgm_glucose(o) and not self._trends.known(o.patient_id):
                 first[o.patient_id] = min(o.measured_at, first.get(o.patient_id, o.measured_at))
         for patient_id, before in first.items():
             cur = await conn.execute(
                 """SELECT measured_at, value FROM readings
                    WHERE patient_id = %s AND code = 'glucose' AND source = 'cgm' AND quality = '{}'
                      AND measured_at >= %s AND measured_at < %s ORDER BY measured_at""",
-                (patient_id, before - TREND_WINDOW, before),
+                (patient_id, before - self._trends.window, before),
             )
             self._trends.seed(patient_id, [(r["measured_at"], r["value"]) for r in await cur.fetchall()])
 

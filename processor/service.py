@@ -15,7 +15,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from processor.alerts import store as alert_store
 from processor.alerts.device import stale_actions
-from processor.alerts.store import publish_pending
 from processor.pipeline import Pipeline
 from telehealth.kafka import ensure_topics, make_producer
 from telehealth.settings import Settings
@@ -109,6 +108,6 @@ async def _sweep(pool: AsyncConnectionPool, escalate_after: timedelta) -> None:
 
 async def _publish(pool: AsyncConnectionPool, producer: AIOKafkaProducer, topic: str) -> None:
     try:
-        await publish_pending(pool, producer, topic)
+        await alert_store.publish_pending(pool, producer, topic)
     except (psycopg.OperationalError, KafkaError) as exc:
         log.warning("alert outbox not published yet: %s", exc)

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 class PublishStats:
     sent: int = 0
     acked: int = 0
-    by_device: dict[str, int] = field(default_factory=dict)
 
 
 class Publisher:
@@ -78,7 +77,6 @@ class Publisher:
         if battery_pct is not None:
             reading["battery_pct"] = battery_pct
         self.publish_raw(readings_topic(device_id), json.dumps(reading).encode())
-        self.stats.by_device[device_id] = self.stats.by_device.get(device_id, 0) + 1
 
     def publish_status(self, device_id: str, state: str, battery_pct: int | None = None) -> None:
         body = {"state": state} | ({"battery_pct": battery_pct} if battery_pct is not None else {})

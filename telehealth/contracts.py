@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -186,7 +185,3 @@ class StatusEvent(DeviceStatus):
 
     device_id: DeviceId
     received_at: AwareDatetime
-
-
-def utc_iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")

@@ -1,9 +1,9 @@
 """Root of the exception tree.
 
     TelehealthError
-    ├── ConfigurationError   the operator must change a setting
-    ├── StorageError         the database refused or is away (retriable)
-    └── BrokerError          Kafka or MQTT refused or is away (retriable)
+    ├── DeviceExists          provisioning an id that is taken (storage.devices)
+    └── StorageError          the database refused or is away (retriable)
+        └── RegistryUnavailable   device registry unreachable and the device not cached
 
 `retriable` drives the choice between retry and dead letter, as in aiokafka.
 """
@@ -15,13 +15,5 @@ class TelehealthError(Exception):
     retriable = False
 
 
-class ConfigurationError(TelehealthError):
-    pass
-
-
 class StorageError(TelehealthError):
-    retriable = True
-
-
-class BrokerError(TelehealthError):
     retriable = True

@@ -25,6 +25,11 @@ FALLING_FAST_BELOW = 5.5
 PREDICT_WHILE_AT_LEAST = 3.9
 
 
+def is_cgm_glucose(obs: NormalisedObservation) -> bool:
+    """What the trend follows: live glucose from a CGM."""
+    return obs.code == "glucose" and obs.source == "cgm" and obs.live
+
+
 class TrendTracker:
     def __init__(
         self,
@@ -33,7 +38,7 @@ class TrendTracker:
         min_points: int = 3,
         min_span: timedelta = timedelta(minutes=4),
     ) -> None:
-        self._window = window
+        self.window = window
         self._horizon_min = horizon.total_seconds() / 60
         self._min_points = min_points
         self._min_span = min_span
@@ -49,11 +54,11 @@ class TrendTracker:
     def derive(self, observations: Iterable[NormalisedObservation]) -> list[NormalisedObservation]:
         derived = []
         for obs in sorted(observations, key=lambda o: o.measured_at):
-            if obs.code != "glucose" or obs.source != "cgm" or not obs.live:
+            if not is_cgm_glucose(obs):
                 continue
             series = self._series.setdefault(obs.patient_id, deque())
             series.append((obs.measured_at, obs.value))
-            while series and series[0][0] < obs.measured_at - self._window:
+            while series and series[0][0] < obs.measured_at - self.window:
                 series.popleft()
             fit = self._fit(series)
             if fit is None:

@@ -26,8 +26,3 @@ async def open_pool(
 
 async def connect(url: str) -> psycopg.AsyncConnection[dict[str, object]]:
     return await psycopg.AsyncConnection.connect(url, row_factory=dict_row)
-
-
-async def timescale_enabled(conn: psycopg.AsyncConnection[dict[str, object]]) -> bool:
-    cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
-    return await cur.fetchone() is not None

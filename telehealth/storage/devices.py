@@ -10,6 +10,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
+from telehealth.errors import StorageError, TelehealthError
 from telehealth.security import hash_secret, new_device_secret
 
 #: Expected interval between readings by device kind, used for stale-data detection.
@@ -34,7 +35,7 @@ class Credentials:
     patient_id: UUID
 
 
-class DeviceExists(Exception):
+class DeviceExists(TelehealthError):
     pass
 
 
@@ -79,10 +80,8 @@ async def load_registry(
     }
 
 
-class RegistryUnavailable(Exception):
+class RegistryUnavailable(StorageError):
     """The database is away and the device is not cached: hold the message, do not judge it."""
-
-    retriable = True
 
 
 class CachedRegistry:

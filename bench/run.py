@@ -242,7 +242,7 @@ def run(
             cohort = asyncio.run(
                 ensure_cohort(settings.database_url, max(1, devices // 2), care_team="bench")
             )
-            ids = [d.device_id for p in cohort for d in (p.cgm, p.oximeter)][:devices]
+            ids = [d.device_id for p in cohort for d in p.devices.values()][:devices]
             print(f"baselines ({readings} each) ...", flush=True)
             figures.mqtt_relay_msgs_s = mqtt_relay(settings.mqtt_url, readings // per_message, publishers)
             figures.kafka_records_s = asyncio.run(kafka_alone(settings.kafka_bootstrap, readings))
@@ -267,7 +267,7 @@ def run(
                         measure(
                             settings,
                             probe.patient_id,
-                            probe.oximeter.device_id,
+                            probe.devices["oximeter"].device_id,
                             ids[:-2],
                             background_readings_s=latency_load,
                         )

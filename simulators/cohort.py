@@ -1,4 +1,6 @@
-"""Provisioning simulated patients and their devices (idempotent), for `up` and `simulate`."""
+"""Provisioning simulated patients and their devices (idempotent), for `up`, `simulate` and
+the bench. The simulator holds every device's MQTT password: a device provisioned by an
+earlier run gets a new one, since only digests are stored."""
 
 from __future__ import annotations
 
@@ -10,18 +12,23 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
+from simulators.scenario import Kind, Scenario, load
 from telehealth.nhs import with_check_digit
-from telehealth.storage.devices import DeviceExists, provision
+from telehealth.storage.devices import provision, reissue_secret
 from telehealth.storage.people import add_patient
+from telehealth.storage.thresholds import save_thresholds
+from telehealth.thresholds import Thresholds
 
 DEMO_TEAM = "demo-team"
+PREFIX: dict[Kind, str] = {"cgm": "cgm", "glucometer": "meter", "oximeter": "oximeter"}
+SPOT_CHECK_INTERVAL_S = 8 * 3600
 
 
 @dataclass(frozen=True)
-class SimDevice:
+class ProvisionedDevice:
     device_id: str
-    kind: str
-    password: str | None
+    kind: Kind
+    password: str
 
 
 @dataclass(frozen=True)
@@ -29,8 +36,7 @@ class SimPatient:
     index: int
     patient_id: UUID
     name: str
-    cgm: SimDevice
-    oximeter: SimDevice
+    devices: dict[Kind, ProvisionedDevice]
 
 
 def nhs_number_for(index: int) -> str:
@@ -41,42 +47,76 @@ def nhs_number_for(index: int) -> str:
     return number
 
 
-async def ensure_cohort(url: str, size: int, *, care_team: str = DEMO_TEAM) -> list[SimPatient]:
-    """Patients `Sim Patient NNNN` with a CGM and an oximeter each; existing ones are reused."""
+def device_id_for(kind: Kind, index: int) -> str:
+    return f"{PREFIX[kind]}-{index:05d}"
+
+
+async def ensure_cohort(
+    url: str, size: int, *, scenario: Scenario | str = "normal", care_team: str = DEMO_TEAM
+) -> list[SimPatient]:
+    """Patients `Sim Patient NNNN` with the devices their scenario gives them; existing
+    patients and devices are reused. COPD patients get NEWS2 SpO2 scale 2 thresholds."""
+    spec_of = scenario if isinstance(scenario, Scenario) else load(scenario)
     cohort = []
     async with await psycopg.AsyncConnection.connect(url, row_factory=dict_row) as conn:
         for i in range(size):
-            name = f"Sim Patient {i:04d}"
-            nhs = nhs_number_for(i)
-            cur = await conn.execute("SELECT id FROM patients WHERE nhs_number = %s", (nhs,))
-            row = await cur.fetchone()
-            if row is None:
-                row = await add_patient(
-                    conn,
-                    nhs_number=nhs,
-                    name=name,
-                    birth_date=date(1950 + i % 50, 1 + i % 12, 1 + i % 28),
-                    sex=("female", "male")[i % 2],
-                    conditions=["type 1 diabetes"],
-                    care_team=care_team,
-                )
-            patient_id = row["id"]
-            devices = [
-                await _ensure_device(conn, f"{kind}-{i:05d}", patient_id, kind)
-                for kind in ("cgm", "oximeter")
-            ]
-            cohort.append(SimPatient(i, patient_id, name, devices[0], devices[1]))
-            await conn.commit()
+            spec = spec_of.patient(i)
+            async with conn.transaction():
+                patient_id = await _ensure_patient(conn, i, care_team, spec.glucose, spec.oximetry)
+                if spec.thresholds is not None:
+                    await _ensure_thresholds(conn, patient_id, spec.thresholds)
+                devices = {}
+                for kind in spec.kinds:
+                    interval = (
+                        SPOT_CHECK_INTERVAL_S if kind == "oximeter" and spec.oximeter == "spot" else None
+                    )
+                    devices[kind] = await _ensure_device(
+                        conn, device_id_for(kind, i), patient_id, kind, interval
+                    )
+            cohort.append(SimPatient(i, patient_id, f"Sim Patient {i:04d}", devices))
     return cohort
 
 
+async def _ensure_patient(
+    conn: psycopg.AsyncConnection[Any], i: int, care_team: str, glucose: str, oximetry: str
+) -> UUID:
+    nhs = nhs_number_for(i)
+    cur = await conn.execute("SELECT id FROM patients WHERE nhs_number = %s", (nhs,))
+    row = await cur.fetchone()
+    if row is not None:
+        return UUID(str(row["id"]))
+    conditions = [{"t1": "type 1 diabetes", "t2": "type 2 diabetes"}[glucose]]
+    if oximetry == "copd":
+        conditions.append("COPD")
+    created = await add_patient(
+        conn,
+        nhs_number=nhs,
+        name=f"Sim Patient {i:04d}",
+        birth_date=date(1950 + i % 50, 1 + i % 12, 1 + i % 28),
+        sex=("female", "male")[i % 2],
+        conditions=conditions,
+        care_team=care_team,
+    )
+    return UUID(str(created["id"]))
+
+
+async def _ensure_thresholds(
+    conn: psycopg.AsyncConnection[Any], patient_id: UUID, wanted: Thresholds
+) -> None:
+    """Only when none are set: a clinician's later change wins over the simulator's default."""
+    cur = await conn.execute("SELECT 1 FROM patient_thresholds WHERE patient_id = %s", (patient_id,))
+    if await cur.fetchone() is None:
+        await save_thresholds(conn, patient_id, wanted, "simulator")
+
+
 async def _ensure_device(
-    conn: psycopg.AsyncConnection[Any], device_id: str, patient_id: UUID, kind: str
-) -> SimDevice:
-    """Provision unless present; an existing device's secret is not recoverable (hashed)."""
-    try:
-        async with conn.transaction():
-            creds = await provision(conn, device_id=device_id, patient_id=patient_id, kind=kind)
-    except DeviceExists:
-        return SimDevice(device_id, kind, None)
-    return SimDevice(device_id, kind, creds.password)
+    conn: psycopg.AsyncConnection[Any], device_id: str, patient_id: UUID, kind: Kind, interval_s: int | None
+) -> ProvisionedDevice:
+    cur = await conn.execute("SELECT 1 FROM devices WHERE id = %s", (device_id,))
+    if await cur.fetchone() is None:
+        creds = await provision(
+            conn, device_id=device_id, patient_id=patient_id, kind=kind, expected_interval_s=interval_s
+        )
+    else:
+        creds = await reissue_secret(conn, device_id)
+    return ProvisionedDevice(device_id, kind, creds.password)

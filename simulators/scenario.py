@@ -1,6 +1,6 @@
-"""Named scenarios: a cohort, scripted events and the alerts they are expected to raise.
+"""Named scenarios: a cohort, scripted events, device behaviour and the alerts expected.
 
-`readings()` is the one generator of what the simulated devices send, used by the live
+`readings()` is the one generator of what the simulated devices measure, used by the live
 simulator and by the tests that check the alert engine against the labels, so both see the
 same ground truth for a seed.
 """
@@ -15,11 +15,62 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from simulators.physiology import COPD, HEALTHY, T1, T2, CgmSensor, Glucose, GlucoseEvent, Oximeter
+from simulators.physiology import (
+    COPD,
+    DAY,
+    HEALTHY,
+    T1,
+    T2,
+    CgmSensor,
+    FingerPrick,
+    Glucose,
+    GlucoseEvent,
+    Oximeter,
+)
+from telehealth.thresholds import Thresholds
 
 START_MIN = 8 * 60  # scenarios start at 08:00 on day 0
 PROFILES = {"t1": T1, "t2": T2}
 OXIMETRY = {"healthy": HEALTHY, "copd": COPD}
+SPOT_CHECKS = (8 * 60, 14 * 60, 20 * 60)  # spot-check oximetry: three times a day
+
+Kind = Literal["cgm", "glucometer", "oximeter"]
+KINDS: tuple[Kind, ...] = ("cgm", "glucometer", "oximeter")
+#: Battery drain per hour of use: a CGM transmitter lasts about two weeks, a worn oximeter two days.
+DRAIN_PCT_PER_H: dict[Kind, float] = {"cgm": 0.3, "glucometer": 0.01, "oximeter": 2.0}
+
+
+class Outage(BaseModel):
+    """The device loses its connection at `at_min` (the broker sends its last will) and
+    comes back `for_min` later, uploading what it measured meanwhile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at_min: float = Field(ge=0)
+    for_min: float = Field(gt=0)
+
+
+class Faults(BaseModel):
+    """Faults on request, each a probability per reading unless said otherwise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dropout: float = Field(0, ge=0, le=1, description="measured but never sent (lost on the device)")
+    duplicate: float = Field(0, ge=0, le=1, description="sent twice")
+    reorder: float = Field(0, ge=0, le=1, description="held back and sent after the next reading")
+    malformed: float = Field(0, ge=0, le=1, description="sent as truncated JSON")
+    oversized: float = Field(0, ge=0, le=1, description="padded past the 64 KiB message limit")
+    impersonate: float = Field(0, ge=0, le=1, description="names another device's id in the payload")
+    clock_skew_s: float = Field(0, description="device clock offset applied to measured_at")
+    outages: list[Outage] = Field(default_factory=list)
+
+
+class DeviceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    battery_pct: float = Field(100, ge=0, le=100)
+    drain_pct_per_h: float | None = Field(None, ge=0, description="default by kind")
+    faults: Faults = Faults()
 
 
 class PatientSpec(BaseModel):
@@ -27,11 +78,28 @@ class PatientSpec(BaseModel):
 
     glucose: Literal["t1", "t2"] = "t1"
     oximetry: Literal["healthy", "copd"] = "healthy"
+    cgm: bool = True
     cgm_interval_min: Literal[1, 5] = 5
+    glucometer: bool = False
+    oximeter: Literal["continuous", "spot", "none"] = "continuous"
     oximeter_interval_min: int = Field(1, ge=1)
     #: spurious dips from a loose probe; the engine has no artefact rejection yet, so they alarm
     motion_artefacts: bool = False
     events: list[GlucoseEvent] = Field(default_factory=list)
+    devices: dict[Kind, DeviceSpec] = Field(default_factory=dict)
+
+    @property
+    def kinds(self) -> list[Kind]:
+        wanted = {"cgm": self.cgm, "glucometer": self.glucometer, "oximeter": self.oximeter != "none"}
+        return [k for k in KINDS if wanted[k]]
+
+    @property
+    def thresholds(self) -> Thresholds | None:
+        """COPD patients are scored on NEWS2 SpO2 scale 2 (target 88-92 %); others use defaults."""
+        return Thresholds(spo2_scale=2) if self.oximetry == "copd" else None
+
+    def device(self, kind: Kind) -> DeviceSpec:
+        return self.devices.get(kind, DeviceSpec())
 
 
 class ExpectedAlert(BaseModel):
@@ -73,26 +141,33 @@ def load(name: str) -> Scenario:
 
 @dataclass(frozen=True)
 class Sample:
-    """One reading a device sends: when (simulated minute), which device, what."""
+    """One reading a device takes: when (simulated minute), which device, what."""
 
     minute: float
     patient: int
-    kind: Literal["cgm", "oximeter"]
+    kind: Kind
     observations: list[dict[str, Any]]
 
 
+def _next_daily(minute: float, times: tuple[float, ...]) -> float:
+    day = int(minute // DAY)
+    return min(d * DAY + t for d in (day, day + 1) for t in times if d * DAY + t > minute)
+
+
 class Cohort:
-    """The sensors of every patient in a scenario, stepped in time order."""
+    """The sensors of every patient in a scenario."""
 
     def __init__(self, scenario: Scenario, patients: int, seed: int) -> None:
         self.scenario = scenario
         self._cgm: dict[int, CgmSensor] = {}
+        self._meter: dict[int, FingerPrick] = {}
         self._oxi: dict[int, Oximeter] = {}
-        self._specs = {i: scenario.patient(i) for i in range(max(patients, len(scenario.patients)))}
-        for i, spec in self._specs.items():
+        self.specs = {i: scenario.patient(i) for i in range(max(patients, len(scenario.patients)))}
+        for i, spec in self.specs.items():
             events = tuple(e.model_copy(update={"at_min": START_MIN + e.at_min}) for e in spec.events)
             glucose = Glucose(PROFILES[spec.glucose], seed * 100_003 + i, events)
             self._cgm[i] = CgmSensor(glucose, seed * 300_007 + i, interval_min=spec.cgm_interval_min)
+            self._meter[i] = FingerPrick(glucose, seed * 400_009 + i)
             self._oxi[i] = Oximeter(
                 OXIMETRY[spec.oximetry],
                 seed * 200_003 + i,
@@ -101,35 +176,46 @@ class Cohort:
 
     @property
     def size(self) -> int:
-        return len(self._specs)
+        return len(self.specs)
 
-    def interval(self, patient: int, kind: str) -> int:
-        spec = self._specs[patient]
-        return spec.cgm_interval_min if kind == "cgm" else spec.oximeter_interval_min
+    def next_due(self, patient: int, kind: Kind, after: float) -> float:
+        """The first simulated minute strictly after `after` at which the device measures."""
+        spec = self.specs[patient]
+        if kind == "glucometer":
+            return _next_daily(after, self._meter[patient].times)
+        if kind == "oximeter" and spec.oximeter == "spot":
+            return _next_daily(after, SPOT_CHECKS)
+        interval = spec.cgm_interval_min if kind == "cgm" else spec.oximeter_interval_min
+        return (after // interval + 1) * interval
 
-    def sample(self, patient: int, kind: str, minute: float) -> Sample:
+    def sample(self, patient: int, kind: Kind, minute: float) -> Sample:
         if kind == "cgm":
             value = self._cgm[patient].read(minute)
-            return Sample(
-                minute,
-                patient,
-                "cgm",
-                [{"code": "glucose", "value": value, "unit": "mmol/L", "source": "cgm"}],
-            )
-        spo2, pulse = self._oxi[patient].read(minute)
-        return Sample(
-            minute,
-            patient,
-            "oximeter",
-            [{"code": "spo2", "value": spo2, "unit": "%"}, {"code": "pulse", "value": pulse, "unit": "/min"}],
-        )
+            obs = [{"code": "glucose", "value": value, "unit": "mmol/L", "source": "cgm"}]
+        elif kind == "glucometer":
+            value = self._meter[patient].read(minute)
+            obs = [{"code": "glucose", "value": value, "unit": "mmol/L", "source": "smbg"}]
+        else:
+            spo2, pulse = self._oxi[patient].read(minute)
+            obs = [
+                {"code": "spo2", "value": spo2, "unit": "%"},
+                {"code": "pulse", "value": pulse, "unit": "/min"},
+            ]
+        return Sample(minute, patient, kind, obs)
 
 
 def readings(scenario: Scenario, *, seed: int = 1, patients: int = 0) -> Iterator[Sample]:
     """Every reading of the scenario in time order (minutes from START_MIN)."""
     cohort = Cohort(scenario, patients, seed)
-    for minute in range(scenario.duration_min + 1):
-        for p in range(cohort.size):
-            for kind in ("cgm", "oximeter"):
-                if minute % cohort.interval(p, kind) == 0:
-                    yield cohort.sample(p, kind, START_MIN + minute)
+    end = START_MIN + scenario.duration_min
+    due = {
+        (p, kind): cohort.next_due(p, kind, START_MIN - 1e-9)
+        for p in range(cohort.size)
+        for kind in cohort.specs[p].kinds
+    }
+    while due:
+        (p, kind), minute = min(due.items(), key=lambda item: (item[1], item[0][0], KINDS.index(item[0][1])))
+        if minute > end:
+            break
+        yield cohort.sample(p, kind, minute)
+        due[(p, kind)] = cohort.next_due(p, kind, minute)

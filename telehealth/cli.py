@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -120,6 +121,7 @@ def cmd_devices_provision(args: argparse.Namespace) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> None:
     from simulators.cohort import ensure_cohort
+    from simulators.report import reconcile_settled
     from simulators.run import simulate
 
     logs.configure("simulator")
@@ -132,17 +134,26 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        cohort = await ensure_cohort(settings.database_url, args.patients)
-        stats = await simulate(
+        cohort = await ensure_cohort(settings.database_url, args.patients, scenario=args.scenario)
+        report = await simulate(
             cohort,
             settings.mqtt_url,
             scenario=args.scenario,
             speed=args.speed,
+            rate=args.rate,
+            connections=args.connections,
             duration_s=args.duration,
             seed=args.seed,
             stop=stop,
         )
-        print(f"sent {stats.sent} messages ({stats.acked} acknowledged by the broker)")
+        print(report.summary(), flush=True)
+        if args.report:
+            report.write(args.report)
+        if args.reconcile:
+            result = await reconcile_settled(settings.database_url, report)
+            print(result.summary())
+            if not result.exact:
+                raise SystemExit(1)
 
     asyncio.run(go())
 
@@ -195,6 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0, help="simulated minutes per real minute")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--rate", type=float, default=None, help="total readings/s; every device at one interval (load tests)"
+    )
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=None,
+        help="share this many MQTT connections, as hubs; default: one per device with its credentials",
+    )
+    p.add_argument("--report", type=Path, default=None, help="write what was sent as JSON here")
+    p.add_argument(
+        "--reconcile", action="store_true", help="then compare with what was stored; exit 1 unless exact"
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("bench", help="measure end-to-end throughput beside raw baselines")

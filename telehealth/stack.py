@@ -151,7 +151,7 @@ def up(settings: Settings, *, patients: int, speed: float, scenario: str) -> Non
         assert settings.database_url
         migrate(settings.database_url, retention=settings.retention)
         accounts = asyncio.run(_demo_accounts(settings.database_url))
-        asyncio.run(ensure_cohort(settings.database_url, patients))
+        asyncio.run(ensure_cohort(settings.database_url, patients, scenario=scenario))
 
         services = Services(settings, data_dir / "logs")
         services.start("processor", "processor")

@@ -7,11 +7,11 @@ from uuid import UUID
 
 import psycopg
 from fastapi import APIRouter, HTTPException
-from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
 from dashboard_api.deps import ClinicianUser, ConnDep, CurrentUser
 from dashboard_api.routes.access import authorize_patient
+from telehealth.storage.thresholds import save_thresholds
 from telehealth.thresholds import Thresholds
 
 router = APIRouter(prefix="/api/v1/patients", tags=["thresholds"])
@@ -36,17 +36,9 @@ async def set_thresholds(
     """A new version, in force for every reading processed after it is saved."""
     await authorize_patient(conn, user, patient_id)
     try:
-        cur = await conn.execute(
-            """INSERT INTO patient_thresholds (patient_id, version, settings, changed_by)
-               SELECT %s, coalesce(max(version), 0) + 1, %s, %s
-               FROM patient_thresholds WHERE patient_id = %s
-               RETURNING version, changed_by, changed_at""",
-            (patient_id, Jsonb(body.model_dump()), user.username, patient_id),
-        )
+        row = await save_thresholds(conn, patient_id, body, user.username)
     except psycopg.errors.UniqueViolation as exc:
         raise HTTPException(409, "thresholds changed at the same moment; read them and retry") from exc
-    row = await cur.fetchone()
-    assert row is not None
     return ThresholdsVersion(thresholds=body, **row)
 
 

@@ -11,7 +11,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from telehealth.errors import StorageError, TelehealthError
-from telehealth.security import hash_secret, new_device_secret
+from telehealth.security import device_secret_digest, new_device_secret
 
 #: Expected interval between readings by device kind, used for stale-data detection.
 EXPECTED_INTERVAL_S = {"cgm": 300, "glucometer": 6 * 3600, "oximeter": 60}
@@ -56,12 +56,27 @@ async def provision(
                 device_id,
                 patient_id,
                 kind,
-                hash_secret(secret),
+                device_secret_digest(secret),
                 expected_interval_s or EXPECTED_INTERVAL_S[kind],
             ),
         )
     except psycopg.errors.UniqueViolation as exc:
         raise DeviceExists(f"device {device_id} is already provisioned") from exc
+    return Credentials(device_id=device_id, username=device_id, password=secret, patient_id=patient_id)
+
+
+async def reissue_secret(conn: psycopg.AsyncConnection[Any], device_id: str) -> Credentials:
+    """A new MQTT password for a device (the old one stops being valid): for a device whose
+    secret was lost, since only its digest is stored."""
+    secret = new_device_secret()
+    cur = await conn.execute(
+        "UPDATE devices SET secret_hash = %s WHERE id = %s AND revoked_at IS NULL RETURNING patient_id",
+        (device_secret_digest(secret), device_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise LookupError(f"no active device {device_id!r}")
+    patient_id = row["patient_id"] if isinstance(row, dict) else row[0]
     return Credentials(device_id=device_id, username=device_id, password=secret, patient_id=patient_id)
 
 

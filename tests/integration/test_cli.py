@@ -17,6 +17,7 @@ from tests.factories import make_patient
 def telehealth(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
     env["TELEHEALTH_DATABASE_URL"] = settings.database_url or ""
+    env["TELEHEALTH_MQTT_URL"] = settings.mqtt_url or ""
     return subprocess.run(
         [sys.executable, "-m", "telehealth", *args],
         env=env,

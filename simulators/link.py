@@ -1,0 +1,111 @@
+"""One MQTT connection of the simulator: a device's own, with its credentials and last will,
+or a hub's, shared by many devices. asyncio (aiomqtt), so one process can hold thousands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from contextlib import AsyncExitStack
+
+import aiomqtt
+
+from simulators.device import Message
+from telehealth.mqtt import MqttAddress
+
+log = logging.getLogger(__name__)
+
+
+class Link:
+    """Publishes QoS 1 without waiting, and counts what the broker acknowledged."""
+
+    def __init__(
+        self,
+        address: MqttAddress,
+        *,
+        client_id: str,
+        username: str,
+        password: str | None,
+        will: Message | None = None,
+    ) -> None:
+        self._address = address
+        self._client_id = client_id
+        self._username = username
+        self._password = password
+        self._will = will
+        self._stack: AsyncExitStack | None = None
+        self._client: aiomqtt.Client | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self.sent = 0
+        self.acked = 0
+        self.failed = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    async def connect(self, timeout: float = 30) -> None:
+        will = None
+        if self._will is not None:
+            will = aiomqtt.Will(self._will.topic, self._will.payload, qos=1, retain=True)
+        client = aiomqtt.Client(
+            self._address.host,
+            self._address.port,
+            identifier=self._client_id,
+            username=self._username,
+            password=self._password,
+            will=will,
+            clean_session=True,
+            keepalive=60,
+            timeout=timeout,
+            max_inflight_messages=1000,
+        )
+        stack = AsyncExitStack()
+        self._client = await stack.enter_async_context(client)
+        self._stack = stack
+
+    def publish(self, message: Message) -> None:
+        assert self._client is not None, "publish on a link that is not connected"
+        task = asyncio.create_task(self._publish(self._client, message))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        self.sent += 1
+
+    async def _publish(self, client: aiomqtt.Client, message: Message) -> None:
+        try:
+            await client.publish(message.topic, message.payload, qos=1, retain=message.retain, timeout=60)
+        except aiomqtt.MqttError as exc:
+            self.failed += 1
+            log.warning("publish to %s failed: %s", message.topic, exc)
+        else:
+            self.acked += 1
+
+    async def drain(self) -> None:
+        """Wait until the broker acknowledged (or refused) everything sent so far."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending))
+
+    async def drop(self) -> None:
+        """Vanish without a DISCONNECT, as a device losing power or signal does; the broker then
+        publishes the last will. Waits for acknowledgements first, so nothing sent is lost."""
+        await self.drain()
+        if self._client is None:
+            return
+        # aiomqtt offers only a clean disconnect (which suppresses the will), so cut the socket.
+        sock = self._client._client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        await self._exit()
+
+    async def close(self) -> None:
+        """Clean disconnect after everything sent was acknowledged; the will is not sent."""
+        await self.drain()
+        await self._exit()
+
+    async def _exit(self) -> None:
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await stack.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
+import os
 import tempfile
 import threading
 import time
@@ -24,6 +25,8 @@ import psycopg
 from bench.latency import Latency, measure
 from bench.load import publish_worker, subscribe_worker
 from simulators.cohort import ensure_cohort
+from simulators.report import reconcile_settled
+from simulators.run import simulate
 from telehealth.settings import Settings
 from telehealth.stack import Servers, Services, service_env
 from telehealth.storage import migrate
@@ -43,10 +46,20 @@ class Figures:
     e2e_stored: int = 0
     rss_mib: dict[str, float] = field(default_factory=dict)
     latency: Latency | None = None
+    fleet: str | None = None
 
     def report(self) -> str:
+        lines = self._throughput() if self.readings else []
+        lines.append("peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in self.rss_mib.items()))
+        if self.latency is not None:
+            lines.append(self.latency.report())
+        if self.fleet is not None:
+            lines.append(self.fleet)
+        return "\n".join(lines)
+
+    def _throughput(self) -> list[str]:
         e2e_msgs = self.e2e_readings_s / self.per_message
-        lines = [
+        return [
             f"readings: {self.readings} ({self.per_message} per MQTT message,"
             f" {self.publishers} publisher processes, {self.gateways} gateway processes)",
             f"baseline MQTT relay (QoS 1):   {self.mqtt_relay_msgs_s:10,.0f} msg/s",
@@ -56,11 +69,7 @@ class Figures:
             f" ({self.e2e_stored}/{self.readings} stored)",
             f"ratio end-to-end / MQTT relay (messages): {e2e_msgs / self.mqtt_relay_msgs_s:.2f}",
             f"ratio end-to-end / COPY (rows):           {self.e2e_readings_s / self.copy_rows_s:.3f}",
-            "peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in self.rss_mib.items()),
         ]
-        if self.latency is not None:
-            lines.append(self.latency.report())
-        return "\n".join(lines)
 
 
 def _publish(
@@ -221,6 +230,32 @@ def end_to_end(
     return stored / (finished - started), stored
 
 
+async def fleet(
+    settings: Settings, devices: int, rate: float, seconds: float, connections: int | None
+) -> str:
+    """One simulator process driving `devices` devices at `rate` readings/s, reconciled."""
+    assert settings.database_url and settings.mqtt_url
+    began = time.perf_counter()
+    cohort = await ensure_cohort(settings.database_url, (devices + 1) // 2, care_team="bench")
+    provisioned = time.perf_counter() - began
+    sampler = RssSampler({"simulator": os.getpid()})
+    sampler.start()
+    try:
+        report = await simulate(
+            cohort, settings.mqtt_url, rate=rate, connections=connections, duration_s=seconds
+        )
+        result = await reconcile_settled(settings.database_url, report, timeout_s=300)
+    finally:
+        sampler.running = False
+    achieved = report.measured / report.elapsed_s
+    return (
+        f"fleet: {report.devices} devices provisioned in {provisioned:.1f} s; {report.summary()}\n"
+        f"fleet: achieved {achieved:,.0f} of {rate:,.0f} readings/s target (ratio {achieved / rate:.2f});"
+        f" simulator peak RSS {sampler.peak['simulator']:.0f} MiB\n"
+        f"fleet reconciliation: {result.summary()}"
+    )
+
+
 def run(
     settings: Settings,
     *,
@@ -230,6 +265,10 @@ def run(
     publishers: int,
     gateways: int = 1,
     latency_load: float = 5000,
+    fleet_devices: int = 10_000,
+    fleet_rate: float = 2000,
+    fleet_seconds: float = 30,
+    fleet_connections: int | None = None,
     data_dir: Path | None = None,
 ) -> Figures:
     figures = Figures(readings, per_message, publishers, gateways)
@@ -243,10 +282,11 @@ def run(
                 ensure_cohort(settings.database_url, max(1, devices // 2), care_team="bench")
             )
             ids = [d.device_id for p in cohort for d in p.devices.values()][:devices]
-            print(f"baselines ({readings} each) ...", flush=True)
-            figures.mqtt_relay_msgs_s = mqtt_relay(settings.mqtt_url, readings // per_message, publishers)
-            figures.kafka_records_s = asyncio.run(kafka_alone(settings.kafka_bootstrap, readings))
-            figures.copy_rows_s = copy_alone(settings.database_url, readings)
+            if readings:
+                print(f"baselines ({readings} each) ...", flush=True)
+                figures.mqtt_relay_msgs_s = mqtt_relay(settings.mqtt_url, readings // per_message, publishers)
+                figures.kafka_records_s = asyncio.run(kafka_alone(settings.kafka_bootstrap, readings))
+                figures.copy_rows_s = copy_alone(settings.database_url, readings)
             services = Services(settings, (data_dir or Path(tmp)) / "logs")
             services.start("processor", "processor")
             for n in range(gateways):
@@ -255,11 +295,12 @@ def run(
             time.sleep(3)  # consumer group join and MQTT subscription
             sampler = RssSampler({n: p.pid for n, p in services.procs.items()})
             sampler.start()
-            print("end to end ...", flush=True)
             try:
-                figures.e2e_readings_s, figures.e2e_stored = end_to_end(
-                    settings, services, ids, readings, per_message, publishers
-                )
+                if readings:
+                    print("end to end ...", flush=True)
+                    figures.e2e_readings_s, figures.e2e_stored = end_to_end(
+                        settings, services, ids, readings, per_message, publishers
+                    )
                 if latency_load:
                     print("alert latency ...", flush=True)
                     probe = cohort[-1]
@@ -272,6 +313,13 @@ def run(
                             background_readings_s=latency_load,
                         )
                     )
+                if fleet_devices:
+                    print(f"fleet of {fleet_devices} devices ...", flush=True)
+                    figures.fleet = asyncio.run(
+                        fleet(settings, fleet_devices, fleet_rate, fleet_seconds, fleet_connections)
+                    )
+                if dead := services.dead():
+                    raise RuntimeError(f"{dead} died during the benchmark; see logs")
             finally:
                 sampler.running = False
                 figures.rss_mib = sampler.peak

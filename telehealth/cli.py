@@ -176,6 +176,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
         publishers=args.publishers,
         gateways=args.gateways,
         latency_load=args.latency_load,
+        fleet_devices=args.fleet_devices,
+        fleet_rate=args.fleet_rate,
+        fleet_seconds=args.fleet_seconds,
+        fleet_connections=args.fleet_connections,
     )
     print(figures.report())
 
@@ -222,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("bench", help="measure end-to-end throughput beside raw baselines")
-    p.add_argument("--readings", type=int, default=50_000)
+    p.add_argument("--readings", type=int, default=50_000, help="0 skips baselines and end to end")
     p.add_argument("--devices", type=int, default=1000)
     p.add_argument("--per-message", type=int, default=1, help="readings per MQTT message (1 = live)")
     p.add_argument("--publishers", type=int, default=2, help="publisher processes")
@@ -232,6 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=5000,
         help="background readings/s while timing alerts (0 skips the latency run)",
+    )
+    p.add_argument(
+        "--fleet-devices",
+        type=int,
+        default=10_000,
+        help="devices one simulator drives (0 skips the fleet run)",
+    )
+    p.add_argument("--fleet-rate", type=float, default=2000, help="the fleet's total readings/s")
+    p.add_argument("--fleet-seconds", type=float, default=30)
+    p.add_argument(
+        "--fleet-connections", type=int, default=None, help="shared connections; default one per device"
     )
     p.set_defaults(func=cmd_bench)
 

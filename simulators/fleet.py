@@ -94,7 +94,7 @@ class Fleet:
 
         await asyncio.gather(*(one(link) for link in self.links))
         for m in self.members:
-            m.link.publish(m.device.status())
+            await m.link.publish(m.device.status())
 
     def _shift(self, m: _Member) -> float:
         """Minutes an interval device is shifted by; daily checks keep their clock times."""
@@ -156,7 +156,7 @@ class Fleet:
         finally:
             for m in self.members:
                 for message in m.device.finish():
-                    m.link.publish(message)
+                    await m.link.publish(message)
             await asyncio.gather(*(link.close() for link in self.links))
         report.elapsed_s = loop.time() - began
         report.add(m.device for m in self.members)
@@ -171,12 +171,12 @@ class Fleet:
         if step.reconnect and self.per_device:
             await m.link.connect()
         for message in step.messages:
-            m.link.publish(message)
+            await m.link.publish(message)
         if step.drop:
             if self.per_device:
                 await m.link.drop()
             else:
-                m.link.publish(m.device.will())
+                await m.link.publish(m.device.will())
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -15,6 +15,7 @@ from simulators.device import Message
 from telehealth.mqtt import MqttAddress
 
 log = logging.getLogger(__name__)
+MAX_IN_FLIGHT = 500
 
 
 class Link:
@@ -37,6 +38,8 @@ class Link:
         self._stack: AsyncExitStack | None = None
         self._client: aiomqtt.Client | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        # paho walks its whole outgoing queue on every acknowledgement, so keep the queue short
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.sent = 0
         self.acked = 0
         self.failed = 0
@@ -59,14 +62,17 @@ class Link:
             clean_session=True,
             keepalive=60,
             timeout=timeout,
-            max_inflight_messages=1000,
+            max_inflight_messages=MAX_IN_FLIGHT,
         )
+        client.pending_calls_threshold = 100_000  # a hub has thousands in flight by design
         stack = AsyncExitStack()
         self._client = await stack.enter_async_context(client)
         self._stack = stack
 
-    def publish(self, message: Message) -> None:
+    async def publish(self, message: Message) -> None:
+        """Returns once the message is handed over; waits while MAX_IN_FLIGHT are unacknowledged."""
         assert self._client is not None, "publish on a link that is not connected"
+        await self._slots.acquire()
         task = asyncio.create_task(self._publish(self._client, message))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -80,6 +86,8 @@ class Link:
             log.warning("publish to %s failed: %s", message.topic, exc)
         else:
             self.acked += 1
+        finally:
+            self._slots.release()
 
     async def drain(self) -> None:
         """Wait until the broker acknowledged (or refused) everything sent so far."""

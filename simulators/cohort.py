@@ -52,17 +52,19 @@ def device_id_for(kind: Kind, index: int) -> str:
 
 
 async def ensure_cohort(
-    url: str, size: int, *, scenario: Scenario | str = "normal", care_team: str = DEMO_TEAM
+    url: str, size: int, *, scenario: Scenario | str = "normal", care_team: str = DEMO_TEAM, first: int = 0
 ) -> list[SimPatient]:
     """Patients `Sim Patient NNNN` with the devices their scenario gives them; existing
-    patients and devices are reused. COPD patients get NEWS2 SpO2 scale 2 thresholds."""
+    patients and devices are reused. COPD patients get NEWS2 SpO2 scale 2 thresholds.
+    `first` numbers patients and devices from there, so two cohorts can live side by side."""
     spec_of = scenario if isinstance(scenario, Scenario) else load(scenario)
     cohort = []
     async with await psycopg.AsyncConnection.connect(url, row_factory=dict_row) as conn:
         for i in range(size):
             spec = spec_of.patient(i)
             async with conn.transaction():
-                patient_id = await _ensure_patient(conn, i, care_team, spec.glucose, spec.oximetry)
+                n = first + i
+                patient_id = await _ensure_patient(conn, n, care_team, spec.glucose, spec.oximetry)
                 if spec.thresholds is not None:
                     await _ensure_thresholds(conn, patient_id, spec.thresholds)
                 devices = {}

@@ -10,10 +10,8 @@ import psycopg
 from simulators.cohort import ensure_cohort
 from simulators.report import reconcile_settled
 from simulators.run import simulate
-from simulators.scenario import load
 from telehealth.settings import Settings
 from telehealth.stack import Services
-from tests.conftest import eventually
 from tests.integration.test_cli import telehealth
 
 
@@ -57,34 +55,6 @@ async def test_faulty_devices_on_their_own_connections_reconcile_exactly(
         (cohort[1].patient_id,),
     )
     assert (await cur.fetchone()) == {"count": 1}, "the COPD patient is scored on SpO2 scale 2"
-
-
-async def test_the_hypo_scenario_raises_its_value_alerts_live(
-    settings: Settings, services: Services, db: psycopg.AsyncConnection[Any]
-) -> None:
-    """Value thresholds keep their meaning at any speed (trend labels need speed 1, see run.py)."""
-    assert settings.database_url and settings.mqtt_url
-    scenario = load("hypo")
-    cohort = await ensure_cohort(
-        settings.database_url, 2, scenario=scenario, care_team="fleet-test", first=200
-    )
-    await simulate(cohort, settings.mqtt_url, scenario="hypo", speed=150, duration_s=28)
-
-    trend_rules = {"glucose_predicted_low", "glucose_falling_fast"}
-    expected = {
-        (cohort[e.patient].patient_id, e.rule) for e in scenario.expected_alerts if e.rule not in trend_rules
-    }
-    assert expected == {(cohort[0].patient_id, "glucose_low")}
-
-    async def raised() -> set[tuple[Any, str]] | None:
-        cur = await db.execute(
-            "SELECT patient_id, rule FROM alerts WHERE patient_id = ANY(%s) AND rule <> ALL(%s)",
-            ([p.patient_id for p in cohort], list(trend_rules)),
-        )
-        found = {(r["patient_id"], r["rule"]) for r in await cur.fetchall()}
-        return found if found == expected else None
-
-    await eventually(raised)
 
 
 async def test_a_hub_drives_many_devices_at_a_set_rate(settings: Settings, services: Services) -> None:

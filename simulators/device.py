@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from simulators.scenario import DRAIN_PCT_PER_H, DeviceSpec, Kind
-from telehealth.contracts import MAX_PAYLOAD_BYTES, Reason
+from telehealth.contracts import MAX_PAYLOAD_BYTES, Reason, wire_time
 from telehealth.topics import readings_topic, status_topic
 
 BACKLOG_BATCH = 50  # readings per message when uploading a backlog
@@ -48,10 +48,6 @@ class Step:
     messages: list[Message]
     drop: bool = False
     reconnect: bool = False
-
-
-def _iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -165,7 +161,7 @@ class SimulatedDevice:
         return {
             "device_id": self.device_id,
             "seq": self.seq,
-            "measured_at": _iso(at + timedelta(seconds=self.faults.clock_skew_s)),
+            "measured_at": wire_time(at + timedelta(seconds=self.faults.clock_skew_s)),
             "observations": observations,
             "battery_pct": round(self.battery),
         }
@@ -174,26 +170,31 @@ class SimulatedDevice:
         self.tally.dead_letters[reason.value] = self.tally.dead_letters.get(reason.value, 0) + 1
         return Message(readings_topic(self.device_id), payload, reason.value, (seq,))
 
-    def _send(self, reading: dict[str, Any]) -> list[Message]:
-        f, roll, seq = self.faults, self._rng.random(), reading["seq"]
-        payload = json.dumps(reading).encode()
+    def _corrupted(self, reading: dict[str, Any], payload: bytes, roll: float) -> Message | None:
+        """The malformed, oversized or forged form of the reading that `roll` picks, if any."""
+        f, seq = self.faults, reading["seq"]
         if roll < f.malformed:
-            return [self._dead(Reason.UNPARSEABLE, payload[: len(payload) // 2], seq), *self.finish()]
+            return self._dead(Reason.UNPARSEABLE, payload[: len(payload) // 2], seq)
         roll -= f.malformed
         if roll < f.oversized:
-            padded = payload[:-1] + b" " * MAX_PAYLOAD_BYTES + b"}"
-            return [self._dead(Reason.OVERSIZED, padded, seq), *self.finish()]
+            return self._dead(Reason.OVERSIZED, payload[:-1] + b" " * MAX_PAYLOAD_BYTES + b"}", seq)
         roll -= f.oversized
         if roll < f.impersonate and self.peer:
             forged = json.dumps(reading | {"device_id": self.peer}).encode()
-            return [self._dead(Reason.DEVICE_MISMATCH, forged, seq), *self.finish()]
+            return self._dead(Reason.DEVICE_MISMATCH, forged, seq)
+        return None
+
+    def _send(self, reading: dict[str, Any]) -> list[Message]:
+        payload, seq = json.dumps(reading).encode(), reading["seq"]
+        if (dead := self._corrupted(reading, payload, self._rng.random())) is not None:
+            return [dead, *self.finish()]
         self.tally.expected_seqs.append(seq)
         message = Message(readings_topic(self.device_id), payload, Expect.STORED, (seq,))
         out = [message]
-        if self._rng.random() < f.duplicate:
+        if self._rng.random() < self.faults.duplicate:
             self.tally.duplicates_sent += 1
             out.append(Message(message.topic, payload, Expect.DUPLICATE, (seq,)))
-        if self._held is None and self._rng.random() < f.reorder:
+        if self._held is None and self._rng.random() < self.faults.reorder:
             self._held = message
             return out[1:]
         return out + self.finish()

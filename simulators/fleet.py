@@ -98,11 +98,8 @@ class Fleet:
 
     def _shift(self, m: _Member) -> float:
         """Minutes an interval device is shifted by; daily checks keep their clock times."""
-        spec = self.cohort.specs[m.patient]
-        if m.kind == "glucometer" or (m.kind == "oximeter" and spec.oximeter == "spot"):
-            return 0.0
-        interval = spec.cgm_interval_min if m.kind == "cgm" else spec.oximeter_interval_min
-        return m.phase * interval
+        interval = self.cohort.interval(m.patient, m.kind)
+        return 0.0 if interval is None else m.phase * interval
 
     def _next(self, m: _Member, minute: float, speed: float, period_s: float | None) -> float:
         """The next simulated minute at which the member measures, after `minute`."""

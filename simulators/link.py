@@ -44,10 +44,6 @@ class Link:
         self.acked = 0
         self.failed = 0
 
-    @property
-    def connected(self) -> bool:
-        return self._client is not None
-
     async def connect(self, timeout: float = 30) -> None:
         will = None
         if self._will is not None:

@@ -13,6 +13,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from telehealth.contracts import wire_time
 from telehealth.mqtt import parse_mqtt_url
 from telehealth.topics import readings_topic, status_topic
 
@@ -71,7 +72,7 @@ class Publisher:
         reading: dict[str, Any] = {
             "device_id": device_id,
             "seq": seq,
-            "measured_at": (measured_at or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+            "measured_at": wire_time(measured_at or datetime.now(UTC)),
             "observations": observations,
         }
         if battery_pct is not None:

@@ -125,16 +125,17 @@ async def reconcile(conn: psycopg.AsyncConnection[Any], report: Report) -> Recon
         (ids, report.started_at),
     )
     letters = {r[0]: int(r[1]) for r in await cur.fetchall()}
-    missing, unexpected = {}, {}
+    missing, unexpected, found = {}, {}, 0
     for device_id, seqs in report.expected.items():
         want, got = set(seqs), stored.get(device_id, set())
+        found += len(want & got)
         if want - got:
             missing[device_id] = sorted(want - got)
         if got - want:
             unexpected[device_id] = sorted(got - want)
     return Reconciliation(
         expected_stored=report.expected_stored,
-        stored=sum(len(stored.get(d, set()) & set(s)) for d, s in report.expected.items()),
+        stored=found,
         missing=missing,
         unexpected=unexpected,
         dead_letters_expected=dict(report.dead_letters),

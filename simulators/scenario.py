@@ -178,14 +178,19 @@ class Cohort:
     def size(self) -> int:
         return len(self.specs)
 
+    def interval(self, patient: int, kind: Kind) -> int | None:
+        """Minutes between readings, or None for a device that measures at set times of day."""
+        spec = self.specs[patient]
+        if kind == "glucometer" or (kind == "oximeter" and spec.oximeter == "spot"):
+            return None
+        return spec.cgm_interval_min if kind == "cgm" else spec.oximeter_interval_min
+
     def next_due(self, patient: int, kind: Kind, after: float) -> float:
         """The first simulated minute strictly after `after` at which the device measures."""
-        spec = self.specs[patient]
-        if kind == "glucometer":
-            return _next_daily(after, self._meter[patient].times)
-        if kind == "oximeter" and spec.oximeter == "spot":
-            return _next_daily(after, SPOT_CHECKS)
-        interval = spec.cgm_interval_min if kind == "cgm" else spec.oximeter_interval_min
+        interval = self.interval(patient, kind)
+        if interval is None:
+            times = self._meter[patient].times if kind == "glucometer" else SPOT_CHECKS
+            return _next_daily(after, times)
         return (after // interval + 1) * interval
 
     def sample(self, patient: int, kind: Kind, minute: float) -> Sample:

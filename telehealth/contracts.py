@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -126,6 +127,11 @@ def _check_codes(reading: Reading) -> tuple[Reason, str] | None:
         if obs.source is not None and obs.source not in spec.sources:
             return Reason.SCHEMA_INVALID, f"observations.{i}.source: not valid for {obs.code}"
     return None
+
+
+def wire_time(at: datetime) -> str:
+    """An aware time as devices write it: ISO 8601 with a `Z` for UTC."""
+    return at.isoformat().replace("+00:00", "Z")
 
 
 def parse_payload(payload: bytes) -> tuple[list[Reading], list[Rejection]]:

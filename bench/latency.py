@@ -76,7 +76,7 @@ async def measure(
         ctx.Process(
             target=publish_worker,
             args=(
-                settings.mqtt_url,
+                settings.mqtt_relay_url(),
                 readings_topic("{}"),
                 background[i::2],
                 int(rate_msgs / 2 * duration),
@@ -96,7 +96,7 @@ async def measure(
     )
     await consumer.start()
     await consumer.getmany(timeout_ms=500)  # join and position at the end before probing
-    publisher = Publisher(settings.mqtt_url, client_id="bench-probe")
+    publisher = Publisher(settings.mqtt_relay_url(), client_id="bench-probe")
     await publisher.connect()
     sent_at: dict[int, float] = {}
     arrived: dict[int, float] = {}

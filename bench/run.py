@@ -24,9 +24,11 @@ import psycopg
 
 from bench.latency import Latency, measure
 from bench.load import publish_worker, subscribe_worker
-from simulators.cohort import ensure_cohort
+from simulators.cohort import SimPatient, ensure_cohort
 from simulators.report import reconcile_settled
 from simulators.run import simulate
+from telehealth.broker.admin import device_logins
+from telehealth.mqtt import parse_mqtt_url
 from telehealth.settings import Settings
 from telehealth.stack import Servers, Services, service_env
 from telehealth.storage import migrate
@@ -209,7 +211,7 @@ def end_to_end(
         before = conn.execute("SELECT count(*) FROM reading_receipts").fetchone()[0]  # type: ignore[index]
         start_seq = int(time.time() * 1000)
         started, _, _ = _publish(
-            settings.mqtt_url,
+            settings.mqtt_relay_url(),
             readings_topic("{}"),
             devices,
             readings // per_message,
@@ -236,13 +238,20 @@ async def fleet(
     """One simulator process driving `devices` devices at `rate` readings/s, reconciled."""
     assert settings.database_url and settings.mqtt_url
     began = time.perf_counter()
-    cohort = await ensure_cohort(settings.database_url, (devices + 1) // 2, care_team="bench")
+    async with device_logins(settings) as logins:
+        cohort = await ensure_cohort(
+            settings.database_url, (devices + 1) // 2, logins=logins, care_team="bench"
+        )
     provisioned = time.perf_counter() - began
     sampler = RssSampler({"simulator": os.getpid()})
     sampler.start()
     try:
         report = await simulate(
-            cohort, settings.mqtt_url, rate=rate, connections=connections, duration_s=seconds
+            cohort,
+            parse_mqtt_url(settings.mqtt_relay_url()),
+            rate=rate,
+            connections=connections,
+            duration_s=seconds,
         )
         result = await reconcile_settled(settings.database_url, report, timeout_s=300)
     finally:
@@ -254,6 +263,12 @@ async def fleet(
         f" simulator peak RSS {sampler.peak['simulator']:.0f} MiB\n"
         f"fleet reconciliation: {result.summary()}"
     )
+
+
+async def _cohort(settings: Settings, patients: int) -> list[SimPatient]:
+    assert settings.database_url
+    async with device_logins(settings) as logins:
+        return await ensure_cohort(settings.database_url, patients, logins=logins, care_team="bench")
 
 
 def run(
@@ -278,13 +293,13 @@ def run(
             settings = servers.start(settings)
             assert settings.database_url and settings.mqtt_url and settings.kafka_bootstrap
             migrate(settings.database_url)
-            cohort = asyncio.run(
-                ensure_cohort(settings.database_url, max(1, devices // 2), care_team="bench")
-            )
+            cohort = asyncio.run(_cohort(settings, max(1, devices // 2)))
             ids = [d.device_id for p in cohort for d in p.devices.values()][:devices]
             if readings:
                 print(f"baselines ({readings} each) ...", flush=True)
-                figures.mqtt_relay_msgs_s = mqtt_relay(settings.mqtt_url, readings // per_message, publishers)
+                figures.mqtt_relay_msgs_s = mqtt_relay(
+                    settings.mqtt_relay_url(), readings // per_message, publishers
+                )
                 figures.kafka_records_s = asyncio.run(kafka_alone(settings.kafka_bootstrap, readings))
                 figures.copy_rows_s = copy_alone(settings.database_url, readings)
             services = Services(settings, (data_dir or Path(tmp)) / "logs")

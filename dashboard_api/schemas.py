@@ -108,8 +108,18 @@ class DeviceCredentials(BaseModel):
     patient_id: UUID
     mqtt_username: str
     mqtt_password: str = Field(description="shown once; only its hash is stored")
+    mqtt_url: str | None = Field(description="where the device connects (TLS), when configured")
     readings_topic: str
     status_topic: str
+
+
+class DeviceReassign(BaseModel):
+    patient_id: UUID
+
+
+class DeviceRevoked(BaseModel):
+    device_id: str
+    revoked: bool
 
 
 class Alert(BaseModel):

@@ -24,9 +24,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import Counter
 
 from gateway.checks import check_readings, check_status
+from telehealth.broker.dynsec import GATEWAY_USER
 from telehealth.contracts import DeadLetter
 from telehealth.kafka import ensure_topics, make_producer
-from telehealth.mqtt import parse_mqtt_url
+from telehealth.mqtt import MqttAddress, parse_mqtt_url, ssl_context
 from telehealth.settings import Settings
 from telehealth.storage.devices import CachedRegistry, RegistryUnavailable
 from telehealth.topics import READINGS_FILTER, STATUS_FILTER, device_of, shared
@@ -50,6 +51,16 @@ class Pending:
     message: mqtt.MQTTMessage
     records: list[Outgoing]
     sends: list[asyncio.Future[Any]]
+
+
+def broker_address(settings: Settings) -> MqttAddress:
+    """The broker with the gateway's own login: the only one allowed to read device topics."""
+    assert settings.mqtt_url
+    if settings.mqtt_insecure:
+        return parse_mqtt_url(settings.mqtt_url, str(settings.mqtt_ca_file or "") or None)
+    if settings.mqtt_gateway_password is None:
+        raise SystemExit("telehealth: set TELEHEALTH_MQTT_GATEWAY_PASSWORD (the gateway's broker login)")
+    return settings.mqtt_login(GATEWAY_USER, settings.mqtt_gateway_password)
 
 
 class Gateway:
@@ -77,8 +88,10 @@ class Gateway:
             protocol=mqtt.MQTTv311,
             manual_ack=True,
         )
-        address = parse_mqtt_url(settings.mqtt_url)
+        address = broker_address(settings)
         client.username_pw_set(address.username or client_id, address.password)
+        if (context := ssl_context(address)) is not None:
+            client.tls_set_context(context)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=5)
@@ -86,7 +99,7 @@ class Gateway:
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            log.error("MQTT connect refused: %s", reason)
+            log.error("MQTT connect refused: %s (check the gateway's broker login)", reason)
             return
         group = self._settings.gateway_share_group or None
         client.subscribe([(shared(READINGS_FILTER, group), 1), (shared(STATUS_FILTER, group), 1)])
@@ -99,7 +112,7 @@ class Gateway:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
-        address = parse_mqtt_url(self._settings.mqtt_url or "")
+        address = broker_address(self._settings)
         self._client.connect_async(address.host, address.port, keepalive=30)
         self._client.loop_start()
         intake = asyncio.create_task(self._intake())

@@ -1,6 +1,8 @@
 """Provisioning simulated patients and their devices (idempotent), for `up`, `simulate` and
 the bench. The simulator holds every device's MQTT password: a device provisioned by an
-earlier run gets a new one, since only digests are stored."""
+earlier run gets a new one, since only hashes are stored. Broker logins are created in one
+batch at the end (thousands of devices, one round trip per chunk); should the broker refuse,
+the next run issues new secrets again."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from simulators.scenario import Kind, Scenario, load
+from telehealth.broker.admin import DeviceLogins
 from telehealth.nhs import with_check_digit
 from telehealth.storage.devices import provision, reissue_secret
 from telehealth.storage.people import add_patient
@@ -52,7 +55,13 @@ def device_id_for(kind: Kind, index: int) -> str:
 
 
 async def ensure_cohort(
-    url: str, size: int, *, scenario: Scenario | str = "normal", care_team: str = DEMO_TEAM, first: int = 0
+    url: str,
+    size: int,
+    *,
+    logins: DeviceLogins,
+    scenario: Scenario | str = "normal",
+    care_team: str = DEMO_TEAM,
+    first: int = 0,
 ) -> list[SimPatient]:
     """Patients `Sim Patient NNNN` with the devices their scenario gives them; existing
     patients and devices are reused. COPD patients get NEWS2 SpO2 scale 2 thresholds.
@@ -76,6 +85,7 @@ async def ensure_cohort(
                         conn, device_id_for(kind, i), patient_id, kind, interval
                     )
             cohort.append(SimPatient(i, patient_id, f"Sim Patient {i:04d}", devices))
+    await logins.add_devices([(d.device_id, d.password) for p in cohort for d in p.devices.values()])
     return cohort
 
 

@@ -23,7 +23,7 @@ from simulators.device import SimulatedDevice
 from simulators.link import Link
 from simulators.report import Report
 from simulators.scenario import START_MIN, Cohort, Kind, Scenario
-from telehealth.mqtt import parse_mqtt_url
+from telehealth.mqtt import MqttAddress
 
 log = logging.getLogger(__name__)
 CONNECT_CONCURRENCY = 100
@@ -43,7 +43,7 @@ class Fleet:
         self,
         patients: list[SimPatient],
         scenario: Scenario,
-        mqtt_url: str,
+        address: MqttAddress,
         *,
         seed: int = 1,
         connections: int | None = None,
@@ -51,12 +51,17 @@ class Fleet:
     ) -> None:
         self.cohort = Cohort(scenario, len(patients), seed)
         self.scenario = scenario
-        self.address = parse_mqtt_url(mqtt_url)
+        self.address = address
         self.per_device = connections is None
         seq_start = seq_start if seq_start is not None else int(time.time() * 1000)
         every = [(p, kind, d) for p in patients for kind, d in p.devices.items()]
         hubs = [
-            Link(self.address, client_id=f"sim-hub-{i}", username=f"sim-hub-{i}", password=None)
+            Link(
+                self.address,
+                client_id=f"sim-hub-{i}",
+                username=self.address.username or f"sim-hub-{i}",
+                password=self.address.password,
+            )
             for i in range(connections or 0)
         ]
         self.members: list[_Member] = []

@@ -12,7 +12,7 @@ from contextlib import AsyncExitStack
 import aiomqtt
 
 from simulators.device import Message
-from telehealth.mqtt import MqttAddress
+from telehealth.mqtt import MqttAddress, ssl_context
 
 log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 500
@@ -59,6 +59,7 @@ class Link:
             keepalive=60,
             timeout=timeout,
             max_inflight_messages=MAX_IN_FLIGHT,
+            tls_context=ssl_context(self._address),
         )
         client.pending_calls_threshold = 100_000  # a hub has thousands in flight by design
         stack = AsyncExitStack()

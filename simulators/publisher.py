@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from telehealth.contracts import wire_time
-from telehealth.mqtt import parse_mqtt_url
+from telehealth.mqtt import MqttAddress, parse_mqtt_url, ssl_context
 from telehealth.topics import readings_topic, status_topic
 
 log = logging.getLogger(__name__)
@@ -27,16 +27,15 @@ class PublishStats:
 
 
 class Publisher:
-    """One MQTT connection publishing for many simulated devices.
+    """One MQTT connection publishing for one device (with its own login) or, with the trusted
+    relay login, for many devices (tests and the latency probe)."""
 
-    Devices here share one connection for scale; broker-side per-device credentials are
-    not enforced yet (the gateway checks the registry), see docs/architecture.md.
-    """
-
-    def __init__(self, mqtt_url: str, client_id: str = "telehealth-simulator") -> None:
-        address = parse_mqtt_url(mqtt_url)
+    def __init__(self, broker: MqttAddress | str, client_id: str = "telehealth-simulator") -> None:
+        address = parse_mqtt_url(broker) if isinstance(broker, str) else broker
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         self._client.username_pw_set(address.username or client_id, address.password)
+        if (context := ssl_context(address)) is not None:
+            self._client.tls_set_context(context)
         self._client.max_inflight_messages_set(200)
         self._client.max_queued_messages_set(0)
         self._connected = threading.Event()

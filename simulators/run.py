@@ -17,13 +17,14 @@ from simulators.cohort import SimPatient
 from simulators.fleet import Fleet
 from simulators.report import Report
 from simulators.scenario import load
+from telehealth.mqtt import MqttAddress
 
 log = logging.getLogger(__name__)
 
 
 async def simulate(
     cohort: list[SimPatient],
-    mqtt_url: str,
+    address: MqttAddress,
     *,
     scenario: str = "normal",
     speed: float = 1.0,
@@ -33,8 +34,11 @@ async def simulate(
     seed: int = 1,
     stop: asyncio.Event | None = None,
 ) -> Report:
-    """Publish until `duration_s` real seconds pass or `stop` is set; returns what was sent."""
-    fleet = Fleet(cohort, load(scenario), mqtt_url, seed=seed, connections=connections)
+    """Publish until `duration_s` real seconds pass or `stop` is set; returns what was sent.
+
+    Each device connects with its own login; with `connections`, hubs share the address's
+    login (the trusted relay), as home hubs forward for several devices."""
+    fleet = Fleet(cohort, load(scenario), address, seed=seed, connections=connections)
     report = await fleet.run(speed=speed, rate=rate, duration_s=duration_s, stop=stop)
     log.info("simulator: %s", report.summary())
     return report

@@ -8,13 +8,19 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from psycopg import AsyncConnection
 
 from telehealth import logs
+from telehealth.errors import TelehealthError
 from telehealth.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from telehealth.broker.admin import DeviceLogins
+    from telehealth.mqtt import MqttAddress
+    from telehealth.storage.devices import Credentials
 
 T = TypeVar("T")
 ROLES = ("admin", "clinician", "researcher", "patient")
@@ -106,23 +112,115 @@ def cmd_users_add(args: argparse.Namespace) -> None:
     print(f"user {args.username} ({args.role}); bearer token (shown once):\n{token}")
 
 
-def cmd_devices_provision(args: argparse.Namespace) -> None:
-    from telehealth.storage.devices import DeviceExists, provision
+def _with_logins(work: Callable[[AsyncConnection[Any], DeviceLogins], Awaitable[T]]) -> T:
+    """Admin work that changes device logins: the database and the broker together."""
+    from telehealth.broker.admin import device_logins
+
+    async def go(conn: AsyncConnection[Any]) -> T:
+        async with device_logins(get_settings()) as logins:
+            return await work(conn, logins)
 
     try:
-        creds = _with_connection(
-            lambda conn: provision(conn, device_id=args.device_id, patient_id=args.patient_id, kind=args.kind)
-        )
-    except DeviceExists as exc:
+        return _with_connection(go)
+    except TelehealthError as exc:
         sys.exit(f"telehealth: {exc}")
+
+
+def _print_credentials(creds: Credentials) -> None:
+    settings = get_settings()
     print(f"device {creds.device_id} for patient {creds.patient_id}")
     print(f"MQTT username: {creds.username}\nMQTT password (shown once): {creds.password}")
+    if settings.mqtt_device_url:
+        print(
+            f"broker: {settings.mqtt_device_url}"
+            + (f" (CA {settings.mqtt_ca_file})" if settings.mqtt_ca_file else "")
+        )
+
+
+def cmd_devices_provision(args: argparse.Namespace) -> None:
+    from telehealth.provisioning import provision_device
+
+    creds = _with_logins(
+        lambda conn, logins: provision_device(
+            conn, logins, device_id=args.device_id, patient_id=args.patient_id, kind=args.kind
+        )
+    )
+    _print_credentials(creds)
+
+
+def cmd_devices_revoke(args: argparse.Namespace) -> None:
+    from telehealth.provisioning import revoke_device
+
+    if not _with_logins(lambda conn, logins: revoke_device(conn, logins, args.device_id)):
+        sys.exit(f"telehealth: no active device {args.device_id!r}")
+    print(f"device {args.device_id} revoked: its broker login is disabled and its connection dropped")
+
+
+def cmd_devices_reassign(args: argparse.Namespace) -> None:
+    from telehealth.provisioning import reassign_device
+
+    try:
+        creds = _with_logins(
+            lambda conn, logins: reassign_device(conn, logins, args.device_id, args.patient_id)
+        )
+    except LookupError as exc:
+        sys.exit(f"telehealth: {exc}")
+    _print_credentials(creds)
+
+
+def cmd_broker_config(args: argparse.Namespace) -> None:
+    """Write Mosquitto's dynamic-security file from the device table (before the broker starts)."""
+    import json
+
+    from telehealth.broker.dynsec import ADMIN_USER, GATEWAY_USER, RELAY_USER, config_document, hash_password
+    from telehealth.storage.devices import broker_logins
+
+    settings = get_settings()
+    hashes = {
+        user: hash_password(secret.get_secret_value())
+        for user, secret in (
+            (ADMIN_USER, settings.mqtt_admin_password),
+            (GATEWAY_USER, settings.mqtt_gateway_password),
+            (RELAY_USER, settings.mqtt_relay_password),
+        )
+        if secret is not None
+    }
+    if ADMIN_USER not in hashes or GATEWAY_USER not in hashes:
+        sys.exit("telehealth: set TELEHEALTH_MQTT_ADMIN_PASSWORD and TELEHEALTH_MQTT_GATEWAY_PASSWORD")
+    document, skipped = config_document(hashes, _with_connection(broker_logins))
+    args.out.write_text(json.dumps(document, indent=1))
+    args.out.chmod(0o600)
+    print(f"wrote {args.out}: {len(document['clients'])} logins", end="")
+    print(f"; {len(skipped)} device(s) need a new secret first" if skipped else "")
+
+
+def cmd_broker_certs(args: argparse.Namespace) -> None:
+    """A local CA and the broker's server certificate, kept while valid for the hosts."""
+    from telehealth.tls import ensure_server_certificate
+
+    made = ensure_server_certificate(args.dir, args.host)
+    print(f"broker certificate {made.cert_file} (key {made.key_file}); devices trust {made.ca_file}")
+
+
+def _simulator_address(settings: Settings) -> MqttAddress:
+    """Devices connect where real ones would (TLS when the broker offers it); hubs, if asked
+    for, share the relay login."""
+    from telehealth.broker.dynsec import RELAY_USER
+    from telehealth.mqtt import parse_mqtt_url
+
+    url = settings.mqtt_device_url or settings.mqtt_url
+    assert url
+    address = parse_mqtt_url(url, str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None)
+    if settings.mqtt_relay_password is not None:
+        address = address.login(RELAY_USER, settings.mqtt_relay_password.get_secret_value())
+    return address
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
     from simulators.cohort import ensure_cohort
     from simulators.report import reconcile_settled
     from simulators.run import simulate
+    from telehealth.broker.admin import device_logins
 
     logs.configure("simulator")
     settings = get_settings()
@@ -134,10 +232,13 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        cohort = await ensure_cohort(settings.database_url, args.patients, scenario=args.scenario)
+        async with device_logins(settings) as logins:
+            cohort = await ensure_cohort(
+                settings.database_url, args.patients, logins=logins, scenario=args.scenario
+            )
         report = await simulate(
             cohort,
-            settings.mqtt_url,
+            _simulator_address(settings),
             scenario=args.scenario,
             speed=args.speed,
             rate=args.rate,
@@ -161,7 +262,13 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 def cmd_up(args: argparse.Namespace) -> None:
     from telehealth.stack import up
 
-    up(get_settings(), patients=args.patients, speed=args.speed, scenario=args.scenario)
+    up(
+        get_settings(),
+        patients=args.patients,
+        speed=args.speed,
+        scenario=args.scenario,
+        insecure_broker=args.insecure_broker,
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -192,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", type=int, default=20, help="simulated patients (default 20)")
     p.add_argument("--speed", type=float, default=30.0, help="simulated time speed-up (default 30)")
     p.add_argument("--scenario", default="hypo", help="simulator scenario (default hypo)")
+    p.add_argument(
+        "--insecure-broker",
+        action="store_true",
+        help="allow the pure-Python MQTT broker, which runs without logins or topic rules",
+    )
     p.set_defaults(func=cmd_up)
 
     sub.add_parser("gateway", help="run the MQTT -> Kafka gateway").set_defaults(func=cmd_gateway)
@@ -272,6 +384,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patient-id", type=UUID, required=True)
     p.add_argument("--kind", choices=("cgm", "glucometer", "oximeter"), required=True)
     p.set_defaults(func=cmd_devices_provision)
+    p = devices.add_parser("revoke", help="disable a device's broker login at once and refuse it")
+    p.add_argument("--device-id", required=True)
+    p.set_defaults(func=cmd_devices_revoke)
+    p = devices.add_parser("reassign", help="give a device to another patient, with a new secret")
+    p.add_argument("--device-id", required=True)
+    p.add_argument("--patient-id", type=UUID, required=True)
+    p.set_defaults(func=cmd_devices_reassign)
+
+    broker = sub.add_parser("broker", help="device broker administration").add_subparsers(
+        dest="broker_command", required=True
+    )
+    p = broker.add_parser("config", help="write Mosquitto's dynamic-security file from the device table")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_broker_config)
+    p = broker.add_parser("certs", help="make a local CA and a TLS certificate for the broker (if missing)")
+    p.add_argument("--dir", type=Path, required=True)
+    p.add_argument("--host", action="append", required=True, help="repeatable: names devices connect to")
+    p.set_defaults(func=cmd_broker_certs)
     return parser
 
 

@@ -9,19 +9,32 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
+import json
 import logging
+import os
+import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from telehealth.broker.dynsec import DeviceLogin, config_document
+from telehealth.broker.logins import ServiceLogins
+from telehealth.tls import ensure_server_certificate
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+#: The broker refuses larger messages outright; between the payload limit (64 KiB) and this
+#: the gateway still dead-letters them with a reason.
+BROKER_MESSAGE_LIMIT = 256 * 1024
 
 
 def free_port() -> int:
@@ -134,43 +147,50 @@ class EmbeddedKafka:
 
 
 class EmbeddedMqtt:
-    """Mosquitto tuned not to drop a fast QoS 1 stream (INFRA-NOTES), or amqtt without it."""
+    """Mosquitto locked down with dynamic security (no anonymous clients, per-device logins and
+    ACLs built from the device table), a TLS listener for devices, and limits that do not drop
+    a fast QoS 1 stream; or amqtt, which cannot enforce per-device rules and so runs open only
+    when asked (`secure` is False then)."""
 
     def __init__(self, data_dir: Path, port: int | None = None, prefer: str | None = None) -> None:
         self.dir = data_dir / "mqtt"
         self.log_path = data_dir / "logs" / "mqtt.log"
         self.port = port or free_port()
+        self.tls_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         mosquitto = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
         )
         self.kind = prefer or ("mosquitto" if mosquitto else "amqtt")
         self._mosquitto = mosquitto
+        self.ca_file: Path | None = None
 
     @property
     def url(self) -> str:
+        """The loopback listener the local services use."""
         return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str | None:
+        """The TLS listener for devices (None on amqtt)."""
+        return f"mqtts://localhost:{self.tls_port}" if self.secure else None
+
+    @property
+    def secure(self) -> bool:
+        return self.kind == "mosquitto"
 
     @property
     def supports_shared_subscriptions(self) -> bool:
         return self.kind == "mosquitto"
 
-    def start(self) -> str:
+    def start(self, logins: ServiceLogins | None = None, devices: Sequence[DeviceLogin] = ()) -> str:
+        """Start the broker; Mosquitto needs the services' logins and the devices it admits."""
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.kind == "mosquitto":
             assert self._mosquitto, "mosquitto is not installed"
-            conf = self.dir / "mosquitto.conf"
-            conf.write_text(
-                f"listener {self.port} 127.0.0.1\n"
-                "allow_anonymous true\n"
-                "persistence false\n"
-                "max_queued_messages 1000000\n"
-                "max_inflight_messages 1000\n"
-                "set_tcp_nodelay true\n"
-                "log_dest stdout\n"
-                "log_type error\nlog_type warning\nlog_type notice\n"
-            )
-            args = [self._mosquitto, "-c", str(conf)]
+            if logins is None:
+                raise ValueError("a locked broker needs the services' logins")
+            args = [self._mosquitto, "-c", str(self._mosquitto_config(logins, devices))]
         else:
             conf = self.dir / "amqtt.yaml"
             conf.write_text(
@@ -186,7 +206,63 @@ class EmbeddedMqtt:
         wait_for_port(self.port, proc=self.proc)
         return self.url
 
+    def _mosquitto_config(self, logins: ServiceLogins, devices: Sequence[DeviceLogin]) -> Path:
+        document, skipped = config_document(logins.hashes(), devices)
+        if skipped:
+            log.warning("%d device(s) have no broker login until given a new secret", len(skipped))
+        dynsec = self.dir / "dynamic-security.json"
+        dynsec.write_text(json.dumps(document))
+        dynsec.chmod(0o600)
+        certs = ensure_server_certificate(self.dir / "tls", ["localhost", "127.0.0.1"])
+        self.ca_file = certs.ca_file
+        conf = self.dir / "mosquitto.conf"
+        conf.write_text(
+            "per_listener_settings false\n"
+            "allow_anonymous false\n"
+            f"plugin {_dynsec_plugin()}\n"
+            f"plugin_opt_config_file {dynsec}\n"
+            f"message_size_limit {BROKER_MESSAGE_LIMIT}\n"
+            "persistence false\n"
+            "max_queued_messages 1000000\n"
+            "max_inflight_messages 1000\n"
+            "set_tcp_nodelay true\n"
+            "log_dest stdout\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            f"listener {self.port} 127.0.0.1\n"
+            f"listener {self.tls_port} 127.0.0.1\n"
+            f"certfile {certs.cert_file}\n"
+            f"keyfile {certs.key_file}\n"
+            "tls_version tlsv1.2\n" + ("" if _hand_to_broker_user(self.dir) else "user root\n")
+        )
+        return conf
+
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
             self.proc = None
+
+
+def _dynsec_plugin() -> str:
+    found = sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so")) + sorted(
+        glob.glob("/usr/lib/mosquitto_dynamic_security.so")
+    )
+    if not found:
+        raise RuntimeError("mosquitto's dynamic-security plugin is missing (Debian package mosquitto)")
+    return found[0]
+
+
+def _hand_to_broker_user(folder: Path) -> bool:
+    """Mosquitto started as root drops to its own user, which must reach its folder to save
+    login changes. False when it cannot (a private parent folder): then it keeps running as
+    the user that started it, like every other embedded server."""
+    if os.geteuid() != 0:
+        return True
+    try:
+        user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return False
+    if any(not (p.stat().st_mode & stat.S_IXOTH) for p in folder.resolve().parents):
+        return False
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, user.pw_uid, user.pw_gid)
+    return True

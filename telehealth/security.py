@@ -1,5 +1,5 @@
-"""Secrets: people's passwords hashed with argon2; machine-made secrets (API tokens, device
-passwords), which carry full entropy, as SHA-256 digests."""
+"""Secrets: people's passwords hashed with argon2; API tokens, which carry full entropy, as
+SHA-256 digests. Device passwords are hashed in the broker's own format (telehealth.broker)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,3 @@ def token_digest(token: str) -> bytes:
 
 def new_device_secret() -> str:
     return secrets.token_urlsafe(24)
-
-
-def device_secret_digest(secret: str) -> str:
-    """192 random bits need no slow hash, and provisioning ten thousand devices stays fast."""
-    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()

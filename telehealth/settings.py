@@ -5,8 +5,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from telehealth.broker.dynsec import RELAY_USER
+from telehealth.mqtt import MqttAddress, parse_mqtt_url, with_login
 
 
 class Settings(BaseSettings):
@@ -18,7 +21,23 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TELEHEALTH_", env_file=".env", extra="ignore")
 
-    mqtt_url: str | None = Field(None, description="mqtt://host:port of the device broker")
+    mqtt_url: str | None = Field(
+        None, description="mqtt://host:port (or mqtts://) of the device broker, for the services"
+    )
+    mqtt_device_url: str | None = Field(
+        None, description="the broker address devices are told to use (e.g. mqtts://host:8883)"
+    )
+    mqtt_ca_file: Path | None = Field(None, description="CA certificate that signed the broker's TLS cert")
+    mqtt_gateway_password: SecretStr | None = Field(None, description="the gateway's broker login")
+    mqtt_admin_password: SecretStr | None = Field(
+        None, description="the broker admin login (dynamic security), for provisioning and revocation"
+    )
+    mqtt_relay_password: SecretStr | None = Field(
+        None, description="the trusted relay login (simulator hubs, bench, tests)"
+    )
+    mqtt_insecure: bool = Field(
+        False, description="the broker has no logins (pure-Python fallback); provisioning skips it"
+    )
     kafka_bootstrap: str | None = Field(None, description="host:port[,host:port] of Kafka")
     database_url: str | None = Field(None, description="PostgreSQL connection URI")
     data_dir: Path = Field(Path(".telehealth"), description="where `up` keeps embedded data")
@@ -62,6 +81,22 @@ class Settings(BaseSettings):
     @property
     def status_topic(self) -> str:
         return f"{self.topic_prefix}.status"
+
+    def mqtt_login(self, username: str, password: SecretStr | None) -> MqttAddress:
+        """The broker address with one of the services' logins."""
+        self.require("mqtt_url")
+        assert self.mqtt_url
+        ca = str(self.mqtt_ca_file) if self.mqtt_ca_file else None
+        secret = password.get_secret_value() if password else None
+        return parse_mqtt_url(self.mqtt_url, ca).login(username, secret)
+
+    def mqtt_relay_url(self) -> str:
+        """The broker URL with the trusted relay login (load generators, test publishers)."""
+        self.require("mqtt_url")
+        assert self.mqtt_url
+        if self.mqtt_relay_password is None:
+            return self.mqtt_url
+        return with_login(self.mqtt_url, RELAY_USER, self.mqtt_relay_password.get_secret_value())
 
     def require(self, *names: str) -> None:
         """Fail early, telling the operator which variable to set."""

@@ -17,6 +17,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
+from telehealth.broker.dynsec import DeviceLogin
+from telehealth.broker.logins import load_or_create
 from telehealth.embedded import (
     EmbeddedKafka,
     EmbeddedMqtt,
@@ -26,6 +30,7 @@ from telehealth.embedded import (
     stop_process,
 )
 from telehealth.settings import Settings
+from telehealth.storage import migrate
 
 
 @dataclass
@@ -37,20 +42,28 @@ class Servers:
     kafka: EmbeddedKafka | None = None
     mqtt: EmbeddedMqtt | None = None
 
-    def start(self, settings: Settings) -> Settings:
-        """Start what is missing; returns settings pointing at every server."""
+    def start(self, settings: Settings, *, allow_insecure_broker: bool = False) -> Settings:
+        """Start what is missing (the database first: the broker's logins come from it);
+        returns settings pointing at every server, with the services' broker logins."""
         updates: dict[str, object] = {}
         if not settings.database_url:
             self.postgres = EmbeddedPostgres(self.data_dir)
             updates["database_url"] = self.postgres.start()
+        database_url = str(updates.get("database_url") or settings.database_url)
+        migrate(database_url, retention=settings.retention)
         if not settings.kafka_bootstrap:
             self.kafka = EmbeddedKafka(self.data_dir)
             updates["kafka_bootstrap"] = self.kafka.start()
         if not settings.mqtt_url:
             self.mqtt = EmbeddedMqtt(self.data_dir)
-            updates["mqtt_url"] = self.mqtt.start()
-            if not self.mqtt.supports_shared_subscriptions:
-                updates["gateway_share_group"] = ""
+            if not self.mqtt.secure and not allow_insecure_broker:
+                raise SystemExit(
+                    "telehealth: only the pure-Python MQTT broker (amqtt) is available, and it cannot"
+                    " enforce per-device logins and topic rules. Install Mosquitto (apt-get install"
+                    " mosquitto), point TELEHEALTH_MQTT_URL at a locked broker, or pass"
+                    " --insecure-broker to run it open anyway."
+                )
+            updates |= start_broker(self.mqtt, database_url)
         return settings.model_copy(update=updates)
 
     def stop(self) -> None:
@@ -59,11 +72,63 @@ class Servers:
                 server.stop()
 
 
-def service_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("mqtt_url", "kafka_bootstrap", "database_url", "gateway_share_group"):
+def start_broker(mqtt: EmbeddedMqtt, database_url: str) -> dict[str, object]:
+    """Start the embedded broker with every device login the database holds; returns the
+    settings the services need to reach it (each then gets only its own login)."""
+    if not mqtt.secure:
+        mqtt.start()
+        return {"mqtt_url": mqtt.url, "mqtt_insecure": True, "gateway_share_group": ""}
+    logins = load_or_create(mqtt.dir / "service-logins.json")
+    devices = asyncio.run(_device_logins(database_url))
+    mqtt.start(logins, devices)
+    return {
+        "mqtt_url": mqtt.url,
+        "mqtt_device_url": mqtt.tls_url,
+        "mqtt_ca_file": mqtt.ca_file,
+        "mqtt_admin_password": SecretStr(logins.admin),
+        "mqtt_gateway_password": SecretStr(logins.gateway),
+        "mqtt_relay_password": SecretStr(logins.relay),
+    }
+
+
+async def _device_logins(database_url: str) -> list[DeviceLogin]:
+    from telehealth.storage.db import connect
+    from telehealth.storage.devices import broker_logins
+
+    async with await connect(database_url) as conn:
+        return await broker_logins(conn)
+
+
+#: Which broker secrets each command gets: every service holds only its own login.
+_BROKER_SECRETS = {
+    "gateway": ("mqtt_gateway_password",),
+    "api": ("mqtt_admin_password",),
+    "simulate": ("mqtt_admin_password", "mqtt_relay_password"),
+}
+_SHARED = (
+    "mqtt_url",
+    "mqtt_device_url",
+    "mqtt_ca_file",
+    "mqtt_insecure",
+    "kafka_bootstrap",
+    "database_url",
+    "gateway_share_group",
+)
+_SECRETS = ("mqtt_gateway_password", "mqtt_admin_password", "mqtt_relay_password")
+
+
+def service_env(settings: Settings, command: str = "") -> dict[str, str]:
+    """The environment for one service's process: where the servers are, and its own login."""
+    env = {
+        k: v for k, v in os.environ.items() if k.upper().removeprefix("TELEHEALTH_").lower() not in _SECRETS
+    }
+    for name in _SHARED:
         value = getattr(settings, name)
         env[f"TELEHEALTH_{name.upper()}"] = "" if value is None else str(value)
+    for name in _BROKER_SECRETS.get(command, ()):
+        secret = getattr(settings, name)
+        if secret is not None:
+            env[f"TELEHEALTH_{name.upper()}"] = secret.get_secret_value()
     env["TELEHEALTH_API_PORT"] = str(settings.api_port)
     env["TELEHEALTH_API_HOST"] = settings.api_host
     return env
@@ -80,7 +145,7 @@ class Services:
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "telehealth", *args]
-        proc = spawn(command, self.log_dir / f"{name}.log", env=env or service_env(self.settings))
+        proc = spawn(command, self.log_dir / f"{name}.log", env=env or service_env(self.settings, args[0]))
         self.procs[name] = proc
         self._launch[name] = (args, env)
         return proc
@@ -128,10 +193,9 @@ async def _demo_accounts(url: str) -> dict[str, tuple[str, str]]:
     return accounts
 
 
-def up(settings: Settings, *, patients: int, speed: float, scenario: str) -> None:
-    from simulators.cohort import ensure_cohort
-    from telehealth.storage import migrate
-
+def up(
+    settings: Settings, *, patients: int, speed: float, scenario: str, insecure_broker: bool = False
+) -> None:
     began = time.monotonic()
     data_dir = settings.data_dir.resolve()
     servers = Servers(data_dir)
@@ -145,13 +209,18 @@ def up(settings: Settings, *, patients: int, speed: float, scenario: str) -> Non
     services: Services | None = None
     try:
         print(f"telehealth: starting embedded servers under {data_dir} ...", flush=True)
-        settings = servers.start(settings)
+        settings = servers.start(settings, allow_insecure_broker=insecure_broker)
+        if settings.mqtt_insecure:
+            print(
+                "telehealth: WARNING: the MQTT broker runs OPEN (--insecure-broker): any client can"
+                " publish or read any device's stream. Do not use it with real patients.",
+                file=sys.stderr,
+                flush=True,
+            )
         if settings.api_port == 8000 and not os.environ.get("TELEHEALTH_API_PORT"):
             settings = settings.model_copy(update={"api_port": _port_or_free(8000)})
         assert settings.database_url
-        migrate(settings.database_url, retention=settings.retention)
         accounts = asyncio.run(_demo_accounts(settings.database_url))
-        asyncio.run(ensure_cohort(settings.database_url, patients, scenario=scenario))
 
         services = Services(settings, data_dir / "logs")
         services.start("processor", "processor")
@@ -177,8 +246,13 @@ def up(settings: Settings, *, patients: int, speed: float, scenario: str) -> Non
             f"  admin:      username admin      password {accounts['admin'][0]}\n"
             f"              token {accounts['admin'][1]}\n"
             f"  simulator:  {patients} patients at {speed:g}x, scenario {scenario}\n"
-            f"  servers:    MQTT {settings.mqtt_url}  Kafka {settings.kafka_bootstrap}\n"
-            f"  logs:       {data_dir / 'logs'}\n"
+            f"  servers:    MQTT {settings.mqtt_url} (services)  Kafka {settings.kafka_bootstrap}\n"
+            + (
+                f"  devices:    {settings.mqtt_device_url} (TLS; CA certificate {settings.mqtt_ca_file})\n"
+                if settings.mqtt_device_url
+                else ""
+            )
+            + f"  logs:       {data_dir / 'logs'}\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )

@@ -21,7 +21,7 @@ import pytest
 
 from telehealth.embedded import EmbeddedKafka, EmbeddedMqtt, EmbeddedPostgres, free_port
 from telehealth.settings import Settings
-from telehealth.stack import Services, wait_http_ok
+from telehealth.stack import Services, start_broker, wait_http_ok
 from telehealth.storage import migrate
 
 
@@ -80,33 +80,45 @@ def kafka_bootstrap(data_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def mqtt_broker(data_dir: Path) -> Iterator[EmbeddedMqtt | str]:
+def migrated(database_url: str) -> str:
+    migrate(database_url)
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def _broker(data_dir: Path, migrated: str) -> Iterator[tuple[EmbeddedMqtt | str, dict[str, object]]]:
+    """The locked broker (Mosquitto with dynamic security) and the settings that reach it.
+
+    An external broker (TELEHEALTH_TEST_MQTT_URL) must be locked the same way; its logins come
+    from TELEHEALTH_MQTT_ADMIN_PASSWORD, _GATEWAY_PASSWORD and _RELAY_PASSWORD."""
     external = os.environ.get("TELEHEALTH_TEST_MQTT_URL")
     if external:
-        yield external
+        yield external, {"mqtt_url": external}
         return
     broker = EmbeddedMqtt(data_dir, prefer=os.environ.get("TELEHEALTH_TEST_MQTT") or None)
-    broker.start()
-    yield broker
+    found = start_broker(broker, migrated)
+    yield broker, found
     broker.stop()
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, kafka_bootstrap: str, mqtt_broker: EmbeddedMqtt | str) -> Settings:
-    migrate(database_url)
-    if isinstance(mqtt_broker, str):
-        mqtt_url, share = mqtt_broker, "gateway"
-    else:
-        mqtt_url = mqtt_broker.url
-        share = "gateway" if mqtt_broker.supports_shared_subscriptions else ""
+def mqtt_broker(_broker: tuple[EmbeddedMqtt | str, dict[str, object]]) -> EmbeddedMqtt | str:
+    return _broker[0]
+
+
+@pytest.fixture(scope="session")
+def settings(
+    migrated: str, kafka_bootstrap: str, _broker: tuple[EmbeddedMqtt | str, dict[str, object]]
+) -> Settings:
+    broker, found = _broker
+    share = "gateway" if isinstance(broker, str) or broker.supports_shared_subscriptions else ""
     return Settings(
-        database_url=database_url,
+        database_url=migrated,
         kafka_bootstrap=kafka_bootstrap,
-        mqtt_url=mqtt_url,
         gateway_share_group=share,
         api_port=free_port(),
         _env_file=None,  # type: ignore[call-arg]
-    )
+    ).model_copy(update=found)
 
 
 @pytest.fixture(scope="session")

@@ -1,25 +1,64 @@
-"""Device provisioning: returns the MQTT credentials once."""
+"""Devices: provisioning (credentials shown once), revocation and re-assignment.
+
+Each change applies to the registry and the broker's logins together (telehealth.provisioning);
+when the broker cannot take it, nothing is changed and the answer is 503.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from collections.abc import AsyncIterator
+from typing import Annotated
 
-from dashboard_api.deps import AdminUser, ConnDep
-from dashboard_api.schemas import DeviceCredentials, DeviceIn
-from telehealth.storage.devices import DeviceExists, provision
+from fastapi import APIRouter, Depends, HTTPException, status
+
+from dashboard_api.deps import AdminUser, ConnDep, SettingsDep
+from dashboard_api.schemas import DeviceCredentials, DeviceIn, DeviceReassign, DeviceRevoked
+from telehealth.broker.admin import BrokerAdminError, DeviceLogins, device_logins
+from telehealth.provisioning import provision_device, reassign_device, revoke_device
+from telehealth.storage.devices import Credentials, DeviceExists
 from telehealth.topics import readings_topic, status_topic
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
-async def provision_device(body: DeviceIn, conn: ConnDep, _: AdminUser) -> DeviceCredentials:
-    cur = await conn.execute("SELECT 1 FROM patients WHERE id = %s", (body.patient_id,))
-    if await cur.fetchone() is None:
-        raise HTTPException(404, f"no patient {body.patient_id}")
+async def get_logins(settings: SettingsDep) -> AsyncIterator[DeviceLogins]:
     try:
-        creds = await provision(
+        async with device_logins(settings) as logins:
+            yield logins
+    except BrokerAdminError as exc:
+        raise HTTPException(503, f"the device broker did not take the change: {exc}") from exc
+
+
+LoginsDep = Annotated[DeviceLogins, Depends(get_logins)]
+
+
+def _credentials(creds: Credentials, settings: SettingsDep) -> DeviceCredentials:
+    return DeviceCredentials(
+        device_id=creds.device_id,
+        patient_id=creds.patient_id,
+        mqtt_username=creds.username,
+        mqtt_password=creds.password,
+        mqtt_url=settings.mqtt_device_url,
+        readings_topic=readings_topic(creds.device_id),
+        status_topic=status_topic(creds.device_id),
+    )
+
+
+async def _patient_exists(conn: ConnDep, patient_id: object) -> None:
+    cur = await conn.execute("SELECT 1 FROM patients WHERE id = %s", (patient_id,))
+    if await cur.fetchone() is None:
+        raise HTTPException(404, f"no patient {patient_id}")
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def provision(
+    body: DeviceIn, conn: ConnDep, logins: LoginsDep, settings: SettingsDep, _: AdminUser
+) -> DeviceCredentials:
+    await _patient_exists(conn, body.patient_id)
+    try:
+        creds = await provision_device(
             conn,
+            logins,
             device_id=body.device_id,
             patient_id=body.patient_id,
             kind=body.kind,
@@ -27,11 +66,31 @@ async def provision_device(body: DeviceIn, conn: ConnDep, _: AdminUser) -> Devic
         )
     except DeviceExists as exc:
         raise HTTPException(409, str(exc)) from exc
-    return DeviceCredentials(
-        device_id=creds.device_id,
-        patient_id=creds.patient_id,
-        mqtt_username=creds.username,
-        mqtt_password=creds.password,
-        readings_topic=readings_topic(creds.device_id),
-        status_topic=status_topic(creds.device_id),
-    )
+    return _credentials(creds, settings)
+
+
+@router.post("/{device_id}/revoke")
+async def revoke(device_id: str, conn: ConnDep, logins: LoginsDep, _: AdminUser) -> DeviceRevoked:
+    """Refused at once: the broker login is disabled, an open connection dropped, and the
+    gateway dead-letters anything still in flight as `revoked_device`."""
+    if not await revoke_device(conn, logins, device_id):
+        raise HTTPException(404, f"no active device {device_id!r}")
+    return DeviceRevoked(device_id=device_id, revoked=True)
+
+
+@router.post("/{device_id}/reassign")
+async def reassign(
+    device_id: str,
+    body: DeviceReassign,
+    conn: ConnDep,
+    logins: LoginsDep,
+    settings: SettingsDep,
+    _: AdminUser,
+) -> DeviceCredentials:
+    """Give the device to another patient: a new secret, and the old holder disconnected."""
+    await _patient_exists(conn, body.patient_id)
+    try:
+        creds = await reassign_device(conn, logins, device_id, body.patient_id)
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return _credentials(creds, settings)

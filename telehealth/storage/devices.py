@@ -8,10 +8,11 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
+from telehealth.broker.dynsec import DeviceLogin, hash_password
 from telehealth.errors import StorageError, TelehealthError
-from telehealth.security import device_secret_digest, new_device_secret
+from telehealth.security import new_device_secret
 
 #: Expected interval between readings by device kind, used for stale-data detection.
 EXPECTED_INTERVAL_S = {"cgm": 300, "glucometer": 6 * 3600, "oximeter": 60}
@@ -56,7 +57,7 @@ async def provision(
                 device_id,
                 patient_id,
                 kind,
-                device_secret_digest(secret),
+                hash_password(secret),
                 expected_interval_s or EXPECTED_INTERVAL_S[kind],
             ),
         )
@@ -71,13 +72,44 @@ async def reissue_secret(conn: psycopg.AsyncConnection[Any], device_id: str) -> 
     secret = new_device_secret()
     cur = await conn.execute(
         "UPDATE devices SET secret_hash = %s WHERE id = %s AND revoked_at IS NULL RETURNING patient_id",
-        (device_secret_digest(secret), device_id),
+        (hash_password(secret), device_id),
     )
     row = await cur.fetchone()
     if row is None:
         raise LookupError(f"no active device {device_id!r}")
     patient_id = row["patient_id"] if isinstance(row, dict) else row[0]
     return Credentials(device_id=device_id, username=device_id, password=secret, patient_id=patient_id)
+
+
+async def revoke(conn: psycopg.AsyncConnection[Any], device_id: str) -> bool:
+    """Mark the device revoked; False if there is no such active device."""
+    cur = await conn.execute(
+        "UPDATE devices SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL RETURNING id",
+        (device_id,),
+    )
+    return await cur.fetchone() is not None
+
+
+async def reassign(conn: psycopg.AsyncConnection[Any], device_id: str, patient_id: UUID) -> Credentials:
+    """Give an active device to another patient with a new secret: whoever held the old one
+    (the previous patient's phone, say) can no longer publish as it."""
+    secret = new_device_secret()
+    cur = await conn.execute(
+        """UPDATE devices SET patient_id = %s, secret_hash = %s, state = NULL, state_at = NULL
+           WHERE id = %s AND revoked_at IS NULL RETURNING id""",
+        (patient_id, hash_password(secret), device_id),
+    )
+    if await cur.fetchone() is None:
+        raise LookupError(f"no active device {device_id!r}")
+    return Credentials(device_id=device_id, username=device_id, password=secret, patient_id=patient_id)
+
+
+async def broker_logins(conn: psycopg.AsyncConnection[Any]) -> list[DeviceLogin]:
+    """Every device as the broker must know it: revoked ones stay, disabled."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute("SELECT id, secret_hash, revoked_at FROM devices ORDER BY id")
+        rows = await cur.fetchall()
+    return [DeviceLogin(r[0], r[1], r[2] is not None) for r in rows]
 
 
 async def load_registry(

@@ -226,7 +226,7 @@ async def test_thresholds_are_versioned_validated_and_used_by_the_processor(
     assert history["current"]["changed_by"].startswith("clinician")
 
     assert settings.mqtt_url
-    publisher = Publisher(settings.mqtt_url, client_id="thr-device")
+    publisher = Publisher(settings.mqtt_relay_url(), client_id="thr-device")
     await publisher.connect()
     now = datetime.now(UTC)
     for seq, spo2 in enumerate([90, 89, 87], start=1):  # fine on scale 2 until 87

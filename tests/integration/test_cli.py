@@ -18,6 +18,9 @@ def telehealth(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
     env["TELEHEALTH_DATABASE_URL"] = settings.database_url or ""
     env["TELEHEALTH_MQTT_URL"] = settings.mqtt_url or ""
+    if settings.mqtt_admin_password is not None:  # the operator's broker admin, for provisioning
+        env["TELEHEALTH_MQTT_ADMIN_PASSWORD"] = settings.mqtt_admin_password.get_secret_value()
+    env["TELEHEALTH_MQTT_INSECURE"] = str(settings.mqtt_insecure).lower()
     return subprocess.run(
         [sys.executable, "-m", "telehealth", *args],
         env=env,

@@ -56,7 +56,7 @@ async def test_clinician_signs_in_sees_alert_and_acknowledges(
         await expect(page.locator("#who")).to_have_text("ui-clinician (clinician)")
 
         assert settings.mqtt_url
-        publisher = Publisher(settings.mqtt_url, client_id="ui-device")
+        publisher = Publisher(settings.mqtt_relay_url(), client_id="ui-device")
         await publisher.connect()
         publisher.publish_reading(
             device.device_id,

@@ -10,17 +10,29 @@ import psycopg
 from simulators.cohort import ensure_cohort
 from simulators.report import reconcile_settled
 from simulators.run import simulate
+from telehealth.broker.admin import device_logins
+from telehealth.mqtt import MqttAddress, parse_mqtt_url
 from telehealth.settings import Settings
 from telehealth.stack import Services
 from tests.integration.test_cli import telehealth
+
+
+def device_address(settings: Settings) -> MqttAddress:
+    """Where devices connect: the TLS listener, verified against the broker's CA, when there is one."""
+    url = settings.mqtt_device_url or settings.mqtt_url
+    assert url
+    return parse_mqtt_url(url, str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None)
 
 
 async def test_faulty_devices_on_their_own_connections_reconcile_exactly(
     settings: Settings, services: Services, db: psycopg.AsyncConnection[Any]
 ) -> None:
     assert settings.database_url and settings.mqtt_url
-    cohort = await ensure_cohort(settings.database_url, 12, scenario="faulty", care_team="fleet-test")
-    report = await simulate(cohort, settings.mqtt_url, scenario="faulty", speed=120, duration_s=18)
+    async with device_logins(settings) as logins:
+        cohort = await ensure_cohort(
+            settings.database_url, 12, logins=logins, scenario="faulty", care_team="fleet-test"
+        )
+    report = await simulate(cohort, device_address(settings), scenario="faulty", speed=120, duration_s=18)
 
     assert report.connections == report.devices == 24
     assert report.messages_acked == report.messages_sent and report.publish_failures == 0
@@ -59,9 +71,17 @@ async def test_faulty_devices_on_their_own_connections_reconcile_exactly(
 
 async def test_a_hub_drives_many_devices_at_a_set_rate(settings: Settings, services: Services) -> None:
     assert settings.database_url and settings.mqtt_url
-    cohort = await ensure_cohort(settings.database_url, 100, scenario="normal", care_team="fleet-test")
+    async with device_logins(settings) as logins:
+        cohort = await ensure_cohort(
+            settings.database_url, 100, logins=logins, scenario="normal", care_team="fleet-test"
+        )
     report = await simulate(
-        cohort, settings.mqtt_url, scenario="normal", rate=400, connections=2, duration_s=5
+        cohort,
+        parse_mqtt_url(settings.mqtt_relay_url()),
+        scenario="normal",
+        rate=400,
+        connections=2,
+        duration_s=5,
     )
 
     assert report.devices == 200 and report.connections == 2

@@ -22,7 +22,9 @@ from tests.factories import auth, make_device, make_patient, make_user
 @pytest.fixture
 async def device_publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
     assert settings.mqtt_url
-    publisher = Publisher(settings.mqtt_url, client_id=f"test-{id(services)}-{datetime.now().timestamp()}")
+    publisher = Publisher(
+        settings.mqtt_relay_url(), client_id=f"test-{id(services)}-{datetime.now().timestamp()}"
+    )
     await publisher.connect()
     yield publisher
     await publisher.close()

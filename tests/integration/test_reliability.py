@@ -50,7 +50,7 @@ async def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
     patient = await make_patient(db, "team-kill")
     device = await make_device(db, patient, "oximeter")
     assert settings.mqtt_url
-    publisher = Publisher(settings.mqtt_url, client_id=f"kill-{victim}")
+    publisher = Publisher(settings.mqtt_relay_url(), client_id=f"kill-{victim}")
     await publisher.connect()
     killed_at: int | None = None
     try:
@@ -99,7 +99,7 @@ async def test_database_outage_mid_stream_holds_back_then_stores_everything_once
         patient = await make_patient(conn, "team-outage")
         device = await make_device(conn, patient, "oximeter")
     assert settings.mqtt_url
-    publisher = Publisher(settings.mqtt_url, client_id="outage-device")
+    publisher = Publisher(settings.mqtt_relay_url(), client_id="outage-device")
     await publisher.connect()
     half = TOTAL // 2
     obs = [{"code": "pulse", "value": 64, "unit": "/min"}]
@@ -143,7 +143,7 @@ async def test_processor_restart_mid_episode_continues_the_same_alert(
     patient = await make_patient(db, "team-restart")
     device = await make_device(db, patient, "oximeter")
     assert settings.mqtt_url
-    publisher = Publisher(settings.mqtt_url, client_id="restart-episode")
+    publisher = Publisher(settings.mqtt_relay_url(), client_id="restart-episode")
     await publisher.connect()
 
     async def spo2_alerts() -> list[dict[str, Any]]:
@@ -183,7 +183,7 @@ async def test_two_processors_in_one_group_never_open_the_same_alert_twice(
     services.start("processor-2", "processor")
     await asyncio.sleep(6)  # let the group rebalance across both
     assert settings.mqtt_url
-    publisher = Publisher(settings.mqtt_url, client_id="two-processors")
+    publisher = Publisher(settings.mqtt_relay_url(), client_id="two-processors")
     await publisher.connect()
     try:
         for round_ in range(1, 4):

@@ -12,7 +12,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from telehealth.mqtt import parse_mqtt_url
+from telehealth.mqtt import parse_mqtt_url, ssl_context
 
 
 def _payload(device_id: str, seq: int, per_message: int, when: str) -> bytes:
@@ -40,13 +40,16 @@ def publish_worker(
     start_seq: int,
     out: Any,
     rate_msgs_s: float | None = None,
+    ca_file: str | None = None,
 ) -> None:
     """Publish `messages` messages round-robin over `devices`, QoS 1; report (start, end, acked)."""
-    address = parse_mqtt_url(mqtt_url)
+    address = parse_mqtt_url(mqtt_url, ca_file)
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"bench-{mp.current_process().pid}", protocol=mqtt.MQTTv311
     )
     client.username_pw_set(address.username or "bench", address.password)
+    if (context := ssl_context(address)) is not None:
+        client.tls_set_context(context)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     acked = 0

@@ -28,7 +28,8 @@ from simulators.cohort import SimPatient, ensure_cohort
 from simulators.report import reconcile_settled
 from simulators.run import simulate
 from telehealth.broker.admin import device_logins
-from telehealth.mqtt import parse_mqtt_url
+from telehealth.broker.dynsec import RELAY_USER
+from telehealth.mqtt import parse_mqtt_url, with_login
 from telehealth.settings import Settings
 from telehealth.stack import Servers, Services, service_env
 from telehealth.storage import migrate
@@ -41,6 +42,7 @@ class Figures:
     per_message: int
     publishers: int
     gateways: int
+    tls: bool = False
     mqtt_relay_msgs_s: float = 0.0
     kafka_records_s: float = 0.0
     copy_rows_s: float = 0.0
@@ -63,6 +65,7 @@ class Figures:
         e2e_msgs = self.e2e_readings_s / self.per_message
         return [
             f"readings: {self.readings} ({self.per_message} per MQTT message,"
+            f" {'over TLS, ' if self.tls else ''}authenticated,"
             f" {self.publishers} publisher processes, {self.gateways} gateway processes)",
             f"baseline MQTT relay (QoS 1):   {self.mqtt_relay_msgs_s:10,.0f} msg/s",
             f"baseline Kafka produce+consume:{self.kafka_records_s:10,.0f} records/s",
@@ -82,6 +85,7 @@ def _publish(
     per_message: int,
     publishers: int,
     start_seq: int,
+    ca_file: str | None = None,
 ) -> tuple[float, float, int]:
     ctx = mp.get_context("spawn")
     out: Any = ctx.Queue()
@@ -89,7 +93,17 @@ def _publish(
     procs = [
         ctx.Process(
             target=publish_worker,
-            args=(mqtt_url, template, chunk, messages // publishers, per_message, start_seq, out),
+            args=(
+                mqtt_url,
+                template,
+                chunk,
+                messages // publishers,
+                per_message,
+                start_seq,
+                out,
+                None,
+                ca_file,
+            ),
         )
         for chunk in chunks
     ]
@@ -101,15 +115,16 @@ def _publish(
     return min(r[0] for r in results), max(r[1] for r in results), sum(r[2] for r in results)
 
 
-def mqtt_relay(mqtt_url: str, messages: int, publishers: int) -> float:
+def mqtt_relay(load: tuple[str, str | None], sink_url: str, messages: int, publishers: int) -> float:
+    """The broker alone: publishers as in the end-to-end run, one plain subscriber as the gateway."""
     ctx = mp.get_context("spawn")
     out: Any = ctx.Queue()
     ready = ctx.Event()
-    sink = ctx.Process(target=subscribe_worker, args=(mqtt_url, messages, ready, out))
+    sink = ctx.Process(target=subscribe_worker, args=(sink_url, messages, ready, out))
     sink.start()
     ready.wait(30)
     devices = [f"relay-{i}" for i in range(100)]
-    started, _, _ = _publish(mqtt_url, "bench/relay/{}", devices, messages, 1, publishers, 0)
+    started, _, _ = _publish(load[0], "bench/relay/{}", devices, messages, 1, publishers, 0, load[1])
     received_at, got = out.get(timeout=900)
     sink.join()
     return float(got / (received_at - started))
@@ -205,19 +220,21 @@ def end_to_end(
     readings: int,
     per_message: int,
     publishers: int,
+    load: tuple[str, str | None],
 ) -> tuple[float, int]:
     assert settings.database_url and settings.mqtt_url
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         before = conn.execute("SELECT count(*) FROM reading_receipts").fetchone()[0]  # type: ignore[index]
         start_seq = int(time.time() * 1000)
         started, _, _ = _publish(
-            settings.mqtt_relay_url(),
+            load[0],
             readings_topic("{}"),
             devices,
             readings // per_message,
             per_message,
             publishers,
             start_seq,
+            load[1],
         )
         deadline = time.monotonic() + 600
         stored = 0
@@ -271,6 +288,17 @@ async def _cohort(settings: Settings, patients: int) -> list[SimPatient]:
         return await ensure_cohort(settings.database_url, patients, logins=logins, care_team="bench")
 
 
+def load_address(settings: Settings, tls: bool) -> tuple[str, str | None]:
+    """Where load generators publish (URL with the relay login, CA file): the services' plain
+    listener, or the devices' TLS listener."""
+    if not tls:
+        return settings.mqtt_relay_url(), None
+    if not (settings.mqtt_device_url and settings.mqtt_relay_password and settings.mqtt_ca_file):
+        raise SystemExit("telehealth bench --tls needs the broker's TLS listener (embedded Mosquitto)")
+    url = with_login(settings.mqtt_device_url, RELAY_USER, settings.mqtt_relay_password.get_secret_value())
+    return url, str(settings.mqtt_ca_file)
+
+
 def run(
     settings: Settings,
     *,
@@ -285,8 +313,9 @@ def run(
     fleet_seconds: float = 30,
     fleet_connections: int | None = None,
     data_dir: Path | None = None,
+    tls: bool = False,
 ) -> Figures:
-    figures = Figures(readings, per_message, publishers, gateways)
+    figures = Figures(readings, per_message, publishers, gateways, tls)
     with tempfile.TemporaryDirectory(prefix="telehealth-bench-") as tmp:
         servers = Servers(data_dir or Path(tmp))
         try:
@@ -298,7 +327,10 @@ def run(
             if readings:
                 print(f"baselines ({readings} each) ...", flush=True)
                 figures.mqtt_relay_msgs_s = mqtt_relay(
-                    settings.mqtt_relay_url(), readings // per_message, publishers
+                    load_address(settings, tls),
+                    settings.mqtt_relay_url(),
+                    readings // per_message,
+                    publishers,
                 )
                 figures.kafka_records_s = asyncio.run(kafka_alone(settings.kafka_bootstrap, readings))
                 figures.copy_rows_s = copy_alone(settings.database_url, readings)
@@ -314,7 +346,13 @@ def run(
                 if readings:
                     print("end to end ...", flush=True)
                     figures.e2e_readings_s, figures.e2e_stored = end_to_end(
-                        settings, services, ids, readings, per_message, publishers
+                        settings,
+                        services,
+                        ids,
+                        readings,
+                        per_message,
+                        publishers,
+                        load_address(settings, tls),
                     )
                 if latency_load:
                     print("alert latency ...", flush=True)

@@ -287,6 +287,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         fleet_rate=args.fleet_rate,
         fleet_seconds=args.fleet_seconds,
         fleet_connections=args.fleet_connections,
+        tls=args.tls,
     )
     print(figures.report())
 
@@ -359,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fleet-seconds", type=float, default=30)
     p.add_argument(
         "--fleet-connections", type=int, default=None, help="shared connections; default one per device"
+    )
+    p.add_argument(
+        "--tls", action="store_true", help="load generators publish over the broker's TLS listener"
     )
     p.set_defaults(func=cmd_bench)
 

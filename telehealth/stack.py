@@ -117,7 +117,7 @@ _SHARED = (
 _SECRETS = ("mqtt_gateway_password", "mqtt_admin_password", "mqtt_relay_password")
 
 
-def service_env(settings: Settings, command: str = "") -> dict[str, str]:
+def service_env(settings: Settings, command: str) -> dict[str, str]:
     """The environment for one service's process: where the servers are, and its own login."""
     env = {
         k: v for k, v in os.environ.items() if k.upper().removeprefix("TELEHEALTH_").lower() not in _SECRETS

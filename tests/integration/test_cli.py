@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,8 +20,10 @@ def telehealth(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
     env["TELEHEALTH_DATABASE_URL"] = settings.database_url or ""
     env["TELEHEALTH_MQTT_URL"] = settings.mqtt_url or ""
-    if settings.mqtt_admin_password is not None:  # the operator's broker admin, for provisioning
-        env["TELEHEALTH_MQTT_ADMIN_PASSWORD"] = settings.mqtt_admin_password.get_secret_value()
+    for name in ("mqtt_admin_password", "mqtt_gateway_password"):  # the operator's broker secrets
+        secret = getattr(settings, name)
+        if secret is not None:
+            env[f"TELEHEALTH_{name.upper()}"] = secret.get_secret_value()
     env["TELEHEALTH_MQTT_INSECURE"] = str(settings.mqtt_insecure).lower()
     return subprocess.run(
         [sys.executable, "-m", "telehealth", *args],
@@ -60,6 +64,26 @@ async def test_devices_provision_shows_credentials_once(
     again = telehealth(settings, *args)
     assert again.returncode != 0 and "already provisioned" in again.stderr
 
+    revoked = telehealth(settings, "devices", "revoke", "--device-id", "oxi-cli-1")
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout, revoked.stderr
+    cur = await db.execute("SELECT revoked_at FROM devices WHERE id = 'oxi-cli-1'")
+    assert (await cur.fetchone())["revoked_at"] is not None
+    twice = telehealth(settings, "devices", "revoke", "--device-id", "oxi-cli-1")
+    assert twice.returncode != 0 and "no active device" in twice.stderr
+
+
+def test_broker_config_is_rebuilt_from_the_device_table(settings: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "dynamic-security.json"
+    done = telehealth(settings, "broker", "config", "--out", str(out))
+    if settings.mqtt_insecure:
+        assert done.returncode != 0
+        return
+    assert done.returncode == 0, done.stderr
+    document = json.loads(out.read_text())
+    users = {c["username"] for c in document["clients"]}
+    assert {"telehealth-admin", "telehealth-gateway"} <= users
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+
 
 def test_migrate_reports_up_to_date_and_missing_settings_are_explained(settings: Settings) -> None:
     assert "up to date" in telehealth(settings, "db", "migrate").stdout
@@ -78,6 +102,10 @@ def test_every_command_has_help(settings: Settings) -> None:
         ["db", "migrate"],
         ["users", "add"],
         ["devices", "provision"],
+        ["devices", "revoke"],
+        ["devices", "reassign"],
+        ["broker", "config"],
+        ["broker", "certs"],
     ):
         done = telehealth(settings, *command, "--help")
         assert done.returncode == 0 and "usage: telehealth" in done.stdout, command

@@ -26,6 +26,7 @@ from telehealth.embedded import (
     stop_process,
 )
 from telehealth.settings import Settings
+from telehealth.supervise import Supervisor
 
 
 @dataclass
@@ -182,18 +183,12 @@ def up(settings: Settings, *, patients: int, speed: float, scenario: str) -> Non
             "Press Ctrl-C to stop.",
             flush=True,
         )
-        restarts: dict[str, int] = {}
+        supervisor = Supervisor()  # backoff and a restart budget; never stops the rest
         while not stopping:
-            for name in services.dead():
-                restarts[name] = restarts.get(name, 0) + 1
-                if restarts[name] > 5:
-                    print(
-                        f"telehealth: {name} keeps failing; stopping. See {data_dir / 'logs'}",
-                        file=sys.stderr,
-                    )
-                    stopping = True
-                    break
-                print(f"telehealth: {name} stopped unexpectedly; restarting (see logs)", file=sys.stderr)
+            restart, notes = supervisor.tick(services.dead(), time.monotonic())
+            for note in notes:
+                print(f"telehealth: {note}; logs in {data_dir / 'logs'}", file=sys.stderr, flush=True)
+            for name in restart:
                 services.restart(name)
             time.sleep(0.5)
     except KeyboardInterrupt:

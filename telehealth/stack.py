@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,9 @@ def wait_http_ok(url: str, timeout: float = 60.0) -> None:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
+        except urllib.error.HTTPError as exc:  # e.g. 503 while services start: close its socket
+            exc.close()
+            last = exc
         except OSError as exc:
             last = exc
         time.sleep(0.2)

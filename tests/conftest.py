@@ -69,14 +69,22 @@ def database_url(postgres: EmbeddedPostgres | None) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(data_dir: Path) -> Iterator[str]:
-    external = os.environ.get("TELEHEALTH_TEST_KAFKA_BOOTSTRAP")
-    if external:
-        yield external
+def kafka_broker(data_dir: Path) -> Iterator[EmbeddedKafka | None]:
+    """The embedded broker, or None when the suite was pointed at an external one."""
+    if os.environ.get("TELEHEALTH_TEST_KAFKA_BOOTSTRAP"):
+        yield None
         return
     broker = EmbeddedKafka(data_dir)
-    yield broker.start()
+    broker.start()
+    yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: EmbeddedKafka | None) -> str:
+    if kafka_broker is not None:
+        return kafka_broker.bootstrap
+    return os.environ["TELEHEALTH_TEST_KAFKA_BOOTSTRAP"]
 
 
 @pytest.fixture(scope="session")

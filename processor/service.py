@@ -47,6 +47,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         fetch_max_wait_ms=settings.processor_batch_wait_ms,
         # A killed processor's partitions move to the others (or its successor) this soon.
         session_timeout_ms=settings.processor_session_timeout_ms,
+        group_instance_id=settings.processor_instance_id or None,
         heartbeat_interval_ms=max(100, settings.processor_session_timeout_ms // 3),
     )
     await producer.start()

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(1.0, gt=0, description="how often services write their heartbeat")
     stall_after_s: float = Field(10, gt=0, description="/readyz: backlog without progress this long")
     processor_session_timeout_ms: int = Field(6000, description="Kafka group session timeout")
+    processor_instance_id: str = Field(
+        "", description="static group membership: stable and unique per processor; empty: dynamic"
+    )
 
     @property
     def readings_topic(self) -> str:

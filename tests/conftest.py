@@ -21,7 +21,7 @@ import pytest
 
 from telehealth.embedded import EmbeddedKafka, EmbeddedMqtt, EmbeddedPostgres, free_port
 from telehealth.settings import Settings
-from telehealth.stack import Services, wait_http_ok
+from telehealth.stack import EMBEDDED_SESSION_TIMEOUT_MS, Services, wait_http_ok
 from telehealth.storage import migrate
 
 
@@ -100,8 +100,16 @@ def mqtt_broker(data_dir: Path) -> Iterator[EmbeddedMqtt | str]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, kafka_bootstrap: str, mqtt_broker: EmbeddedMqtt | str) -> Settings:
+def settings(
+    database_url: str,
+    kafka_broker: EmbeddedKafka | None,
+    kafka_bootstrap: str,
+    mqtt_broker: EmbeddedMqtt | str,
+) -> Settings:
     migrate(database_url)
+    extra: dict[str, Any] = {}
+    if kafka_broker is not None and "TELEHEALTH_PROCESSOR_SESSION_TIMEOUT_MS" not in os.environ:
+        extra["processor_session_timeout_ms"] = EMBEDDED_SESSION_TIMEOUT_MS
     if isinstance(mqtt_broker, str):
         mqtt_url, share = mqtt_broker, "gateway"
     else:
@@ -114,6 +122,7 @@ def settings(database_url: str, kafka_bootstrap: str, mqtt_broker: EmbeddedMqtt 
         gateway_share_group=share,
         api_port=free_port(),
         _env_file=None,  # type: ignore[call-arg]
+        **extra,
     )
 
 

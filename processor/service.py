@@ -111,8 +111,9 @@ class Lag:
             highwater = self._consumer.highwater(tp)
             if highwater is None:
                 continue
-            with contextlib.suppress(KafkaError, AssertionError):
-                behind += max(0, highwater - await self._consumer.position(tp))
+            with contextlib.suppress(KafkaError, TimeoutError):  # position unknown: skip it
+                position = await asyncio.wait_for(self._consumer.position(tp), timeout=0.2)
+                behind += max(0, highwater - position)
         self.behind = behind
 
 

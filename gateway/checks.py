@@ -6,12 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from pydantic import ValidationError
+
 from telehealth.contracts import (
     AcceptedReading,
     DeadLetter,
     DeviceStatus,
     Reason,
     StatusEvent,
+    describe,
     parse_payload,
 )
 from telehealth.storage.devices import DeviceEntry
@@ -29,8 +32,8 @@ class Verdict:
 def _reject(
     topic: str, now: datetime, reason: Reason, detail: str, raw: bytes, device_id: str | None
 ) -> DeadLetter:
-    return DeadLetter(
-        reason=reason, detail=detail, source_topic=topic, device_id=device_id, received_at=now, raw=raw
+    return DeadLetter.capture(
+        reason, detail, source_topic=topic, device_id=device_id, received_at=now, raw=raw
     )
 
 
@@ -53,7 +56,7 @@ def check_readings(topic: str, payload: bytes, now: datetime, lookup: Lookup) ->
     if problem is not None:
         verdict.rejected.append(_reject(topic, now, *problem, payload, topic_device))
         return verdict
-    readings, rejections = parse_payload(payload)
+    readings, rejections = parse_payload(payload, now)
     for rejection in rejections:
         verdict.rejected.append(
             _reject(topic, now, rejection.reason, rejection.detail, rejection.raw, topic_device)
@@ -75,7 +78,8 @@ def check_status(topic: str, payload: bytes, now: datetime, lookup: Lookup) -> S
         return _reject(topic, now, *problem, payload, topic_device)
     try:
         status = DeviceStatus.model_validate_json(payload)
-    except ValueError as exc:
-        return _reject(topic, now, Reason.SCHEMA_INVALID, f"status: {exc}", payload, topic_device)
+    except ValidationError as exc:
+        reason, detail = describe(exc)
+        return _reject(topic, now, reason, f"status: {detail}", payload, topic_device)
     assert topic_device is not None
     return StatusEvent(**status.model_dump(), device_id=topic_device, received_at=now)

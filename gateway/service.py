@@ -19,13 +19,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import Counter
 
 from gateway.checks import check_readings, check_status
 from telehealth.broker.dynsec import GATEWAY_USER
-from telehealth.contracts import DeadLetter
+from telehealth.contracts import DeadLetter, Reason
+from telehealth.heartbeat import Progress, beat
 from telehealth.kafka import ensure_topics, make_producer
 from telehealth.mqtt import MqttAddress, parse_mqtt_url, ssl_context
 from telehealth.settings import Settings
@@ -44,6 +45,28 @@ class Outgoing:
     topic: str
     key: bytes
     value: bytes
+    #: set on dead letters: a letter Kafka refuses is resent once with a shorter raw prefix
+    letter: DeadLetter | None = None
+
+
+def record_at_fault(exc: BaseException) -> bool:
+    """Kafka refused the record for what it is (e.g. too large), not because Kafka is away.
+
+    aiokafka marks transient errors `retriable`; a send that timed out is not marked but
+    means the broker is unreachable, so it is held and retried like the others.
+    """
+    if isinstance(exc, KafkaTimeoutError):
+        return False
+    if isinstance(exc, KafkaError):
+        return not exc.retriable
+    return isinstance(exc, Exception)
+
+
+def _topic_of(message: mqtt.MQTTMessage) -> str:
+    try:
+        return message.topic
+    except UnicodeDecodeError:
+        return bytes(message._topic).decode("utf-8", errors="replace")
 
 
 @dataclass
@@ -74,6 +97,8 @@ class Gateway:
         self._wake = asyncio.Event()
         self._idle = True
         self._pending: asyncio.Queue[Pending] = asyncio.Queue(maxsize=settings.gateway_max_inflight)
+        self._in_flight = 0  # messages taken from the inbox and not yet acked
+        self.progress = Progress(self.backlog)
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -146,7 +171,12 @@ class Gateway:
                     log.warning("%s; holding %d message(s) and retrying", exc, len(self._inbox))
                     await asyncio.sleep(1.0)
                     continue
+                except Exception as exc:  # one message must never stop the gateway
+                    log.exception("could not route a message on %s; dead-lettering it", _topic_of(message))
+                    detail = f"gateway could not route the message: {type(exc).__name__}: {exc}"
+                    records = [self._letter(message, Reason.INTERNAL_ERROR, detail)]
                 self._inbox.popleft()
+                self._in_flight += 1
                 sends = [await self._send(r) for r in records]
                 await self._pending.put(Pending(message, records, sends))
             self._wake.clear()
@@ -189,23 +219,53 @@ class Gateway:
         for letter in rejected:
             REJECTED.labels(letter.reason.value).inc()
             log.info("dead letter %s from %s: %s", letter.reason.value, letter.device_id, letter.detail)
-            key = (letter.device_id or message.topic).encode()
-            records.append(Outgoing(settings.deadletter_topic, key, letter.model_dump_json().encode()))
+            records.append(self._letter_record(letter, message))
         return records
 
+    def _letter_record(self, letter: DeadLetter, message: mqtt.MQTTMessage) -> Outgoing:
+        key = (letter.device_id or _topic_of(message)).encode(errors="replace")
+        return Outgoing(self._settings.deadletter_topic, key, letter.model_dump_json().encode(), letter)
+
+    def _letter(self, message: mqtt.MQTTMessage, reason: Reason, detail: str) -> Outgoing:
+        topic = _topic_of(message)
+        letter = DeadLetter.capture(
+            reason,
+            detail,
+            source_topic=topic,
+            device_id=device_of(topic),
+            received_at=datetime.now(UTC),
+            raw=bytes(message.payload),
+        )
+        REJECTED.labels(reason.value).inc()
+        return self._letter_record(letter, message)
+
+    def _instead_of(self, record: Outgoing, exc: BaseException, message: mqtt.MQTTMessage) -> Outgoing:
+        """What to resend for a record Kafka refused for what it is (see `record_at_fault`)."""
+        if record.letter is None:
+            detail = f"Kafka refused the record for {record.topic}: {exc}"
+            return self._letter(message, Reason.KAFKA_REJECTED, detail)
+        shorter = record.letter.model_copy(update={"raw": record.letter.raw[:1024]})
+        if shorter.raw == record.letter.raw:
+            return record  # already short: the fault is not this letter's; keep holding
+        return Outgoing(record.topic, record.key, shorter.model_dump_json().encode(), shorter)
+
     async def _send(self, record: Outgoing) -> asyncio.Future[Any]:
-        """Always a future: a send refused up front becomes a failed future the acker retries."""
+        """Always a future: a send refused up front becomes a failed future the acker judges."""
         try:
             future: asyncio.Future[Any] = await self._producer.send(
                 record.topic, record.value, key=record.key
             )
-        except KafkaError as exc:
+        except Exception as exc:
             future = self._loop.create_future()
             future.set_exception(exc)
         return future
 
     async def _acker(self) -> None:
-        """PUBACK in arrival order, each only after all of its records are in Kafka."""
+        """PUBACK in arrival order, each only after all of its records are in Kafka.
+
+        A record Kafka refuses for what it is becomes a bounded dead letter; anything else
+        (broker away, timeouts) holds the ack and retries.
+        """
         while True:
             item = await self._pending.get()
             delay = 0.2
@@ -214,18 +274,38 @@ class Gateway:
                 failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
                 if not failed:
                     break
-                log.warning(
-                    "Kafka refused %d record(s) (%s); holding the MQTT ack and retrying",
-                    len(failed),
-                    results[failed[0]],
-                )
-                RETRIES.inc(len(failed))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                item.records = [item.records[i] for i in failed]
-                item.sends = [await self._send(record) for record in item.records]
+                retry: list[Outgoing] = []
+                held = False
+                for i in failed:
+                    record, exc = item.records[i], results[i]
+                    assert isinstance(exc, BaseException)
+                    if record_at_fault(exc):
+                        log.error("Kafka refused a record for %s (%s); dead-lettering", record.topic, exc)
+                        replacement = self._instead_of(record, exc, item.message)
+                        held = held or replacement is record
+                        retry.append(replacement)
+                    else:
+                        held = True
+                        retry.append(record)
+                if held:
+                    log.warning(
+                        "Kafka refused %d record(s) (%s); holding the MQTT ack and retrying",
+                        len(failed),
+                        results[failed[0]],
+                    )
+                    RETRIES.inc(len(failed))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                item.records = retry
+                item.sends = [await self._send(record) for record in retry]
             self._client.ack(item.message.mid, item.message.qos)
+            self._in_flight -= 1
+            self.progress.moved()
             self._pending.task_done()
+
+    def backlog(self) -> int:
+        """Messages received and not yet acknowledged to the broker."""
+        return len(self._inbox) + self._in_flight
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
@@ -236,6 +316,15 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await producer.start()
     try:
         registry = CachedRegistry(settings.database_url, ttl_s=settings.device_cache_ttl_s)
-        await Gateway(settings, registry, producer).run(stop)
+        gateway = Gateway(settings, registry, producer)
+        heart = asyncio.create_task(
+            beat(settings.database_url, "gateway", gateway.progress, stop, settings.heartbeat_s)
+        )
+        try:
+            await gateway.run(stop)
+        finally:
+            heart.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heart
     finally:
         await producer.stop()

@@ -27,7 +27,7 @@ from processor.alerts.rules import rules_for
 from processor.alerts.trend import TrendTracker, is_cgm_glucose
 from processor.normalise import NormalisedObservation, normalise
 from processor.sink import ReadingSink
-from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
+from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent, describe
 from telehealth.settings import Settings
 from telehealth.storage.devices import CachedRegistry
 from telehealth.thresholds import Thresholds
@@ -75,17 +75,28 @@ def decode(records: list[ConsumerRecord[Any, Any]], settings: Settings) -> Batch
             elif record.topic == settings.status_topic:
                 batch.statuses.append(StatusEvent.model_validate_json(record.value))
         except ValidationError as exc:
-            letter = DeadLetter(
-                reason=Reason.SCHEMA_INVALID,
-                detail=f"processor could not decode: {exc.errors()[0]['msg']}",
-                source_topic=record.topic,
-                device_id=(record.key or b"").decode(errors="replace") or None,
-                received_at=datetime.now(UTC),
-                raw=record.value or b"",
-            )
-            origin = f"undecodable:{record.topic}:{record.partition}:{record.offset}"
-            batch.letters.append(LetterAt(letter, origin))
+            reason, detail = describe(exc)
+            batch.letters.append(record_letter(record, reason, f"processor could not decode: {detail}"))
+        except Exception as exc:  # any record, however malformed, is isolated as a letter
+            detail = f"processor could not decode: {type(exc).__name__}: {exc}"
+            batch.letters.append(record_letter(record, Reason.INTERNAL_ERROR, detail))
     return batch
+
+
+def record_letter(
+    record: ConsumerRecord[Any, Any], reason: Reason, detail: str, kind: str = "undecodable"
+) -> LetterAt:
+    """A Kafka record as a dead letter, keyed by its position so a replay records it once."""
+    raw = record.value if isinstance(record.value, bytes) else b""
+    letter = DeadLetter.capture(
+        reason,
+        detail,
+        source_topic=record.topic,
+        device_id=(record.key or b"").decode(errors="replace") or None,
+        received_at=datetime.now(UTC),
+        raw=raw,
+    )
+    return LetterAt(letter, f"{kind}:{record.topic}:{record.partition}:{record.offset}")
 
 
 class Pipeline:
@@ -118,7 +129,7 @@ class Pipeline:
         reports = await self._device_reports(batch)
         async with self._pool.connection() as conn, conn.transaction():
             fresh = await sink.flush(conn)
-            await _store_letters(conn, batch.letters)
+            await store_letters(conn, batch.letters)
             await _apply_statuses(conn, batch.statuses)
             new_obs = [o for o in observations if (o.device_id, o.seq) in fresh]
             patients = {o.patient_id for o in new_obs if o.live} | {r.patient_id for r in reports}
@@ -136,6 +147,14 @@ class Pipeline:
         for lt in batch.letters:
             DEAD.labels(lt.letter.reason.value).inc()
         return Report(len(records), len(fresh), duplicates, len(batch.letters), len(touched))
+
+    async def poison(self, record: ConsumerRecord[Any, Any], error: Exception) -> None:
+        """Record one record that cannot be processed as a dead letter, in its own transaction."""
+        detail = f"processor could not process the record: {type(error).__name__}: {error}"
+        letter = record_letter(record, Reason.INTERNAL_ERROR, detail, kind="poison")
+        async with self._pool.connection() as conn, conn.transaction():
+            await store_letters(conn, [letter])
+        DEAD.labels(Reason.INTERNAL_ERROR.value).inc()
 
     async def _device_reports(self, batch: Batch) -> list[DeviceReport]:
         """Status messages, and the battery level readings carry, as input to the device rules."""
@@ -170,9 +189,9 @@ class Pipeline:
             self._trends.seed(patient_id, [(r["measured_at"], r["value"]) for r in await cur.fetchall()])
 
     def _orphan(self, reading: AcceptedReading) -> LetterAt:
-        letter = DeadLetter(
-            reason=Reason.UNKNOWN_DEVICE,
-            detail=f"device {reading.device_id!r} is not provisioned (checked at the processor)",
+        letter = DeadLetter.capture(
+            Reason.UNKNOWN_DEVICE,
+            f"device {reading.device_id!r} is not provisioned (checked at the processor)",
             source_topic=self._settings.readings_topic,
             device_id=reading.device_id,
             received_at=reading.received_at,
@@ -181,14 +200,14 @@ class Pipeline:
         return LetterAt(letter, f"orphan:{reading.device_id}:{reading.seq}")
 
 
-async def _store_letters(conn: Any, letters: list[LetterAt]) -> None:
+async def store_letters(conn: Any, letters: list[LetterAt]) -> None:
     if not letters:
         return
     async with conn.cursor() as cur:
         await cur.executemany(
             """INSERT INTO dead_letters (reason, detail, source_topic, device_id, received_at, raw,
-                                         origin)
-               VALUES (%s, %s, %s, %s, %s, %s, %s)
+                                         origin, raw_size, raw_sha256)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (origin) DO NOTHING""",
             [
                 (
@@ -199,6 +218,8 @@ async def _store_letters(conn: Any, letters: list[LetterAt]) -> None:
                     lt.letter.received_at,
                     lt.letter.raw,
                     lt.origin,
+                    lt.letter.size,
+                    lt.letter.sha256,
                 )
                 for lt in letters
             ],

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +17,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from processor.alerts import store as alert_store
 from processor.alerts.device import stale_actions
+from processor.isolate import isolate
 from processor.pipeline import Pipeline
+from telehealth.heartbeat import Progress, beat, instance_name
 from telehealth.kafka import ensure_topics, make_producer
 from telehealth.settings import Settings
 from telehealth.storage import open_pool
@@ -41,25 +45,37 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         max_partition_fetch_bytes=4 * 1024 * 1024,
         # Latency: do not let the broker park an empty fetch for aiokafka's default 500 ms.
         fetch_max_wait_ms=settings.processor_batch_wait_ms,
+        # A killed processor's partitions move to the others (or its successor) this soon.
+        session_timeout_ms=settings.processor_session_timeout_ms,
+        group_instance_id=settings.processor_instance_id or None,
+        heartbeat_interval_ms=max(100, settings.processor_session_timeout_ms // 3),
     )
     await producer.start()
     await consumer.start()
     pipeline = Pipeline(settings, pool, CachedRegistry(settings.database_url, settings.device_cache_ttl_s))
-    log.info("processor consuming as group %s", settings.processor_group)
+    log.info("processor %s consuming as group %s", instance_name(), settings.processor_group)
     loop = asyncio.get_running_loop()
     next_sweep = loop.time()
+    lag = Lag(consumer)
+    heart = asyncio.create_task(
+        beat(settings.database_url, "processor", lag.progress, stop, settings.heartbeat_s)
+    )
     try:
         while not stop.is_set():
             batches = await consumer.getmany(
                 timeout_ms=settings.processor_batch_wait_ms, max_records=settings.processor_batch_max
             )
             records = [r for part in batches.values() for r in part]
+            lag.in_flight = len(records)
+            await lag.refresh()
             if records:
                 if not await _until_durable(pipeline, records, stop):
                     break
                 await _publish(pool, producer, settings.alerts_topic)  # alerts first: latency
                 try:
                     await consumer.commit()
+                    lag.in_flight = 0
+                    lag.progress.moved()
                 except CommitFailedError as exc:
                     log.warning("offset commit refused after a rebalance (%s); batch will replay", exc)
             if loop.time() >= next_sweep:
@@ -67,9 +83,38 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 await _sweep(pool, timedelta(seconds=settings.alert_escalate_after_s))
             await _publish(pool, producer, settings.alerts_topic)
     finally:
+        heart.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heart
         await consumer.stop()
         await producer.stop()
         await pool.close()
+
+
+class Lag:
+    """The processor's backlog for its heartbeat: records in flight plus what the broker holds
+    beyond our position on the partitions we own (refreshed at most once a second)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+        self.in_flight = 0
+        self.behind = 0
+        self._next = 0.0
+        self.progress = Progress(lambda: self.in_flight + self.behind)
+
+    async def refresh(self) -> None:
+        if time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + 1.0
+        behind = 0
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            with contextlib.suppress(KafkaError, TimeoutError):  # position unknown: skip it
+                position = await asyncio.wait_for(self._consumer.position(tp), timeout=0.2)
+                behind += max(0, highwater - position)
+        self.behind = behind
 
 
 async def _until_durable(
@@ -82,7 +127,7 @@ async def _until_durable(
     delay = 0.2
     while not stop.is_set():
         try:
-            report = await pipeline.process(records)
+            report = await isolate(pipeline, records)
             log.debug("batch %s", report)
             return True
         except (psycopg.OperationalError, RegistryUnavailable) as exc:

@@ -6,11 +6,12 @@ input but returns a `Rejection` with a reason, so nothing is dropped silently.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AwareDatetime,
@@ -19,13 +20,18 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
+from telehealth.bounds import check_context, check_text, check_window, escape_unstorable
 from telehealth.codes import CODES
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_BATCH = 500
+#: a dead letter keeps at most this prefix of the raw bytes (every in-limit payload whole)
+MAX_DEAD_RAW = MAX_PAYLOAD_BYTES
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
@@ -44,6 +50,19 @@ class Reason(StrEnum):
     REVOKED_DEVICE = "revoked_device"
     DEVICE_MISMATCH = "device_mismatch"
     BAD_TOPIC = "bad_topic"
+    UNSTORABLE_TEXT = "unstorable_text"
+    TIME_OUT_OF_WINDOW = "time_out_of_window"
+    CONTEXT_TOO_LARGE = "context_too_large"
+    KAFKA_REJECTED = "kafka_rejected"
+    INTERNAL_ERROR = "internal_error"
+
+
+#: custom validation error types that carry their own reason
+_ERROR_REASONS = {
+    "unstorable_text": Reason.UNSTORABLE_TEXT,
+    "time_out_of_window": Reason.TIME_OUT_OF_WINDOW,
+    "context_too_large": Reason.CONTEXT_TOO_LARGE,
+}
 
 
 class Observation(BaseModel):
@@ -53,6 +72,11 @@ class Observation(BaseModel):
     value: float
     unit: str = Field(min_length=1, max_length=16)
     source: Literal["cgm", "smbg"] | None = None
+
+    @field_validator("code", "unit")
+    @classmethod
+    def _storable(cls, value: str, info: ValidationInfo) -> str:
+        return check_text(value, str(info.field_name))
 
     @field_validator("value")
     @classmethod
@@ -74,24 +98,87 @@ class Reading(BaseModel):
     battery_pct: int | None = Field(None, ge=0, le=100)
     context: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("context")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_context(value)
+
+    @model_validator(mode="after")
+    def _in_window(self, info: ValidationInfo) -> Self:
+        """Judged against arrival: `received_at` once stamped, else the caller's `now`."""
+        arrival = getattr(self, "received_at", None)
+        if arrival is None:
+            arrival = (info.context or {}).get("now") or datetime.now(UTC)
+        check_window(self.measured_at, arrival)
+        return self
+
 
 class AcceptedReading(Reading):
     """A reading the gateway checked, stamped with when it arrived; the Kafka value."""
 
     received_at: AwareDatetime
 
+    @field_validator("received_at")
+    @classmethod
+    def _sane_arrival(cls, value: datetime) -> datetime:
+        check_window(value, datetime.now(UTC))
+        return value
+
 
 class DeadLetter(BaseModel):
-    """A rejected message with its raw bytes (base64 in JSON) and the reason."""
+    """A rejected message: the reason, a bounded prefix of its raw bytes, their size and SHA-256.
+
+    Bounded so that a letter always fits the dead-letter topic and every text field is
+    storable, whatever the message was. Build one with `capture` from the full raw bytes.
+    """
 
     reason: Reason
     detail: str
     source_topic: str
     device_id: str | None
     received_at: AwareDatetime
-    raw: bytes = Field(description="the exact bytes received, base64 on the wire")
+    raw: bytes = Field(description="the first bytes received (at most 64 KiB), base64 on the wire")
+    raw_size: int | None = Field(None, description="size of the whole message in bytes")
+    raw_sha256: str | None = Field(None, description="SHA-256 (hex) of the whole message")
 
     model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+
+    @field_validator("detail", "source_topic", "device_id")
+    @classmethod
+    def _storable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        limit = 2000 if info.field_name == "detail" else 256
+        return None if value is None else escape_unstorable(value, limit)
+
+    @classmethod
+    def capture(
+        cls,
+        reason: Reason,
+        detail: str,
+        *,
+        source_topic: str,
+        device_id: str | None,
+        received_at: datetime,
+        raw: bytes,
+    ) -> DeadLetter:
+        return cls(
+            reason=reason,
+            detail=detail,
+            source_topic=source_topic,
+            device_id=device_id,
+            received_at=received_at,
+            raw=raw[:MAX_DEAD_RAW],
+            raw_size=len(raw),
+            raw_sha256=hashlib.sha256(raw).hexdigest(),
+        )
+
+    @property
+    def size(self) -> int:
+        """Whole message size; letters from before sizes were recorded kept their bytes whole."""
+        return len(self.raw) if self.raw_size is None else self.raw_size
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.raw).hexdigest() if self.raw_sha256 is None else self.raw_sha256
 
 
 class Rejection(BaseModel):
@@ -105,12 +192,23 @@ class Rejection(BaseModel):
 _readings = TypeAdapter(Reading)
 
 
-def _describe(error: ValidationError) -> str:
+def describe(error: ValidationError) -> tuple[Reason, str]:
+    """The reason (a bound's own, else schema_invalid) and a short, storable detail."""
+    errors = error.errors(include_input=False, include_url=False)
+    reason = next((_ERROR_REASONS[e["type"]] for e in errors if e["type"] in _ERROR_REASONS), None)
     parts = []
-    for err in error.errors()[:5]:
+    for err in errors[:5]:
         loc = ".".join(str(p) for p in err["loc"]) or "payload"
         parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
+    return reason or Reason.SCHEMA_INVALID, escape_unstorable("; ".join(parts), 2000)
+
+
+def _raw_of(item: Any, payload: bytes) -> bytes:
+    """An array element's own bytes; the whole payload if it cannot be re-encoded."""
+    try:
+        return json.dumps(item, separators=(",", ":")).encode()
+    except (RecursionError, ValueError):
+        return payload
 
 
 def _check_codes(reading: Reading) -> tuple[Reason, str] | None:
@@ -134,11 +232,12 @@ def wire_time(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
 
 
-def parse_payload(payload: bytes) -> tuple[list[Reading], list[Rejection]]:
+def parse_payload(payload: bytes, now: datetime | None = None) -> tuple[list[Reading], list[Rejection]]:
     """Split a device payload (one reading or an array) into readings and rejections.
 
     Array elements are judged one by one: a bad element is rejected with its own bytes,
-    its good neighbours still pass.
+    its good neighbours still pass. `now` is the arrival time `measured_at` is judged
+    against. Never raises on any input.
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
         detail = f"payload is {len(payload)} bytes, the limit is {MAX_PAYLOAD_BYTES}"
@@ -146,7 +245,11 @@ def parse_payload(payload: bytes) -> tuple[list[Reading], list[Rejection]]:
     try:
         document = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        return [], [Rejection(reason=Reason.UNPARSEABLE, detail=f"not UTF-8 JSON: {exc}", raw=payload)]
+        detail = escape_unstorable(f"not UTF-8 JSON: {exc}", 500)
+        return [], [Rejection(reason=Reason.UNPARSEABLE, detail=detail, raw=payload)]
+    except RecursionError:
+        detail = "JSON nested too deeply"
+        return [], [Rejection(reason=Reason.UNPARSEABLE, detail=detail, raw=payload)]
 
     if isinstance(document, list):
         if len(document) > MAX_BATCH:
@@ -154,23 +257,24 @@ def parse_payload(payload: bytes) -> tuple[list[Reading], list[Rejection]]:
             return [], [Rejection(reason=Reason.TOO_MANY_READINGS, detail=detail, raw=payload)]
         if not document:
             return [], [Rejection(reason=Reason.SCHEMA_INVALID, detail="empty array", raw=payload)]
-        items: list[tuple[Any, bytes]] = [
-            (item, json.dumps(item, separators=(",", ":")).encode()) for item in document
-        ]
+        items = document
+        single = False
     else:
-        items = [(document, payload)]
+        items = [document]
+        single = True
 
+    context = {"now": now or datetime.now(UTC)}
     readings: list[Reading] = []
     rejections: list[Rejection] = []
-    for item, raw in items:
+    for item in items:
         try:
-            reading = _readings.validate_python(item)
+            reading = _readings.validate_python(item, context=context)
+            problem = _check_codes(reading)
         except ValidationError as exc:
-            rejections.append(Rejection(reason=Reason.SCHEMA_INVALID, detail=_describe(exc), raw=raw))
-            continue
-        problem = _check_codes(reading)
+            problem = describe(exc)
         if problem is not None:
             reason, detail = problem
+            raw = payload if single else _raw_of(item, payload)
             rejections.append(Rejection(reason=reason, detail=detail, raw=raw))
             continue
         readings.append(reading)

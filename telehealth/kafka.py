@@ -49,4 +49,5 @@ def make_producer(settings: Settings, *, linger_ms: int = 5) -> AIOKafkaProducer
         linger_ms=linger_ms,
         max_batch_size=256 * 1024,
         request_timeout_ms=10_000,
+        max_request_size=settings.kafka_max_request_bytes,
     )

@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     alert_escalate_after_s: float = Field(300, description="unacknowledged urgent alerts escalate after")
     retention: str = Field("2 years", description="TimescaleDB retention for readings")
 
+    kafka_max_request_bytes: int = Field(1024 * 1024, description="largest Kafka produce request")
+    heartbeat_s: float = Field(1.0, gt=0, description="how often services write their heartbeat")
+    stall_after_s: float = Field(10, gt=0, description="/readyz: backlog without progress this long")
+    processor_session_timeout_ms: int = Field(6000, description="Kafka group session timeout")
+    processor_instance_id: str = Field(
+        "", description="static group membership: stable and unique per processor; empty: dynamic"
+    )
+
     @property
     def readings_topic(self) -> str:
         return f"{self.topic_prefix}.readings"

@@ -21,7 +21,7 @@ import pytest
 
 from telehealth.embedded import EmbeddedKafka, EmbeddedMqtt, EmbeddedPostgres, free_port
 from telehealth.settings import Settings
-from telehealth.stack import Services, start_broker, wait_http_ok
+from telehealth.stack import EMBEDDED_SESSION_TIMEOUT_MS, Services, start_broker, wait_http_ok
 from telehealth.storage import migrate
 
 
@@ -69,14 +69,22 @@ def database_url(postgres: EmbeddedPostgres | None) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(data_dir: Path) -> Iterator[str]:
-    external = os.environ.get("TELEHEALTH_TEST_KAFKA_BOOTSTRAP")
-    if external:
-        yield external
+def kafka_broker(data_dir: Path) -> Iterator[EmbeddedKafka | None]:
+    """The embedded broker, or None when the suite was pointed at an external one."""
+    if os.environ.get("TELEHEALTH_TEST_KAFKA_BOOTSTRAP"):
+        yield None
         return
     broker = EmbeddedKafka(data_dir)
-    yield broker.start()
+    broker.start()
+    yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: EmbeddedKafka | None) -> str:
+    if kafka_broker is not None:
+        return kafka_broker.bootstrap
+    return os.environ["TELEHEALTH_TEST_KAFKA_BOOTSTRAP"]
 
 
 @pytest.fixture(scope="session")
@@ -108,16 +116,23 @@ def mqtt_broker(_broker: tuple[EmbeddedMqtt | str, dict[str, object]]) -> Embedd
 
 @pytest.fixture(scope="session")
 def settings(
-    migrated: str, kafka_bootstrap: str, _broker: tuple[EmbeddedMqtt | str, dict[str, object]]
+    migrated: str,
+    kafka_broker: EmbeddedKafka | None,
+    kafka_bootstrap: str,
+    _broker: tuple[EmbeddedMqtt | str, dict[str, object]],
 ) -> Settings:
     broker, found = _broker
     share = "gateway" if isinstance(broker, str) or broker.supports_shared_subscriptions else ""
+    extra: dict[str, Any] = {}
+    if kafka_broker is not None and "TELEHEALTH_PROCESSOR_SESSION_TIMEOUT_MS" not in os.environ:
+        extra["processor_session_timeout_ms"] = EMBEDDED_SESSION_TIMEOUT_MS
     return Settings(
         database_url=migrated,
         kafka_bootstrap=kafka_bootstrap,
         gateway_share_group=share,
         api_port=free_port(),
         _env_file=None,  # type: ignore[call-arg]
+        **extra,
     ).model_copy(update=found)
 
 

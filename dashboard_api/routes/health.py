@@ -1,8 +1,9 @@
-"""Liveness, readiness (database and both brokers) and Prometheus metrics."""
+"""Liveness, readiness (database, both brokers, and a pipeline that moves) and Prometheus metrics."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dashboard_api.deps import SettingsDep, get_pool
+from telehealth import heartbeat
 from telehealth.mqtt import parse_mqtt_url
 
 router = APIRouter(tags=["health"])
@@ -51,6 +53,13 @@ async def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
     async def database() -> None:
         async with get_pool(request).connection(timeout=2) as conn:
             await conn.execute("SELECT 1")
+            # Heartbeats: every service alive, none holding work without progress.
+            alive = timedelta(seconds=max(5.0, 5 * settings.heartbeat_s))
+            now, beats = await heartbeat.recent(conn, timedelta(hours=1))
+            verdict = heartbeat.assess(
+                beats, now, alive=alive, stall=timedelta(seconds=settings.stall_after_s)
+            )
+            checks.update(verdict)
 
     jobs = [run("database", database())]
     if settings.kafka_bootstrap:

@@ -30,6 +30,10 @@ router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
 _BUCKET = re.compile(r"^(\d+)\s*(s|sec|m|min|h|hour|d|day)s?$")
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
 MAX_RAW_POINTS = 20_000
+# Readings are served only inside the window the gateway accepts (from 2000, at most a day
+# ahead): values stored before that bound was enforced (year 0 or 10000) would neither
+# serialise nor be meaningful, and a far-future one would stay "latest" for ever.
+SERVED = "measured_at >= TIMESTAMPTZ '2000-01-01 00:00Z' AND measured_at < now() + INTERVAL '1 day'"
 
 
 def parse_bucket(text: str) -> timedelta:
@@ -51,14 +55,15 @@ async def register(body: PatientIn, conn: ConnDep, _: AdminUser) -> PatientOut:
     return PatientOut(**row)
 
 
-_SUMMARY = """
+_SUMMARY = f"""
 SELECT p.*,
   (SELECT coalesce(json_agg(l), '[]') FROM (
       SELECT r.code, r.value, r.unit, r.measured_at, r.quality
       FROM unnest(%(codes)s::text[]) AS c(code)
       CROSS JOIN LATERAL (
           SELECT code, value, unit, measured_at, quality FROM readings
-          WHERE patient_id = p.id AND code = c.code ORDER BY measured_at DESC LIMIT 1) r) l
+          WHERE patient_id = p.id AND code = c.code AND {SERVED}
+          ORDER BY measured_at DESC LIMIT 1) r) l
   ) AS latest,
   (SELECT row_to_json(a) FROM (
       SELECT id, rule, severity, status, message, opened_at FROM alerts
@@ -67,7 +72,7 @@ SELECT p.*,
   ) AS worst_alert,
   (SELECT coalesce(json_agg(d ORDER BY d.id), '[]') FROM (
       SELECT dv.id, dv.kind, dv.state, dv.battery_pct,
-             (SELECT measured_at FROM reading_receipts rr WHERE rr.device_id = dv.id
+             (SELECT measured_at FROM reading_receipts rr WHERE rr.device_id = dv.id AND {SERVED}
               ORDER BY seq DESC LIMIT 1) AS last_reading_at
       FROM devices dv WHERE dv.patient_id = p.id AND dv.revoked_at IS NULL) d
   ) AS devices
@@ -116,7 +121,7 @@ async def observations(
     params: dict[str, Any] = {"patient": patient_id, "start": start, "end": end, "code": code}
     where = (
         "patient_id = %(patient)s AND measured_at >= %(start)s AND measured_at < %(end)s"
-        " AND (%(code)s::text IS NULL OR code = %(code)s)"
+        f" AND (%(code)s::text IS NULL OR code = %(code)s) AND {SERVED}"
     )
     if bucket is None:
         cur = await conn.execute(

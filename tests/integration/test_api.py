@@ -20,7 +20,13 @@ async def test_health_and_readiness(http: httpx.AsyncClient) -> None:
     assert (await http.get("/healthz")).json() == {"status": "ok"}
     ready = await http.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "kafka": "ok", "mqtt": "ok"}
+    assert ready.json()["checks"] == {
+        "database": "ok",
+        "kafka": "ok",
+        "mqtt": "ok",
+        "gateway": "ok",
+        "processor": "ok",
+    }
     metrics = await http.get("/metrics")
     assert "python_info" in metrics.text
 

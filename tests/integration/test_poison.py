@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from simulators.publisher import Publisher
 from telehealth.contracts import MAX_DEAD_RAW, wire_time
+from telehealth.embedded import BROKER_MESSAGE_LIMIT, EmbeddedMqtt
 from telehealth.settings import Settings
 from telehealth.stack import Services, service_env
 from telehealth.topics import readings_topic
@@ -106,7 +107,6 @@ KINDS = [
     "lone_surrogate_in_context",
     "nul_in_code",
     "nul_in_unit",
-    "payload_1_5_mb",
     "payload_200_kb",
     "far_future",
     "year_one",
@@ -143,6 +143,36 @@ async def test_poison_message_is_a_dead_letter_and_the_stream_goes_on(
     assert bytes(letter["raw"]) == payload[:MAX_DEAD_RAW]
     response = await http.get("/api/v1/patients", headers=auth(token))
     assert response.status_code == 200, response.text
+    assert not services.dead()
+
+
+async def test_a_message_over_the_broker_cap_is_refused_there_and_the_stream_goes_on(
+    db: psycopg.AsyncConnection[Any],
+    publisher: Publisher,
+    services: Services,
+    mqtt_broker: EmbeddedMqtt | str,
+) -> None:
+    """1.5 MB is over the broker's message cap: Mosquitto drops it (an MQTT 5 client is told
+    why), so it never reaches the gateway or Kafka's 1 MB limit, and nothing after it waits."""
+    patient = await make_patient(db, TEAM)
+    device = await make_device(db, patient, "oximeter")
+    payload, _ = poison("payload_1_5_mb", device.device_id)
+    assert len(payload) > BROKER_MESSAGE_LIMIT
+    publisher.publish_raw(readings_topic(device.device_id), payload)
+    for seq in range(2, 5):
+        publisher.publish_reading(device.device_id, seq, [{"code": "spo2", "value": 96, "unit": "%"}])
+    assert await publisher.drain(30)
+
+    async def all_stored() -> bool:
+        return await receipts(db, device.device_id) == {2, 3, 4}
+
+    await eventually(all_stored)
+    capped = isinstance(mqtt_broker, EmbeddedMqtt) and mqtt_broker.secure
+    if capped:
+        assert await letters(db, device.device_id) == []
+    else:  # a broker without the cap passes it on, and the gateway dead-letters it
+        [letter] = await eventually(lambda: letters(db, device.device_id))
+        assert letter["reason"] == "oversized"
     assert not services.dead()
 
 

@@ -3,9 +3,11 @@ passwords), which carry full entropy, as SHA-256 digests."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 
+from anyio import to_thread
 from pwdlib import PasswordHash
 
 _hasher = PasswordHash.recommended()
@@ -17,6 +19,25 @@ def hash_secret(secret: str) -> str:
 
 def verify_secret(secret: str, hashed: str) -> bool:
     return _hasher.verify(secret, hashed)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+async def hash_password(password: str) -> str:
+    """argon2 takes a few hundred milliseconds of CPU: run it on a worker thread, never the loop."""
+    return await to_thread.run_sync(hash_secret, password)
+
+
+async def check_password(password: str, hashed: str | None) -> bool:
+    """Verify off the event loop; with no hash (unknown user, no password set) verify against a
+    dummy hash anyway, so that answering takes as long as for a real user."""
+    if hashed is None:
+        await to_thread.run_sync(verify_secret, password, await to_thread.run_sync(_dummy_hash))
+        return False
+    return await to_thread.run_sync(verify_secret, password, hashed)
 
 
 def new_token() -> str:

@@ -128,7 +128,9 @@ async def _demo_accounts(url: str) -> dict[str, tuple[str, str]]:
     return accounts
 
 
-def up(settings: Settings, *, patients: int, speed: float, scenario: str) -> None:
+def up(
+    settings: Settings, *, patients: int, speed: float, scenario: str, show_passwords: bool = False
+) -> None:
     from simulators.cohort import ensure_cohort
     from telehealth.storage import migrate
 
@@ -174,9 +176,13 @@ def up(settings: Settings, *, patients: int, speed: float, scenario: str) -> Non
             f"  dashboard:  {base}/\n  API docs:   {base}/docs\n"
             f"  clinician:  username clinician  password {accounts['clinician'][0]}\n"
             f"              token {accounts['clinician'][1]}\n"
-            f"  admin:      username admin      password {accounts['admin'][0]}\n"
-            f"              token {accounts['admin'][1]}\n"
-            f"  simulator:  {patients} patients at {speed:g}x, scenario {scenario}\n"
+            + (
+                f"  admin:      username admin      password {accounts['admin'][0]}\n"
+                f"              token {accounts['admin'][1]}\n"
+                if show_passwords
+                else "  admin:      username admin      (password not shown; use --show-passwords)\n"
+            )
+            + f"  simulator:  {patients} patients at {speed:g}x, scenario {scenario}\n"
             f"  servers:    MQTT {settings.mqtt_url}  Kafka {settings.kafka_bootstrap}\n"
             f"  logs:       {data_dir / 'logs'}\n"
             "Press Ctrl-C to stop.",

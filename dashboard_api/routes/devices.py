@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
+from dashboard_api.auditing import Audit
 from dashboard_api.deps import AdminUser, ConnDep
 from dashboard_api.schemas import DeviceCredentials, DeviceIn
 from telehealth.storage.devices import DeviceExists, provision
@@ -13,18 +14,20 @@ router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def provision_device(body: DeviceIn, conn: ConnDep, _: AdminUser) -> DeviceCredentials:
+async def provision_device(body: DeviceIn, conn: ConnDep, _: AdminUser, audit: Audit) -> DeviceCredentials:
     cur = await conn.execute("SELECT 1 FROM patients WHERE id = %s", (body.patient_id,))
     if await cur.fetchone() is None:
         raise HTTPException(404, f"no patient {body.patient_id}")
     try:
-        creds = await provision(
-            conn,
-            device_id=body.device_id,
-            patient_id=body.patient_id,
-            kind=body.kind,
-            expected_interval_s=body.expected_interval_s,
-        )
+        async with conn.transaction():
+            creds = await provision(
+                conn,
+                device_id=body.device_id,
+                patient_id=body.patient_id,
+                kind=body.kind,
+                expected_interval_s=body.expected_interval_s,
+            )
+            await audit("device.provision", body.patient_id, device_id=body.device_id, kind=body.kind)
     except DeviceExists as exc:
         raise HTTPException(409, str(exc)) from exc
     return DeviceCredentials(

@@ -24,17 +24,18 @@ class Problem(BaseModel):
     detail: str
 
 
-def _documented(description: str) -> dict[str, Any]:
+def documented(description: str) -> dict[str, Any]:
     return {"model": Problem, "description": description, "content": {PROBLEM: {}}}
 
 
 #: The error answers any API route may give, for the OpenAPI schema (clients and fuzzers).
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: _documented("no bearer token, or it is unknown, expired or revoked"),
-    403: _documented("your role may not do this"),
-    404: _documented("not found, or not in your care (the two are answered alike)"),
-    413: _documented("the request body is too large"),
-    422: _documented("invalid request"),
+    400: documented("the body is not valid JSON (or not UTF-8)"),
+    401: documented("no bearer token, or it is unknown, expired or revoked"),
+    403: documented("your role may not do this"),
+    404: documented("not found, or not in your care (the two are answered alike)"),
+    413: documented("the request body is too large"),
+    422: documented("invalid request"),
 }
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from dashboard_api.auditing import Audit, Auditor
 from dashboard_api.deps import ClinicianUser, ConnDep
+from dashboard_api.problems import documented
 from dashboard_api.schemas import Alert, Text
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -101,14 +102,14 @@ async def _transition(
     return Alert(**result)
 
 
-@router.post("/{alert_id}/acknowledge")
+@router.post("/{alert_id}/acknowledge", responses={409: documented("the alert is not open")})
 async def acknowledge(
     alert_id: AlertId, body: Note, conn: ConnDep, user: ClinicianUser, audit: Audit
 ) -> Alert:
     return await _transition(conn, user, audit, alert_id, "acknowledged", body.note)
 
 
-@router.post("/{alert_id}/resolve")
+@router.post("/{alert_id}/resolve", responses={409: documented("the alert is already resolved")})
 async def resolve(alert_id: AlertId, body: Note, conn: ConnDep, user: ClinicianUser, audit: Audit) -> Alert:
     if not body.note.strip():
         raise HTTPException(422, "resolving an alert by hand needs a note")

@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import math
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
 from dashboard_api.deps import ConnDep, CurrentUser, SettingsDep, bearer
-from dashboard_api.problems import Problem
+from dashboard_api.problems import documented
 from dashboard_api.schemas import Text, TokenOut
 from telehealth.settings import Settings
 from telehealth.storage import audit, logins
@@ -27,9 +27,9 @@ from telehealth.storage.people import User, authenticate, issue_token, revoke_to
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
-_THROTTLED = {
-    401: {"model": Problem, "description": "wrong username or password"},
-    429: {"model": Problem, "description": "too many failed logins: locked out; see Retry-After"},
+_THROTTLED: dict[int | str, dict[str, Any]] = {
+    401: documented("wrong username or password"),
+    429: documented("too many failed logins: locked out; see Retry-After"),
 }
 
 
@@ -86,7 +86,7 @@ async def _new_token(conn: ConnDep, settings: Settings, user: User) -> TokenOut:
     return TokenOut(access_token=token, role=user.role, expires_in=int(ttl.total_seconds()))
 
 
-@router.post("/token", responses=_THROTTLED)  # type: ignore[arg-type]
+@router.post("/token", responses=_THROTTLED)
 async def token(body: Login, request: Request, conn: ConnDep, settings: SettingsDep) -> TokenOut:
     user = await _check_password(conn, settings, request, body.username, body.password)
     return await _new_token(conn, settings, user)
@@ -104,7 +104,7 @@ async def logout(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/password", responses=_THROTTLED)  # type: ignore[arg-type]
+@router.post("/password", responses=_THROTTLED)
 async def change_password(
     body: PasswordChange, request: Request, user: CurrentUser, conn: ConnDep, settings: SettingsDep
 ) -> TokenOut:

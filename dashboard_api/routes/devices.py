@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, status
 
 from dashboard_api.auditing import Audit
 from dashboard_api.deps import AdminUser, ConnDep
+from dashboard_api.problems import documented
 from dashboard_api.schemas import DeviceCredentials, DeviceIn
 from telehealth.storage.devices import DeviceExists, provision
 from telehealth.topics import readings_topic, status_topic
@@ -13,7 +14,9 @@ from telehealth.topics import readings_topic, status_topic
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, responses={409: documented("device id already provisioned")}
+)
 async def provision_device(body: DeviceIn, conn: ConnDep, _: AdminUser, audit: Audit) -> DeviceCredentials:
     cur = await conn.execute("SELECT 1 FROM patients WHERE id = %s", (body.patient_id,))
     if await cur.fetchone() is None:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from dashboard_api.auditing import Audit
 from dashboard_api.deps import AdminUser, ClinicianUser, ConnDep, CurrentUser
+from dashboard_api.problems import documented
 from dashboard_api.routes.access import authorize_patient
 from dashboard_api.schemas import (
     AlertSummary,
@@ -46,7 +47,9 @@ def parse_bucket(text: str) -> timedelta:
     return size
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, responses={409: documented("NHS number already registered")}
+)
 async def register(body: PatientIn, conn: ConnDep, _: AdminUser, audit: Audit) -> PatientOut:
     try:
         async with conn.transaction():

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from dashboard_api.auditing import Audit
 from dashboard_api.deps import ClinicianUser, ConnDep, CurrentUser
+from dashboard_api.problems import documented
 from dashboard_api.routes.access import authorize_patient
 from telehealth.storage.thresholds import save_thresholds
 from telehealth.thresholds import Thresholds
@@ -30,7 +31,7 @@ class ThresholdsHistory(BaseModel):
     history: list[ThresholdsVersion]
 
 
-@router.put("/{patient_id}/thresholds")
+@router.put("/{patient_id}/thresholds", responses={409: documented("changed concurrently; read and retry")})
 async def set_thresholds(
     patient_id: UUID, body: Thresholds, conn: ConnDep, user: ClinicianUser, audit: Audit
 ) -> ThresholdsVersion:

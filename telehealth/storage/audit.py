@@ -12,25 +12,26 @@ Use from anywhere that touches patient data::
                        patient_id=patient_id, action="consent.read", detail={"version": 3})
 
 `record` joins the caller's transaction when there is one, so a change and its audit row
-commit (or roll back) together. `detail` must be JSON (no NaN, no NUL characters); keep free
-text (notes, names) out of it: it says *what* was touched, not the data itself.
+commit (or roll back) together. Work done from the shell or by a job, with no API user,
+passes `actor=audit.operator("what")` (recorded with the OS user's name, role `operator`).
+`detail` must be JSON (no NaN, no NUL characters); keep free text (notes, names) out of it:
+it says *what* was touched, not the data itself.
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-
-from telehealth.storage.people import User
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -44,10 +45,38 @@ PURPOSES = {
     "patient": "self-access",
     "admin": "administration",
     "researcher": "research",
+    "operator": "administration",
 }
 
 
-def purpose_for(user: User) -> str:
+class Actor(Protocol):
+    """Who acts: an API user (`telehealth.storage.people.User`) or an `operator(...)`."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Operator:
+    id: int | None
+    username: str
+    role: str = "operator"
+
+
+def operator(tool: str) -> Operator:
+    """The actor for shell commands and jobs: e.g. `cli:alice:devices provision`."""
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    return Operator(None, f"{tool}:{who}")
+
+
+def purpose_for(user: Actor) -> str:
     return PURPOSES.get(user.role, "unspecified")
 
 
@@ -112,7 +141,7 @@ def _clean_detail(detail: Mapping[str, Any] | None) -> dict[str, Any]:
 async def record(
     conn: Conn,
     *,
-    actor: User,
+    actor: Actor,
     purpose: str,
     patient_id: UUID | None,
     action: str,

@@ -238,3 +238,19 @@ async def test_admin_reads_the_chain_head(db: psycopg.AsyncConnection[Any], http
     expected = await audit.head(db)
     assert head.json()["id"] == expected.id and head.json()["hash"] == expected.hash
     assert (await http.get("/api/v1/audit/head", headers=auth(clinician))).status_code == 403
+
+
+async def test_shell_work_is_recorded_as_an_operator(db: psycopg.AsyncConnection[Any]) -> None:
+    patient = await make_patient(db, "team-aud-op")
+    row_id = await audit.record(
+        db,
+        actor=audit.operator("cli"),
+        purpose="administration",
+        patient_id=patient,
+        action="device.provision",
+    )
+    cur = await db.execute("SELECT actor, actor_id, role FROM audit_log WHERE id = %s", (row_id,))
+    row = await cur.fetchone()
+    assert row is not None and row["role"] == "operator" and row["actor_id"] is None
+    assert row["actor"].startswith("cli:")
+    assert (await audit.verify(db)).ok

@@ -58,25 +58,23 @@ def _client(request: Request) -> str:
 async def _check_password(
     conn: ConnDep, settings: Settings, request: Request, username: str, password: str
 ) -> User:
-    """The user, or 401 (and one more failure counted), or 429 while locked out."""
-    user_key, addr_key = logins.user_key(username), logins.address_key(_client(request))
-    wait = await logins.locked_for(conn, [user_key, addr_key])
+    """The user, or 401, or 429 while the username or the client address is locked out."""
+    per_user, per_address = _policies(settings)
+    address = _client(request)
+    user_key, addr_key = logins.user_key(username), logins.address_key(address)
+    wait = await logins.attempt(conn, user_key, per_user) or await logins.attempt(conn, addr_key, per_address)
     if wait > 0:
+        log.warning("login for %r from %s refused: locked out for %.0f s", username, address, wait)
         raise HTTPException(
             429, "too many failed logins; try again later", headers={"Retry-After": str(math.ceil(wait))}
         )
     user = await authenticate(conn, username, password)
     if user is None:
-        per_user, per_address = _policies(settings)
-        locked = max(
-            await logins.record_failure(conn, user_key, per_user),
-            await logins.record_failure(conn, addr_key, per_address),
-        )
-        log.warning(
-            "failed login for %r from %s%s", username, _client(request), " (locked)" if locked else ""
-        )
+        log.warning("failed login for %r from %s", username, address)
+        await logins.prune(conn)
         raise HTTPException(401, "wrong username or password")
-    await logins.clear(conn, user_key)
+    await logins.succeeded(conn, user_key, forget=True)
+    await logins.succeeded(conn, addr_key, forget=False)
     return user
 
 

@@ -1,9 +1,12 @@
-"""Login throttling: count failed logins per key and lock the key out for a while.
+"""Login throttling: count login attempts per key and lock the key out for a while.
 
 Keys are `user:<username>` (guessing one account's password) and `addr:<client address>`
 (trying many accounts from one place). Counts live in the database so every API process
 shares them. Unknown usernames are counted like known ones, so a lockout says nothing about
 whether an account exists.
+
+An attempt is counted *before* its password is checked (and forgiven when it succeeds), so a
+burst of parallel guesses cannot all slip in before the first failure is recorded.
 """
 
 from __future__ import annotations
@@ -32,48 +35,53 @@ def address_key(address: str) -> str:
     return f"addr:{address}"
 
 
-async def locked_for(conn: Conn, keys: list[str]) -> float:
-    """Seconds until every key is unlocked; 0 when none is locked."""
+# One statement, so concurrent attempts on one key are counted one after another (the
+# conflicting row is locked). Old values on the right: a lock that has run out, or a window
+# that has passed, starts a new window; the attempt beyond the limit locks the key.
+_ATTEMPT = """
+INSERT INTO login_throttle AS t (key, failures, window_start) VALUES (%(k)s, 1, now())
+ON CONFLICT (key) DO UPDATE SET
+  failures = CASE WHEN t.locked_until > now() THEN t.failures
+                  WHEN t.locked_until IS NOT NULL OR t.window_start < now() - %(window)s THEN 1
+                  ELSE t.failures + 1 END,
+  window_start = CASE WHEN t.locked_until > now() THEN t.window_start
+                      WHEN t.locked_until IS NOT NULL OR t.window_start < now() - %(window)s THEN now()
+                      ELSE t.window_start END,
+  locked_until = CASE WHEN t.locked_until > now() THEN t.locked_until
+                      WHEN t.locked_until IS NOT NULL OR t.window_start < now() - %(window)s THEN NULL
+                      WHEN t.failures + 1 > %(max)s THEN now() + %(lockout)s
+                      ELSE NULL END
+RETURNING coalesce(extract(epoch FROM locked_until - now()), 0)::float AS wait
+"""
+
+
+async def attempt(conn: Conn, key: str, policy: Policy) -> float:
+    """Count one attempt. Returns 0 when it may go ahead, else the seconds the key stays locked."""
     cur = await conn.execute(
-        """SELECT coalesce(max(extract(epoch FROM locked_until - now())), 0)::float AS wait
-           FROM login_throttle WHERE key = ANY(%s) AND locked_until > now()""",
-        (keys,),
+        _ATTEMPT,
+        {"k": key, "window": policy.window, "max": policy.max_failures, "lockout": policy.lockout},
     )
     row = await cur.fetchone()
-    return float(row["wait"]) if row else 0.0
+    assert row is not None
+    return max(0.0, float(row["wait"]))
 
 
-async def record_failure(conn: Conn, key: str, policy: Policy) -> float:
-    """Count one failure; at the limit, lock the key and start a new window. Returns the lock
-    in seconds (0 when not locked)."""
-    async with conn.transaction():
-        cur = await conn.execute(
-            """INSERT INTO login_throttle AS t (key, failures, window_start) VALUES (%(k)s, 1, now())
-               ON CONFLICT (key) DO UPDATE SET
-                 failures = CASE WHEN t.window_start < now() - %(window)s THEN 1 ELSE t.failures + 1 END,
-                 window_start = CASE WHEN t.window_start < now() - %(window)s THEN now()
-                                     ELSE t.window_start END
-               RETURNING failures""",
-            {"k": key, "window": policy.window},
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        if row["failures"] < policy.max_failures:
-            return 0.0
+async def succeeded(conn: Conn, key: str, *, forget: bool) -> None:
+    """A successful login: forget the account's failures (`forget`), or just do not count this
+    attempt against the key (an address shared by many users)."""
+    if forget:
+        await conn.execute("DELETE FROM login_throttle WHERE key = %s", (key,))
+    else:
         await conn.execute(
-            """UPDATE login_throttle SET locked_until = now() + %s, failures = 0, window_start = now()
-               WHERE key = %s""",
-            (policy.lockout, key),
+            """UPDATE login_throttle SET failures = greatest(failures - 1, 0)
+               WHERE key = %s AND locked_until IS NULL""",
+            (key,),
         )
-        # Old entries only matter while their window or lock lasts; keep the table small.
-        await conn.execute(
-            """DELETE FROM login_throttle
-               WHERE window_start < now() - interval '1 day'
-                 AND (locked_until IS NULL OR locked_until < now())"""
-        )
-    return policy.lockout.total_seconds()
 
 
-async def clear(conn: Conn, key: str) -> None:
-    """A successful login forgets the account's earlier failures (not the address's)."""
-    await conn.execute("DELETE FROM login_throttle WHERE key = %s", (key,))
+async def prune(conn: Conn) -> None:
+    """Entries matter only while their window or lock lasts; keep the table small."""
+    await conn.execute(
+        """DELETE FROM login_throttle
+           WHERE window_start < now() - interval '1 day' AND (locked_until IS NULL OR locked_until < now())"""
+    )

@@ -3,6 +3,7 @@ and hashed off the event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import statistics
 import time
@@ -157,6 +158,16 @@ async def test_repeated_failures_lock_the_username_out(
         "UPDATE login_throttle SET locked_until = now() - interval '1 s' WHERE key = 'user:lockme'"
     )
     assert (await login(http, "lockme", "lockme-password", address)).status_code == 200
+
+
+async def test_a_parallel_burst_gets_no_more_guesses_than_the_limit(
+    db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, settings: Settings
+) -> None:
+    await add_user(db, "burst", "clinician", password="burst-password", care_teams=["t"])
+    answers = await asyncio.gather(*(login(http, "burst", f"guess-{i}", client_address()) for i in range(20)))
+    codes = sorted(a.status_code for a in answers)
+    # Attempts are counted before the password is checked, so the burst cannot race the count.
+    assert codes == [401] * settings.login_max_failures + [429] * (20 - settings.login_max_failures), codes
 
 
 async def test_many_usernames_from_one_address_lock_the_address(

@@ -50,6 +50,8 @@ async def add_user(
                VALUES (%s, %s, %s, %s, %s)
                ON CONFLICT (username) DO UPDATE
                  SET password_hash = COALESCE(EXCLUDED.password_hash, users.password_hash),
+                     password_changed_at = CASE WHEN EXCLUDED.password_hash IS NULL
+                                                THEN users.password_changed_at ELSE now() END,
                      role = EXCLUDED.role, care_teams = EXCLUDED.care_teams,
                      patient_id = EXCLUDED.patient_id
                RETURNING *""",

@@ -9,8 +9,8 @@ from importlib import resources
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from dashboard_api import problems
-from dashboard_api.routes import alerts, auth, devices, health, page, patients, thresholds
+from dashboard_api import hardening, problems
+from dashboard_api.routes import alerts, audit, auth, devices, health, page, patients, thresholds
 from telehealth.settings import Settings, get_settings
 from telehealth.storage import open_pool
 
@@ -38,8 +38,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (health, auth, patients, thresholds, devices, alerts, page):
+    hardening.install(app, max_body_bytes=settings.api_max_body_bytes)
+    for module in (health, page):
         app.include_router(module.router)
+    for module in (auth, patients, thresholds, devices, alerts, audit):
+        app.include_router(module.router, responses=problems.RESPONSES)
     static = resources.files("dashboard_api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     return app

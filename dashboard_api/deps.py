@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from telehealth.settings import Settings
 from telehealth.storage.people import User, user_for_token
 
-_bearer = HTTPBearer(auto_error=False)
+bearer = HTTPBearer(auto_error=False)
 
 
 def get_pool(request: Request) -> AsyncConnectionPool:
@@ -39,7 +39,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 async def get_current_user(
     conn: ConnDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
     if credentials is None:
         raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})

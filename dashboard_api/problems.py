@@ -4,12 +4,39 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error of this API is answered."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+
+
+def documented(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description, "content": {PROBLEM: {}}}
+
+
+#: The error answers any API route may give, for the OpenAPI schema (clients and fuzzers).
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: documented("the body is not valid JSON (or not UTF-8)"),
+    401: documented("no bearer token, or it is unknown, expired or revoked"),
+    403: documented("your role may not do this"),
+    404: documented("not found, or not in your care (the two are answered alike)"),
+    413: documented("the request body is too large"),
+    422: documented("invalid request"),
+}
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -32,3 +59,9 @@ def install(app: FastAPI) -> None:
         errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
         return problem(422, "Invalid request", detail, errors=errors)
+
+    @app.exception_handler(psycopg.DataError)
+    async def _unstorable(_: Request, exc: psycopg.DataError) -> JSONResponse:
+        # A value that got past validation but that PostgreSQL cannot hold (a NUL in text, a
+        # number out of range): the request is at fault, not the server.
+        return problem(422, "Invalid request", f"a value cannot be stored: {type(exc).__name__}")

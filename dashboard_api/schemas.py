@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from telehealth.contracts import DEVICE_ID_PATTERN
 from telehealth.nhs import nhs_number_valid, normalise_nhs_number
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
+#: Free text as this API accepts it: no NUL characters (PostgreSQL text cannot hold them).
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
 class PatientIn(BaseModel):
-    nhs_number: str = Field(examples=["943 476 5919"])
-    name: str = Field(min_length=1, max_length=200)
+    nhs_number: str = Field(examples=["943 476 5919"], max_length=20)
+    name: Text = Field(min_length=1, max_length=200)
     birth_date: date
     sex: Literal["female", "male", "other", "unknown"]
-    conditions: list[str] = Field(default_factory=list, max_length=20)
-    care_team: str = Field(min_length=1, max_length=100)
+    conditions: list[Annotated[Text, Field(max_length=100)]] = Field(default_factory=list, max_length=20)
+    care_team: Text = Field(min_length=1, max_length=100)
 
     @field_validator("nhs_number")
     @classmethod
@@ -148,3 +158,4 @@ class TokenOut(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     role: str
+    expires_in: int | None = Field(None, description="seconds until the token expires")

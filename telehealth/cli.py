@@ -95,6 +95,8 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 
 
 def cmd_users_add(args: argparse.Namespace) -> None:
+    from datetime import timedelta
+
     from telehealth.storage.people import add_user, issue_token
 
     async def add(conn: AsyncConnection[Any]) -> str:
@@ -106,7 +108,7 @@ def cmd_users_add(args: argparse.Namespace) -> None:
             care_teams=args.care_team,
             patient_id=args.patient_id,
         )
-        return await issue_token(conn, user.id)
+        return await issue_token(conn, user.id, ttl=timedelta(seconds=get_settings().token_ttl_s))
 
     token = _with_connection(add)
     print(f"user {args.username} ({args.role}); bearer token (shown once):\n{token}")
@@ -268,6 +270,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         speed=args.speed,
         scenario=args.scenario,
         insecure_broker=args.insecure_broker,
+        show_passwords=args.show_passwords,
     )
 
 
@@ -305,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow the pure-Python MQTT broker, which runs without logins or topic rules",
     )
+    p.add_argument("--show-passwords", action="store_true", help="also print the admin password and token")
     p.set_defaults(func=cmd_up)
 
     sub.add_parser("gateway", help="run the MQTT -> Kafka gateway").set_defaults(func=cmd_gateway)
@@ -379,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--care-team", action="append", default=[], help="repeatable; for clinicians")
     p.add_argument("--patient-id", type=UUID, help="for the patient role")
     p.set_defaults(func=cmd_users_add)
+    from telehealth import cli_security
+
+    cli_security.add_user_commands(users)
+    cli_security.add_audit_commands(sub)
 
     devices = sub.add_parser("devices", help="device administration").add_subparsers(
         dest="devices_command", required=True

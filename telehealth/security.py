@@ -3,9 +3,12 @@ SHA-256 digests. Device passwords are hashed in the broker's own format (telehea
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import secrets
 
+from anyio import CapacityLimiter, to_thread
 from pwdlib import PasswordHash
 
 _hasher = PasswordHash.recommended()
@@ -17,6 +20,39 @@ def hash_secret(secret: str) -> str:
 
 def verify_secret(secret: str, hashed: str) -> bool:
     return _hasher.verify(secret, hashed)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+_limiter: CapacityLimiter | None = None
+
+
+def _argon2_slots() -> CapacityLimiter:
+    """At most half the cores hash at once: more threads would not log anyone in sooner, and
+    would starve the event loop's thread of CPU (health checks, alert pushes)."""
+    global _limiter
+    if _limiter is None:
+        _limiter = CapacityLimiter(max(1, (os.cpu_count() or 2) // 2))
+    return _limiter
+
+
+async def hash_password(password: str) -> str:
+    """argon2 takes a few hundred milliseconds of CPU: run it on a worker thread, never the loop."""
+    return await to_thread.run_sync(hash_secret, password, limiter=_argon2_slots())
+
+
+async def check_password(password: str, hashed: str | None) -> bool:
+    """Verify off the event loop; with no hash (unknown user, no password set) verify against a
+    dummy hash anyway, so that answering takes as long as for a real user."""
+    slots = _argon2_slots()
+    if hashed is None:
+        dummy = await to_thread.run_sync(_dummy_hash, limiter=slots)
+        await to_thread.run_sync(verify_secret, password, dummy, limiter=slots)
+        return False
+    return await to_thread.run_sync(verify_secret, password, hashed, limiter=slots)
 
 
 def new_token() -> str:

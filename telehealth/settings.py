@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     processor_instance_id: str = Field(
         "", description="static group membership: stable and unique per processor; empty: dynamic"
     )
+    token_ttl_s: float = Field(8 * 3600, gt=0, description="lifetime of API bearer tokens")
+    login_max_failures: int = Field(5, ge=1, description="failed logins per username before a lockout")
+    login_max_failures_per_address: int = Field(
+        20, ge=1, description="failed logins from one client address before a lockout"
+    )
+    login_window_s: float = Field(900, gt=0, description="failures older than this are forgotten")
+    login_lockout_s: float = Field(900, gt=0, description="how long a locked username or address waits")
+    api_max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
 
     @property
     def readings_topic(self) -> str:

@@ -206,7 +206,13 @@ async def _demo_accounts(url: str) -> dict[str, tuple[str, str]]:
 
 
 def up(
-    settings: Settings, *, patients: int, speed: float, scenario: str, insecure_broker: bool = False
+    settings: Settings,
+    *,
+    patients: int,
+    speed: float,
+    scenario: str,
+    insecure_broker: bool = False,
+    show_passwords: bool = False,
 ) -> None:
     began = time.monotonic()
     data_dir = settings.data_dir.resolve()
@@ -255,9 +261,13 @@ def up(
             f"  dashboard:  {base}/\n  API docs:   {base}/docs\n"
             f"  clinician:  username clinician  password {accounts['clinician'][0]}\n"
             f"              token {accounts['clinician'][1]}\n"
-            f"  admin:      username admin      password {accounts['admin'][0]}\n"
-            f"              token {accounts['admin'][1]}\n"
-            f"  simulator:  {patients} patients at {speed:g}x, scenario {scenario}\n"
+            + (
+                f"  admin:      username admin      password {accounts['admin'][0]}\n"
+                f"              token {accounts['admin'][1]}\n"
+                if show_passwords
+                else "  admin:      username admin      (password not shown; use --show-passwords)\n"
+            )
+            + f"  simulator:  {patients} patients at {speed:g}x, scenario {scenario}\n"
             f"  servers:    MQTT {settings.mqtt_url} (services)  Kafka {settings.kafka_bootstrap}\n"
             + (
                 f"  devices:    {settings.mqtt_device_url} (TLS; CA certificate {settings.mqtt_ca_file})\n"

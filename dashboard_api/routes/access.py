@@ -1,4 +1,9 @@
-"""Who may see which patient: the clinician's own care teams, or the patient themself."""
+"""Who may see which patient: the clinician's own care teams, or the patient themself.
+
+A patient who does not exist and one outside the caller's care get the same 404, so the
+answer does not reveal which patient ids exist. Refused attempts on a real patient are
+audited, so the patient can see them in their access log.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,31 @@ from uuid import UUID
 import psycopg
 from fastapi import HTTPException
 
+from telehealth.storage import audit
 from telehealth.storage.people import User
 
+PATIENT_READERS = ("clinician", "patient")
 
-async def authorize_patient(conn: psycopg.AsyncConnection[Any], user: User, patient_id: UUID) -> None:
+
+async def authorize_patient(
+    conn: psycopg.AsyncConnection[Any],
+    user: User,
+    patient_id: UUID,
+    *,
+    roles: tuple[str, ...] = PATIENT_READERS,
+) -> None:
+    if user.role not in roles:
+        raise HTTPException(403, f"the {user.role} role may not read or change patient records")
     cur = await conn.execute("SELECT care_team FROM patients WHERE id = %s", (patient_id,))
     row = await cur.fetchone()
-    if row is None:
-        raise HTTPException(404, f"no patient {patient_id}")
-    if user.role == "clinician" and row["care_team"] in user.care_teams:
-        return
-    if user.role == "patient" and user.patient_id == patient_id:
-        return
-    raise HTTPException(403, "this patient is not in your care")
+    if row is not None:
+        if user.role == "admin":
+            return
+        if user.role == "clinician" and row["care_team"] in user.care_teams:
+            return
+        if user.role == "patient" and user.patient_id == patient_id:
+            return
+        await audit.record(
+            conn, actor=user, purpose=audit.purpose_for(user), patient_id=patient_id, action="access.denied"
+        )
+    raise HTTPException(404, f"no patient {patient_id} in your care")

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
+from dashboard_api.auditing import Audit, Auditor
 from dashboard_api.deps import ClinicianUser, ConnDep
-from dashboard_api.schemas import Alert
+from dashboard_api.problems import documented
+from dashboard_api.schemas import Alert, Text
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
@@ -31,6 +33,7 @@ _COLUMNS = """a.id, a.patient_id, p.name AS patient_name, a.rule, a.severity, a.
 async def inbox(
     conn: ConnDep,
     user: ClinicianUser,
+    audit: Audit,
     status: Annotated[Literal["active", "open", "acknowledged", "resolved", "all"], Query()] = "active",
     patient_id: UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
@@ -44,25 +47,36 @@ async def inbox(
             LIMIT %s""",
         (list(user.care_teams), list(_STATUSES[status]), patient_id, patient_id, limit),
     )
-    return [Alert(**row) for row in await cur.fetchall()]
+    rows = await cur.fetchall()
+    shown = sorted({str(r["patient_id"]) for r in rows})
+    await audit(
+        "alerts.list", status=status, patient_filter=str(patient_id) if patient_id else None, patients=shown
+    )
+    return [Alert(**row) for row in rows]
 
 
 class Note(BaseModel):
-    note: str = Field("", max_length=2000)
+    note: Text = Field("", max_length=2000)
 
 
-async def _transition(conn: ConnDep, user: ClinicianUser, alert_id: int, to: str, note: str) -> Alert:
+AlertId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+async def _transition(
+    conn: ConnDep, user: ClinicianUser, audit: Auditor, alert_id: int, to: str, note: str
+) -> Alert:
     allowed_from = ("open",) if to == "acknowledged" else ("open", "acknowledged")
     column = "acknowledged" if to == "acknowledged" else "resolved"
     async with conn.transaction():
         cur = await conn.execute(
-            """SELECT a.status FROM alerts a JOIN patients p ON p.id = a.patient_id
+            """SELECT a.status, a.patient_id FROM alerts a JOIN patients p ON p.id = a.patient_id
                WHERE a.id = %s AND p.care_team = ANY(%s) FOR UPDATE OF a""",
             (alert_id, list(user.care_teams)),
         )
         row = await cur.fetchone()
         if row is None:
             raise HTTPException(404, f"no alert {alert_id} in your care teams")
+        patient_id = row["patient_id"]
         if row["status"] not in allowed_from:
             raise HTTPException(409, f"alert {alert_id} is {row['status']}; cannot move to {to}")
         await conn.execute(
@@ -75,6 +89,9 @@ async def _transition(conn: ConnDep, user: ClinicianUser, alert_id: int, to: str
             "INSERT INTO alert_events (alert_id, status, actor, note) VALUES (%s, %s, %s, %s)",
             (alert_id, to, user.username, note),
         )
+        await audit(
+            f"alert.{'acknowledge' if to == 'acknowledged' else 'resolve'}", patient_id, alert_id=alert_id
+        )
     cur = await conn.execute(
         f"SELECT {_COLUMNS} FROM alerts a JOIN patients p ON p.id = a.patient_id WHERE a.id = %s",
         (alert_id,),
@@ -85,13 +102,15 @@ async def _transition(conn: ConnDep, user: ClinicianUser, alert_id: int, to: str
     return Alert(**result)
 
 
-@router.post("/{alert_id}/acknowledge")
-async def acknowledge(alert_id: int, body: Note, conn: ConnDep, user: ClinicianUser) -> Alert:
-    return await _transition(conn, user, alert_id, "acknowledged", body.note)
+@router.post("/{alert_id}/acknowledge", responses={409: documented("the alert is not open")})
+async def acknowledge(
+    alert_id: AlertId, body: Note, conn: ConnDep, user: ClinicianUser, audit: Audit
+) -> Alert:
+    return await _transition(conn, user, audit, alert_id, "acknowledged", body.note)
 
 
-@router.post("/{alert_id}/resolve")
-async def resolve(alert_id: int, body: Note, conn: ConnDep, user: ClinicianUser) -> Alert:
+@router.post("/{alert_id}/resolve", responses={409: documented("the alert is already resolved")})
+async def resolve(alert_id: AlertId, body: Note, conn: ConnDep, user: ClinicianUser, audit: Audit) -> Alert:
     if not body.note.strip():
         raise HTTPException(422, "resolving an alert by hand needs a note")
-    return await _transition(conn, user, alert_id, "resolved", body.note)
+    return await _transition(conn, user, audit, alert_id, "resolved", body.note)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, HTTPException, status
 
+from dashboard_api.auditing import Audit
 from dashboard_api.deps import AdminUser, ConnDep, SettingsDep
+from dashboard_api.problems import documented
 from dashboard_api.schemas import DeviceCredentials, DeviceIn, DeviceReassign, DeviceRevoked
 from telehealth.broker.admin import BrokerAdminError, DeviceLogins, device_logins
 from telehealth.provisioning import provision_device, reassign_device, revoke_device
@@ -44,41 +47,63 @@ def _credentials(creds: Credentials, settings: SettingsDep) -> DeviceCredentials
     )
 
 
+async def _owner(conn: ConnDep, device_id: str) -> UUID | None:
+    cur = await conn.execute("SELECT patient_id FROM devices WHERE id = %s", (device_id,))
+    row = await cur.fetchone()
+    return None if row is None else UUID(str(row["patient_id"]))
+
+
 async def _patient_exists(conn: ConnDep, patient_id: object) -> None:
     cur = await conn.execute("SELECT 1 FROM patients WHERE id = %s", (patient_id,))
     if await cur.fetchone() is None:
         raise HTTPException(404, f"no patient {patient_id}")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={409: documented("device id already provisioned"), 503: documented("broker unavailable")},
+)
 async def provision(
-    body: DeviceIn, conn: ConnDep, logins: LoginsDep, settings: SettingsDep, _: AdminUser
+    body: DeviceIn, conn: ConnDep, logins: LoginsDep, settings: SettingsDep, _: AdminUser, audit: Audit
 ) -> DeviceCredentials:
     await _patient_exists(conn, body.patient_id)
     try:
-        creds = await provision_device(
-            conn,
-            logins,
-            device_id=body.device_id,
-            patient_id=body.patient_id,
-            kind=body.kind,
-            expected_interval_s=body.expected_interval_s,
-        )
+        async with conn.transaction():
+            creds = await provision_device(
+                conn,
+                logins,
+                device_id=body.device_id,
+                patient_id=body.patient_id,
+                kind=body.kind,
+                expected_interval_s=body.expected_interval_s,
+            )
+            await audit("device.provision", body.patient_id, device_id=body.device_id, kind=body.kind)
     except DeviceExists as exc:
         raise HTTPException(409, str(exc)) from exc
     return _credentials(creds, settings)
 
 
-@router.post("/{device_id}/revoke")
-async def revoke(device_id: str, conn: ConnDep, logins: LoginsDep, _: AdminUser) -> DeviceRevoked:
+@router.post(
+    "/{device_id}/revoke",
+    responses={404: documented("no such active device"), 503: documented("broker unavailable")},
+)
+async def revoke(
+    device_id: str, conn: ConnDep, logins: LoginsDep, _: AdminUser, audit: Audit
+) -> DeviceRevoked:
     """Refused at once: the broker login is disabled, an open connection dropped, and the
     gateway dead-letters anything still in flight as `revoked_device`."""
-    if not await revoke_device(conn, logins, device_id):
-        raise HTTPException(404, f"no active device {device_id!r}")
+    async with conn.transaction():
+        if not await revoke_device(conn, logins, device_id):
+            raise HTTPException(404, f"no active device {device_id!r}")
+        await audit("device.revoke", await _owner(conn, device_id), device_id=device_id)
     return DeviceRevoked(device_id=device_id, revoked=True)
 
 
-@router.post("/{device_id}/reassign")
+@router.post(
+    "/{device_id}/reassign",
+    responses={404: documented("no such patient or active device"), 503: documented("broker unavailable")},
+)
 async def reassign(
     device_id: str,
     body: DeviceReassign,
@@ -86,11 +111,16 @@ async def reassign(
     logins: LoginsDep,
     settings: SettingsDep,
     _: AdminUser,
+    audit: Audit,
 ) -> DeviceCredentials:
     """Give the device to another patient: a new secret, and the old holder disconnected."""
     await _patient_exists(conn, body.patient_id)
     try:
-        creds = await reassign_device(conn, logins, device_id, body.patient_id)
+        async with conn.transaction():
+            previous = await _owner(conn, device_id)
+            creds = await reassign_device(conn, logins, device_id, body.patient_id)
+            await audit("device.reassign", previous, device_id=device_id, to_patient=str(body.patient_id))
+            await audit("device.reassign", body.patient_id, device_id=device_id, from_patient=str(previous))
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from exc
     return _credentials(creds, settings)

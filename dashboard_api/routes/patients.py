@@ -10,7 +10,9 @@ from uuid import UUID
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, status
 
+from dashboard_api.auditing import Audit
 from dashboard_api.deps import AdminUser, ClinicianUser, ConnDep, CurrentUser
+from dashboard_api.problems import documented
 from dashboard_api.routes.access import authorize_patient
 from dashboard_api.schemas import (
     AlertSummary,
@@ -27,7 +29,7 @@ from telehealth.storage.people import add_patient
 
 router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
 
-_BUCKET = re.compile(r"^(\d+)\s*(s|sec|m|min|h|hour|d|day)s?$")
+_BUCKET = re.compile(r"^(\d{1,9})\s*(s|sec|m|min|h|hour|d|day)s?$")
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
 MAX_RAW_POINTS = 20_000
 # Readings are served only inside the window the gateway accepts (from 2000, at most a day
@@ -40,16 +42,23 @@ def parse_bucket(text: str) -> timedelta:
     match = _BUCKET.match(text.strip().lower())
     if not match:
         raise HTTPException(422, f"bucket {text!r} is not like 5m, 1h or 1d")
-    size = timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > 31 * 86400:
+        raise HTTPException(422, "bucket must be between 1 minute and 31 days")
+    size = timedelta(seconds=seconds)
     if not timedelta(minutes=1) <= size <= timedelta(days=31):
         raise HTTPException(422, "bucket must be between 1 minute and 31 days")
     return size
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
-async def register(body: PatientIn, conn: ConnDep, _: AdminUser) -> PatientOut:
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, responses={409: documented("NHS number already registered")}
+)
+async def register(body: PatientIn, conn: ConnDep, _: AdminUser, audit: Audit) -> PatientOut:
     try:
-        row = await add_patient(conn, **body.model_dump())
+        async with conn.transaction():
+            row = await add_patient(conn, **body.model_dump())
+            await audit("patient.register", row["id"], care_team=row["care_team"])
     except psycopg.errors.UniqueViolation as exc:
         raise HTTPException(409, "a patient with this NHS number is already registered") from exc
     return PatientOut(**row)
@@ -92,10 +101,12 @@ def _summary(row: dict[str, Any]) -> PatientSummary:
 
 
 @router.get("")
-async def list_patients(conn: ConnDep, user: ClinicianUser) -> list[PatientSummary]:
+async def list_patients(conn: ConnDep, user: ClinicianUser, audit: Audit) -> list[PatientSummary]:
     """The clinician's own care teams' patients with latest values, worst open alert, devices."""
     cur = await conn.execute(_SUMMARY, {"codes": list(CODES), "teams": list(user.care_teams)})
-    return [_summary(row) for row in await cur.fetchall()]
+    rows = await cur.fetchall()
+    await audit("patients.list", patients=[str(r["id"]) for r in rows])
+    return [_summary(row) for row in rows]
 
 
 @router.get("/{patient_id}/observations")
@@ -103,21 +114,38 @@ async def observations(
     patient_id: UUID,
     conn: ConnDep,
     user: CurrentUser,
-    code: Annotated[str | None, Query(description="glucose, spo2, pulse; all when empty")] = None,
+    audit: Audit,
+    code: Annotated[
+        str | None, Query(max_length=20, description="glucose, spo2, pulse; all when empty")
+    ] = None,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
-    bucket: Annotated[str | None, Query(description="e.g. 5m, 1h, 1d; raw points when empty")] = None,
+    bucket: Annotated[
+        str | None, Query(max_length=20, description="e.g. 5m, 1h, 1d; raw points when empty")
+    ] = None,
 ) -> list[ObservationPoint] | list[BucketPoint]:
     """Raw points (all, with quality flags) or buckets (implausible values left out)."""
     await authorize_patient(conn, user, patient_id)
     if code is not None and code not in CODES:
         raise HTTPException(422, f"unknown code {code!r}; known: {', '.join(CODES)}")
     end = to or datetime.now(UTC)
-    start = from_ or end - timedelta(hours=24)
+    try:
+        start = from_ or end - timedelta(hours=24)
+    except OverflowError as exc:
+        raise HTTPException(422, "to is too early to look back 24 hours from") from exc
     if start.tzinfo is None or end.tzinfo is None:
         raise HTTPException(422, "from and to need a UTC offset, e.g. 2026-11-23T08:00:00Z")
     if start >= end:
         raise HTTPException(422, "from must be before to")
+    size = parse_bucket(bucket) if bucket is not None else None
+    await audit(
+        "observations.read",
+        patient_id,
+        code=code,
+        start=start.isoformat(),
+        end=end.isoformat(),
+        bucket=bucket,
+    )
     params: dict[str, Any] = {"patient": patient_id, "start": start, "end": end, "code": code}
     where = (
         "patient_id = %(patient)s AND measured_at >= %(start)s AND measured_at < %(end)s"
@@ -130,7 +158,7 @@ async def observations(
             params,
         )
         return [ObservationPoint(**r) for r in await cur.fetchall()]
-    params["bucket"] = parse_bucket(bucket)
+    params["bucket"] = size
     cur = await conn.execute(
         f"""SELECT date_bin(%(bucket)s, measured_at, TIMESTAMPTZ 'epoch') AS bucket, code,
                    count(*) AS count, avg(value) AS mean, min(value) AS min, max(value) AS max,

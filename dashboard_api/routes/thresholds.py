@@ -9,7 +9,9 @@ import psycopg
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
+from dashboard_api.auditing import Audit
 from dashboard_api.deps import ClinicianUser, ConnDep, CurrentUser
+from dashboard_api.problems import documented
 from dashboard_api.routes.access import authorize_patient
 from telehealth.storage.thresholds import save_thresholds
 from telehealth.thresholds import Thresholds
@@ -29,22 +31,27 @@ class ThresholdsHistory(BaseModel):
     history: list[ThresholdsVersion]
 
 
-@router.put("/{patient_id}/thresholds")
+@router.put("/{patient_id}/thresholds", responses={409: documented("changed concurrently; read and retry")})
 async def set_thresholds(
-    patient_id: UUID, body: Thresholds, conn: ConnDep, user: ClinicianUser
+    patient_id: UUID, body: Thresholds, conn: ConnDep, user: ClinicianUser, audit: Audit
 ) -> ThresholdsVersion:
     """A new version, in force for every reading processed after it is saved."""
     await authorize_patient(conn, user, patient_id)
     try:
-        row = await save_thresholds(conn, patient_id, body, user.username)
+        async with conn.transaction():
+            row = await save_thresholds(conn, patient_id, body, user.username)
+            await audit("thresholds.update", patient_id, version=row["version"])
     except psycopg.errors.UniqueViolation as exc:
         raise HTTPException(409, "thresholds changed at the same moment; read them and retry") from exc
     return ThresholdsVersion(thresholds=body, **row)
 
 
 @router.get("/{patient_id}/thresholds")
-async def get_thresholds(patient_id: UUID, conn: ConnDep, user: CurrentUser) -> ThresholdsHistory:
+async def get_thresholds(
+    patient_id: UUID, conn: ConnDep, user: CurrentUser, audit: Audit
+) -> ThresholdsHistory:
     await authorize_patient(conn, user, patient_id)
+    await audit("thresholds.read", patient_id)
     cur = await conn.execute(
         """SELECT version, settings, changed_by, changed_at FROM patient_thresholds
            WHERE patient_id = %s ORDER BY version DESC""",

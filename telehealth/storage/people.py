@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
 
-from telehealth.security import hash_secret, new_token, token_digest, verify_secret
+from telehealth.security import check_password, hash_password, new_token, token_digest
 
 Conn = psycopg.AsyncConnection[Any]
+
+#: How long a token lives unless the caller says otherwise (`Settings.token_ttl_s` for the API).
+DEFAULT_TOKEN_TTL = timedelta(hours=8)
 
 
 @dataclass(frozen=True)
@@ -37,36 +40,81 @@ async def add_user(
     care_teams: list[str] | None = None,
     patient_id: UUID | None = None,
 ) -> User:
-    """Create the user, or update role and teams of an existing one (idempotent for demos)."""
+    """Create the user, or update role and teams of an existing one (idempotent for demos).
+
+    A new password revokes the user's existing tokens, as any password change does."""
+    password_hash = await hash_password(password) if password else None
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """INSERT INTO users (username, password_hash, role, care_teams, patient_id)
                VALUES (%s, %s, %s, %s, %s)
                ON CONFLICT (username) DO UPDATE
                  SET password_hash = COALESCE(EXCLUDED.password_hash, users.password_hash),
+                     password_changed_at = CASE WHEN EXCLUDED.password_hash IS NULL
+                                                THEN users.password_changed_at ELSE now() END,
                      role = EXCLUDED.role, care_teams = EXCLUDED.care_teams,
                      patient_id = EXCLUDED.patient_id
                RETURNING *""",
-            (username, hash_secret(password) if password else None, role, care_teams or [], patient_id),
+            (username, password_hash, role, care_teams or [], patient_id),
         )
         row = await cur.fetchone()
     assert row is not None
+    if password_hash is not None:
+        await revoke_user_tokens(conn, row["id"])
     return _user(row)
 
 
-async def issue_token(conn: Conn, user_id: int) -> str:
+async def issue_token(conn: Conn, user_id: int, *, ttl: timedelta = DEFAULT_TOKEN_TTL) -> str:
+    """A new bearer token; only its digest is stored, and it stops working after `ttl`."""
     token = new_token()
     await conn.execute(
-        "INSERT INTO api_tokens (token_hash, user_id) VALUES (%s, %s)", (token_digest(token), user_id)
+        "INSERT INTO api_tokens (token_hash, user_id, expires_at) VALUES (%s, %s, now() + %s)",
+        (token_digest(token), user_id, ttl),
     )
     return token
+
+
+async def revoke_token(conn: Conn, token: str) -> bool:
+    cur = await conn.execute(
+        "UPDATE api_tokens SET revoked_at = now() WHERE token_hash = %s AND revoked_at IS NULL",
+        (token_digest(token),),
+    )
+    return cur.rowcount > 0
+
+
+async def revoke_user_tokens(conn: Conn, user_id: int) -> int:
+    """Log the user out everywhere; returns how many live tokens were revoked."""
+    cur = await conn.execute(
+        """UPDATE api_tokens SET revoked_at = now()
+           WHERE user_id = %s AND revoked_at IS NULL AND expires_at > now()""",
+        (user_id,),
+    )
+    return cur.rowcount
+
+
+async def set_password(conn: Conn, user_id: int, password: str) -> int:
+    """Change the password and revoke every token of the user; returns tokens revoked."""
+    password_hash = await hash_password(password)
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE users SET password_hash = %s, password_changed_at = now() WHERE id = %s",
+            (password_hash, user_id),
+        )
+        return await revoke_user_tokens(conn, user_id)
+
+
+async def user_by_name(conn: Conn, username: str) -> User | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT * FROM users WHERE username = %s", (username,))
+        row = await cur.fetchone()
+    return _user(row) if row else None
 
 
 async def user_for_token(conn: Conn, token: str) -> User | None:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """SELECT u.* FROM api_tokens t JOIN users u ON u.id = t.user_id
-               WHERE t.token_hash = %s AND (t.expires_at IS NULL OR t.expires_at > now())""",
+               WHERE t.token_hash = %s AND t.revoked_at IS NULL AND t.expires_at > now()""",
             (token_digest(token),),
         )
         row = await cur.fetchone()
@@ -74,10 +122,13 @@ async def user_for_token(conn: Conn, token: str) -> User | None:
 
 
 async def authenticate(conn: Conn, username: str, password: str) -> User | None:
+    """The user if the password is right. Unknown users cost the same argon2 work as known ones,
+    so the answer time does not tell which usernames exist."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute("SELECT * FROM users WHERE username = %s", (username,))
         row = await cur.fetchone()
-    if row is None or not row["password_hash"] or not verify_secret(password, row["password_hash"]):
+    hashed = row["password_hash"] if row else None
+    if not await check_password(password, hashed or None) or row is None:
         return None
     return _user(row)
 

@@ -108,9 +108,10 @@ async def test_roles_and_care_teams_are_enforced(
     own = f"/api/v1/patients/{mine}/observations"
     other = f"/api/v1/patients/{theirs}/observations"
     assert (await http.get(own, headers=auth(clinician))).status_code == 200
-    assert (await http.get(other, headers=auth(clinician))).status_code == 403
+    # Outside the care team is answered like a patient that does not exist: no existence leak.
+    assert (await http.get(other, headers=auth(clinician))).status_code == 404
     assert (await http.get(own, headers=auth(patient_user))).status_code == 200
-    assert (await http.get(other, headers=auth(patient_user))).status_code == 403
+    assert (await http.get(other, headers=auth(patient_user))).status_code == 404
     for path in (own, "/api/v1/patients", "/api/v1/alerts"):
         denied = await http.get(path, headers=auth(researcher))
         assert denied.status_code == 403 and denied.json()["detail"]
@@ -196,7 +197,12 @@ async def test_password_login(db: psycopg.AsyncConnection[Any], http: httpx.Asyn
     ok = await http.post("/api/v1/auth/token", json={"username": "login-test", "password": "s3cret-pass"})
     token = ok.json()["access_token"]
     me = await http.get("/api/v1/auth/me", headers=auth(token))
-    assert me.json() == {"username": "login-test", "role": "clinician", "care_teams": ["t"]}
+    assert me.json() == {
+        "username": "login-test",
+        "role": "clinician",
+        "care_teams": ["t"],
+        "patient_id": None,
+    }
 
 
 async def test_dashboard_page_is_served_without_external_assets(http: httpx.AsyncClient) -> None:
@@ -223,7 +229,7 @@ async def test_thresholds_are_versioned_validated_and_used_by_the_processor(
     assert initial["current"]["version"] == 0 and initial["current"]["thresholds"]["spo2_scale"] == 1
     refused = await http.put(url, json={"glucose_low": 2.0}, headers=auth(clinician))
     assert refused.status_code == 422 and "glucose_urgent_low < glucose_low" in refused.json()["detail"]
-    assert (await http.put(url, json={"spo2_scale": 2}, headers=auth(outsider))).status_code == 403
+    assert (await http.put(url, json={"spo2_scale": 2}, headers=auth(outsider))).status_code == 404
     saved = await http.put(url, json={"spo2_scale": 2}, headers=auth(clinician))
     assert saved.status_code == 200 and saved.json()["version"] == 1
     await http.put(url, json={"spo2_scale": 2, "warning_after": 1}, headers=auth(clinician))

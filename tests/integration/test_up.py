@@ -41,6 +41,8 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
         assert "telehealth is up" in text, text
         token = re.search(r"clinician:.*\n\s+token (\S+)", text)
         assert token, text
+        # The admin's password and token stay off stdout unless --show-passwords is given.
+        assert "admin      (password not shown" in text and len(re.findall(r"\btoken \S", text)) == 1, text
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 6  # mqtt, kafka, gateway, processor, api, simulator
 

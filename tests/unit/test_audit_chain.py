@@ -1,0 +1,81 @@
+"""The audit chain's canonical form and hash, which `telehealth audit verify` recomputes."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta, timezone
+from uuid import UUID
+
+import pytest
+from fastapi import HTTPException
+
+from dashboard_api.routes.patients import parse_bucket
+from telehealth.storage.audit import GENESIS, _clean_detail, canonical_content, chain_hash
+
+PATIENT = UUID("12345678-1234-5678-1234-567812345678")
+
+
+def _content(**change: object) -> bytes:
+    fields: dict[str, object] = {
+        "id": 7,
+        "at": datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC),
+        "actor_id": 3,
+        "actor": "dr-a",
+        "role": "clinician",
+        "purpose": "direct-care",
+        "patient_id": PATIENT,
+        "action": "observations.read",
+        "detail": {"code": "glucose", "bucket": None},
+    }
+    return canonical_content(**(fields | change))  # type: ignore[arg-type]
+
+
+def test_canonical_content_is_sorted_compact_json_in_utc() -> None:
+    text = _content().decode()
+    assert text.startswith(
+        '{"action":"observations.read","actor":"dr-a","actor_id":3,"at":"2026-11-23T10:00:00.123456+00:00"'
+    )
+    assert " " not in text
+    # The same instant in another zone, and detail keys in another order, hash identically.
+    plus_one = datetime(2026, 11, 23, 11, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1)))
+    assert _content(at=plus_one, detail={"bucket": None, "code": "glucose"}) == _content()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"actor": "dr-b"},
+        {"purpose": "research"},
+        {"patient_id": None},
+        {"detail": {"code": "spo2"}},
+        {"id": 8},
+    ],
+)
+def test_every_field_is_covered_by_the_hash(change: dict[str, object]) -> None:
+    assert chain_hash(GENESIS, _content(**change)) != chain_hash(GENESIS, _content())
+
+
+def test_each_hash_covers_the_previous_one() -> None:
+    first = chain_hash(GENESIS, _content(id=1))
+    assert first == hashlib.sha256(GENESIS + _content(id=1)).digest()
+    assert chain_hash(first, _content(id=2)) != chain_hash(GENESIS, _content(id=2))
+
+
+def test_detail_is_plain_json_without_nul() -> None:
+    assert _clean_detail({"b": 1, "a": [PATIENT]}) == {"a": [str(PATIENT)], "b": 1}
+    with pytest.raises(ValueError, match="NUL"):
+        _clean_detail({"note": "a\x00b"})
+    with pytest.raises(ValueError):
+        _clean_detail({"value": float("nan")})
+
+
+@pytest.mark.parametrize("text", ["999999999999d", "99999999999999999999999999s", "0m", "32d", "5 parsecs"])
+def test_absurd_buckets_are_a_422_not_an_overflow(text: str) -> None:
+    with pytest.raises(HTTPException) as caught:
+        parse_bucket(text)
+    assert caught.value.status_code == 422
+
+
+def test_buckets_in_range_parse() -> None:
+    assert parse_bucket("5m") == timedelta(minutes=5)
+    assert parse_bucket("31d") == timedelta(days=31)

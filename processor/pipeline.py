@@ -138,7 +138,8 @@ class Pipeline:
             derived = self._trends.derive(new_obs)
             own_rules = await alert_store.patient_rules(conn, list(patients))
             actions = self._engine.evaluate(new_obs + derived, open_now, own_rules)
-            actions += status_actions(reports, open_now)
+            sources = await alert_store.device_alert_sources(conn, list({r.patient_id for r in reports}))
+            actions += status_actions(reports, open_now, sources)
             touched = await alert_store.apply(conn, actions)
 
         duplicates = len(batch.readings) - orphans - len(fresh)

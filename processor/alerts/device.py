@@ -51,13 +51,21 @@ def _action(
     return Action(act, report.patient_id, rule, severity, message, code, value, report.device_id, None, at)
 
 
-def status_actions(reports: Iterable[DeviceReport], open_alerts: Mapping[Key, Severity]) -> list[Action]:
+def status_actions(
+    reports: Iterable[DeviceReport],
+    open_alerts: Mapping[Key, Severity],
+    raised_by: Mapping[Key, str | None] | None = None,
+) -> list[Action]:
+    """`raised_by` names the device each open device alert is about: only that device's
+    recovery clears it (a patient's CGM at 100 % says nothing of their flat oximeter)."""
     state = dict(open_alerts)
+    owner = dict(raised_by or {})
     actions = []
     for r in sorted(reports, key=lambda r: r.at):
         offline_key, battery_key = (r.patient_id, "device_offline"), (r.patient_id, "battery_low")
         if r.state == "offline" and offline_key not in state:
             state[offline_key] = Severity.WARNING
+            owner[offline_key] = r.device_id
             actions.append(
                 _action(
                     Act.OPEN,
@@ -70,7 +78,7 @@ def status_actions(reports: Iterable[DeviceReport], open_alerts: Mapping[Key, Se
                     r.at,
                 )
             )
-        elif r.state == "online" and offline_key in state:
+        elif r.state == "online" and offline_key in state and owner.get(offline_key) in (None, r.device_id):
             actions.append(
                 _action(
                     Act.RESOLVE,
@@ -87,6 +95,7 @@ def status_actions(reports: Iterable[DeviceReport], open_alerts: Mapping[Key, Se
             continue
         if r.battery_pct < BATTERY_LOW_BELOW and battery_key not in state:
             state[battery_key] = Severity.WARNING
+            owner[battery_key] = r.device_id
             actions.append(
                 _action(
                     Act.OPEN,
@@ -99,7 +108,11 @@ def status_actions(reports: Iterable[DeviceReport], open_alerts: Mapping[Key, Se
                     r.at,
                 )
             )
-        elif r.battery_pct >= BATTERY_CLEAR_AT and battery_key in state:
+        elif (
+            r.battery_pct >= BATTERY_CLEAR_AT
+            and battery_key in state
+            and owner.get(battery_key) in (None, r.device_id)
+        ):
             actions.append(
                 _action(
                     Act.RESOLVE,

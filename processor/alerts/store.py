@@ -63,6 +63,21 @@ async def open_alerts(conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID
         return {(r[0], r[1]): Severity(r[2]) for r in await cur.fetchall()}
 
 
+async def device_alert_sources(
+    conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]
+) -> dict[Key, str | None]:
+    """Which device each open device alert (offline, battery) is about."""
+    if not patient_ids:
+        return {}
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            "SELECT patient_id, rule, device_id FROM alerts WHERE status <> 'resolved'"
+            " AND rule IN ('device_offline', 'battery_low') AND patient_id = ANY(%s)",
+            (patient_ids,),
+        )
+        return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
+
+
 async def apply(conn: psycopg.AsyncConnection[Any], actions: list[Action]) -> list[int]:
     """Carry out the engine's actions, each with its event row; returns the alert ids touched.
 

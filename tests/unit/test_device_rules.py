@@ -37,6 +37,30 @@ def test_known_open_alerts_are_not_reopened() -> None:
     )
 
 
+def test_only_the_device_an_alert_is_about_clears_it() -> None:
+    """A patient's CGM at 100 % or back online says nothing of their flat, silent oximeter."""
+    cgm = [
+        DeviceReport(P, "cgm-1", NOW + timedelta(minutes=m), state, battery)
+        for m, state, battery in ((1, "online", 100), (2, None, 100))
+    ]
+    in_one_batch = status_actions([report(0, "offline", 5), *cgm], {})
+    assert [(a.act, a.rule) for a in in_one_batch] == [
+        (Act.OPEN, "device_offline"),
+        (Act.OPEN, "battery_low"),
+    ]
+    open_now = {(P, "device_offline"): Severity.WARNING, (P, "battery_low"): Severity.WARNING}
+    raised_by: dict[tuple[object, str], str | None] = {
+        (P, "device_offline"): "oxi-1",
+        (P, "battery_low"): "oxi-1",
+    }
+    assert status_actions(cgm, open_now, raised_by) == []  # type: ignore[arg-type]
+    recovered = status_actions([report(3, "online", 80)], open_now, raised_by)  # type: ignore[arg-type]
+    assert [(a.act, a.rule) for a in recovered] == [
+        (Act.RESOLVE, "device_offline"),
+        (Act.RESOLVE, "battery_low"),
+    ]
+
+
 def cgm_silence(minutes: float, patient=P, device="cgm-1") -> Silence:  # type: ignore[no-untyped-def]
     return Silence(patient, device, NOW - timedelta(minutes=minutes), timedelta(minutes=5))
 

@@ -65,3 +65,8 @@ def install(app: FastAPI) -> None:
         # A value that got past validation but that PostgreSQL cannot hold (a NUL in text, a
         # number out of range): the request is at fault, not the server.
         return problem(422, "Invalid request", f"a value cannot be stored: {type(exc).__name__}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Still a problem document, with no internals; the traceback goes to the server log.
+        return problem(500, "Internal Server Error", "an unexpected error; it has been logged")

@@ -65,6 +65,7 @@ def cmd_api(args: argparse.Namespace) -> None:
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
         log_level="warning",
+        server_header=False,
     )
 
 

@@ -48,6 +48,12 @@ async def access_log(
     await authorize_patient(conn, user, patient_id, roles=("patient", "admin"))
     entries = await audit_log.access_log(conn, patient_id, limit=limit, before=before)
     await audit("access_log.read", patient_id)
+    if user.role == "patient":
+        # Staff are named; another patient who probed this record is not (their identity is
+        # their own personal data). Admins see every name.
+        for entry in entries:
+            if entry["role"] == "patient" and entry["actor"] != user.username:
+                entry["actor"] = "another patient"
     return [AccessEntry(**e) for e in entries]
 
 

@@ -129,6 +129,16 @@ async def test_patient_sees_who_accessed_their_data(
     assert (await http.get(f"/api/v1/patients/{theirs}/access-log", headers=auth(me))).status_code == 404
     assert (await http.get(f"/api/v1/patients/{mine}/access-log", headers=auth(clinician))).status_code == 403
 
+    # Another patient probing this record is shown to the patient, but not by name.
+    prober = await make_user(db, "patient", patient_id=theirs)
+    prober_name = (await http.get("/api/v1/auth/me", headers=auth(prober))).json()["username"]
+    assert (await http.get(f"/api/v1/patients/{mine}/observations", headers=auth(prober))).status_code == 404
+    latest = (await http.get(f"/api/v1/patients/{mine}/access-log?limit=2", headers=auth(me))).json()
+    assert latest[0]["action"] == "access.denied" and latest[0]["actor"] == "another patient"
+    assert prober_name not in str(latest)
+    by_admin = (await http.get(f"/api/v1/patients/{mine}/access-log?limit=3", headers=auth(admin))).json()
+    assert any(e["actor"] == prober_name and e["action"] == "access.denied" for e in by_admin)
+
     page = await http.get("/access-log", follow_redirects=True)
     assert page.status_code == 200 and "access-log.js" in page.text and "<script>" not in page.text
     assert (await http.get("/static/access-log.js")).status_code == 200

@@ -156,5 +156,6 @@ async def test_security_headers(db: psycopg.AsyncConnection[Any], http: httpx.As
     assert api.headers["cache-control"] == "no-store"
     refused = await http.get("/api/v1/patients")
     assert refused.status_code == 401 and refused.headers["cache-control"] == "no-store"
+    assert "server" not in api.headers
     docs = await http.get("/docs")
     assert docs.status_code == 200 and "frame-ancestors 'none'" in docs.headers["content-security-policy"]

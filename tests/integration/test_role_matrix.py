@@ -18,6 +18,7 @@ from telehealth.broker.admin import device_logins
 from telehealth.provisioning import provision_device
 from telehealth.settings import Settings
 from telehealth.storage.people import add_user
+from tests.conftest import eventually
 from tests.factories import auth, make_patient, make_user
 
 ROLES = (
@@ -40,8 +41,18 @@ class World:
 
 
 @pytest.fixture(scope="module")
-async def world(settings: Settings) -> AsyncIterator[World]:
+async def world(settings: Settings, api_url: str) -> AsyncIterator[World]:
     assert settings.database_url
+
+    async def api_ready() -> bool:
+        # An earlier test may have restarted the database; the API's pool reconnects with backoff.
+        async with httpx.AsyncClient(base_url=api_url, timeout=5) as client:
+            try:
+                return (await client.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+    await eventually(api_ready, timeout=60)
     async with await psycopg.AsyncConnection.connect(
         settings.database_url, autocommit=True, row_factory=dict_row
     ) as db:

@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from dashboard_api import problems
-from dashboard_api.routes import alerts, auth, devices, health, page, patients, thresholds
+from dashboard_api.live import AlertHub
+from dashboard_api.routes import alerts, auth, devices, health, page, patients, stream, thresholds
 from telehealth.settings import Settings, get_settings
 from telehealth.storage import open_pool
 
@@ -26,9 +27,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Autocommit: a write is durable before its endpoint returns, never after the response;
         # multi-statement writes use explicit `conn.transaction()` blocks.
         app.state.pool = await open_pool(settings.database_url, max_size=10, autocommit=True)
+        app.state.alert_hub = AlertHub(settings.database_url)
+        await app.state.alert_hub.start()
         try:
             yield
         finally:
+            await app.state.alert_hub.stop()
             await app.state.pool.close()
 
     app = FastAPI(
@@ -38,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (health, auth, patients, thresholds, devices, alerts, page):
+    for module in (health, auth, patients, thresholds, devices, stream, alerts, page):
         app.include_router(module.router)
     static = resources.files("dashboard_api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

@@ -11,7 +11,17 @@ from fastapi.staticfiles import StaticFiles
 
 from dashboard_api import problems
 from dashboard_api.live import AlertHub
-from dashboard_api.routes import alerts, auth, devices, health, page, patients, stream, thresholds
+from dashboard_api.routes import (
+    alerts,
+    auth,
+    devices,
+    glucose,
+    health,
+    page,
+    patients,
+    stream,
+    thresholds,
+)
 from telehealth.settings import Settings, get_settings
 from telehealth.storage import open_pool
 
@@ -42,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (health, auth, patients, thresholds, devices, stream, alerts, page):
+    for module in (health, auth, patients, glucose, thresholds, devices, stream, alerts, page):
         app.include_router(module.router)
     static = resources.files("dashboard_api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

@@ -151,7 +151,7 @@ async def _probe(
             sent = time.time() * 1000
             publisher.publish_reading(oxi, seq, [{"code": "spo2", "value": 88, "unit": "%"}])
             await page.wait_for_function(
-                f"window.__seen.length > {i} && window.__seen[{i}].painted", timeout=30_000
+                f"window.__seen.length > {i} && window.__seen[{i}].painted", timeout=120_000
             )
             entry = await page.evaluate(f"window.__seen[{i}]")
             if i > 0:  # the first one warms up caches and connections
@@ -160,7 +160,10 @@ async def _probe(
                 break
             seq += 1
             publisher.publish_reading(oxi, seq, [{"code": "spo2", "value": 97, "unit": "%"}])
-            await expect(rows).to_have_count(0, timeout=30_000)
+            try:
+                await expect(rows).to_have_count(0, timeout=120_000)
+            except AssertionError as exc:
+                raise RuntimeError(f"probe {i}: inbox still shows {await rows.all_inner_texts()}") from exc
         await publisher.close()
         if screenshot is not None:
             await page.locator("#patients button", has_text="Alex Example").click()
@@ -173,9 +176,12 @@ async def _probe(
     return latencies
 
 
-def _background(mqtt_url: str, devices: list[str], readings_s: float, seconds: float) -> list[Any]:
+def _background(
+    mqtt_url: str, devices: list[str], readings_s: float, seconds: float
+) -> tuple[list[Any], Any]:
+    """Publisher processes; the queue is returned so it outlives their start-up (spawn)."""
     if not readings_s:
-        return []
+        return [], None
     per_message = 10
     rate = readings_s / per_message
     ctx = mp.get_context("spawn")
@@ -198,7 +204,19 @@ def _background(mqtt_url: str, devices: list[str], readings_s: float, seconds: f
     ]
     for w in workers:
         w.start()
-    return workers
+    return workers, out
+
+
+async def _stored_between(url: str, devices: list[str], start: float, end: float) -> int:
+    """Background readings the pipeline received during the probes (what load it really saw)."""
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM reading_receipts WHERE device_id = ANY(%s)"
+            " AND received_at >= to_timestamp(%s) AND received_at < to_timestamp(%s)",
+            (devices, start, end),
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -229,15 +247,24 @@ def main(argv: list[str] | None = None) -> None:
             if args.history_days:
                 n = asyncio.run(_history(settings.mqtt_url, cgm, oxi, args.history_days))
                 print(f"seeded {n} history readings for patient {patient}", flush=True)
-            workers = _background(settings.mqtt_url, background, args.background, args.probes * 3 + 60)
+            workers, _queue = _background(
+                settings.mqtt_url, background, args.background, args.probes * 3 + 60
+            )
             if workers:
                 time.sleep(2)
+            started = time.time()
             latencies = asyncio.run(
-                _probe(api_url, settings.mqtt_url, oxi, args.probes, args.screenshot, time.time() * 1000)
+                _probe(api_url, settings.mqtt_url, oxi, args.probes, args.screenshot, started * 1000)
             )
+            ended = time.time()
+            load = 0.0
+            if background:
+                stored = asyncio.run(_stored_between(settings.database_url, background, started, ended))
+                load = stored / (ended - started)
             print(
                 f"publish -> alert painted in the page, {len(latencies)} alerts, "
-                f"background {args.background:,.0f} readings/s: p50 {_pct(latencies, 0.5):.0f} ms, "
+                f"background {load:,.0f} readings/s received (target {args.background:,.0f}): "
+                f"p50 {_pct(latencies, 0.5):.0f} ms, "
                 f"p99 {_pct(latencies, 0.99):.0f} ms, min {min(latencies):.0f} ms, "
                 f"max {max(latencies):.0f} ms, mean {statistics.fmean(latencies):.0f} ms"
             )

@@ -171,6 +171,7 @@ async def _probe(
                 page.locator("#chart-glucose svg circle, #chart-glucose svg path.line").first
             ).to_be_attached()
             await expect(page.locator("#cgm-summary table")).to_be_visible()
+            await expect(page.locator("#patients tbody tr").first).to_contain_text("88 %")
             await page.screenshot(path=str(screenshot), full_page=True)
         await browser.close()
     return latencies

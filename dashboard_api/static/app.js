@@ -113,6 +113,7 @@ function applyAlertEvent({ event, alert }) {
   alerts.set(alert.id, alert);
   if (alert.status === "resolved") alerts.delete(alert.id);
   renderInbox();
+  renderPatients();
   const label = `${alert.message}, ${alert.patient_name}`;
   if (event.status === "open" && !before) announce(`New ${alert.severity} alert: ${label}`, alert.severity === "urgent");
   else if (event.status === "open") announce(`Alert now ${alert.severity}: ${label}`, alert.severity === "urgent");
@@ -124,9 +125,16 @@ function applyAlertEvent({ event, alert }) {
 
 // ---- triage list ---------------------------------------------------------------------
 const SEVERITY = { urgent: 0, warning: 1 };
+/** The live inbox knows every active alert, so it decides a patient's worst one at once. */
+function worstAlert(p) {
+  const own = [...alerts.values()].filter((a) => a.patient_id === p.id && a.status !== "resolved");
+  return own.length ? own.sort(compareAlerts)[0] : null;
+}
 function comparePatients(a, b) {
-  const x = a.worst_alert ? SEVERITY[a.worst_alert.severity] : 2;
-  const y = b.worst_alert ? SEVERITY[b.worst_alert.severity] : 2;
+  const wa = worstAlert(a);
+  const wb = worstAlert(b);
+  const x = wa ? SEVERITY[wa.severity] : 2;
+  const y = wb ? SEVERITY[wb.severity] : 2;
   return x - y || a.name.localeCompare(b.name);
 }
 
@@ -156,11 +164,12 @@ function renderPatients() {
       tr.cells[0].append(name);
       patientRows.set(p.id, tr);
     }
-    tr.className = p.worst_alert ? p.worst_alert.severity : "";
+    const worst = worstAlert(p);
+    tr.className = worst ? worst.severity : "";
     observationCell(tr.cells[1], p, "glucose");
     observationCell(tr.cells[2], p, "spo2");
     observationCell(tr.cells[3], p, "pulse");
-    tr.cells[4].textContent = p.worst_alert ? `${p.worst_alert.severity}: ${p.worst_alert.message}` : "–";
+    tr.cells[4].textContent = worst ? `${worst.severity}: ${worst.message}` : "–";
     tr.cells[5].textContent = p.devices.map((d) => {
       const state = d.state ? `${d.state}${d.battery_pct != null ? `, battery ${d.battery_pct} %` : ""}` : "no status yet";
       return `${d.kind} (${state})`;
@@ -184,10 +193,12 @@ async function loadPatients() {
   }
 }
 
+// At most one refresh per half second, however busy the stream (a throttle, not a debounce,
+// so a steady flow of events cannot postpone it for ever).
 let patientsTimer = null;
 function schedulePatients() {
-  clearTimeout(patientsTimer);
-  patientsTimer = setTimeout(() => { loadPatients(); patientView.refresh(); }, 500);
+  if (patientsTimer !== null) return;
+  patientsTimer = setTimeout(() => { patientsTimer = null; loadPatients(); patientView.refresh(); }, 500);
 }
 
 // ---- acknowledge / resolve dialog ----------------------------------------------------
@@ -223,6 +234,7 @@ $("#action-form").addEventListener("submit", async (event) => {
     });
     if (updated.status === "resolved") alerts.delete(updated.id); else alerts.set(updated.id, updated);
     renderInbox();
+    renderPatients();
     $("#action-dialog").close();
     announce(`${pending.action === "resolve" ? "Resolved" : "Acknowledged"}: ${updated.message}, ${updated.patient_name}`);
   } catch (error) {
@@ -259,6 +271,7 @@ function startStream() {
         alerts.clear();
         for (const a of data.alerts) alerts.set(a.id, a);
         renderInbox();
+        renderPatients();
       } else if (name === "alert") {
         applyAlertEvent(data);
       }

@@ -5,7 +5,7 @@
 const NS = "http://www.w3.org/2000/svg";
 const W = 720;
 const H = 230;
-const M = { left: 46, right: 12, top: 10, bottom: 30 };
+const M = { left: 46, right: 16, top: 20, bottom: 30 };
 const MINUTE = 60000;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
@@ -68,7 +68,7 @@ function frame(svg, { x0, x1, y0, y1, xTicks, yTicks, xLabel, unit }) {
   }
   axes.append(el("line", { class: "axis", x1: M.left, x2: W - M.right, y1: H - M.bottom, y2: H - M.bottom }));
   axes.append(el("line", { class: "axis", x1: M.left, x2: M.left, y1: M.top, y2: H - M.bottom }));
-  axes.append(el("text", { class: "unit", x: 4, y: M.top + 4 }, unit));
+  axes.append(el("text", { class: "unit", x: 4, y: 12 }, unit));
   return { sx, sy, axes };
 }
 
@@ -149,7 +149,7 @@ export function timeChart(figure, { title, unit, start, end, points, buckets, ba
 export function agpChart(figure, slices, description) {
   const max = Math.max(16, ...slices.map((s) => Math.ceil(s.p95 + 1)));
   const svg = svgRoot(figure, "Ambulatory glucose profile", description);
-  const xTicks = [0, 180, 360, 540, 720, 900, 1080, 1260, 1440];
+  const xTicks = [0, 180, 360, 540, 720, 900, 1080, 1260];
   const { sx, sy, axes } = frame(svg, {
     x0: 0, x1: 1440, y0: 0, y1: max, xTicks, yTicks: valueTicks(0, max),
     xLabel: (m) => `${String(Math.floor(m / 60) % 24).padStart(2, "0")}:00`, unit: "mmol/L",

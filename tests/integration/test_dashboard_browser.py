@@ -87,6 +87,9 @@ async def test_clinician_sees_alert_live_acknowledges_and_reads_the_patient(
         await expect(alert_row.locator("td").first).to_have_text("urgent")
         await expect(alert_row.locator("time")).to_have_count(1)
         await expect(page.locator("#announce-urgent")).to_contain_text("New urgent alert")
+        patient_row = page.locator("#patients tbody tr", has_text=name)
+        await expect(patient_row).to_contain_text("urgent: Glucose urgent low")
+        await expect(patient_row).to_contain_text("2.6 mmol/L")
 
         await alert_row.locator("button", has_text="Acknowledge").click()
         dialog = page.locator("#action-dialog")
@@ -121,6 +124,12 @@ async def test_clinician_sees_alert_live_acknowledges_and_reads_the_patient(
         await expect(glucose.locator('rect[data-band="low"] title')).to_have_text("Warning: below 4.5 mmol/L")
 
         await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        # A tablet in portrait: one column, nothing wider than the screen.
+        await page.set_viewport_size({"width": 820, "height": 1180})
+        await expect(glucose.locator('rect[data-band="urgent-low"]')).to_be_visible()
+        overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0
+        await page.screenshot(path=str(tmp_path / "dashboard-tablet.png"), full_page=True)
         await browser.close()
     await publisher.close()
     assert errors == []

@@ -20,6 +20,8 @@ import psycopg
 from telehealth.storage.alert_stream import CHANNEL, events_after, head
 
 log = logging.getLogger(__name__)
+#: How the hub's LISTEN connection shows in pg_stat_activity.
+APPLICATION_NAME = "telehealth-alert-hub"
 
 
 @dataclass(eq=False)
@@ -74,7 +76,9 @@ class AlertHub:
                 await asyncio.sleep(self._retry_s)
 
     async def _listen(self) -> None:
-        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            self._url, autocommit=True, application_name=APPLICATION_NAME
+        ) as conn:
             await conn.execute(f"LISTEN {CHANNEL}")
             if self._position is None:  # first start: only what commits from now on
                 self._position = await head(conn)

@@ -9,7 +9,9 @@ from uuid import UUID
 import httpx
 import psycopg
 
+from dashboard_api.live import APPLICATION_NAME
 from simulators.publisher import Publisher
+from telehealth.security import token_digest
 from telehealth.settings import Settings
 from tests.conftest import eventually
 from tests.factories import auth, make_device, make_patient, make_user
@@ -41,7 +43,8 @@ async def test_stream_pushes_resumes_and_keeps_to_the_care_team(
     other_device = await make_device(db, other_patient, "glucometer")
     outsider = await make_user(db, "clinician", ["team-sse-other"])
 
-    mine, theirs = listen(http, clinician), listen(http, outsider)
+    revoked = await make_user(db, "clinician", ["team-sse"])
+    mine, theirs, doomed = listen(http, clinician), listen(http, outsider), listen(http, revoked)
     try:
         await eventually(lambda: _async(mine.events("snapshot") and theirs.events("snapshot")))
         assert mine.status == 200 and mine.events("snapshot")[0].json() == {"alerts": []}
@@ -91,11 +94,20 @@ async def test_stream_pushes_resumes_and_keeps_to_the_care_team(
         assert _of(theirs, patient) == []
         assert {m.json()["alert"]["patient_id"] for m in theirs.events()} == {str(other_patient)}
 
-        # Heartbeats are comment lines.
+        # Heartbeats are comment lines; at each one the token is checked again.
+        await eventually(lambda: _async(doomed.events("snapshot")))
+        await db.execute(
+            "DELETE FROM api_tokens WHERE user_id = (SELECT user_id FROM api_tokens WHERE token_hash = %s)",
+            (token_digest(revoked),),
+        )
         await eventually(lambda: _async(any(m.comment == "heartbeat" for m in theirs.received)), timeout=30)
+        await eventually(lambda: _async(doomed.events("signed-out")), timeout=30)
+        assert doomed.task is not None
+        await eventually(lambda: _async(doomed.task.done()))  # the server ended the stream
     finally:
         await mine.stop()
         await theirs.stop()
+        await doomed.stop()
 
 
 async def _async(value: Any) -> Any:
@@ -147,3 +159,27 @@ async def test_positions_follow_commit_order(settings: Settings, db: psycopg.Asy
     rows = await cur.fetchall()
     assert [r["status"] for r in rows] == ["fast", "slow"]
     assert rows[0]["stream_pos"] < rows[1]["stream_pos"]
+
+
+async def test_stream_survives_losing_its_database_listener(
+    db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, settings: Settings
+) -> None:
+    """The hub's LISTEN connection is killed; it reconnects and catches up, and the client sees
+    the alert raised meanwhile without reconnecting."""
+    patient = await make_patient(db, "team-sse-drop")
+    device = await make_device(db, patient, "glucometer")
+    clinician = await make_user(db, "clinician", ["team-sse-drop"])
+    stream = listen(http, clinician)
+    try:
+        await eventually(lambda: _async(stream.events("snapshot")))
+        cur = await db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (APPLICATION_NAME,),
+        )
+        assert [r["pg_terminate_backend"] for r in await cur.fetchall()] == [True]
+        await _publish_glucose(settings, device.device_id, 1, 2.4)
+        await eventually(lambda: _async(_of(stream, patient)))
+        assert [m.json()["event"]["status"] for m in _of(stream, patient)] == ["open"]
+        assert len(stream.events("snapshot")) == 1  # the same connection, not a resumed one
+    finally:
+        await stream.stop()

@@ -10,7 +10,19 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from dashboard_api import hardening, problems
-from dashboard_api.routes import alerts, audit, auth, devices, health, page, patients, thresholds
+from dashboard_api.live import AlertHub
+from dashboard_api.routes import (
+    alerts,
+    audit,
+    auth,
+    devices,
+    glucose,
+    health,
+    page,
+    patients,
+    stream,
+    thresholds,
+)
 from telehealth.settings import Settings, get_settings
 from telehealth.storage import open_pool
 
@@ -26,9 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Autocommit: a write is durable before its endpoint returns, never after the response;
         # multi-statement writes use explicit `conn.transaction()` blocks.
         app.state.pool = await open_pool(settings.database_url, max_size=10, autocommit=True)
+        app.state.alert_hub = AlertHub(settings.database_url)
+        await app.state.alert_hub.start()
         try:
             yield
         finally:
+            await app.state.alert_hub.stop()
             await app.state.pool.close()
 
     app = FastAPI(
@@ -39,9 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     hardening.install(app, max_body_bytes=settings.api_max_body_bytes)
-    for module in (health, page):
+    for module in (health, stream, page):
         app.include_router(module.router)
-    for module in (auth, patients, thresholds, devices, alerts, audit):
+    for module in (auth, patients, glucose, thresholds, devices, alerts, audit):
         app.include_router(module.router, responses=problems.RESPONSES)
     static = resources.files("dashboard_api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

@@ -1,111 +1,319 @@
 "use strict";
-// Clinician dashboard: polls the API with the stored bearer token. No frameworks, no CDN.
+// Clinician dashboard. Alerts arrive live from /api/v1/alerts/stream (see sse.js); rows are
+// kept per alert and patient id and updated in place, so focus and screen-reader position
+// survive updates. No frameworks, no CDN.
+import { refreshRelative, setTime } from "./format.js";
+import { createPatientView } from "./patient.js";
+import { openAlertStream } from "./sse.js";
+
 const $ = (sel) => document.querySelector(sel);
 let token = sessionStorage.getItem("telehealth-token");
-let selected = null;
+let stream = null;
+const alerts = new Map(); // alert id -> alert
+const patients = new Map(); // patient id -> patient summary
 
 async function api(path, options = {}) {
   const headers = { "Content-Type": "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) };
   const response = await fetch(path, { ...options, headers });
-  if (response.status === 401) { signOut(); throw new Error("signed out"); }
+  if (response.status === 401 && token) { signOut("Your session has ended; please sign in again."); }
   const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
-  if (!response.ok) throw new Error(body?.detail || response.statusText);
+  if (!response.ok) throw new Error(body?.detail || `${response.status} ${response.statusText}`);
   return body;
 }
 
-function text(value) { const span = document.createElement("span"); span.textContent = value; return span.innerHTML; }
-function ago(iso) {
-  const s = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
-  return s < 90 ? `${Math.round(s)} s ago` : s < 5400 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
+const patientView = createPatientView({ api });
+
+// ---- announcements -------------------------------------------------------------------
+function announce(message, urgent = false) {
+  const region = urgent ? $("#announce-urgent") : $("#announce-polite");
+  region.textContent = "";
+  setTimeout(() => { region.textContent = message; }, 50);
 }
 
+// ---- alert inbox ---------------------------------------------------------------------
+const RULES = {
+  glucose_low: "Glucose low", glucose_high: "Glucose high", glucose_predicted_low: "Glucose predicted low",
+  glucose_falling_fast: "Glucose falling fast", spo2_low: "SpO2 low", pulse: "Pulse", stale_data: "No recent data",
+  device_offline: "Device offline", battery_low: "Battery low",
+};
+
+function rank(a) {
+  return [a.severity === "urgent" ? 0 : 1, a.escalated_at ? 0 : 1, a.status === "open" ? 0 : 1, -Date.parse(a.opened_at)];
+}
+function compareAlerts(a, b) {
+  const x = rank(a);
+  const y = rank(b);
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return a.id - b.id;
+}
+
+function button(label, attrs) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  Object.assign(b.dataset, attrs);
+  return b;
+}
+
+function alertRow(a) {
+  const tr = document.createElement("tr");
+  tr.dataset.alert = a.id;
+  for (const cls of ["sev", "patient", "msg", "since", "status", "actions"]) tr.insertCell().className = cls;
+  const name = button(a.patient_name, { patient: a.patient_id });
+  name.className = "link";
+  tr.cells[1].append(name);
+  tr.cells[5].append(
+    button("Acknowledge", { action: "acknowledge", alert: a.id }),
+    button("Resolve", { action: "resolve", alert: a.id }),
+  );
+  return tr;
+}
+
+function updateAlertRow(tr, a) {
+  tr.className = `${a.severity} ${a.status}${a.escalated_at ? " escalated" : ""}`;
+  tr.cells[0].textContent = a.severity;
+  tr.cells[2].textContent = a.message;
+  setTime(tr.cells[3], a.opened_at);
+  const who = a.status === "acknowledged" && a.acknowledged_by ? ` by ${a.acknowledged_by}` : "";
+  tr.cells[4].textContent = `${a.status}${who}${a.escalated_at ? " · escalated" : ""}`;
+  const ack = tr.querySelector('[data-action="acknowledge"]');
+  if (a.status !== "open" && document.activeElement === ack) tr.querySelector('[data-action="resolve"]').focus();
+  ack.hidden = a.status !== "open";
+  for (const b of tr.querySelectorAll("[data-action]")) b.setAttribute("aria-label", `${b.textContent}: ${a.message}, ${a.patient_name}`);
+}
+
+/** Put the rows of `items` into `tbody` in order, moving only rows that are out of place. */
+function placeRows(tbody, rows) {
+  const focused = document.activeElement;
+  rows.forEach((row, i) => {
+    if (tbody.children[i] !== row) tbody.insertBefore(row, tbody.children[i] ?? null);
+  });
+  while (tbody.children.length > rows.length) tbody.lastElementChild.remove();
+  if (focused && focused !== document.activeElement && document.contains(focused)) focused.focus();
+}
+
+const alertRows = new Map();
+function renderInbox() {
+  const active = [...alerts.values()].filter((a) => a.status !== "resolved").sort(compareAlerts);
+  const rows = active.map((a) => {
+    let tr = alertRows.get(a.id);
+    if (!tr) { tr = alertRow(a); alertRows.set(a.id, tr); }
+    updateAlertRow(tr, a);
+    return tr;
+  });
+  for (const [id, tr] of alertRows) if (!active.some((a) => a.id === id)) { alertRows.delete(id); if (tr.contains(document.activeElement)) $("#inbox-heading").focus(); }
+  placeRows($("#alerts tbody"), rows);
+  $("#no-alerts").hidden = active.length > 0;
+  const urgent = active.filter((a) => a.severity === "urgent").length;
+  $("#inbox-count").textContent = `${active.length} active${urgent ? `, ${urgent} urgent` : ""}`;
+}
+
+function applyAlertEvent({ event, alert }) {
+  const before = alerts.get(alert.id);
+  alerts.set(alert.id, alert);
+  if (alert.status === "resolved") alerts.delete(alert.id);
+  renderInbox();
+  renderPatients();
+  const label = `${alert.message}, ${alert.patient_name}`;
+  if (event.status === "open" && !before) announce(`New ${alert.severity} alert: ${label}`, alert.severity === "urgent");
+  else if (event.status === "open") announce(`Alert now ${alert.severity}: ${label}`, alert.severity === "urgent");
+  else if (event.status === "escalated") announce(`Escalated, not acknowledged: ${label}`, true);
+  else if (event.status === "acknowledged") announce(`Acknowledged by ${event.actor}: ${label}`);
+  else if (event.status === "resolved") announce(`Resolved${event.actor === "processor" ? " (back in range)" : ` by ${event.actor}`}: ${label}`);
+  schedulePatients();
+}
+
+// ---- triage list ---------------------------------------------------------------------
+const SEVERITY = { urgent: 0, warning: 1 };
+/** The live inbox knows every active alert, so it decides a patient's worst one at once. */
+function worstAlert(p) {
+  const own = [...alerts.values()].filter((a) => a.patient_id === p.id && a.status !== "resolved");
+  return own.length ? own.sort(compareAlerts)[0] : null;
+}
+function comparePatients(a, b) {
+  const wa = worstAlert(a);
+  const wb = worstAlert(b);
+  const x = wa ? SEVERITY[wa.severity] : 2;
+  const y = wb ? SEVERITY[wb.severity] : 2;
+  return x - y || a.name.localeCompare(b.name);
+}
+
+function observationCell(cell, p, code) {
+  const o = p.latest.find((x) => x.code === code);
+  if (!o) { cell.textContent = "–"; return; }
+  const value = `${o.value.toFixed(code === "glucose" ? 1 : 0)} ${o.unit}`;
+  let strong = cell.querySelector("strong");
+  if (!strong) { cell.replaceChildren(); strong = document.createElement("strong"); cell.append(strong, document.createElement("span"), document.createElement("small")); }
+  strong.textContent = value;
+  setTime(cell.children[1], o.measured_at);
+  cell.children[2].textContent = o.quality.length ? ` ${o.quality.join(", ")}` : "";
+  cell.children[2].className = o.quality.length ? "flag" : "";
+}
+
+const patientRows = new Map();
+function renderPatients() {
+  const list = [...patients.values()].sort(comparePatients);
+  const rows = list.map((p) => {
+    let tr = patientRows.get(p.id);
+    if (!tr) {
+      tr = document.createElement("tr");
+      tr.dataset.patientRow = p.id;
+      for (let i = 0; i < 6; i++) tr.insertCell();
+      const name = button(p.name, { patient: p.id });
+      name.className = "link";
+      tr.cells[0].append(name);
+      patientRows.set(p.id, tr);
+    }
+    const worst = worstAlert(p);
+    tr.className = worst ? worst.severity : "";
+    observationCell(tr.cells[1], p, "glucose");
+    observationCell(tr.cells[2], p, "spo2");
+    observationCell(tr.cells[3], p, "pulse");
+    tr.cells[4].textContent = worst ? `${worst.severity}: ${worst.message}` : "–";
+    tr.cells[5].textContent = p.devices.map((d) => {
+      const state = d.state ? `${d.state}${d.battery_pct != null ? `, battery ${d.battery_pct} %` : ""}` : "no status yet";
+      return `${d.kind} (${state})`;
+    }).join("; ") || "–";
+    return tr;
+  });
+  for (const id of patientRows.keys()) if (!patients.has(id)) patientRows.delete(id);
+  placeRows($("#patients tbody"), rows);
+  $("#no-patients").hidden = list.length > 0;
+}
+
+async function loadPatients() {
+  try {
+    const list = await api("/api/v1/patients");
+    patients.clear();
+    for (const p of list) patients.set(p.id, p);
+    renderPatients();
+    $("#app-error").textContent = "";
+  } catch (error) {
+    if (token) $("#app-error").textContent = `Could not refresh the patient list: ${error.message}`;
+  }
+}
+
+// At most one refresh per half second, however busy the stream (a throttle, not a debounce,
+// so a steady flow of events cannot postpone it for ever).
+let patientsTimer = null;
+function schedulePatients() {
+  if (patientsTimer !== null) return;
+  patientsTimer = setTimeout(() => { patientsTimer = null; loadPatients(); patientView.refresh(); }, 500);
+}
+
+// ---- acknowledge / resolve dialog ----------------------------------------------------
+let pending = null;
+function openDialog(action, alertId) {
+  const a = alerts.get(Number(alertId));
+  if (!a) return;
+  pending = { action, alert: a };
+  $("#action-title").textContent = action === "resolve" ? "Resolve alert" : "Acknowledge alert";
+  $("#action-alert").textContent = `${a.severity}: ${a.message} — ${a.patient_name}`;
+  $("#action-note-label").textContent = action === "resolve" ? "Resolution note (required)" : "Note (optional)";
+  $("#action-note").required = action === "resolve";
+  $("#action-note").value = "";
+  $("#action-error").textContent = "";
+  $("#action-confirm").textContent = action === "resolve" ? "Resolve" : "Acknowledge";
+  $("#action-dialog").showModal();
+  $("#action-note").focus();
+}
+
+$("#action-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (!pending) return;
+  const note = $("#action-note").value.trim();
+  if (pending.action === "resolve" && !note) {
+    $("#action-error").textContent = "Resolving by hand needs a note: what was done?";
+    $("#action-note").focus();
+    return;
+  }
+  $("#action-confirm").disabled = true;
+  try {
+    const updated = await api(`/api/v1/alerts/${pending.alert.id}/${pending.action}`, {
+      method: "POST", body: JSON.stringify({ note }),
+    });
+    if (updated.status === "resolved") alerts.delete(updated.id); else alerts.set(updated.id, updated);
+    renderInbox();
+    renderPatients();
+    $("#action-dialog").close();
+    announce(`${pending.action === "resolve" ? "Resolved" : "Acknowledged"}: ${updated.message}, ${updated.patient_name}`);
+  } catch (error) {
+    $("#action-error").textContent = error.message;
+  } finally {
+    $("#action-confirm").disabled = false;
+  }
+});
+$("#action-cancel").addEventListener("click", () => $("#action-dialog").close());
+$("#action-dialog").addEventListener("close", () => {
+  const row = pending && alertRows.get(pending.alert.id);
+  const target = row?.querySelector('[data-action]:not([hidden])') ?? $("#inbox-heading");
+  pending = null;
+  target.focus();
+});
+
+// ---- live stream ---------------------------------------------------------------------
+function setLive(state) {
+  const labels = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" };
+  const badge = $("#live-status");
+  badge.hidden = false;
+  badge.textContent = labels[state];
+  badge.className = `live-status ${state}`;
+}
+
+function startStream() {
+  stream?.close();
+  stream = openAlertStream({
+    token,
+    onState: setLive,
+    onUnauthorized: () => signOut("Your session has ended; please sign in again."),
+    onEvent: (name, data) => {
+      if (name === "snapshot") {
+        alerts.clear();
+        for (const a of data.alerts) alerts.set(a.id, a);
+        renderInbox();
+        renderPatients();
+      } else if (name === "alert") {
+        applyAlertEvent(data);
+      }
+    },
+  });
+}
+
+// ---- sign in / out -------------------------------------------------------------------
 async function signIn(newToken) {
   token = newToken;
   const me = await api("/api/v1/auth/me");
+  if (me.role !== "clinician") { token = null; throw new Error(`this dashboard is for clinicians; you are ${me.role}`); }
   sessionStorage.setItem("telehealth-token", token);
   $("#who").textContent = `${me.username} (${me.role})`;
   $("#login").hidden = true; $("#app").hidden = false; $("#logout").hidden = false;
-  refresh();
+  $("#login-error").textContent = "";
+  startStream();
+  await loadPatients();
+  $("#inbox-heading").focus();
 }
 
-function signOut() {
-  token = null; sessionStorage.removeItem("telehealth-token");
+function signOut(reason = "") {
+  token = null;
+  stream?.close();
+  stream = null;
+  sessionStorage.removeItem("telehealth-token");
+  alerts.clear(); patients.clear(); alertRows.clear(); patientRows.clear();
+  $("#alerts tbody").replaceChildren(); $("#patients tbody").replaceChildren();
   $("#login").hidden = false; $("#app").hidden = true; $("#logout").hidden = true; $("#who").textContent = "";
-}
-
-async function act(id, action) {
-  const note = action === "resolve" ? prompt("Resolution note (required)") : (prompt("Note (optional)") ?? "");
-  if (note === null) return;
-  try { await api(`/api/v1/alerts/${id}/${action}`, { method: "POST", body: JSON.stringify({ note }) }); }
-  catch (e) { alert(e.message); }
-  refresh();
-}
-
-function renderAlerts(alerts) {
-  $("#no-alerts").hidden = alerts.length > 0;
-  $("#alerts tbody").innerHTML = alerts.map((a) => `
-    <tr class="${a.severity} ${a.status}" data-alert="${a.id}">
-      <td>${text(a.severity)}</td><td><a data-patient="${a.patient_id}">${text(a.patient_name)}</a></td>
-      <td>${text(a.message)}</td><td>${ago(a.opened_at)}</td><td>${text(a.status)}</td>
-      <td>${a.status === "open" ? `<button data-ack="${a.id}">Acknowledge</button>` : ""}
-          <button data-resolve="${a.id}">Resolve</button></td>
-    </tr>`).join("");
-}
-
-function latest(p, code) {
-  const o = p.latest.find((x) => x.code === code);
-  if (!o) return "–";
-  const flags = o.quality.length ? ` <span class="flag">${text(o.quality.join(","))}</span>` : "";
-  return `${o.value.toFixed(code === "glucose" ? 1 : 0)} ${text(o.unit)} <small>${ago(o.measured_at)}</small>${flags}`;
-}
-
-function device(d) {
-  const status = d.state ? `${d.state}${d.battery_pct != null ? `, battery ${d.battery_pct}%` : ""}` : "no status yet";
-  return `${text(d.id)} <small>${text(status)}</small>`;
-}
-
-function renderPatients(patients) {
-  $("#patients tbody").innerHTML = patients.map((p) => `
-    <tr><td><a data-patient="${p.id}">${text(p.name)}</a></td>
-      <td>${latest(p, "glucose")}</td><td>${latest(p, "spo2")}</td><td>${latest(p, "pulse")}</td>
-      <td>${p.worst_alert ? text(`${p.worst_alert.severity}: ${p.worst_alert.message}`) : "–"}</td>
-      <td>${p.devices.map(device).join("<br>")}</td></tr>`).join("");
-}
-
-function chart(points, code) {
-  const w = 640, h = 120;
-  if (!points.length) return `<p>No ${text(code)} readings.</p>`;
-  const t0 = Date.now() - 864e5, vs = points.map((p) => p.value);
-  const lo = Math.min(...vs), hi = Math.max(...vs), span = hi - lo || 1;
-  const xy = points.map((p) => `${((new Date(p.measured_at) - t0) / 864e5 * w).toFixed(1)},${(h - 5 - (p.value - lo) / span * (h - 10)).toFixed(1)}`);
-  return `<div>${text(code)} (${text(points[0].unit)}) ${lo.toFixed(1)}–${hi.toFixed(1)}</div>
-    <svg width="${w}" height="${h}" role="img" aria-label="${text(code)} trend"><polyline fill="none" stroke="#005eb8" points="${xy.join(" ")}"/></svg>`;
-}
-
-async function showTrend(patientId) {
-  selected = patientId;
-  const points = await api(`/api/v1/patients/${patientId}/observations`);
-  const codes = [...new Set(points.map((p) => p.code))];
-  $("#trend").hidden = false;
-  $("#trend-name").textContent = document.querySelector(`[data-patient="${patientId}"]`)?.textContent ?? "";
-  $("#trend-charts").innerHTML = codes.map((c) => chart(points.filter((p) => p.code === c), c)).join("");
-}
-
-async function refresh() {
-  if (!token) return;
-  try {
-    const [alerts, patients] = await Promise.all([api("/api/v1/alerts"), api("/api/v1/patients")]);
-    renderAlerts(alerts); renderPatients(patients);
-    if (selected) await showTrend(selected);
-    $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
-  } catch (e) { $("#updated").textContent = `update failed: ${e.message}`; }
+  $("#live-status").hidden = true; $("#patient").hidden = true;
+  $("#login-error").textContent = reason;
 }
 
 document.addEventListener("click", (event) => {
-  const t = event.target;
-  if (t.dataset.ack) act(t.dataset.ack, "acknowledge");
-  else if (t.dataset.resolve) act(t.dataset.resolve, "resolve");
-  else if (t.dataset.patient) showTrend(t.dataset.patient);
+  const target = event.target.closest("button");
+  if (!target || !$("#app").contains(target)) return;
+  if (target.dataset.action) openDialog(target.dataset.action, target.dataset.alert);
+  else if (target.dataset.patient) {
+    const p = patients.get(target.dataset.patient);
+    if (p) patientView.open(p);
+    else $("#app-error").textContent = "This patient is not in your list yet; try again in a moment.";
+  }
 });
 $("#login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -113,13 +321,15 @@ $("#login-form").addEventListener("submit", async (event) => {
   try {
     const r = await api("/api/v1/auth/token", { method: "POST", body: JSON.stringify(Object.fromEntries(form)) });
     await signIn(r.access_token);
-  } catch (e) { $("#login-error").textContent = e.message; }
+  } catch (error) { $("#login-error").textContent = error.message; }
 });
 $("#token-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   try { await signIn(new FormData(event.target).get("token").trim()); }
-  catch (e) { $("#login-error").textContent = e.message; }
+  catch (error) { token = null; $("#login-error").textContent = error.message; }
 });
-$("#logout").addEventListener("click", signOut);
-if (token) signIn(token).catch(signOut);
-setInterval(refresh, 2000);
+$("#logout").addEventListener("click", () => signOut());
+if (token) signIn(token).catch((error) => signOut(error.message));
+// Relative times tick; latest readings are not pushed, so the triage list refreshes each 30 s.
+setInterval(() => refreshRelative(), 15000);
+setInterval(() => { if (token) { loadPatients(); } }, 30000);

@@ -1,0 +1,124 @@
+"""`GET /api/v1/alerts/stream`: Server-Sent Events of the clinician's care teams' alerts.
+
+A fresh connection first gets a `snapshot` event (the active alerts, with the stream
+position they are consistent with); a reconnect sending `Last-Event-ID` gets every event
+after that position instead, read from the database, so nothing is missed. Then one `alert`
+event per transition (open, escalation, acknowledge, resolve), the event id being its
+commit-ordered position. Comment lines are heartbeats; at each one the token is checked
+again, so a revoked or expired token ends the stream.
+
+The token comes in the `Authorization` header. The page reads the stream with fetch() and
+parses it itself (EventSource cannot send headers), so tokens never appear in URLs or logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg_pool import AsyncConnectionPool
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from dashboard_api.live import AlertHub
+from dashboard_api.schemas import Alert
+from telehealth.storage.alert_stream import events_after, snapshot
+from telehealth.storage.people import User, user_for_token
+
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+_bearer = HTTPBearer(auto_error=False)
+
+HEARTBEAT_S = 15.0
+RETRY_MS = 2000
+_PAGE = 500
+
+_DESCRIPTION = """`text/event-stream`. Events: `snapshot` (data `{"alerts": [...]}`, the active
+alerts), then `alert` (data `{"pos", "event": {"id", "status", "severity", "actor", "note",
+"at"}, "alert": {...}}`), each with `id:` = its stream position; comment lines as heartbeats
+every 15 s. Send `Last-Event-ID` to resume after a position instead of a snapshot."""
+
+
+def _alert_event(row: dict[str, Any]) -> ServerSentEvent:
+    alert = Alert.model_validate(row["alert"]).model_dump(mode="json")
+    data = {"pos": row["pos"], "event": row["event"], "alert": alert}
+    return ServerSentEvent(json.dumps(data), event="alert", id=str(row["pos"]))
+
+
+async def _user(pool: AsyncConnectionPool, token: str) -> User | None:
+    async with pool.connection() as conn:
+        return await user_for_token(conn, token)
+
+
+async def _events(
+    pool: AsyncConnectionPool, hub: AlertHub, user: User, token: str, after: int | None
+) -> AsyncIterator[ServerSentEvent]:
+    """Snapshot or catch-up from the database, then live events from the hub, in order."""
+    teams = list(user.care_teams)
+    # Subscribe before reading the database: whatever commits meanwhile is queued, and
+    # anything the read already returned is skipped by position.
+    subscription = hub.subscribe(frozenset(teams))
+    try:
+        yield ServerSentEvent(retry=RETRY_MS, comment="telehealth alert stream")
+        if after is None:
+            async with pool.connection() as conn:
+                position, alerts = await snapshot(conn, teams)
+            data = {"alerts": [Alert.model_validate(a).model_dump(mode="json") for a in alerts]}
+            yield ServerSentEvent(json.dumps(data), event="snapshot", id=str(position))
+        else:
+            position = after
+            while True:
+                async with pool.connection() as conn:
+                    rows = await events_after(conn, position, teams, _PAGE)
+                for row in rows:
+                    position = row["pos"]
+                    yield _alert_event(row)
+                if len(rows) < _PAGE:
+                    break
+        while not subscription.overflowed:
+            try:
+                row = await asyncio.wait_for(subscription.queue.get(), HEARTBEAT_S)
+            except TimeoutError:
+                if await _user(pool, token) is None:
+                    yield ServerSentEvent("{}", event="signed-out")
+                    return
+                yield ServerSentEvent(comment="heartbeat")
+                continue
+            if row["pos"] > position:  # else already sent by the catch-up read
+                position = row["pos"]
+                yield _alert_event(row)
+        # Too slow to keep up: the stream ends; the client resumes from its last event id.
+    finally:
+        hub.unsubscribe(subscription)
+
+
+@router.get(
+    "/stream",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": _DESCRIPTION}},
+)
+async def stream(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+) -> EventSourceResponse:
+    """Live alerts of your care teams (clinicians)."""
+    if credentials is None:
+        raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    pool: AsyncConnectionPool = request.app.state.pool
+    user = await _user(pool, credentials.credentials)
+    if user is None:
+        raise HTTPException(401, "the token is unknown or expired", headers={"WWW-Authenticate": "Bearer"})
+    if user.role != "clinician":
+        raise HTTPException(403, f"this needs the role clinician; you are {user.role}")
+    after = None
+    if last_event_id is not None and last_event_id.strip():
+        if not last_event_id.strip().isdecimal():
+            raise HTTPException(422, "Last-Event-ID must be a stream position (a whole number)")
+        after = int(last_event_id.strip())
+    hub: AlertHub = request.app.state.alert_hub
+    return EventSourceResponse(
+        _events(pool, hub, user, credentials.credentials, after), headers={"Cache-Control": "no-store"}
+    )

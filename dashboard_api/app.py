@@ -54,9 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     hardening.install(app, max_body_bytes=settings.api_max_body_bytes)
-    for module in (health, stream, page):
+    for module in (health, page):
         app.include_router(module.router)
-    for module in (auth, patients, glucose, thresholds, devices, alerts, audit):
+    for module in (auth, patients, glucose, thresholds, devices, stream, alerts, audit):
         app.include_router(module.router, responses=problems.RESPONSES)
     static = resources.files("dashboard_api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

@@ -17,6 +17,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -25,6 +26,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from dashboard_api.live import AlertHub
 from dashboard_api.schemas import Alert
+from telehealth.storage import audit
 from telehealth.storage.alert_stream import events_after, snapshot
 from telehealth.storage.people import User, user_for_token
 
@@ -52,6 +54,19 @@ async def _user(pool: AsyncConnectionPool, token: str) -> User | None:
         return await user_for_token(conn, token)
 
 
+async def _audit(pool: AsyncConnectionPool, user: User, action: str, patient: Any, **detail: Any) -> None:
+    """What the stream shows is a read of patient data: recorded like any list or view."""
+    async with pool.connection() as conn:
+        await audit.record(
+            conn,
+            actor=user,
+            purpose=audit.purpose_for(user),
+            patient_id=UUID(str(patient)) if patient else None,
+            action=action,
+            detail=detail,
+        )
+
+
 async def _events(
     pool: AsyncConnectionPool, hub: AlertHub, user: User, token: str, after: int | None
 ) -> AsyncIterator[ServerSentEvent]:
@@ -66,6 +81,8 @@ async def _events(
             async with pool.connection() as conn:
                 position, alerts = await snapshot(conn, teams)
             data = {"alerts": [Alert.model_validate(a).model_dump(mode="json") for a in alerts]}
+            shown = sorted({str(a["patient_id"]) for a in data["alerts"]})
+            await _audit(pool, user, "alerts.stream.snapshot", None, patients=shown)
             yield ServerSentEvent(json.dumps(data), event="snapshot", id=str(position))
         else:
             position = after
@@ -74,6 +91,7 @@ async def _events(
                     rows = await events_after(conn, position, teams, _PAGE)
                 for row in rows:
                     position = row["pos"]
+                    await _audit(pool, user, "alerts.stream.event", row["alert"]["patient_id"], pos=position)
                     yield _alert_event(row)
                 if len(rows) < _PAGE:
                     break
@@ -88,6 +106,7 @@ async def _events(
                 continue
             if row["pos"] > position:  # else already sent by the catch-up read
                 position = row["pos"]
+                await _audit(pool, user, "alerts.stream.event", row["alert"]["patient_id"], pos=position)
                 yield _alert_event(row)
         # Too slow to keep up: the stream ends; the client resumes from its last event id.
     finally:

@@ -105,8 +105,10 @@ async def test_glucose_summary_matches_an_independent_computation(
     assert fortnight["expected_readings"] == 14 * 288
     assert fortnight["data_sufficiency_pct"] == pytest.approx(100 * 200 / (14 * 288))
 
-    for token in (outsider, researcher):
-        assert (await http.get(url, headers=auth(token))).status_code == 403
+    # Another team's clinician gets the answer for a patient that does not exist; a
+    # researcher may not read patient records at all.
+    assert (await http.get(url, headers=auth(outsider))).status_code == 404
+    assert (await http.get(url, headers=auth(researcher))).status_code == 403
     for bad in ({"days": 0}, {"days": 91}, {"tz": "Mars/Olympus"}, {"tz": "UTC\x00"}):
         assert (await http.get(url, params=bad, headers=auth(clinician))).status_code == 422
 

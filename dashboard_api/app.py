@@ -10,7 +10,19 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from dashboard_api import problems
-from dashboard_api.routes import alerts, auth, devices, health, page, patients, thresholds
+from dashboard_api.routes import (
+    alerts,
+    auth,
+    consent,
+    data_uses,
+    devices,
+    health,
+    page,
+    patients,
+    register,
+    research,
+    thresholds,
+)
 from telehealth.settings import Settings, get_settings
 from telehealth.storage import open_pool
 
@@ -39,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     for module in (health, auth, patients, thresholds, devices, alerts, page):
+        app.include_router(module.router)
+    for module in (consent, data_uses, research, register):
         app.include_router(module.router)
     static = resources.files("dashboard_api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

@@ -45,6 +45,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await producer.start()
     await consumer.start()
     pipeline = Pipeline(settings, pool, CachedRegistry(settings.database_url, settings.device_cache_ttl_s))
+    listener = asyncio.create_task(pipeline.consent.cache.listen(settings.database_url, stop))
     log.info("processor consuming as group %s", settings.processor_group)
     loop = asyncio.get_running_loop()
     next_sweep = loop.time()
@@ -67,6 +68,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 await _sweep(pool, timedelta(seconds=settings.alert_escalate_after_s))
             await _publish(pool, producer, settings.alerts_topic)
     finally:
+        listener.cancel()
         await consumer.stop()
         await producer.stop()
         await pool.close()

@@ -1,0 +1,115 @@
+"""Raw aggregate cells from the hourly rollup, one value per patient per cell.
+
+Runs inside the caller's transaction: `cell_members` (a temporary table dropped at commit)
+holds which patient is in which cell, so the release can record its contributors without
+a second pass over the rollup.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+
+from telehealth.research.disclosure import READINGS_PER_PATIENT_HOUR, RawCell
+
+Conn = psycopg.AsyncConnection[Any]
+GroupBy = Literal["none", "age_band", "sex", "condition"]
+
+_AGE = "date_part('year', age(m.bucket::date, p.birth_date))"
+GROUPS: dict[str, str] = {
+    "none": "'all'",
+    "sex": "p.sex",
+    "age_band": (
+        f"CASE WHEN {_AGE} < 18 THEN '0-17' WHEN {_AGE} < 40 THEN '18-39' WHEN {_AGE} < 60 THEN '40-59'"
+        f" WHEN {_AGE} < 80 THEN '60-79' ELSE '80+' END"
+    ),
+    # a patient with two conditions is in both groups; none recorded: 'none'
+    "condition": "unnest(CASE WHEN cardinality(p.conditions) = 0 THEN ARRAY['none'] ELSE p.conditions END)",
+}
+
+_MEMBERS = """
+CREATE TEMP TABLE cell_members ON COMMIT DROP AS
+WITH m AS (
+    SELECT date_bin(%(bucket)s, h.hour, TIMESTAMPTZ 'epoch') AS bucket, h.patient_id,
+           least(sum(h.n), %(cap)s) AS n, sum(h.total) / sum(h.n) AS mean
+    FROM research_hourly h
+    WHERE h.purpose = %(purpose)s AND h.code = %(code)s
+      AND h.hour >= %(start)s AND h.hour < %(end)s AND h.patient_id = ANY(%(patients)s)
+    GROUP BY 1, 2
+)
+SELECT m.bucket, {group} AS grp, m.patient_id, m.n, m.mean
+FROM m JOIN patients p ON p.id = m.patient_id
+"""
+
+_CELLS = """
+SELECT bucket, grp, count(*) AS patients, sum(n) AS readings, avg(mean) AS mean,
+       min(mean) AS lo, max(mean) AS hi,
+       percentile_cont(%(fractions)s::float8[]) WITHIN GROUP (ORDER BY mean) AS pct
+FROM cell_members GROUP BY bucket, grp
+"""
+
+_TOTALS = "SELECT bucket, count(DISTINCT patient_id) AS patients FROM cell_members GROUP BY bucket"
+
+
+async def raw_cells(
+    conn: Conn,
+    *,
+    purpose: str,
+    code: str,
+    bucket: timedelta,
+    start: datetime,
+    end: datetime,
+    group_by: GroupBy,
+    patients: list[UUID],
+    percentiles: list[int],
+) -> tuple[list[RawCell], dict[datetime, int]]:
+    """Cells and each bucket's distinct-patient total; call inside a transaction."""
+    cap = READINGS_PER_PATIENT_HOUR * max(1, int(bucket.total_seconds() // 3600))
+    params = {
+        "bucket": bucket,
+        "cap": cap,
+        "purpose": purpose,
+        "code": code,
+        "start": start,
+        "end": end,
+        "patients": patients,
+        "fractions": [p / 100 for p in percentiles],
+    }
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("DROP TABLE IF EXISTS cell_members")
+        await cur.execute(_MEMBERS.format(group=GROUPS[group_by]).encode(), params)
+        await cur.execute(_CELLS, params)
+        cells = [
+            RawCell(
+                bucket=r["bucket"],
+                group=str(r["grp"]),
+                patients=int(r["patients"]),
+                readings=int(r["readings"]),
+                mean=float(r["mean"]),
+                min=float(r["lo"]),
+                max=float(r["hi"]),
+                percentiles={f"p{p}": float(v) for p, v in zip(percentiles, r["pct"], strict=True)},
+            )
+            for r in await cur.fetchall()
+        ]
+        await cur.execute(_TOTALS)
+        totals = {r["bucket"]: int(r["patients"]) for r in await cur.fetchall()}
+    return cells, totals
+
+
+async def members(conn: Conn, released: list[tuple[datetime, str]]) -> list[UUID]:
+    """Distinct patients in the released cells (after `raw_cells`, same transaction)."""
+    if not released:
+        return []
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT DISTINCT c.patient_id FROM cell_members c
+               JOIN unnest(%s::timestamptz[], %s::text[]) AS r(bucket, grp)
+                 ON r.bucket = c.bucket AND r.grp = c.grp""",
+            ([b for b, _ in released], [g for _, g in released]),
+        )
+        return [r["patient_id"] for r in await cur.fetchall()]

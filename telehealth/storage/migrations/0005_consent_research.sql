@@ -1,0 +1,164 @@
+-- Consent records, per-reading eligibility, research projects, releases and rollups.
+-- Plain PostgreSQL >= 15; 0005_consent_research.timescale.sql swaps the rollup table for a
+-- continuous aggregate.
+
+-- One global counter bumped by every consent change, in the changing transaction. Its row
+-- lock orders commits, so a reader that has seen counter value N has seen every change <= N:
+-- the processor's version check cannot miss a change.
+CREATE TABLE consent_clock (
+    id   boolean PRIMARY KEY DEFAULT TRUE CHECK (id),
+    seq  bigint NOT NULL
+);
+INSERT INTO consent_clock (id, seq) VALUES (TRUE, 0);
+
+CREATE TABLE patient_consents (
+    patient_id        uuid NOT NULL REFERENCES patients (id),
+    version           integer NOT NULL,
+    provisions        jsonb NOT NULL,
+    national_opt_out  boolean NOT NULL,
+    recorded_by       text NOT NULL,
+    recorded_by_role  text NOT NULL CHECK (recorded_by_role IN ('patient', 'admin')),
+    recorded_at       timestamptz NOT NULL DEFAULT now(),
+    applies_from      timestamptz NOT NULL,
+    change_seq        bigint NOT NULL UNIQUE,
+    PRIMARY KEY (patient_id, version)
+);
+
+-- Every consent change wakes the processors (LISTEN consent_changed) on commit.
+CREATE FUNCTION consent_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('consent_changed', NEW.change_seq::text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER patient_consents_notify AFTER INSERT ON patient_consents
+    FOR EACH ROW EXECUTE FUNCTION consent_changed();
+
+-- The decision taken for each stored observation, with the consent version it used
+-- (NULL: no record, the deployment default applied).
+CREATE TABLE reading_consent (
+    device_id        text NOT NULL,
+    seq              bigint NOT NULL,
+    code             text NOT NULL,
+    patient_id       uuid NOT NULL,
+    measured_at      timestamptz NOT NULL,
+    consent_version  integer,
+    eligible         text[] NOT NULL,
+    decided_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (device_id, seq, code)
+);
+CREATE INDEX reading_consent_patient ON reading_consent (patient_id, decided_at);
+
+-- Eligible, clean observations per purpose, value clamped to the plausible range.
+CREATE TABLE research_readings (
+    purpose          text NOT NULL,
+    code             text NOT NULL,
+    patient_id       uuid NOT NULL,
+    measured_at      timestamptz NOT NULL,
+    value            double precision NOT NULL,
+    consent_version  integer
+);
+CREATE INDEX research_readings_patient ON research_readings (patient_id, measured_at);
+
+-- Hourly per-patient rollup, maintained as data arrives (a continuous aggregate under
+-- TimescaleDB). Aggregates read this, never the raw rows.
+CREATE TABLE research_hourly (
+    purpose     text NOT NULL,
+    code        text NOT NULL,
+    hour        timestamptz NOT NULL,
+    patient_id  uuid NOT NULL,
+    n           bigint NOT NULL,
+    total       double precision NOT NULL,
+    lo          double precision NOT NULL,
+    hi          double precision NOT NULL,
+    PRIMARY KEY (purpose, code, hour, patient_id)
+);
+
+CREATE FUNCTION research_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO research_hourly AS h (purpose, code, hour, patient_id, n, total, lo, hi)
+    SELECT purpose, code, date_bin('1 hour', measured_at, TIMESTAMPTZ 'epoch'), patient_id,
+           count(*), sum(value), min(value), max(value)
+    FROM new_rows GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (purpose, code, hour, patient_id) DO UPDATE
+        SET n = h.n + EXCLUDED.n, total = h.total + EXCLUDED.total,
+            lo = least(h.lo, EXCLUDED.lo), hi = greatest(h.hi, EXCLUDED.hi);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER research_readings_rollup AFTER INSERT ON research_readings
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION research_rollup();
+
+CREATE TABLE research_projects (
+    id                      bigserial PRIMARY KEY,
+    slug                    text NOT NULL UNIQUE,
+    title                   text NOT NULL,
+    owner                   text NOT NULL,
+    purpose                 text NOT NULL CHECK (purpose IN ('research', 'planning', 'commercial')),
+    codes                   text[] NOT NULL,
+    cohort                  jsonb NOT NULL DEFAULT '{}',
+    starts_on               date NOT NULL,
+    ends_on                 date NOT NULL,
+    epsilon_per_release     double precision,
+    epsilon_budget          double precision,
+    -- HMAC key of this project's pseudonyms: random per project, never leaves the database
+    pseudonym_key           bytea NOT NULL,
+    created_by              text NOT NULL,
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    CHECK (starts_on <= ends_on)
+);
+
+-- A researcher's tokens are bound to one project.
+ALTER TABLE users ADD COLUMN project_id bigint REFERENCES research_projects (id);
+
+CREATE TABLE research_releases (
+    id                bigserial PRIMARY KEY,
+    project_id        bigint NOT NULL REFERENCES research_projects (id),
+    kind              text NOT NULL CHECK (kind IN ('aggregates', 'stream')),
+    code              text NOT NULL,
+    bucket_seconds    integer NOT NULL,
+    group_by          text NOT NULL,
+    period_start      timestamptz NOT NULL,
+    period_end        timestamptz NOT NULL,
+    cells             integer NOT NULL,
+    patients_rounded  integer NOT NULL,
+    epsilon           double precision NOT NULL DEFAULT 0,
+    released_at       timestamptz NOT NULL DEFAULT now(),
+    released_to       text NOT NULL
+);
+CREATE INDEX research_releases_project ON research_releases (project_id, released_at);
+
+-- Released cells are frozen: asking again returns the same figures, so re-querying after a
+-- withdrawal or late data cannot difference one patient out of a cell.
+CREATE TABLE research_cells (
+    project_id      bigint NOT NULL REFERENCES research_projects (id),
+    code            text NOT NULL,
+    bucket_seconds  integer NOT NULL,
+    group_by        text NOT NULL,
+    bucket_start    timestamptz NOT NULL,
+    grp             text NOT NULL,
+    body            jsonb NOT NULL,
+    release_id      bigint NOT NULL REFERENCES research_releases (id),
+    PRIMARY KEY (project_id, code, bucket_seconds, group_by, bucket_start, grp)
+);
+
+-- Who contributed to a release, as the project-keyed pseudonym (HMAC), with the consent
+-- version that permitted it. Patients find their own rows; projects cannot be linked.
+CREATE TABLE release_contributors (
+    release_id       bigint NOT NULL REFERENCES research_releases (id),
+    pseudonym        text NOT NULL,
+    consent_version  integer,
+    PRIMARY KEY (release_id, pseudonym)
+);
+CREATE INDEX release_contributors_pseudonym ON release_contributors (pseudonym);
+
+-- Differential privacy: epsilon spent per project, and per patient across projects.
+CREATE TABLE epsilon_ledger (
+    id          bigserial PRIMARY KEY,
+    project_id  bigint NOT NULL REFERENCES research_projects (id),
+    release_id  bigint REFERENCES research_releases (id),
+    epsilon     double precision NOT NULL CHECK (epsilon > 0),
+    spent_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE patient_epsilon (
+    patient_id  uuid PRIMARY KEY REFERENCES patients (id),
+    spent       double precision NOT NULL DEFAULT 0
+);

@@ -14,6 +14,7 @@ from uuid import UUID
 from psycopg import AsyncConnection
 
 from telehealth import logs
+from telehealth.research import pull as research_pull
 from telehealth.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -91,6 +92,9 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 def cmd_users_add(args: argparse.Namespace) -> None:
     from telehealth.storage.people import add_user, issue_token
 
+    if args.role == "researcher" and args.project_id is None:
+        sys.exit("telehealth: a researcher is bound to one project: give --project-id")
+
     async def add(conn: AsyncConnection[Any]) -> str:
         user = await add_user(
             conn,
@@ -99,6 +103,7 @@ def cmd_users_add(args: argparse.Namespace) -> None:
             password=args.password,
             care_teams=args.care_team,
             patient_id=args.patient_id,
+            project_id=args.project_id,
         )
         return await issue_token(conn, user.id)
 
@@ -262,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", help="for POST /api/v1/auth/token; optional")
     p.add_argument("--care-team", action="append", default=[], help="repeatable; for clinicians")
     p.add_argument("--patient-id", type=UUID, help="for the patient role")
+    p.add_argument("--project-id", type=int, help="for the researcher role: the one project it may query")
     p.set_defaults(func=cmd_users_add)
 
     devices = sub.add_parser("devices", help="device administration").add_subparsers(
@@ -272,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patient-id", type=UUID, required=True)
     p.add_argument("--kind", choices=("cgm", "glucometer", "oximeter"), required=True)
     p.set_defaults(func=cmd_devices_provision)
+    research_pull.add_parser(sub)
     return parser
 
 

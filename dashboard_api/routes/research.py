@@ -198,5 +198,6 @@ async def stream(
         "X-Next-Cursor": max(start, end).isoformat(),
         "X-Release-Id": str(release_id or ""),
         "X-Epsilon": str(epsilon),
+        "X-Cells": str(len(cells)),
     }
     return Response(body, media_type=media, headers=headers)

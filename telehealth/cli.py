@@ -185,6 +185,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         fleet_rate=args.fleet_rate,
         fleet_seconds=args.fleet_seconds,
         fleet_connections=args.fleet_connections,
+        research_patients=args.research_patients,
     )
     print(figures.report())
 
@@ -252,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fleet-seconds", type=float, default=30)
     p.add_argument(
         "--fleet-connections", type=int, default=None, help="shared connections; default one per device"
+    )
+    p.add_argument(
+        "--research-patients",
+        type=int,
+        default=10_000,
+        help="patients in the 30-day hourly research aggregate (0 skips it)",
     )
     p.set_defaults(func=cmd_bench)
 

@@ -39,6 +39,7 @@ WITH m AS (
     FROM research_hourly h
     WHERE h.purpose = %(purpose)s AND h.code = %(code)s
       AND h.hour >= %(start)s AND h.hour < %(end)s AND h.patient_id = ANY(%(patients)s)
+      AND NOT date_bin(%(bucket)s, h.hour, TIMESTAMPTZ 'epoch') = ANY(%(skip)s)
     GROUP BY 1, 2
 )
 SELECT m.bucket, {group} AS grp, m.patient_id, m.n, m.mean
@@ -48,7 +49,7 @@ FROM m JOIN patients p ON p.id = m.patient_id
 _CELLS = """
 SELECT bucket, grp, count(*) AS patients, sum(n) AS readings, avg(mean) AS mean,
        min(mean) AS lo, max(mean) AS hi,
-       percentile_cont(%(fractions)s::float8[]) WITHIN GROUP (ORDER BY mean) AS pct
+       percentile_disc(%(fractions)s::float8[]) WITHIN GROUP (ORDER BY mean) AS pct
 FROM cell_members GROUP BY bucket, grp
 """
 
@@ -66,8 +67,10 @@ async def raw_cells(
     group_by: GroupBy,
     patients: list[UUID],
     percentiles: list[int],
+    skip: list[datetime] | None = None,
 ) -> tuple[list[RawCell], dict[datetime, int]]:
-    """Cells and each bucket's distinct-patient total; call inside a transaction."""
+    """Cells and each bucket's distinct-patient total, except buckets in `skip` (released
+    already); call inside a transaction."""
     cap = READINGS_PER_PATIENT_HOUR * max(1, int(bucket.total_seconds() // 3600))
     params = {
         "bucket": bucket,
@@ -78,6 +81,7 @@ async def raw_cells(
         "end": end,
         "patients": patients,
         "fractions": [p / 100 for p in percentiles],
+        "skip": skip or [],
     }
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute("DROP TABLE IF EXISTS cell_members")
@@ -113,3 +117,162 @@ async def members(conn: Conn, released: list[tuple[datetime, str]]) -> list[UUID
             ([b for b, _ in released], [g for _, g in released]),
         )
         return [r["patient_id"] for r in await cur.fetchall()]
+
+
+# --- The cell-level path: hourly buckets read from research_hourly_cells / _bins ----------
+
+_FAST_GROUP = {"none": "'all'", "sex": "sex", "age_band": "age_band"}
+
+_FAST_CELLS = """
+SELECT hour, {group} AS grp, sum(patients) AS patients, sum(readings) AS readings,
+       sum(sum_means) AS sum_means
+FROM research_hourly_cells
+WHERE purpose = %(purpose)s AND code = %(code)s AND hour >= %(start)s AND hour < %(end)s
+  AND NOT hour = ANY(%(skip)s) AND (cardinality(%(sexes)s::text[]) = 0 OR sex = ANY(%(sexes)s))
+GROUP BY 1, 2
+"""
+_FAST_BINS = """
+SELECT hour, {group} AS grp, bin, sum(patients) AS patients
+FROM research_hourly_bins
+WHERE purpose = %(purpose)s AND code = %(code)s AND hour >= %(start)s AND hour < %(end)s
+  AND NOT hour = ANY(%(skip)s) AND (cardinality(%(sexes)s::text[]) = 0 OR sex = ANY(%(sexes)s))
+GROUP BY 1, 2, 3 HAVING sum(patients) <> 0
+"""
+#: what patients who are no longer eligible contributed, to be taken out again
+_FAST_EXCLUDED = """
+SELECT h.hour, {group} AS grp, least(h.n, %(cap)s) AS n, h.total / h.n AS mean
+FROM research_hourly h JOIN patients p ON p.id = h.patient_id
+WHERE h.patient_id = ANY(%(excluded)s) AND h.purpose = %(purpose)s AND h.code = %(code)s
+  AND h.hour >= %(start)s AND h.hour < %(end)s AND NOT h.hour = ANY(%(skip)s)
+  AND (cardinality(%(sexes)s::text[]) = 0 OR p.sex = ANY(%(sexes)s))
+"""
+_PATIENT_GROUP = {"none": "'all'", "sex": "p.sex", "age_band": "research_age_band(p.birth_date, h.hour)"}
+
+
+async def rollup_available(conn: Conn) -> bool:
+    """The cell-level rollups are maintained on plain PostgreSQL only (see the migration)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT timescale FROM schema_migrations WHERE version = 5")
+        row = await cur.fetchone()
+    return row is not None and not row["timescale"]
+
+
+def _step(code: str) -> float:
+    return 0.1 if code == "glucose" else 1.0
+
+
+async def fast_cells(
+    conn: Conn,
+    *,
+    purpose: str,
+    code: str,
+    start: datetime,
+    end: datetime,
+    group_by: GroupBy,
+    sexes: list[str],
+    excluded: list[UUID],
+    percentiles: list[int],
+    skip: list[datetime] | None = None,
+) -> tuple[list[RawCell], dict[datetime, int]]:
+    """Hourly cells from the cell-level rollups, less the contributions of `excluded` patients
+    (eligible when processed, not now). Percentiles are nearest-rank over patients' means at
+    the released precision, as `raw_cells` computes them."""
+    params = {
+        "purpose": purpose,
+        "code": code,
+        "start": start,
+        "end": end,
+        "skip": skip or [],
+        "sexes": sexes,
+        "excluded": excluded,
+        "cap": READINGS_PER_PATIENT_HOUR,
+    }
+    step = _step(code)
+    totals_by: dict[tuple[datetime, str], list[float]] = {}
+    bins: dict[tuple[datetime, str], dict[int, int]] = {}
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_FAST_CELLS.format(group=_FAST_GROUP[group_by]).encode(), params)
+        for r in await cur.fetchall():
+            totals_by[(r["hour"], r["grp"])] = [float(r["patients"]), float(r["readings"]), r["sum_means"]]
+        await cur.execute(_FAST_BINS.format(group=_FAST_GROUP[group_by]).encode(), params)
+        for r in await cur.fetchall():
+            bins.setdefault((r["hour"], r["grp"]), {})[r["bin"]] = int(r["patients"])
+        if excluded:
+            await cur.execute(_FAST_EXCLUDED.format(group=_PATIENT_GROUP[group_by]).encode(), params)
+            for r in await cur.fetchall():
+                key = (r["hour"], r["grp"])
+                sums = totals_by[key]
+                sums[0] -= 1
+                sums[1] -= r["n"]
+                sums[2] -= r["mean"]
+                bins[key][_floor_half(r["mean"], step)] -= 1
+    cells: list[RawCell] = []
+    totals: dict[datetime, int] = {}
+    for (hour, grp), (patients, readings, sum_means) in totals_by.items():
+        n = round(patients)
+        if n <= 0:
+            continue
+        values = sorted((b, k) for b, k in bins.get((hour, grp), {}).items() if k > 0)
+        cells.append(
+            RawCell(
+                bucket=hour,
+                group=str(grp),
+                patients=n,
+                readings=round(readings),
+                mean=sum_means / n,
+                min=values[0][0] * step,
+                max=values[-1][0] * step,
+                percentiles={f"p{p}": _nearest_rank(values, n, p) * step for p in percentiles},
+            )
+        )
+        totals[hour] = totals.get(hour, 0) + n
+    return cells, totals
+
+
+def _floor_half(value: float, step: float) -> int:
+    return int((value / step + 0.5) // 1)
+
+
+def _nearest_rank(histogram: list[tuple[int, int]], n: int, percentile: int) -> int:
+    """The bin holding the k-th smallest of n values, k = ceil(p/100 * n) (nearest rank)."""
+    rank = max(1, -(-percentile * n // 100))
+    seen = 0
+    for b, count in histogram:
+        seen += count
+        if seen >= rank:
+            return b
+    return histogram[-1][0]
+
+
+async def fast_members(
+    conn: Conn,
+    *,
+    purpose: str,
+    code: str,
+    group_by: GroupBy,
+    eligible: list[UUID],
+    released: list[tuple[datetime, str]],
+) -> list[UUID]:
+    """Eligible patients with a reading in a released (hour, group) cell: one index probe each."""
+    if not released:
+        return []
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""SELECT e.id FROM unnest(%(eligible)s::uuid[]) AS e(id)
+                WHERE EXISTS (
+                    SELECT 1 FROM research_hourly h JOIN patients p ON p.id = h.patient_id
+                    WHERE h.patient_id = e.id AND h.purpose = %(purpose)s AND h.code = %(code)s
+                      AND h.hour >= %(start)s AND h.hour <= %(end)s
+                      AND (h.hour, {_PATIENT_GROUP[group_by]}) IN (
+                          SELECT * FROM unnest(%(hours)s::timestamptz[], %(groups)s::text[])))""".encode(),
+            {
+                "eligible": eligible,
+                "purpose": purpose,
+                "code": code,
+                "start": min(h for h, _ in released),
+                "end": max(h for h, _ in released),
+                "hours": [h for h, _ in released],
+                "groups": [g for _, g in released],
+            },
+        )
+        return [r["id"] for r in await cur.fetchall()]

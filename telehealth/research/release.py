@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 
 from telehealth.consent import Purpose, decide
 from telehealth.research import dp
-from telehealth.research.cells import GroupBy, members, raw_cells
+from telehealth.research.cells import GroupBy, fast_cells, fast_members, members, raw_cells, rollup_available
 from telehealth.research.disclosure import control, round_count
 from telehealth.research.projects import Project, cohort_patients
 from telehealth.research.pseudonym import pseudonym
@@ -91,30 +91,48 @@ async def release(conn: Conn, ask: Ask, *, default_permit: bool, epsilon_cap: fl
         frozen = await _frozen(conn, ask)
         done = {datetime.fromisoformat(b["bucket"]) for b in frozen}
         eligible = await eligible_now(conn, ask.project, ask.code, default_permit=default_permit)
-        raw, totals = await raw_cells(
-            conn,
-            purpose=ask.project.purpose,
-            code=ask.code,
-            bucket=ask.bucket,
-            start=ask.start,
-            end=ask.end,
-            group_by=ask.group_by,
-            patients=list(eligible),
-            percentiles=ask.percentiles,
-        )
+        fast = await _rollup_applies(conn, ask)
+        if fast:
+            excluded = await _no_longer_eligible(conn, ask, eligible)
+            raw, totals = await fast_cells(
+                conn,
+                purpose=ask.project.purpose,
+                code=ask.code,
+                start=ask.start,
+                end=ask.end,
+                group_by=ask.group_by,
+                sexes=list(ask.project.cohort.sex),
+                excluded=excluded,
+                percentiles=ask.percentiles,
+                skip=sorted(done),
+            )
+        else:
+            raw, totals = await raw_cells(
+                conn,
+                purpose=ask.project.purpose,
+                code=ask.code,
+                bucket=ask.bucket,
+                start=ask.start,
+                end=ask.end,
+                group_by=ask.group_by,
+                patients=list(eligible),
+                percentiles=ask.percentiles,
+                skip=sorted(done),
+            )
         fresh = [c for c in raw if c.bucket not in done]
         if not fresh:
             return Outcome(None, 0.0, _ordered(frozen))
         epsilon = ask.project.epsilon_per_release or 0.0
         if epsilon:
             # Everyone whose data enters the mechanism is charged, suppressed cells included.
-            contributors = await members(conn, [(c.bucket, c.group) for c in fresh])
+            contributors = await _members(conn, ask, fast, eligible, [(c.bucket, c.group) for c in fresh])
             await _charge(conn, ask.project, contributors, epsilon, epsilon_cap)
             buckets = math.ceil((ask.end - ask.start) / ask.bucket)
             bodies = dp.privatise(ask.code, fresh, epsilon, ask.bucket, buckets)
         else:
             cells = control(ask.code, fresh, totals)
-            contributors = await members(conn, [(c.bucket, c.group) for c in cells if not c.suppressed])
+            shown = [(c.bucket, c.group) for c in cells if not c.suppressed]
+            contributors = await _members(conn, ask, fast, eligible, shown)
             bodies = [c.body for c in cells]
         release_id = await _record(conn, ask, bodies, len(contributors), epsilon)
         await _contributors(conn, ask, release_id, contributors, eligible)
@@ -126,6 +144,42 @@ async def release(conn: Conn, ask: Ask, *, default_permit: bool, epsilon_cap: fl
     for b in bodies:
         b["release_id"] = release_id
     return Outcome(release_id, epsilon, _ordered(frozen + bodies))
+
+
+async def _rollup_applies(conn: Conn, ask: Ask) -> bool:
+    """Hourly buckets of a cohort defined at most by sex read the cell-level rollups."""
+    cohort = ask.project.cohort
+    return (
+        ask.bucket == timedelta(hours=1)
+        and ask.group_by != "condition"
+        and not cohort.conditions
+        and cohort.age_min is None
+        and cohort.age_max is None
+        and await rollup_available(conn)
+    )
+
+
+async def _no_longer_eligible(conn: Conn, ask: Ask, eligible: dict[UUID, int | None]) -> list[UUID]:
+    """Patients whose rows may be in the rollups (they have, or had, a consent record, or the
+    default permits) but who are not eligible now: their contributions are taken out."""
+    cur = await conn.execute("SELECT DISTINCT patient_id FROM patient_consents")
+    recorded = {r["patient_id"] for r in await cur.fetchall()}
+    return sorted(recorded - set(eligible))
+
+
+async def _members(
+    conn: Conn, ask: Ask, fast: bool, eligible: dict[UUID, int | None], cells: list[tuple[datetime, str]]
+) -> list[UUID]:
+    if not fast:
+        return await members(conn, cells)
+    return await fast_members(
+        conn,
+        purpose=ask.project.purpose,
+        code=ask.code,
+        group_by=ask.group_by,
+        eligible=list(eligible),
+        released=cells,
+    )
 
 
 def _ordered(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -73,15 +73,83 @@ CREATE TABLE research_hourly (
     PRIMARY KEY (purpose, code, hour, patient_id)
 );
 
+CREATE INDEX research_hourly_patient ON research_hourly (patient_id, purpose, code, hour);
+
+-- Cell-level hourly rollups over the per-patient one, so an hourly aggregate over thousands
+-- of patients reads a few rows per hour instead of one per patient-hour. A patient counts
+-- once per hour with their own mean (bounded contribution); `research_hourly_bins` is the
+-- histogram of those means at the released precision (percentiles, min, max). Kept exact as
+-- a patient's hourly mean changes: the upsert reports whether it inserted (xmax = 0) and the
+-- old sums are the new ones minus what this statement added.
+CREATE TABLE research_hourly_cells (
+    purpose    text NOT NULL,
+    code       text NOT NULL,
+    hour       timestamptz NOT NULL,
+    sex        text NOT NULL,
+    age_band   text NOT NULL,
+    patients   bigint NOT NULL,
+    readings   bigint NOT NULL,
+    sum_means  double precision NOT NULL,
+    PRIMARY KEY (purpose, code, hour, sex, age_band)
+);
+CREATE TABLE research_hourly_bins (
+    purpose    text NOT NULL,
+    code       text NOT NULL,
+    hour       timestamptz NOT NULL,
+    sex        text NOT NULL,
+    age_band   text NOT NULL,
+    bin        integer NOT NULL,
+    patients   bigint NOT NULL,
+    PRIMARY KEY (purpose, code, hour, sex, age_band, bin)
+);
+
+-- The released precision of each code (glucose 0.1 mmol/L, others 1): bin * step is the
+-- value rounded half up, as disclosure control rounds it.
+CREATE FUNCTION research_step(code text) RETURNS double precision LANGUAGE sql IMMUTABLE AS
+$$ SELECT CASE code WHEN 'glucose' THEN 0.1 ELSE 1.0 END $$;
+CREATE FUNCTION research_age_band(birth date, at timestamptz) RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN a < 18 THEN '0-17' WHEN a < 40 THEN '18-39' WHEN a < 60 THEN '40-59'
+                WHEN a < 80 THEN '60-79' ELSE '80+' END
+    FROM (SELECT date_part('year', age(at::date, birth)) AS a) x
+$$;
+
 CREATE FUNCTION research_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO research_hourly AS h (purpose, code, hour, patient_id, n, total, lo, hi)
-    SELECT purpose, code, date_bin('1 hour', measured_at, TIMESTAMPTZ 'epoch'), patient_id,
-           count(*), sum(value), min(value), max(value)
-    FROM new_rows GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-    ON CONFLICT (purpose, code, hour, patient_id) DO UPDATE
-        SET n = h.n + EXCLUDED.n, total = h.total + EXCLUDED.total,
-            lo = least(h.lo, EXCLUDED.lo), hi = greatest(h.hi, EXCLUDED.hi);
+    WITH agg AS (
+        SELECT purpose, code, date_bin('1 hour', measured_at, TIMESTAMPTZ 'epoch') AS hour, patient_id,
+               count(*) AS n, sum(value) AS total, min(value) AS lo, max(value) AS hi
+        FROM new_rows GROUP BY 1, 2, 3, 4
+    ), up AS (
+        INSERT INTO research_hourly AS h (purpose, code, hour, patient_id, n, total, lo, hi)
+        SELECT * FROM agg ORDER BY 1, 2, 3, 4
+        ON CONFLICT (purpose, code, hour, patient_id) DO UPDATE
+            SET n = h.n + EXCLUDED.n, total = h.total + EXCLUDED.total,
+                lo = least(h.lo, EXCLUDED.lo), hi = greatest(h.hi, EXCLUDED.hi)
+        RETURNING h.purpose, h.code, h.hour, h.patient_id, h.n, h.total, (h.xmax = 0) AS inserted
+    ), delta AS (
+        SELECT up.purpose, up.code, up.hour, p.sex, research_age_band(p.birth_date, up.hour) AS age_band,
+               up.inserted, up.total / up.n AS new_mean,
+               CASE WHEN up.inserted THEN NULL ELSE (up.total - a.total) / (up.n - a.n) END AS old_mean,
+               least(up.n, 60) - CASE WHEN up.inserted THEN 0 ELSE least(up.n - a.n, 60) END AS readings
+        FROM up JOIN agg a USING (purpose, code, hour, patient_id) JOIN patients p ON p.id = up.patient_id
+    ), cells AS (
+        INSERT INTO research_hourly_cells AS c (purpose, code, hour, sex, age_band, patients, readings, sum_means)
+        SELECT purpose, code, hour, sex, age_band, count(*) FILTER (WHERE inserted), sum(readings),
+               sum(new_mean - coalesce(old_mean, 0))
+        FROM delta GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+        ON CONFLICT (purpose, code, hour, sex, age_band) DO UPDATE
+            SET patients = c.patients + EXCLUDED.patients, readings = c.readings + EXCLUDED.readings,
+                sum_means = c.sum_means + EXCLUDED.sum_means
+    )
+    INSERT INTO research_hourly_bins AS b (purpose, code, hour, sex, age_band, bin, patients)
+    SELECT purpose, code, hour, sex, age_band, bin, sum(d) FROM (
+        SELECT purpose, code, hour, sex, age_band,
+               floor(new_mean / research_step(code) + 0.5)::int AS bin, 1 AS d FROM delta
+        UNION ALL
+        SELECT purpose, code, hour, sex, age_band,
+               floor(old_mean / research_step(code) + 0.5)::int, -1 FROM delta WHERE NOT inserted
+    ) x GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(d) <> 0 ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (purpose, code, hour, sex, age_band, bin) DO UPDATE SET patients = b.patients + EXCLUDED.patients;
     RETURN NULL;
 END $$;
 CREATE TRIGGER research_readings_rollup AFTER INSERT ON research_readings

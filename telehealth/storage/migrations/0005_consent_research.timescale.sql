@@ -1,6 +1,9 @@
 -- Applied after 0005_consent_research.sql only when the timescaledb extension is available:
 -- eligible research rows become a hypertable and the hourly rollup a continuous aggregate
 -- of the same name and columns, so the queries do not change.
+-- Transition tables (the trigger that maintains the cell-level rollups) are not supported on
+-- hypertables: under TimescaleDB the per-patient rollup is a continuous aggregate and
+-- releases take the per-patient path (`research_hourly_cells` stays empty).
 DROP TRIGGER research_readings_rollup ON research_readings;
 DROP FUNCTION research_rollup();
 DROP TABLE research_hourly;

@@ -7,6 +7,7 @@ a second pass over the rollup.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
@@ -36,9 +37,9 @@ CREATE TEMP TABLE cell_members ON COMMIT DROP AS
 WITH m AS (
     SELECT date_bin(%(bucket)s, h.hour, TIMESTAMPTZ 'epoch') AS bucket, h.patient_id,
            least(sum(h.n), %(cap)s) AS n, sum(h.total) / sum(h.n) AS mean
-    FROM research_hourly h
+    FROM research_hourly h JOIN unnest(%(patients)s::uuid[]) AS e(id) ON e.id = h.patient_id
     WHERE h.purpose = %(purpose)s AND h.code = %(code)s
-      AND h.hour >= %(start)s AND h.hour < %(end)s AND h.patient_id = ANY(%(patients)s)
+      AND h.hour >= %(start)s AND h.hour < %(end)s
       AND NOT date_bin(%(bucket)s, h.hour, TIMESTAMPTZ 'epoch') = ANY(%(skip)s)
     GROUP BY 1, 2
 )
@@ -253,26 +254,36 @@ async def fast_members(
     eligible: list[UUID],
     released: list[tuple[datetime, str]],
 ) -> list[UUID]:
-    """Eligible patients with a reading in a released (hour, group) cell: one index probe each."""
+    """Eligible patients with a reading in an hour whose cell for their group was released:
+    one index probe per patient (their group taken at the start of the range)."""
     if not released:
         return []
+    hours_of: dict[str, list[datetime]] = {}
+    for hour, grp in released:
+        hours_of.setdefault(grp, []).append(hour)
+    start = min(h for h, _ in released)
+    group = {"none": "'all'", "sex": "p.sex", "age_band": "research_age_band(p.birth_date, %(start)s)"}
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"""SELECT e.id FROM unnest(%(eligible)s::uuid[]) AS e(id)
+            f"""WITH g AS MATERIALIZED (
+                    SELECT key AS grp,
+                           ARRAY(SELECT jsonb_array_elements_text(value)::timestamptz) AS hours
+                    FROM jsonb_each(%(hours_of)s::jsonb))
+                SELECT p.id FROM unnest(%(eligible)s::uuid[]) AS e(id)
+                JOIN patients p ON p.id = e.id
+                JOIN g ON g.grp = {group[group_by]}
                 WHERE EXISTS (
-                    SELECT 1 FROM research_hourly h JOIN patients p ON p.id = h.patient_id
-                    WHERE h.patient_id = e.id AND h.purpose = %(purpose)s AND h.code = %(code)s
-                      AND h.hour >= %(start)s AND h.hour <= %(end)s
-                      AND (h.hour, {_PATIENT_GROUP[group_by]}) IN (
-                          SELECT * FROM unnest(%(hours)s::timestamptz[], %(groups)s::text[])))""".encode(),
+                    SELECT 1 FROM research_hourly h
+                    WHERE h.patient_id = p.id AND h.purpose = %(purpose)s AND h.code = %(code)s
+                      AND h.hour >= %(start)s AND h.hour <= %(end)s AND h.hour = ANY(g.hours))
+            """.encode(),
             {
+                "hours_of": json.dumps({g: [h.isoformat() for h in hs] for g, hs in hours_of.items()}),
                 "eligible": eligible,
                 "purpose": purpose,
                 "code": code,
-                "start": min(h for h, _ in released),
+                "start": start,
                 "end": max(h for h, _ in released),
-                "hours": [h for h, _ in released],
-                "groups": [g for _, g in released],
             },
         )
         return [r["id"] for r in await cur.fetchall()]

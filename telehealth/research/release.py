@@ -59,18 +59,20 @@ class BudgetSpent(Exception):
 
 async def eligible_now(
     conn: Conn, project: Project, code: str, *, default_permit: bool
-) -> dict[UUID, int | None]:
-    """Cohort patients whose consent in force now permits the project's purpose for `code`."""
+) -> tuple[dict[UUID, int | None], set[UUID]]:
+    """Cohort patients whose consent in force now permits the project's purpose for `code`
+    (with the version that permits it), and every patient with a consent version in force."""
     now = datetime.now(UTC)
     cohort = await cohort_patients(conn, project.cohort, now.date())
-    stored = await consent_store.histories(conn, patients=cohort)
+    current = await consent_store.in_force_now(conn)
+    purpose = Purpose(project.purpose)
     out: dict[UUID, int | None] = {}
     for patient_id in cohort:
-        history = stored.get(patient_id, [])
-        d = decide(history, Purpose(project.purpose), code, now, default_permit=default_permit)
+        version = current.get(patient_id)
+        d = decide([version] if version else [], purpose, code, now, default_permit=default_permit)
         if d.eligible:
             out[patient_id] = d.version
-    return out
+    return out, set(current)
 
 
 async def _frozen(conn: Conn, ask: Ask) -> list[dict[str, Any]]:
@@ -90,10 +92,11 @@ async def release(conn: Conn, ask: Ask, *, default_permit: bool, epsilon_cap: fl
         await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, ask.project.id))
         frozen = await _frozen(conn, ask)
         done = {datetime.fromisoformat(b["bucket"]) for b in frozen}
-        eligible = await eligible_now(conn, ask.project, ask.code, default_permit=default_permit)
+        eligible, recorded = await eligible_now(conn, ask.project, ask.code, default_permit=default_permit)
         fast = await _rollup_applies(conn, ask)
         if fast:
-            excluded = await _no_longer_eligible(conn, ask, eligible)
+            # Their rows may be in the rollups (eligible when processed), but not now: taken out.
+            excluded = sorted(recorded - set(eligible))
             raw, totals = await fast_cells(
                 conn,
                 purpose=ask.project.purpose,
@@ -157,14 +160,6 @@ async def _rollup_applies(conn: Conn, ask: Ask) -> bool:
         and cohort.age_max is None
         and await rollup_available(conn)
     )
-
-
-async def _no_longer_eligible(conn: Conn, ask: Ask, eligible: dict[UUID, int | None]) -> list[UUID]:
-    """Patients whose rows may be in the rollups (they have, or had, a consent record, or the
-    default permits) but who are not eligible now: their contributions are taken out."""
-    cur = await conn.execute("SELECT DISTINCT patient_id FROM patient_consents")
-    recorded = {r["patient_id"] for r in await cur.fetchall()}
-    return sorted(recorded - set(eligible))
 
 
 async def _members(
@@ -233,24 +228,26 @@ async def _record(
     row = await cur.fetchone()
     assert row is not None
     release_id = int(row["id"])
-    async with conn.cursor() as c:
-        await c.executemany(
-            """INSERT INTO research_cells (project_id, code, bucket_seconds, group_by, bucket_start, grp,
-                   body, release_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
-            [
+    async with (
+        conn.cursor() as c,
+        c.copy(
+            "COPY research_cells (project_id, code, bucket_seconds, group_by, bucket_start, grp, body,"
+            " release_id) FROM STDIN"
+        ) as copy,
+    ):
+        for b in bodies:
+            await copy.write_row(
                 (
                     ask.project.id,
                     ask.code,
                     int(ask.bucket.total_seconds()),
                     ask.group_by,
-                    b["bucket"],
+                    datetime.fromisoformat(b["bucket"]),
                     b["group"],
                     Jsonb(b | {"release_id": release_id}),
                     release_id,
                 )
-                for b in bodies
-            ],
-        )
+            )
     return release_id
 
 

@@ -11,16 +11,21 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from telehealth.consent import ConsentVersion, Provision
+from telehealth.consent import ConsentVersion, Provision, Purpose
 
 Conn = psycopg.AsyncConnection[Any]
 _COLUMNS = "version, provisions, national_opt_out, recorded_by, recorded_by_role, recorded_at, applies_from"
 
 
 def _version(row: dict[str, Any]) -> ConsentVersion:
-    return ConsentVersion(
+    # Rows were validated when written; constructing without re-validation keeps reading
+    # every patient's consent (a release over 10,000 patients) cheap.
+    return ConsentVersion.model_construct(
         version=row["version"],
-        provisions=[Provision.model_validate(p) for p in row["provisions"]],
+        provisions=[
+            Provision.model_construct(purpose=Purpose(p["purpose"]), decision=p["decision"], codes=p["codes"])
+            for p in row["provisions"]
+        ],
         national_opt_out=row["national_opt_out"],
         recorded_by=row["recorded_by"],
         recorded_by_role=row["recorded_by_role"],
@@ -92,6 +97,16 @@ async def histories(
         for row in await cur.fetchall():
             out[row["patient_id"]].append(_version(row))
     return dict(out)
+
+
+async def in_force_now(conn: Conn) -> dict[UUID, ConsentVersion]:
+    """Every patient's version in force now (newest whose `applies_from` has passed)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""SELECT DISTINCT ON (patient_id) patient_id, {_COLUMNS} FROM patient_consents
+                WHERE applies_from <= now() ORDER BY patient_id, version DESC"""
+        )
+        return {r["patient_id"]: _version(r) for r in await cur.fetchall()}
 
 
 async def clock(conn: Conn) -> int:

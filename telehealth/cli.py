@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--research-patients",
         type=int,
         default=10_000,
-        help="patients in the 30-day hourly research aggregate (0 skips it)",
+        help="patients in the 30-day hourly research aggregate (0 skips it; seeding 10,000 takes minutes)",
     )
     p.set_defaults(func=cmd_bench)
 

@@ -7,8 +7,7 @@ a second pass over the rollup.
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -134,9 +133,9 @@ GROUP BY 1, 2
 """
 _FAST_BINS = """
 SELECT hour, {group} AS grp, bin, sum(patients) AS patients
-FROM research_hourly_bins
+FROM {table}
 WHERE purpose = %(purpose)s AND code = %(code)s AND hour >= %(start)s AND hour < %(end)s
-  AND NOT hour = ANY(%(skip)s) AND (cardinality(%(sexes)s::text[]) = 0 OR sex = ANY(%(sexes)s))
+  AND NOT hour = ANY(%(skip)s) {sex_filter}
 GROUP BY 1, 2, 3 HAVING sum(patients) <> 0
 """
 #: what patients who are no longer eligible contributed, to be taken out again
@@ -195,7 +194,15 @@ async def fast_cells(
         await cur.execute(_FAST_CELLS.format(group=_FAST_GROUP[group_by]).encode(), params)
         for r in await cur.fetchall():
             totals_by[(r["hour"], r["grp"])] = [float(r["patients"]), float(r["readings"]), r["sum_means"]]
-        await cur.execute(_FAST_BINS.format(group=_FAST_GROUP[group_by]).encode(), params)
+        # Ungrouped releases of an unrestricted cohort read the histogram summed over groups.
+        if group_by == "none" and not sexes:
+            sql = _FAST_BINS.format(group="'all'", table="research_hourly_bins_all", sex_filter="")
+        else:
+            by_sex = "AND (cardinality(%(sexes)s::text[]) = 0 OR sex = ANY(%(sexes)s))"
+            sql = _FAST_BINS.format(
+                group=_FAST_GROUP[group_by], table="research_hourly_bins", sex_filter=by_sex
+            )
+        await cur.execute(sql.encode(), params)
         for r in await cur.fetchall():
             bins.setdefault((r["hour"], r["grp"]), {})[r["bin"]] = int(r["patients"])
         if excluded:
@@ -254,36 +261,34 @@ async def fast_members(
     eligible: list[UUID],
     released: list[tuple[datetime, str]],
 ) -> list[UUID]:
-    """Eligible patients with a reading in an hour whose cell for their group was released:
-    one index probe per patient (their group taken at the start of the range)."""
-    if not released:
-        return []
-    hours_of: dict[str, list[datetime]] = {}
+    """Eligible patients with a reading in an hour whose cell for their group was released,
+    from each patient's per-day bitmap of hours with eligible readings."""
+    masks: dict[tuple[str, date], int] = {}
     for hour, grp in released:
-        hours_of.setdefault(grp, []).append(hour)
-    start = min(h for h, _ in released)
-    group = {"none": "'all'", "sex": "p.sex", "age_band": "research_age_band(p.birth_date, %(start)s)"}
+        at = hour.astimezone(UTC)
+        masks[(grp, at.date())] = masks.get((grp, at.date()), 0) | (1 << at.hour)
+    if not masks:
+        return []
+    group = {"none": "'all'", "sex": "p.sex", "age_band": "research_age_band(p.birth_date, s.day)"}
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"""WITH g AS MATERIALIZED (
-                    SELECT key AS grp,
-                           ARRAY(SELECT jsonb_array_elements_text(value)::timestamptz) AS hours
-                    FROM jsonb_each(%(hours_of)s::jsonb))
-                SELECT p.id FROM unnest(%(eligible)s::uuid[]) AS e(id)
-                JOIN patients p ON p.id = e.id
-                JOIN g ON g.grp = {group[group_by]}
-                WHERE EXISTS (
-                    SELECT 1 FROM research_hourly h
-                    WHERE h.patient_id = p.id AND h.purpose = %(purpose)s AND h.code = %(code)s
-                      AND h.hour >= %(start)s AND h.hour <= %(end)s AND h.hour = ANY(g.hours))
-            """.encode(),
+            f"""SELECT DISTINCT s.patient_id
+                FROM research_patient_days s
+                JOIN unnest(%(eligible)s::uuid[]) AS e(id) ON e.id = s.patient_id
+                JOIN patients p ON p.id = s.patient_id
+                JOIN unnest(%(groups)s::text[], %(days)s::date[], %(masks)s::int[]) AS r(grp, day, mask)
+                  ON r.day = s.day AND r.grp = {group[group_by]}
+                WHERE s.purpose = %(purpose)s AND s.code = %(code)s
+                  AND s.day >= %(first)s AND s.day <= %(last)s AND s.hours & r.mask <> 0""".encode(),
             {
-                "hours_of": json.dumps({g: [h.isoformat() for h in hs] for g, hs in hours_of.items()}),
                 "eligible": eligible,
+                "groups": [g for g, _ in masks],
+                "days": [d for _, d in masks],
+                "masks": list(masks.values()),
                 "purpose": purpose,
                 "code": code,
-                "start": start,
-                "end": max(h for h, _ in released),
+                "first": min(d for _, d in masks),
+                "last": max(d for _, d in masks),
             },
         )
-        return [r["id"] for r in await cur.fetchall()]
+        return [r["patient_id"] for r in await cur.fetchall()]

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from simulators.publisher import Publisher
-from telehealth.research.cells import fast_cells, raw_cells
+from telehealth.research.cells import fast_cells, fast_members, members, raw_cells
 from telehealth.research.disclosure import RawCell
 from telehealth.settings import Settings
 from telehealth.stack import Services
@@ -126,6 +126,20 @@ async def test_rollup_cells_equal_the_per_patient_scan(
                 db, bucket=timedelta(hours=1), group_by=group_by, patients=eligible,  # type: ignore[arg-type]
                 percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
             )  # fmt: skip
+            # contributors to the cells of the first hour only
+            first_hour = [(c.bucket, c.group) for c in scan if c.bucket == hours[0]]
+            scanned_members = set(await members(db, first_hour))
+        fast_members_ = await fast_members(
+            db, purpose="research", code="glucose", group_by=group_by,  # type: ignore[arg-type]
+            eligible=eligible, released=first_hour,
+        )  # fmt: skip
+        assert set(fast_members_) == scanned_members == set(eligible), group_by
+        if group_by == "sex":  # only the women's cell released: only women contributed
+            women = await fast_members(
+                db, purpose="research", code="glucose", group_by="sex", eligible=eligible,
+                released=[(b, g) for b, g in first_hour if g == "female"],
+            )  # fmt: skip
+            assert set(women) == {p for i, p in enumerate(people) if p in eligible and i % 3 != 0}
         fast, fast_totals = await fast_cells(
             db, group_by=group_by, sexes=[], excluded=[withdrawn],  # type: ignore[arg-type]
             percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]

@@ -103,6 +103,26 @@ CREATE TABLE research_hourly_bins (
     PRIMARY KEY (purpose, code, hour, sex, age_band, bin)
 );
 
+-- The same histogram summed over sex and age band (ungrouped releases read far fewer rows).
+CREATE TABLE research_hourly_bins_all (
+    purpose    text NOT NULL,
+    code       text NOT NULL,
+    hour       timestamptz NOT NULL,
+    bin        integer NOT NULL,
+    patients   bigint NOT NULL,
+    PRIMARY KEY (purpose, code, hour, bin)
+);
+-- Which hours of each UTC day a patient has eligible readings in (bit h = hour h): a
+-- release finds its contributors from ~30 rows per patient-month, not ~720.
+CREATE TABLE research_patient_days (
+    purpose     text NOT NULL,
+    code        text NOT NULL,
+    day         date NOT NULL,
+    patient_id  uuid NOT NULL,
+    hours       integer NOT NULL,
+    PRIMARY KEY (purpose, code, day, patient_id)
+);
+
 -- The released precision of each code (glucose 0.1 mmol/L, others 1): bin * step is the
 -- value rounded half up, as disclosure control rounds it.
 CREATE FUNCTION research_step(code text) RETURNS double precision LANGUAGE sql IMMUTABLE AS
@@ -132,6 +152,23 @@ BEGIN
                CASE WHEN up.inserted THEN NULL ELSE (up.total - a.total) / (up.n - a.n) END AS old_mean,
                least(up.n, 60) - CASE WHEN up.inserted THEN 0 ELSE least(up.n - a.n, 60) END AS readings
         FROM up JOIN agg a USING (purpose, code, hour, patient_id) JOIN patients p ON p.id = up.patient_id
+    ), days AS (
+        INSERT INTO research_patient_days AS d (purpose, code, day, patient_id, hours)
+        SELECT purpose, code, (hour AT TIME ZONE 'UTC')::date, patient_id,
+               bit_or(1 << extract(hour FROM hour AT TIME ZONE 'UTC')::int)
+        FROM agg GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+        ON CONFLICT (purpose, code, day, patient_id) DO UPDATE SET hours = d.hours | EXCLUDED.hours
+    ), moved AS (
+        SELECT purpose, code, hour, sex, age_band,
+               floor(new_mean / research_step(code) + 0.5)::int AS bin, 1 AS d FROM delta
+        UNION ALL
+        SELECT purpose, code, hour, sex, age_band,
+               floor(old_mean / research_step(code) + 0.5)::int, -1 FROM delta WHERE NOT inserted
+    ), bins_all AS (
+        INSERT INTO research_hourly_bins_all AS b (purpose, code, hour, bin, patients)
+        SELECT purpose, code, hour, bin, sum(d) FROM moved
+        GROUP BY 1, 2, 3, 4 HAVING sum(d) <> 0 ORDER BY 1, 2, 3, 4
+        ON CONFLICT (purpose, code, hour, bin) DO UPDATE SET patients = b.patients + EXCLUDED.patients
     ), cells AS (
         INSERT INTO research_hourly_cells AS c (purpose, code, hour, sex, age_band, patients, readings, sum_means)
         SELECT purpose, code, hour, sex, age_band, count(*) FILTER (WHERE inserted), sum(readings),
@@ -142,13 +179,8 @@ BEGIN
                 sum_means = c.sum_means + EXCLUDED.sum_means
     )
     INSERT INTO research_hourly_bins AS b (purpose, code, hour, sex, age_band, bin, patients)
-    SELECT purpose, code, hour, sex, age_band, bin, sum(d) FROM (
-        SELECT purpose, code, hour, sex, age_band,
-               floor(new_mean / research_step(code) + 0.5)::int AS bin, 1 AS d FROM delta
-        UNION ALL
-        SELECT purpose, code, hour, sex, age_band,
-               floor(old_mean / research_step(code) + 0.5)::int, -1 FROM delta WHERE NOT inserted
-    ) x GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(d) <> 0 ORDER BY 1, 2, 3, 4, 5, 6
+    SELECT purpose, code, hour, sex, age_band, bin, sum(d) FROM moved
+    GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(d) <> 0 ORDER BY 1, 2, 3, 4, 5, 6
     ON CONFLICT (purpose, code, hour, sex, age_band, bin) DO UPDATE SET patients = b.patients + EXCLUDED.patients;
     RETURN NULL;
 END $$;

@@ -19,9 +19,7 @@ from telehealth.research.release import Ask, BudgetSpent, release
 
 router = APIRouter(prefix="/api/v1/research", tags=["research"])
 
-ALLOWED_BUCKETS = {timedelta(hours=h) for h in (1, 3, 6, 12, 24, 168)}
 MAX_BUCKETS = 24 * 400
-STREAM_BUCKET = timedelta(hours=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -107,7 +105,7 @@ async def aggregates(
     settings: SettingsDep,
     ctx: Researcher,
     code: str,
-    bucket: Annotated[str, Query(description="1h, 3h, 6h, 12h, 1d or 7d")] = "1h",
+    bucket: Annotated[str | None, Query(description="the project's bucket size (default), e.g. 1h")] = None,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
     group_by: GroupBy = "none",
@@ -115,9 +113,12 @@ async def aggregates(
 ) -> dict[str, Any]:
     """Disclosure-controlled cells per closed bucket and cohort group, from eligible readings only."""
     _check_code(ctx, code)
-    size = parse_bucket(bucket)
-    if size not in ALLOWED_BUCKETS:
-        raise HTTPException(422, "bucket must be one of 1h, 3h, 6h, 12h, 1d, 7d (aligned to UTC)")
+    size = timedelta(hours=ctx.project.bucket_hours)
+    if bucket is not None and parse_bucket(bucket) != size:
+        # Cells of two sizes nest (an hour inside a day); comparing them could isolate a patient.
+        raise HTTPException(
+            403, f"project {ctx.project.slug} is approved for {ctx.project.bucket_hours} h buckets only"
+        )
     closed = horizon(size, settings.research_watermark_s)
     end = min(to or closed, closed)
     start = from_ or end - timedelta(days=7)
@@ -147,7 +148,7 @@ async def aggregates(
         "project": ctx.project.slug,
         "purpose": ctx.project.purpose,
         "code": code,
-        "bucket": bucket,
+        "bucket": f"{ctx.project.bucket_hours}h",
         "from": start,
         "to": end,
         "group_by": group_by,
@@ -166,16 +167,17 @@ async def stream(
     cursor: Annotated[datetime | None, Query(description="next_cursor of the previous pull")] = None,
     format: Literal["ndjson", "csv", "parquet"] = "ndjson",
     group_by: GroupBy = "none",
-    max_buckets: Annotated[int, Query(ge=1, le=168, description="hourly buckets per pull")] = 168,
+    max_buckets: Annotated[int, Query(ge=1, le=168, description="buckets per pull")] = 168,
 ) -> Response:
-    """Closed hourly buckets from the cursor on (up to 7 days per pull), each released once after
-    the watermark delay; `X-Next-Cursor` says where the next pull starts."""
+    """Closed buckets of the project's size from the cursor on (up to 168 per pull), each released
+    once after the watermark delay; `X-Next-Cursor` says where the next pull starts."""
+    size = timedelta(hours=ctx.project.bucket_hours)
     _check_code(ctx, code)
     project_start = datetime.combine(ctx.project.starts_on, datetime.min.time(), UTC)
-    start = floor_to(max(cursor or project_start, project_start), STREAM_BUCKET)
+    start = floor_to(max(cursor or project_start, project_start), size)
     if start.tzinfo is None:
         raise HTTPException(422, "cursor needs a UTC offset")
-    end = min(start + STREAM_BUCKET * max_buckets, horizon(STREAM_BUCKET, settings.research_watermark_s))
+    end = min(start + size * max_buckets, horizon(size, settings.research_watermark_s))
     cells: list[dict[str, Any]] = []
     release_id, epsilon = None, 0.0
     if start < end:
@@ -184,7 +186,7 @@ async def stream(
             ctx.key,
             "stream",
             code,
-            STREAM_BUCKET,
+            size,
             start,
             end,
             group_by,

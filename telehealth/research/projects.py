@@ -36,6 +36,9 @@ class ProjectIn(BaseModel):
     cohort: Cohort = Field(default_factory=Cohort)
     starts_on: date
     ends_on: date
+    bucket_hours: Literal[1, 3, 6, 12, 24, 168] = Field(
+        1, description="the project's one bucket size (hours, aligned to UTC); every release uses it"
+    )
     epsilon_per_release: float | None = Field(
         None, gt=0, le=10, description="differential privacy: epsilon charged by each release; none: off"
     )
@@ -78,8 +81,8 @@ async def create_project(conn: Conn, body: ProjectIn, created_by: str) -> Projec
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """INSERT INTO research_projects (slug, title, owner, purpose, codes, cohort, starts_on, ends_on,
-                   epsilon_per_release, epsilon_budget, pseudonym_key, created_by)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
+                   bucket_hours, epsilon_per_release, epsilon_budget, pseudonym_key, created_by)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
             (
                 body.slug,
                 body.title,
@@ -89,6 +92,7 @@ async def create_project(conn: Conn, body: ProjectIn, created_by: str) -> Projec
                 Jsonb(body.cohort.model_dump()),
                 body.starts_on,
                 body.ends_on,
+                body.bucket_hours,
                 body.epsilon_per_release,
                 body.epsilon_budget,
                 new_key(),

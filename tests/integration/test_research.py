@@ -221,6 +221,13 @@ async def test_differencing_by_one_patient_reveals_nothing(
     assert again == everyone  # frozen: the same figures, not a 12-patient figure to subtract
     by_sex_again = (await aggregates(http, researcher, hour, group_by="sex"))["cells"]
     assert by_sex_again == by_sex
+    # A 3-hour cell holding this hour could be compared with it: the project has one bucket size.
+    nested = await http.get(
+        "/api/v1/research/aggregates",
+        params={"code": "glucose", "bucket": "3h", "from": hour.isoformat()},
+        headers=auth(researcher),
+    )
+    assert nested.status_code == 403 and "1 h buckets only" in nested.json()["detail"]
 
 
 async def test_budget_refuses_once_spent(

@@ -197,6 +197,8 @@ CREATE TABLE research_projects (
     cohort                  jsonb NOT NULL DEFAULT '{}',
     starts_on               date NOT NULL,
     ends_on                 date NOT NULL,
+    -- the one bucket size the project may ask for: cells of one size never nest in time
+    bucket_hours            integer NOT NULL DEFAULT 1 CHECK (bucket_hours IN (1, 3, 6, 12, 24, 168)),
     epsilon_per_release     double precision,
     epsilon_budget          double precision,
     -- HMAC key of this project's pseudonyms: random per project, never leaves the database

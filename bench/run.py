@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 import psycopg
 
+from bench import research
 from bench.latency import Latency, measure
 from bench.load import publish_worker, subscribe_worker
 from simulators.cohort import SimPatient, ensure_cohort
@@ -51,6 +52,7 @@ class Figures:
     rss_mib: dict[str, float] = field(default_factory=dict)
     latency: Latency | None = None
     fleet: str | None = None
+    research: str | None = None
 
     def report(self) -> str:
         lines = self._throughput() if self.readings else []
@@ -59,6 +61,8 @@ class Figures:
             lines.append(self.latency.report())
         if self.fleet is not None:
             lines.append(self.fleet)
+        if self.research is not None:
+            lines.append(self.research)
         return "\n".join(lines)
 
     def _throughput(self) -> list[str]:
@@ -312,6 +316,7 @@ def run(
     fleet_rate: float = 2000,
     fleet_seconds: float = 30,
     fleet_connections: int | None = None,
+    research_patients: int = 10_000,
     data_dir: Path | None = None,
     tls: bool = False,
 ) -> Figures:
@@ -373,6 +378,9 @@ def run(
                     figures.fleet = asyncio.run(
                         fleet(settings, fleet_devices, fleet_rate, fleet_seconds, fleet_connections)
                     )
+                if research_patients:
+                    print(f"research aggregate over {research_patients} patients ...", flush=True)
+                    figures.research = asyncio.run(research.measure(settings.database_url, research_patients))
                 if dead := services.dead():
                     raise RuntimeError(f"{dead} died during the benchmark; see logs")
             finally:

@@ -15,11 +15,15 @@ from dashboard_api.routes import (
     alerts,
     audit,
     auth,
+    consent,
+    data_uses,
     devices,
     glucose,
     health,
     page,
     patients,
+    register,
+    research,
     stream,
     thresholds,
 )
@@ -57,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, page):
         app.include_router(module.router)
     for module in (auth, patients, glucose, thresholds, devices, stream, alerts, audit):
+        app.include_router(module.router, responses=problems.RESPONSES)
+    for module in (consent, data_uses, research, register):
         app.include_router(module.router, responses=problems.RESPONSES)
     static = resources.files("dashboard_api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

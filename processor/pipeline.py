@@ -1,7 +1,7 @@
 """One batch through the processor's stages.
 
     decode -> resolve device -> normalise + quality -> store (sink) -> alert engine
-    [consent filter: not built yet, see docs/architecture.md]
+    -> consent filter (eligibility per purpose, with the consent version used)
 
 All database writes of a batch share one transaction; the caller commits Kafka offsets only
 after `process` returns, so a crash anywhere replays the batch and idempotency absorbs it.
@@ -25,6 +25,7 @@ from processor.alerts.device import DeviceReport, status_actions
 from processor.alerts.engine import ThresholdEngine
 from processor.alerts.rules import rules_for
 from processor.alerts.trend import TrendTracker, is_cgm_glucose
+from processor.consent import ConsentCache, ConsentStage
 from processor.normalise import NormalisedObservation, normalise
 from processor.sink import ReadingSink
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent, describe
@@ -108,6 +109,7 @@ class Pipeline:
         self._trends = TrendTracker()
         self._late_after = timedelta(seconds=settings.late_after_s)
         self._future = timedelta(seconds=settings.future_tolerance_s)
+        self.consent = ConsentStage(ConsentCache(), default_permit=settings.consent_default == "permit")
 
     async def process(self, records: list[ConsumerRecord[Any, Any]]) -> Report:
         batch = decode(records, self._settings)
@@ -141,6 +143,7 @@ class Pipeline:
             sources = await alert_store.device_alert_sources(conn, list({r.patient_id for r in reports}))
             actions += status_actions(reports, open_now, sources)
             touched = await alert_store.apply(conn, actions)
+            await self.consent.apply(conn, new_obs)
 
         duplicates = len(batch.readings) - orphans - len(fresh)
         STORED.inc(len(fresh))

@@ -53,6 +53,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await producer.start()
     await consumer.start()
     pipeline = Pipeline(settings, pool, CachedRegistry(settings.database_url, settings.device_cache_ttl_s))
+    listener = asyncio.create_task(pipeline.consent.cache.listen(settings.database_url, stop))
     log.info("processor %s consuming as group %s", instance_name(), settings.processor_group)
     loop = asyncio.get_running_loop()
     next_sweep = loop.time()
@@ -86,6 +87,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         heart.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heart
+        listener.cancel()
         await consumer.stop()
         await producer.stop()
         await pool.close()

@@ -15,6 +15,7 @@ from psycopg import AsyncConnection
 
 from telehealth import logs
 from telehealth.errors import TelehealthError
+from telehealth.research import pull as research_pull
 from telehealth.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -100,6 +101,9 @@ def cmd_users_add(args: argparse.Namespace) -> None:
 
     from telehealth.storage.people import add_user, issue_token
 
+    if args.role == "researcher" and args.project_id is None:
+        sys.exit("telehealth: a researcher is bound to one project: give --project-id")
+
     async def add(conn: AsyncConnection[Any]) -> str:
         user = await add_user(
             conn,
@@ -108,6 +112,7 @@ def cmd_users_add(args: argparse.Namespace) -> None:
             password=args.password,
             care_teams=args.care_team,
             patient_id=args.patient_id,
+            project_id=args.project_id,
         )
         return await issue_token(conn, user.id, ttl=timedelta(seconds=get_settings().token_ttl_s))
 
@@ -292,6 +297,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         fleet_seconds=args.fleet_seconds,
         fleet_connections=args.fleet_connections,
         tls=args.tls,
+        research_patients=args.research_patients,
     )
     print(figures.report())
 
@@ -369,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tls", action="store_true", help="load generators publish over the broker's TLS listener"
     )
+    p.add_argument(
+        "--research-patients",
+        type=int,
+        default=10_000,
+        help="patients in the 30-day hourly research aggregate (0 skips it; seeding 10,000 takes minutes)",
+    )
     p.set_defaults(func=cmd_bench)
 
     db = sub.add_parser("db", help="database administration").add_subparsers(dest="db_command", required=True)
@@ -383,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", help="for POST /api/v1/auth/token; optional")
     p.add_argument("--care-team", action="append", default=[], help="repeatable; for clinicians")
     p.add_argument("--patient-id", type=UUID, help="for the patient role")
+    p.add_argument("--project-id", type=int, help="for the researcher role: the one project it may query")
     p.set_defaults(func=cmd_users_add)
     from telehealth import cli_security
 
@@ -415,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, required=True)
     p.add_argument("--host", action="append", required=True, help="repeatable: names devices connect to")
     p.set_defaults(func=cmd_broker_certs)
+
+    research_pull.add_parser(sub)
     return parser
 
 

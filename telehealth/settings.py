@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +66,15 @@ class Settings(BaseSettings):
     alert_sweep_s: float = Field(10, description="how often stale data and escalations are checked")
     alert_escalate_after_s: float = Field(300, description="unacknowledged urgent alerts escalate after")
     retention: str = Field("2 years", description="TimescaleDB retention for readings")
+    consent_default: Literal["deny", "permit"] = Field(
+        "deny", description="secondary use for patients with no consent record (deny: opt-in)"
+    )
+    research_watermark_s: float = Field(
+        3600, description="a research bucket is released only this long after it closes (late data)"
+    )
+    epsilon_cap_per_patient: float = Field(
+        10.0, description="differential privacy: most epsilon any one patient's data may be charged"
+    )
 
     kafka_max_request_bytes: int = Field(1024 * 1024, description="largest Kafka produce request")
     heartbeat_s: float = Field(1.0, gt=0, description="how often services write their heartbeat")

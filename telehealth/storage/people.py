@@ -25,10 +25,19 @@ class User:
     role: str
     care_teams: tuple[str, ...]
     patient_id: UUID | None
+    #: a researcher's one research project
+    project_id: int | None = None
 
 
 def _user(row: dict[str, Any]) -> User:
-    return User(row["id"], row["username"], row["role"], tuple(row["care_teams"]), row["patient_id"])
+    return User(
+        row["id"],
+        row["username"],
+        row["role"],
+        tuple(row["care_teams"]),
+        row["patient_id"],
+        row.get("project_id"),
+    )
 
 
 async def add_user(
@@ -39,6 +48,7 @@ async def add_user(
     password: str | None = None,
     care_teams: list[str] | None = None,
     patient_id: UUID | None = None,
+    project_id: int | None = None,
 ) -> User:
     """Create the user, or update role and teams of an existing one (idempotent for demos).
 
@@ -46,16 +56,16 @@ async def add_user(
     password_hash = await hash_password(password) if password else None
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            """INSERT INTO users (username, password_hash, role, care_teams, patient_id)
-               VALUES (%s, %s, %s, %s, %s)
+            """INSERT INTO users (username, password_hash, role, care_teams, patient_id, project_id)
+               VALUES (%s, %s, %s, %s, %s, %s)
                ON CONFLICT (username) DO UPDATE
                  SET password_hash = COALESCE(EXCLUDED.password_hash, users.password_hash),
                      password_changed_at = CASE WHEN EXCLUDED.password_hash IS NULL
                                                 THEN users.password_changed_at ELSE now() END,
                      role = EXCLUDED.role, care_teams = EXCLUDED.care_teams,
-                     patient_id = EXCLUDED.patient_id
+                     patient_id = EXCLUDED.patient_id, project_id = EXCLUDED.project_id
                RETURNING *""",
-            (username, password_hash, role, care_teams or [], patient_id),
+            (username, password_hash, role, care_teams or [], patient_id, project_id),
         )
         row = await cur.fetchone()
     assert row is not None

@@ -1,0 +1,47 @@
+"""What a patient can see of secondary use: which projects and releases their data went into."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException
+from psycopg.rows import dict_row
+
+from dashboard_api.deps import ConnDep, CurrentUser
+from dashboard_api.routes.consent import authorize
+from telehealth.research.projects import all_projects
+from telehealth.research.pseudonym import pseudonym
+
+router = APIRouter(prefix="/api/v1/patients", tags=["consent"])
+
+
+@router.get("/{patient_id}/data-uses")
+async def data_uses(patient_id: UUID, conn: ConnDep, user: CurrentUser) -> list[dict[str, Any]]:
+    """Per project: the releases this patient's readings contributed to, with the consent version
+    that permitted it. Releases record project-keyed pseudonyms, so this is found per project."""
+    if user.role not in ("admin", "patient"):
+        raise HTTPException(403, "data uses are shown to the patient themself and to admins")
+    await authorize(conn, user, patient_id, clinician_reads=False)
+    projects = await all_projects(conn)
+    out = []
+    async with conn.cursor(row_factory=dict_row) as cur:
+        for project, key in projects:
+            await cur.execute(
+                """SELECT r.id AS release_id, r.kind, r.code, r.bucket_seconds, r.group_by, r.period_start,
+                          r.period_end, r.released_at, r.epsilon, c.consent_version
+                   FROM release_contributors c JOIN research_releases r ON r.id = c.release_id
+                   WHERE c.pseudonym = %s AND r.project_id = %s ORDER BY r.released_at""",
+                (pseudonym(key, patient_id), project.id),
+            )
+            releases = await cur.fetchall()
+            if releases:
+                out.append(
+                    {
+                        "project": project.model_dump(
+                            mode="json", include={"slug", "title", "owner", "purpose", "starts_on", "ends_on"}
+                        ),
+                        "releases": releases,
+                    }
+                )
+    return out

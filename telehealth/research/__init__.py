@@ -1,0 +1,1 @@
+"""Secondary use: research projects, disclosure-controlled aggregates, releases and the register."""

@@ -1,0 +1,262 @@
+"""A release: disclosure-controlled cells for one project, frozen, logged and explained.
+
+One transaction per release, serialised per project (advisory lock): who is eligible *now*
+(cohort, then the consent in force now, so a withdrawal drops a patient from everything not
+yet released), the raw cells, disclosure control, optional differential privacy, then the
+register row, the frozen cells, the contributors (project-keyed pseudonyms with the consent
+version that permitted them) and the epsilon charged. Cells released before are returned
+as they were, never recomputed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from telehealth.consent import Purpose, decide
+from telehealth.research import dp
+from telehealth.research.cells import GroupBy, fast_cells, fast_members, members, raw_cells, rollup_available
+from telehealth.research.disclosure import control, round_count
+from telehealth.research.projects import Project, cohort_patients
+from telehealth.research.pseudonym import pseudonym
+from telehealth.storage import consent as consent_store
+
+Conn = psycopg.AsyncConnection[Any]
+_LOCK_CLASS = 7_301_943
+
+
+@dataclass(frozen=True)
+class Ask:
+    project: Project
+    key: bytes
+    kind: str
+    code: str
+    bucket: timedelta
+    start: datetime
+    end: datetime
+    group_by: GroupBy
+    percentiles: list[int]
+    released_to: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    release_id: int | None
+    epsilon: float
+    cells: list[dict[str, Any]]
+
+
+class BudgetSpent(Exception):
+    """The project's epsilon budget, or a contributor's cap across projects, would be exceeded."""
+
+
+async def eligible_now(
+    conn: Conn, project: Project, code: str, *, default_permit: bool
+) -> tuple[dict[UUID, int | None], set[UUID]]:
+    """Cohort patients whose consent in force now permits the project's purpose for `code`
+    (with the version that permits it), and every patient with a consent version in force."""
+    now = datetime.now(UTC)
+    cohort = await cohort_patients(conn, project.cohort, now.date())
+    current = await consent_store.in_force_now(conn)
+    purpose = Purpose(project.purpose)
+    out: dict[UUID, int | None] = {}
+    for patient_id in cohort:
+        version = current.get(patient_id)
+        d = decide([version] if version else [], purpose, code, now, default_permit=default_permit)
+        if d.eligible:
+            out[patient_id] = d.version
+    return out, set(current)
+
+
+async def _frozen(conn: Conn, ask: Ask) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT body FROM research_cells
+               WHERE project_id = %s AND code = %s AND bucket_seconds = %s AND group_by = %s
+                 AND bucket_start >= %s AND bucket_start < %s""",
+            (ask.project.id, ask.code, int(ask.bucket.total_seconds()), ask.group_by, ask.start, ask.end),
+        )
+        return [r["body"] for r in await cur.fetchall()]
+
+
+async def release(conn: Conn, ask: Ask, *, default_permit: bool, epsilon_cap: float) -> Outcome:
+    """Released and frozen cells for the asked range, newest computed only where not yet released."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, ask.project.id))
+        frozen = await _frozen(conn, ask)
+        done = {datetime.fromisoformat(b["bucket"]) for b in frozen}
+        eligible, recorded = await eligible_now(conn, ask.project, ask.code, default_permit=default_permit)
+        fast = await _rollup_applies(conn, ask)
+        if fast:
+            # Their rows may be in the rollups (eligible when processed), but not now: taken out.
+            excluded = sorted(recorded - set(eligible))
+            raw, totals = await fast_cells(
+                conn,
+                purpose=ask.project.purpose,
+                code=ask.code,
+                start=ask.start,
+                end=ask.end,
+                group_by=ask.group_by,
+                sexes=list(ask.project.cohort.sex),
+                excluded=excluded,
+                percentiles=ask.percentiles,
+                skip=sorted(done),
+            )
+        else:
+            raw, totals = await raw_cells(
+                conn,
+                purpose=ask.project.purpose,
+                code=ask.code,
+                bucket=ask.bucket,
+                start=ask.start,
+                end=ask.end,
+                group_by=ask.group_by,
+                patients=list(eligible),
+                percentiles=ask.percentiles,
+                skip=sorted(done),
+            )
+        fresh = [c for c in raw if c.bucket not in done]
+        if not fresh:
+            return Outcome(None, 0.0, _ordered(frozen))
+        epsilon = ask.project.epsilon_per_release or 0.0
+        if epsilon:
+            # Everyone whose data enters the mechanism is charged, suppressed cells included.
+            contributors = await _members(conn, ask, fast, eligible, [(c.bucket, c.group) for c in fresh])
+            await _charge(conn, ask.project, contributors, epsilon, epsilon_cap)
+            buckets = math.ceil((ask.end - ask.start) / ask.bucket)
+            bodies = dp.privatise(ask.code, fresh, epsilon, ask.bucket, buckets)
+        else:
+            cells = control(ask.code, fresh, totals)
+            shown = [(c.bucket, c.group) for c in cells if not c.suppressed]
+            contributors = await _members(conn, ask, fast, eligible, shown)
+            bodies = [c.body for c in cells]
+        release_id = await _record(conn, ask, bodies, len(contributors), epsilon)
+        await _contributors(conn, ask, release_id, contributors, eligible)
+        if epsilon:
+            await conn.execute(
+                "INSERT INTO epsilon_ledger (project_id, release_id, epsilon) VALUES (%s, %s, %s)",
+                (ask.project.id, release_id, epsilon),
+            )
+    for b in bodies:
+        b["release_id"] = release_id
+    return Outcome(release_id, epsilon, _ordered(frozen + bodies))
+
+
+async def _rollup_applies(conn: Conn, ask: Ask) -> bool:
+    """Hourly buckets of a cohort defined at most by sex read the cell-level rollups."""
+    cohort = ask.project.cohort
+    return (
+        ask.bucket == timedelta(hours=1)
+        and ask.group_by != "condition"
+        and not cohort.conditions
+        and cohort.age_min is None
+        and cohort.age_max is None
+        and await rollup_available(conn)
+    )
+
+
+async def _members(
+    conn: Conn, ask: Ask, fast: bool, eligible: dict[UUID, int | None], cells: list[tuple[datetime, str]]
+) -> list[UUID]:
+    if not fast:
+        return await members(conn, cells)
+    return await fast_members(
+        conn,
+        purpose=ask.project.purpose,
+        code=ask.code,
+        group_by=ask.group_by,
+        eligible=list(eligible),
+        released=cells,
+    )
+
+
+def _ordered(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(bodies, key=lambda b: (b["bucket"], b["group"]))
+
+
+async def _charge(conn: Conn, project: Project, contributors: list[UUID], epsilon: float, cap: float) -> None:
+    """Refuse once the project's budget or any contributor's cap across projects is spent."""
+    cur = await conn.execute(
+        "SELECT coalesce(sum(epsilon), 0) AS spent FROM epsilon_ledger WHERE project_id = %s", (project.id,)
+    )
+    row = await cur.fetchone()
+    assert row is not None and project.epsilon_budget is not None
+    if row["spent"] + epsilon > project.epsilon_budget + 1e-9:
+        raise BudgetSpent(
+            f"project {project.slug} has spent {row['spent']:.3g} of its epsilon budget"
+            f" {project.epsilon_budget:.3g}; a release costs {epsilon:.3g}"
+        )
+    cur = await conn.execute(
+        """INSERT INTO patient_epsilon AS e (patient_id, spent)
+           SELECT unnest(%s::uuid[]), %s
+           ON CONFLICT (patient_id) DO UPDATE SET spent = e.spent + EXCLUDED.spent
+           RETURNING spent""",
+        (contributors, epsilon),
+    )
+    if any(r["spent"] > cap + 1e-9 for r in await cur.fetchall()):
+        raise BudgetSpent(f"some patients' data would exceed the per-patient epsilon cap {cap:.3g}")
+
+
+async def _record(
+    conn: Conn, ask: Ask, bodies: list[dict[str, Any]], contributors: int, epsilon: float
+) -> int:
+    cur = await conn.execute(
+        """INSERT INTO research_releases (project_id, kind, code, bucket_seconds, group_by, period_start,
+               period_end, cells, patients_rounded, epsilon, released_to)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+        (
+            ask.project.id,
+            ask.kind,
+            ask.code,
+            int(ask.bucket.total_seconds()),
+            ask.group_by,
+            ask.start,
+            ask.end,
+            len(bodies),
+            round_count(contributors),
+            epsilon,
+            ask.released_to,
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    release_id = int(row["id"])
+    async with (
+        conn.cursor() as c,
+        c.copy(
+            "COPY research_cells (project_id, code, bucket_seconds, group_by, bucket_start, grp, body,"
+            " release_id) FROM STDIN"
+        ) as copy,
+    ):
+        for b in bodies:
+            await copy.write_row(
+                (
+                    ask.project.id,
+                    ask.code,
+                    int(ask.bucket.total_seconds()),
+                    ask.group_by,
+                    datetime.fromisoformat(b["bucket"]),
+                    b["group"],
+                    Jsonb(b | {"release_id": release_id}),
+                    release_id,
+                )
+            )
+    return release_id
+
+
+async def _contributors(
+    conn: Conn, ask: Ask, release_id: int, contributors: list[UUID], eligible: dict[UUID, int | None]
+) -> None:
+    async with (
+        conn.cursor() as cur,
+        cur.copy("COPY release_contributors (release_id, pseudonym, consent_version) FROM STDIN") as copy,
+    ):
+        for patient_id in contributors:
+            await copy.write_row((release_id, pseudonym(ask.key, patient_id), eligible.get(patient_id)))

@@ -1,0 +1,149 @@
+"""The cell-level rollups (the fast path for hourly aggregates) against the per-patient scan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from simulators.publisher import Publisher
+from telehealth.research.cells import fast_cells, fast_members, members, raw_cells
+from telehealth.research.disclosure import RawCell
+from telehealth.settings import Settings
+from telehealth.stack import Services
+from tests.factories import make_device, make_user
+from tests.research_support import RESEARCH_GLUCOSE, closed_hour, cohort_patient, put_consent
+
+
+@pytest.fixture
+async def publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
+    assert settings.mqtt_url
+    pub = Publisher(settings.mqtt_relay_url(), client_id=f"rollup-{datetime.now().timestamp()}")
+    await pub.connect()
+    yield pub
+    await pub.close()
+
+
+def _key(cells: list[RawCell]) -> list[tuple[Any, ...]]:
+    return sorted(
+        (
+            c.bucket,
+            c.group,
+            c.patients,
+            c.readings,
+            round(c.mean, 6),
+            round(c.min, 1),
+            round(c.max, 1),
+            tuple(round(v, 1) for v in c.percentiles.values()),
+        )
+        for c in cells
+    )
+
+
+def _binned(cells: list[RawCell]) -> list[RawCell]:
+    """The scan's statistics at the released precision (the rollup keeps them binned)."""
+    return [
+        RawCell(
+            c.bucket,
+            c.group,
+            c.patients,
+            c.readings,
+            c.mean,
+            _r(c.min),
+            _r(c.max),
+            {k: _r(v) for k, v in c.percentiles.items()},
+        )
+        for c in cells
+    ]
+
+
+def _r(value: float) -> float:
+    return ((value / 0.1 + 0.5) // 1) * 0.1
+
+
+async def test_rollup_cells_equal_the_per_patient_scan(
+    db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, publisher: Publisher
+) -> None:
+    admin = await make_user(db, "admin")
+    hours = [closed_hour(30), closed_hour(29)]  # hours no other test writes to
+    people = [
+        await cohort_patient(
+            db, "rollup", sex="male" if i % 3 == 0 else "female", birth=date(1950 + 5 * i, 1, 1)
+        )
+        for i in range(14)
+    ]
+    withdrawn, silent = people[0], people[1]
+    for p in [*people[2:], withdrawn]:
+        await put_consent(http, admin, p, RESEARCH_GLUCOSE)
+    devices = {p: (await make_device(db, p, "cgm")).device_id for p in people}
+    seqs = {p: 0 for p in people}
+
+    async def send(minute: int, value_of: Any) -> None:
+        for i, p in enumerate(people):
+            for h in hours:
+                seqs[p] += 1
+                publisher.publish_reading(
+                    devices[p], seqs[p],
+                    [{"code": "glucose", "value": value_of(i, h), "unit": "mmol/L", "source": "cgm"}],
+                    measured_at=h + timedelta(minutes=minute),
+                )  # fmt: skip
+        assert await publisher.drain()
+        total = sum(seqs.values())
+
+        async def all_decided() -> bool:
+            cur = await db.execute(
+                "SELECT count(*) AS n FROM reading_consent WHERE device_id = ANY(%s)",
+                (list(devices.values()),),
+            )
+            row = await cur.fetchone()
+            return row is not None and row["n"] == total
+
+        from tests.conftest import eventually
+
+        await eventually(all_decided)
+
+    # Two rounds in separate batches: the second changes every patient's hourly mean, so the
+    # rollup must take out each old mean and put in the new one.
+    await send(10, lambda i, h: 4.0 + 0.37 * i)
+    await send(40, lambda i, h: 6.0 + 0.11 * i * (1 + h.hour % 2))
+    patient_token = await make_user(db, "patient", patient_id=withdrawn)
+    await put_consent(http, patient_token, withdrawn, [])
+
+    eligible = [p for p in people if p not in (withdrawn, silent)]
+    common = {
+        "purpose": "research",
+        "code": "glucose",
+        "start": hours[0],
+        "end": hours[1] + timedelta(hours=1),
+    }
+    for group_by in ("none", "sex", "age_band"):
+        async with db.transaction():
+            scan, scan_totals = await raw_cells(
+                db, bucket=timedelta(hours=1), group_by=group_by, patients=eligible,  # type: ignore[arg-type]
+                percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+            )  # fmt: skip
+            # contributors to the cells of the first hour only
+            first_hour = [(c.bucket, c.group) for c in scan if c.bucket == hours[0]]
+            scanned_members = set(await members(db, first_hour))
+        fast_members_ = await fast_members(
+            db, purpose="research", code="glucose", group_by=group_by,  # type: ignore[arg-type]
+            eligible=eligible, released=first_hour,
+        )  # fmt: skip
+        assert set(fast_members_) == scanned_members == set(eligible), group_by
+        if group_by == "sex":  # only the women's cell released: only women contributed
+            women = await fast_members(
+                db, purpose="research", code="glucose", group_by="sex", eligible=eligible,
+                released=[(b, g) for b, g in first_hour if g == "female"],
+            )  # fmt: skip
+            assert set(women) == {p for i, p in enumerate(people) if p in eligible and i % 3 != 0}
+        fast, fast_totals = await fast_cells(
+            db, group_by=group_by, sexes=[], excluded=[withdrawn],  # type: ignore[arg-type]
+            percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+        )  # fmt: skip
+        assert scan, "the scan found no cells: the test's readings are missing"
+        assert _key(fast) == _key(_binned(scan)), group_by
+        assert fast_totals == scan_totals == {h: 12 for h in hours}

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 
 from telehealth.settings import Settings
+from telehealth.storage.db import checkout
 from telehealth.storage.people import User, user_for_token
 
 bearer = HTTPBearer(auto_error=False)
@@ -29,7 +30,7 @@ def get_settings(request: Request) -> Settings:
 async def get_conn(
     pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
 ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    async with pool.connection() as conn:
+    async with checkout(pool) as conn:
         yield conn
 
 

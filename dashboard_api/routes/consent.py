@@ -12,7 +12,9 @@ from fastapi.responses import JSONResponse
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import BaseModel, Field
 
+from dashboard_api.auditing import Audit
 from dashboard_api.deps import ConnDep, CurrentUser, SettingsDep
+from dashboard_api.routes.access import authorize_patient
 from telehealth.codes import CODES
 from telehealth.consent import ConsentVersion, Outcome, Provision, Purpose, decide, in_force
 from telehealth.consent_fhir import to_fhir
@@ -52,16 +54,12 @@ class DecisionOut(BaseModel):
 async def authorize(
     conn: psycopg.AsyncConnection[Any], user: User, patient_id: UUID, *, clinician_reads: bool
 ) -> None:
-    """Admins, the patient themself, and (reading only) the patient's care team."""
-    cur = await conn.execute("SELECT care_team FROM patients WHERE id = %s", (patient_id,))
-    row = await cur.fetchone()
-    if row is None:
-        raise HTTPException(404, f"no patient {patient_id}")
-    if user.role == "admin" or (user.role == "patient" and user.patient_id == patient_id):
-        return
-    if clinician_reads and user.role == "clinician" and row["care_team"] in user.care_teams:
-        return
-    raise HTTPException(403, "only the patient, an admin or (to read) their care team may do this")
+    """Admins, the patient themself, and (reading only) the patient's care team. Anyone else
+    of those roles gets the answer a missing patient gets (404), and the attempt is audited."""
+    roles = ("admin", "patient", "clinician") if clinician_reads else ("admin", "patient")
+    if user.role not in roles:
+        raise HTTPException(403, "only the patient, an admin or (to read) their care team may do this")
+    await authorize_patient(conn, user, patient_id, roles=roles)
 
 
 def _wants_fhir(request: Request, fmt: str | None) -> bool:
@@ -92,7 +90,12 @@ async def _state(conn: psycopg.AsyncConnection[Any], patient_id: UUID, default: 
     )
 
 
-@router.put("/api/v1/patients/{patient_id}/consent", response_model=ConsentState)
+_FHIR_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {FHIR_JSON: {"schema": {"type": "object", "description": "a FHIR R4 Bundle"}}}}
+}
+
+
+@router.put("/api/v1/patients/{patient_id}/consent", response_model=ConsentState, responses=_FHIR_RESPONSE)
 async def record_consent(
     patient_id: UUID,
     body: ConsentIn,
@@ -100,6 +103,7 @@ async def record_consent(
     conn: ConnDep,
     user: CurrentUser,
     settings: SettingsDep,
+    audit: Audit,
     format: Annotated[Literal["json", "fhir"] | None, Query()] = None,
 ) -> Any:
     """A new version; the processor applies it to everything processed after it is committed."""
@@ -113,23 +117,26 @@ async def record_consent(
         )
     except psycopg.errors.UniqueViolation as exc:
         raise HTTPException(409, "consent changed at the same moment; read it and retry") from exc
+    await audit("consent.record", patient_id, national_opt_out=body.national_opt_out)
     state = await _state(conn, patient_id, settings.consent_default)
     return _fhir_bundle(patient_id, state) if _wants_fhir(request, format) else state
 
 
-@router.get("/api/v1/patients/{patient_id}/consent", response_model=ConsentState)
+@router.get("/api/v1/patients/{patient_id}/consent", response_model=ConsentState, responses=_FHIR_RESPONSE)
 async def read_consent(
     patient_id: UUID,
     request: Request,
     conn: ConnDep,
     user: CurrentUser,
     settings: SettingsDep,
+    audit: Audit,
     format: Annotated[
         Literal["json", "fhir"] | None, Query(description="fhir: a FHIR R4 Bundle of Consent versions")
     ] = None,
 ) -> Any:
     """The version in force and the full history (also `Accept: application/fhir+json`)."""
     await authorize(conn, user, patient_id, clinician_reads=True)
+    await audit("consent.read", patient_id)
     state = await _state(conn, patient_id, settings.consent_default)
     return _fhir_bundle(patient_id, state) if _wants_fhir(request, format) else state
 
@@ -142,11 +149,13 @@ async def decision(
     conn: ConnDep,
     user: CurrentUser,
     settings: SettingsDep,
+    audit: Audit,
 ) -> DecisionOut:
     """permit / deny / no-consent for one patient, purpose and code, citing the version used."""
     if user.role not in ("admin", "patient"):
         raise HTTPException(403, "consent decisions are for admins and the patient themself")
     await authorize(conn, user, patient_id, clinician_reads=False)
+    await audit("consent.decision", patient_id, purpose=purpose, code=code)
     if code not in CODES:
         raise HTTPException(422, f"unknown code {code!r}; known: {', '.join(CODES)}")
     now = datetime.now(UTC)

@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException
 from psycopg.rows import dict_row
 
+from dashboard_api.auditing import Audit
 from dashboard_api.deps import ConnDep, CurrentUser
 from dashboard_api.routes.consent import authorize
 from telehealth.research.projects import all_projects
@@ -17,12 +18,13 @@ router = APIRouter(prefix="/api/v1/patients", tags=["consent"])
 
 
 @router.get("/{patient_id}/data-uses")
-async def data_uses(patient_id: UUID, conn: ConnDep, user: CurrentUser) -> list[dict[str, Any]]:
+async def data_uses(patient_id: UUID, conn: ConnDep, user: CurrentUser, audit: Audit) -> list[dict[str, Any]]:
     """Per project: the releases this patient's readings contributed to, with the consent version
     that permitted it. Releases record project-keyed pseudonyms, so this is found per project."""
     if user.role not in ("admin", "patient"):
         raise HTTPException(403, "data uses are shown to the patient themself and to admins")
     await authorize(conn, user, patient_id, clinician_reads=False)
+    await audit("data_uses.read", patient_id)
     projects = await all_projects(conn)
     out = []
     async with conn.cursor(row_factory=dict_row) as cur:

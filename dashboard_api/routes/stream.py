@@ -28,6 +28,7 @@ from dashboard_api.live import AlertHub
 from dashboard_api.schemas import Alert
 from telehealth.storage import audit
 from telehealth.storage.alert_stream import events_after, snapshot
+from telehealth.storage.db import checkout
 from telehealth.storage.people import User, user_for_token
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -50,13 +51,13 @@ def _alert_event(row: dict[str, Any]) -> ServerSentEvent:
 
 
 async def _user(pool: AsyncConnectionPool, token: str) -> User | None:
-    async with pool.connection() as conn:
+    async with checkout(pool) as conn:
         return await user_for_token(conn, token)
 
 
 async def _audit(pool: AsyncConnectionPool, user: User, action: str, patient: Any, **detail: Any) -> None:
     """What the stream shows is a read of patient data: recorded like any list or view."""
-    async with pool.connection() as conn:
+    async with checkout(pool) as conn:
         await audit.record(
             conn,
             actor=user,
@@ -78,7 +79,7 @@ async def _events(
     try:
         yield ServerSentEvent(retry=RETRY_MS, comment="telehealth alert stream")
         if after is None:
-            async with pool.connection() as conn:
+            async with checkout(pool) as conn:
                 position, alerts = await snapshot(conn, teams)
             data = {"alerts": [Alert.model_validate(a).model_dump(mode="json") for a in alerts]}
             shown = sorted({str(a["patient_id"]) for a in data["alerts"]})
@@ -87,7 +88,7 @@ async def _events(
         else:
             position = after
             while True:
-                async with pool.connection() as conn:
+                async with checkout(pool) as conn:
                     rows = await events_after(conn, position, teams, _PAGE)
                 for row in rows:
                     position = row["pos"]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 
 async def open_pool(
@@ -22,6 +27,29 @@ async def open_pool(
     )
     await pool.open(wait=True, timeout=30)
     return pool
+
+
+@asynccontextmanager
+async def checkout(pool: AsyncConnectionPool, *, wait_s: float = 1.0) -> AsyncIterator[Any]:
+    """A pooled connection, or a connection of its own when the pool has none ready.
+
+    After a database restart psycopg's pool refills with exponential backoff (1, 2, 4, 8 s
+    ...), so it can lag many seconds behind a database that is already back; a request should
+    not wait for that. A direct connection is tried then, and fails fast if the database is
+    really away."""
+    conn = None
+    with contextlib.suppress(PoolTimeout):
+        conn = await pool.getconn(timeout=wait_s)
+    if conn is not None:
+        try:
+            async with conn:  # commits, or rolls back on error; a pooled connection stays open
+                yield conn
+        finally:
+            await pool.putconn(conn)
+        return
+    kwargs = cast(dict[str, Any], pool.kwargs)
+    async with await psycopg.AsyncConnection.connect(cast(str, pool.conninfo), **kwargs) as own:
+        yield own
 
 
 async def connect(url: str) -> psycopg.AsyncConnection[dict[str, object]]:

@@ -78,7 +78,9 @@ async def _seed(
     seconds = time.perf_counter() - started
     # What autovacuum does soon after a bulk load; index-only scans need the visibility map.
     # (Under TimescaleDB research_hourly is a continuous aggregate, not a table.)
-    if await rollup_available(conn):
+    plain = await rollup_available(conn)
+    await conn.commit()
+    if plain:
         await conn.set_autocommit(True)
         for table in _ROLLUPS:
             await conn.execute(f"VACUUM (ANALYZE) {table}".encode())

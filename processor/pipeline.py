@@ -24,7 +24,7 @@ from processor.alerts import store as alert_store
 from processor.alerts.device import DeviceReport, status_actions
 from processor.alerts.engine import ThresholdEngine
 from processor.alerts.rules import rules_for
-from processor.alerts.trend import TrendTracker, is_cgm_glucose
+from processor.alerts.trend import TrendTracker, fit_for_trend
 from processor.normalise import NormalisedObservation, normalise
 from processor.sink import ReadingSink
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
@@ -110,7 +110,11 @@ class Pipeline:
                 orphans += 1
                 continue
             normalised = normalise(
-                reading, entry.patient_id, late_after=self._late_after, future_tolerance=self._future
+                reading,
+                entry.patient_id,
+                late_after=self._late_after,
+                future_tolerance=self._future,
+                device_kind=entry.kind,
             )
             if sink.add(reading, entry.patient_id, normalised):
                 observations.extend(normalised)
@@ -126,7 +130,8 @@ class Pipeline:
             await self._seed_trends(conn, new_obs)
             derived = self._trends.derive(new_obs)
             own_rules = await alert_store.patient_rules(conn, list(patients))
-            actions = self._engine.evaluate(new_obs + derived, open_now, own_rules)
+            episodes = await alert_store.glucose_episodes(conn, list(patients))
+            actions = self._engine.evaluate(new_obs + derived, open_now, own_rules, episodes)
             actions += status_actions(reports, open_now)
             touched = await alert_store.apply(conn, actions)
 
@@ -155,15 +160,17 @@ class Pipeline:
         return reports
 
     async def _seed_trends(self, conn: Any, observations: list[NormalisedObservation]) -> None:
-        """After a restart, rebuild a patient's CGM window from what is stored before this batch."""
+        """After a restart, rebuild a patient's CGM window from every reading stored before this
+        batch, late ones included (implausible, future and artefact ones are not data)."""
         first: dict[UUID, datetime] = {}
         for o in observations:
-            if is_cgm_glucose(o) and not self._trends.known(o.patient_id):
+            if fit_for_trend(o) and not self._trends.known(o.patient_id):
                 first[o.patient_id] = min(o.measured_at, first.get(o.patient_id, o.measured_at))
         for patient_id, before in first.items():
             cur = await conn.execute(
                 """SELECT measured_at, value FROM readings
-                   WHERE patient_id = %s AND code = 'glucose' AND source = 'cgm' AND quality = '{}'
+                   WHERE patient_id = %s AND code = 'glucose' AND source = 'cgm'
+                     AND NOT quality && '{implausible,future,artefact}'
                      AND measured_at >= %s AND measured_at < %s ORDER BY measured_at""",
                 (patient_id, before - self._trends.window, before),
             )

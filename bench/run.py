@@ -337,9 +337,7 @@ def run(
             services = Services(settings, (data_dir or Path(tmp)) / "logs")
             services.start("processor", "processor")
             for n in range(gateways):
-                env = service_env(settings, "gateway") | {
-                    "TELEHEALTH_GATEWAY_CLIENT_ID": f"bench-gateway-{n}"
-                }
+                env = service_env(settings, "gateway") | {"TELEHEALTH_GATEWAY_CLIENT_ID": f"bench-gateway-{n}"}
                 services.start(f"gateway-{n}", "gateway", env=env)
             time.sleep(3)  # consumer group join and MQTT subscription
             sampler = RssSampler({n: p.pid for n, p in services.procs.items()})

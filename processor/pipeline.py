@@ -1,6 +1,6 @@
 """One batch through the processor's stages.
 
-    decode -> resolve device -> normalise + quality -> store (sink) -> alert engine
+    decode -> resolve device -> normalise + quality (artefacts) -> store (sink) -> alert engine
     [consent filter: not built yet, see docs/architecture.md]
 
 All database writes of a batch share one transaction; the caller commits Kafka offsets only
@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from processor.alerts import store as alert_store
+from processor.alerts.artefact import ArtefactFilter
 from processor.alerts.device import DeviceReport, status_actions
 from processor.alerts.engine import ThresholdEngine
 from processor.alerts.rules import rules_for
@@ -95,6 +96,7 @@ class Pipeline:
         self._registry = registry
         self._engine = ThresholdEngine(rules_for(Thresholds(warning_after=settings.alert_warning_after)))
         self._trends = TrendTracker()
+        self._artefacts = ArtefactFilter()
         self._late_after = timedelta(seconds=settings.late_after_s)
         self._future = timedelta(seconds=settings.future_tolerance_s)
 
@@ -116,6 +118,7 @@ class Pipeline:
                 future_tolerance=self._future,
                 device_kind=entry.kind,
             )
+            normalised = self._artefacts.mark(normalised, reading.context)
             if sink.add(reading, entry.patient_id, normalised):
                 observations.extend(normalised)
 

@@ -167,8 +167,9 @@ class LowEpisodes:
         current = view.stage if view is not None else Stage.NONE
         if view is None:
             s.opened_at = None
-        elif s.opened_at is None:
+        elif s.opened_at is None:  # an episode this process has not seen before (a restart)
             s.opened_at = view.triggered_at
+            s.urgent_seen = view.stage is Stage.URGENT
 
         measured = Stage.NONE
         if value < cfg.urgent_low:

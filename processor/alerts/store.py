@@ -112,7 +112,7 @@ async def apply(conn: psycopg.AsyncConnection[Any], actions: list[Action]) -> li
             if row is None:
                 continue
             touched.append(row[0])
-            note = {Act.OPEN: "opened"}.get(action.act, action.message)
+            note = f"opened: {action.message}" if action.act is Act.OPEN else action.message
             await cur.execute(
                 "INSERT INTO alert_events (alert_id, status, severity, actor, note)"
                 " VALUES (%s, %s, %s, %s, %s)",

@@ -79,24 +79,6 @@ async def open_alerts(conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID
         return {(r[0], r[1]): Severity(r[2]) for r in await cur.fetchall()}
 
 
-async def glucose_episodes(
-    conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]
-) -> dict[UUID, EpisodeView]:
-    """Each patient's unresolved hypoglycaemia alert: its stage, and whether it was acknowledged."""
-    if not patient_ids:
-        return {}
-    async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(
-            "SELECT patient_id, severity, code, status, triggered_at FROM alerts"
-            " WHERE status <> 'resolved' AND rule = %s AND patient_id = ANY(%s)",
-            (LOW_RULE, patient_ids),
-        )
-        return {
-            r[0]: EpisodeView(Stage.of(Severity(r[1]), r[2]), r[3] == "acknowledged", r[4])
-            for r in await cur.fetchall()
-        }
-
-
 async def apply(conn: psycopg.AsyncConnection[Any], actions: list[Action]) -> list[int]:
     """Carry out the engine's actions, each with its event row; returns the alert ids touched.
 
@@ -132,6 +114,24 @@ async def patient_rules(conn: psycopg.AsyncConnection[Any], patient_ids: list[UU
             (patient_ids,),
         )
         return {r[0]: rules_for(Thresholds.model_validate(r[1])) for r in await cur.fetchall()}
+
+
+async def glucose_episodes(
+    conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]
+) -> dict[UUID, EpisodeView]:
+    """Each patient's unresolved hypoglycaemia alert: its stage, and whether it was acknowledged."""
+    if not patient_ids:
+        return {}
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            "SELECT patient_id, severity, code, status, triggered_at FROM alerts"
+            " WHERE status <> 'resolved' AND rule = %s AND patient_id = ANY(%s)",
+            (LOW_RULE, patient_ids),
+        )
+        return {
+            r[0]: EpisodeView(Stage.of(Severity(r[1]), r[2]), r[3] == "acknowledged", r[4])
+            for r in await cur.fetchall()
+        }
 
 
 async def silences(conn: psycopg.AsyncConnection[Any]) -> list[Silence]:

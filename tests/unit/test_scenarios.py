@@ -9,6 +9,7 @@ import pytest
 
 from processor.alerts.artefact import ArtefactFilter
 from processor.alerts.engine import Act, ThresholdEngine
+from processor.alerts.glucose import EpisodeView, Stage
 from processor.alerts.rules import Severity, rules_for
 from processor.alerts.trend import TrendTracker
 from processor.normalise import Quality, normalise
@@ -108,3 +109,45 @@ def test_a_seeded_scenario_is_reproducible() -> None:
 def test_unknown_scenario_names_the_shipped_ones() -> None:
     with pytest.raises(ValueError, match="hypo"):
         load("no-such-scenario")
+
+
+def test_the_hypo_demo_is_warned_before_each_line_is_crossed() -> None:
+    """Patient 0's overdose: one alert, opened by the forecast before the first CGM reading
+    below 3.9, urgent before the first below 3.0."""
+    engine, trends, patient = ThresholdEngine(), TrendTracker(), uuid5(NS, "0")
+    first_below: dict[float, datetime] = {}
+    first_stage: dict[str, datetime] = {}
+    open_now: dict[tuple[UUID, str], Severity] = {}
+    views: dict[UUID, EpisodeView] = {}
+    acts = []
+    for seq, sample in enumerate(readings(load("hypo"), seed=1)):
+        if sample.patient != 0 or sample.kind != "cgm":
+            continue
+        at = DAY0 + timedelta(minutes=sample.minute)
+        reading = AcceptedReading(
+            device_id="cgm-0",
+            seq=seq,
+            measured_at=at,
+            received_at=at,
+            observations=[Observation(**o) for o in sample.observations],
+        )
+        obs = normalise(
+            reading,
+            patient,
+            late_after=timedelta(minutes=10),
+            future_tolerance=timedelta(minutes=5),
+            device_kind="cgm",
+        )
+        for line in (3.9, 3.0):
+            if obs[0].value < line:
+                first_below.setdefault(line, at)
+        for action in engine.evaluate(obs + trends.derive(obs), open_now, None, views):
+            open_now[(patient, action.rule)] = action.severity
+            views[patient] = EpisodeView(Stage.of(action.severity, action.code), False, at)
+            acts.append(action.act)
+            first_stage.setdefault(action.severity.value, at)
+            if action.act is Act.OPEN:
+                assert action.code == "glucose_forecast", action.message
+    assert acts[0] is Act.OPEN and Act.OPEN not in acts[1:], "one alert for the episode"
+    assert min(first_stage.values()) < first_below[3.9]  # the fall is steep: it opens as urgent soon
+    assert first_stage["urgent"] < first_below[3.0]

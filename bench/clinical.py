@@ -79,6 +79,7 @@ class Score:
     l1_missed: int = 0
     l2_leads: list[float] = field(default_factory=list)
     l2_missed: int = 0
+    longest_open: float = 0.0
 
     def row(self) -> dict[str, str]:
         def median(xs: list[float]) -> str:
@@ -95,6 +96,7 @@ class Score:
             + (f" ({self.l1_missed} not alerted)" if self.l1_missed else ""),
             "level 2: urgent relative to the first reading < 3.0": median(self.l2_leads),
             "level 2 episodes that got no new urgent alert": f"{self.l2_missed} of {l2}",
+            "longest a low alert stayed open": f"{self.longest_open / 60:.1f} h",
         }
 
 
@@ -191,6 +193,7 @@ def run_ar2(readings: list[tuple[float, float]], target_bottom_mgdl: float = 70)
 
 def score(score: Score, alarms: Alarms, l1: list[Episode], l2: list[Episode]) -> None:
     score.alerts += len(alarms.alerts)
+    score.longest_open = max([score.longest_open, *(b - a for a, b in alarms.spans)])
     for t in alarms.alerts:
         if not any(e.start - FALSE_WITHIN_MIN <= t <= e.end for e in l1):
             score.false_alerts += 1
@@ -214,6 +217,7 @@ class Result:
     days: int
     l1_episodes: int
     l2_episodes: int
+    longest_episode_min: float
     scores: list[Score]
 
     def report(self) -> str:
@@ -223,7 +227,8 @@ class Result:
         cols = [max(len(s.name), *(len(r[n]) for n in names)) for s, r in zip(self.scores, rows, strict=True)]
         lines = [
             f"clinical: {self.patients} simulated patients x {self.days} days, CGM every {STEP_MIN} min;"
-            f" {self.l1_episodes} level 1 and {self.l2_episodes} level 2 episodes (consensus definitions)",
+            f" {self.l1_episodes} level 1 and {self.l2_episodes} level 2 episodes (consensus definitions),"
+            f" the longest {self.longest_episode_min / 60:.1f} h",
             "| "
             + " " * width
             + " | "
@@ -250,10 +255,12 @@ def patients(count: int, days: int, seed: int) -> Iterator[tuple[UUID, list[tupl
 def run(count: int = 30, days: int = 6, seed: int = 1) -> Result:
     engine, nightscout = Score("this engine"), Score("Nightscout AR2")
     n1 = n2 = 0
+    longest = 0.0
     for patient, readings in patients(count, days, seed):
         l1, l2 = episodes(readings, 3.9), episodes(readings, 3.0)
         n1, n2 = n1 + len(l1), n2 + len(l2)
+        longest = max([longest, *(e.end - e.start for e in l1)])
         for s, alarms in ((engine, run_engine(readings, patient)), (nightscout, run_ar2(readings))):
             s.patient_days += days
             score(s, alarms, l1, l2)
-    return Result(count, days, n1, n2, [engine, nightscout])
+    return Result(count, days, n1, n2, longest, [engine, nightscout])

@@ -30,6 +30,9 @@ class Thresholds(BaseModel):
     glucose_low_minutes: int = Field(
         15, ge=1, le=120, description="or this many minutes below the low line without clearing it"
     )
+    glucose_episode_end_minutes: int = Field(
+        15, ge=1, le=120, description="minutes at or above the low line that end a hypoglycaemia episode"
+    )
 
     @property
     def spo2_limits(self) -> tuple[float, float]:

@@ -132,6 +132,7 @@ class ThresholdEngine:
             urgent_low=urgent,
             warning_after=rule.warning_after,
             min_duration=rule.min_duration or glucose.DEFAULT_LOW.min_duration,
+            end_after=rule.end_after or glucose.DEFAULT_LOW.end_after,
         )
         decision = self._lows.step(
             obs.patient_id,

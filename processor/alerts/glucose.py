@@ -198,7 +198,8 @@ class LowEpisodes:
         if target is Stage.URGENT and not s.urgent_seen:
             s.urgent_seen = True
             decision = self._decision("renotify", Stage.URGENT, value, s, cfg)
-            again = f" again, after 15 min or more at or above {cfg.urgent_low:g}"
+            minutes = cfg.end_after.total_seconds() / 60
+            again = f" again, after {minutes:.0f} min or more at or above {cfg.urgent_low:g}"
             return Decision(decision.act, decision.stage, decision.message + again, decision.code, value)
         forecast_ok = s.forecast is None or s.forecast >= cfg.low
         if s.above_since is not None and forecast_ok:

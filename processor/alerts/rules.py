@@ -57,6 +57,8 @@ class ThresholdRule:
     warning_after: int = 2
     #: or this long below the line without clearing it (None: consecutive readings only)
     min_duration: timedelta | None = None
+    #: an episode rule (glucose_low) ends after this long back in range
+    end_after: timedelta | None = None
 
     def evaluate(self, value: float) -> Band | None:
         return next((band for band in self.bands if band.matches(value)), None)
@@ -81,6 +83,7 @@ def rules_for(t: Thresholds) -> tuple[ThresholdRule, ...]:
             clear_margin=0.3,
             warning_after=n,
             min_duration=timedelta(minutes=t.glucose_low_minutes),
+            end_after=timedelta(minutes=t.glucose_episode_end_minutes),
         ),
         ThresholdRule(
             "glucose_high",

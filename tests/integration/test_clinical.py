@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -18,7 +19,7 @@ from telehealth.storage.thresholds import save_thresholds
 from telehealth.thresholds import Thresholds
 from telehealth.topics import readings_topic
 from tests.conftest import eventually
-from tests.factories import make_device, make_patient
+from tests.factories import auth, make_device, make_patient, make_user
 
 
 @pytest.fixture
@@ -163,3 +164,66 @@ async def test_motion_artefacts_are_stored_flagged_and_a_credible_low_alarms_at_
         (oxi.device_id,),
     )
     assert [r["seq"] for r in await cur.fetchall()] == [2, 4]
+
+
+async def test_a_repeated_severe_low_renotifies_and_a_new_episode_is_a_new_alert(
+    db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, device_publisher: Publisher
+) -> None:
+    """Acknowledged urgent low; back above 3.0, then below again: the same alert is back in the
+    inbox. Then the episode ends (set to 1 minute back above 3.9 for this patient, so the test
+    runs in real time) and a new severe low is a new alert."""
+    patient = await make_patient(db, "team-clinical-ack")
+    await save_thresholds(db, patient, Thresholds(glucose_episode_end_minutes=1), "test")
+    meter = await make_device(db, patient, "glucometer")
+    clinician = await make_user(db, "clinician", ["team-clinical-ack"])
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+
+    def send(seq: int, after_s: int, value: float) -> None:
+        device_publisher.publish_reading(
+            meter.device_id,
+            seq,
+            [{"code": "glucose", "value": value, "unit": "mmol/L"}],
+            measured_at=t0 + timedelta(seconds=after_s),
+        )
+
+    send(1, 0, 2.8)
+
+    async def opened() -> list[dict[str, Any]] | None:
+        cur = await db.execute("SELECT id FROM alerts WHERE patient_id = %s", (patient,))
+        return await cur.fetchall() or None
+
+    [first] = await eventually(opened)
+    ack = await http.post(
+        f"/api/v1/alerts/{first['id']}/acknowledge", json={"note": "calling"}, headers=auth(clinician)
+    )
+    assert ack.status_code == 200, ack.text
+    for seq, (after_s, value) in enumerate([(20, 3.4), (40, 3.4), (80, 3.4), (100, 2.9)], start=2):
+        send(seq, after_s, value)
+    assert await device_publisher.drain()
+
+    async def renotified() -> dict[str, Any] | None:
+        cur = await db.execute(
+            "SELECT status, value, acknowledged_at FROM alerts WHERE id = %s AND value = 2.9", (first["id"],)
+        )
+        return await cur.fetchone()
+
+    assert await eventually(renotified) == {"status": "open", "value": 2.9, "acknowledged_at": None}
+    for seq, (after_s, value) in enumerate([(120, 4.5), (150, 4.5), (185, 4.6), (200, 2.7)], start=6):
+        send(seq, after_s, value)
+    assert await device_publisher.drain()
+
+    async def both() -> list[dict[str, Any]] | None:
+        found = await alerts_of(db, patient)
+        return found if len(found) == 2 else None
+
+    found = await eventually(both)
+    assert [(a["status"], a["severity"], a["value"]) for a in found] == [
+        ("resolved", "urgent", 2.9),  # the value that raised it last
+        ("open", "urgent", 2.7),
+    ]
+    cur = await db.execute(
+        "SELECT status, note FROM alert_events WHERE alert_id = %s ORDER BY id", (first["id"],)
+    )
+    events = await cur.fetchall()
+    assert [e["status"] for e in events] == ["open", "acknowledged", "open", "resolved"], events
+    assert "again" in events[2]["note"] and events[3]["note"].startswith("Episode over"), events

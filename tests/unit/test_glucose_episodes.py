@@ -256,3 +256,22 @@ def test_consensus_episodes() -> None:
     assert clinical.episodes(r, 3.9) == [clinical.Episode(5, 30), clinical.Episode(45, 60)]
     assert clinical.episodes(r, 3.0) == [clinical.Episode(45, 60)]
     assert clinical.episodes([(0.0, 3.8), (5.0, 3.8), (10.0, 4.5)], 3.9) == []
+
+
+def test_bench_clinical_prints_both_alarms_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
+    from telehealth.cli import main
+
+    main(["bench", "--clinical", "--clinical-patients", "4", "--clinical-days", "2", "--clinical-seed", "3"])
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "this engine" in line)
+    assert "Nightscout AR2" in header
+    for row in (
+        "low-side alerts per patient-day",
+        "false low alerts (no episode within 30 min)",
+        "level 1 median lead before the first reading < 3.9",
+        "level 2: urgent relative to the first reading < 3.0",
+        "level 2 episodes that got no new urgent alert",
+    ):
+        assert row in out, out
+    result = clinical.run(4, 2, 3)
+    assert result.l1_episodes > 0 and all(s.alerts > 0 for s in result.scores), result.report()

@@ -199,7 +199,7 @@ class LowEpisodes:
             s.urgent_seen = True
             decision = self._decision("renotify", Stage.URGENT, value, s, cfg)
             minutes = cfg.end_after.total_seconds() / 60
-            again = f" again, after {minutes:.0f} min or more at or above {cfg.urgent_low:g}"
+            again = f" again, after {minutes:.0f} min or more at or above {cfg.urgent_low:.1f}"
             return Decision(decision.act, decision.stage, decision.message + again, decision.code, value)
         forecast_ok = s.forecast is None or s.forecast >= cfg.low
         if s.above_since is not None and forecast_ok:
@@ -210,7 +210,8 @@ class LowEpisodes:
                 return Decision(
                     "resolve",
                     current,
-                    f"Episode over: glucose {value:g} mmol/L, at or above {cfg.low:g} for {minutes:.0f} min",
+                    f"Episode over: glucose {value:g} mmol/L,"
+                    f" at or above {cfg.low:.1f} for {minutes:.0f} min",
                     MEASURED_CODE,
                     value,
                 )
@@ -224,11 +225,13 @@ class LowEpisodes:
     def _message(stage: Stage, value: float, s: _State, cfg: LowConfig) -> str:
         trend = f", falling {-s.roc:.2f} mmol/L/min" if s.roc is not None and s.roc < 0 else ""
         if stage is Stage.URGENT:
-            return f"Glucose urgent low: {value:g} mmol/L (below {cfg.urgent_low:g})"
+            return f"Glucose urgent low: {value:g} mmol/L (below {cfg.urgent_low:.1f})"
         if stage is Stage.LOW:
             spell = ""
             if s.spell_start is not None and s.last_at is not None:
-                spell = f", below {cfg.low:g} for {(s.last_at - s.spell_start).total_seconds() / 60:.0f} min"
+                spell = (
+                    f", below {cfg.low:.1f} for {(s.last_at - s.spell_start).total_seconds() / 60:.0f} min"
+                )
             return f"Glucose low: {value:g} mmol/L{spell}"
         line, name, within = (
             (cfg.urgent_low, "urgent low", cfg.urgent_horizon_min)
@@ -237,5 +240,5 @@ class LowEpisodes:
         )
         return (
             f"Glucose {name} soon: {value:g} mmol/L now{trend};"
-            f" predicted below {line:g} mmol/L within {within} min"
+            f" predicted below {line:.1f} mmol/L within {within} min"
         )

@@ -15,6 +15,8 @@ class Quality(StrEnum):
     IMPLAUSIBLE = "implausible"
     LATE = "late"
     FUTURE = "future"
+    #: a motion or poor-signal reading (processor.alerts.artefact): stored, never alarmed on
+    ARTEFACT = "artefact"
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,28 @@ def reading_flags(
     return ()
 
 
+#: glucose source by provisioned device kind: the kind decides, the payload's `source` is a hint
+SOURCE_BY_KIND = {"cgm": "cgm", "glucometer": "smbg"}
+
+
+def glucose_source(payload_source: str | None, device_kind: str | None) -> str | None:
+    """CGM or finger-prick, from what the device is; the payload field only where the kind is silent."""
+    return SOURCE_BY_KIND.get(device_kind or "", payload_source)
+
+
 def normalise(
-    reading: AcceptedReading, patient_id: UUID, *, late_after: timedelta, future_tolerance: timedelta
+    reading: AcceptedReading,
+    patient_id: UUID,
+    *,
+    late_after: timedelta,
+    future_tolerance: timedelta,
+    device_kind: str | None = None,
 ) -> list[NormalisedObservation]:
     flags = reading_flags(reading, late_after, future_tolerance)
     out = []
     for obs in reading.observations:
         spec = CODES[obs.code]
+        source = glucose_source(obs.source, device_kind) if obs.code == "glucose" else obs.source
         value = spec.to_canonical(obs.value, obs.unit)
         quality = flags if spec.is_plausible(value) else (*flags, Quality.IMPLAUSIBLE)
         out.append(
@@ -67,8 +84,8 @@ def normalise(
                 code=obs.code,
                 value=round(value, 4),
                 unit=spec.canonical_unit,
-                loinc=spec.loinc_for(obs.source),
-                source=obs.source,
+                loinc=spec.loinc_for(source),
+                source=source,
                 quality=quality,
             )
         )

@@ -1,6 +1,6 @@
 """One batch through the processor's stages.
 
-    decode -> resolve device -> normalise + quality -> store (sink) -> alert engine
+    decode -> resolve device -> normalise + quality (artefacts) -> store (sink) -> alert engine
     -> consent filter (eligibility per purpose, with the consent version used)
 
 All database writes of a batch share one transaction; the caller commits Kafka offsets only
@@ -21,10 +21,11 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from processor.alerts import store as alert_store
+from processor.alerts.artefact import ArtefactFilter
 from processor.alerts.device import DeviceReport, status_actions
 from processor.alerts.engine import ThresholdEngine
 from processor.alerts.rules import rules_for
-from processor.alerts.trend import TrendTracker, is_cgm_glucose
+from processor.alerts.trend import TrendTracker, fit_for_trend
 from processor.consent import ConsentCache, ConsentStage
 from processor.normalise import NormalisedObservation, normalise
 from processor.sink import ReadingSink
@@ -107,6 +108,7 @@ class Pipeline:
         self._registry = registry
         self._engine = ThresholdEngine(rules_for(Thresholds(warning_after=settings.alert_warning_after)))
         self._trends = TrendTracker()
+        self._artefacts = ArtefactFilter()
         self._late_after = timedelta(seconds=settings.late_after_s)
         self._future = timedelta(seconds=settings.future_tolerance_s)
         self.consent = ConsentStage(ConsentCache(), default_permit=settings.consent_default == "permit")
@@ -123,8 +125,13 @@ class Pipeline:
                 orphans += 1
                 continue
             normalised = normalise(
-                reading, entry.patient_id, late_after=self._late_after, future_tolerance=self._future
+                reading,
+                entry.patient_id,
+                late_after=self._late_after,
+                future_tolerance=self._future,
+                device_kind=entry.kind,
             )
+            normalised = self._artefacts.mark(normalised, reading.context)
             if sink.add(reading, entry.patient_id, normalised):
                 observations.extend(normalised)
 
@@ -139,7 +146,8 @@ class Pipeline:
             await self._seed_trends(conn, new_obs)
             derived = self._trends.derive(new_obs)
             own_rules = await alert_store.patient_rules(conn, list(patients))
-            actions = self._engine.evaluate(new_obs + derived, open_now, own_rules)
+            episodes = await alert_store.glucose_episodes(conn, list(patients))
+            actions = self._engine.evaluate(new_obs + derived, open_now, own_rules, episodes)
             sources = await alert_store.device_alert_sources(conn, list({r.patient_id for r in reports}))
             actions += status_actions(reports, open_now, sources)
             touched = await alert_store.apply(conn, actions)
@@ -178,15 +186,17 @@ class Pipeline:
         return reports
 
     async def _seed_trends(self, conn: Any, observations: list[NormalisedObservation]) -> None:
-        """After a restart, rebuild a patient's CGM window from what is stored before this batch."""
+        """After a restart, rebuild a patient's CGM window from every reading stored before this
+        batch, late ones included (implausible, future and artefact ones are not data)."""
         first: dict[UUID, datetime] = {}
         for o in observations:
-            if is_cgm_glucose(o) and not self._trends.known(o.patient_id):
+            if fit_for_trend(o) and not self._trends.known(o.patient_id):
                 first[o.patient_id] = min(o.measured_at, first.get(o.patient_id, o.measured_at))
         for patient_id, before in first.items():
             cur = await conn.execute(
                 """SELECT measured_at, value FROM readings
-                   WHERE patient_id = %s AND code = 'glucose' AND source = 'cgm' AND quality = '{}'
+                   WHERE patient_id = %s AND code = 'glucose' AND source = 'cgm'
+                     AND NOT quality && '{implausible,future,artefact}'
                      AND measured_at >= %s AND measured_at < %s ORDER BY measured_at""",
                 (patient_id, before - self._trends.window, before),
             )

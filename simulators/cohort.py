@@ -51,6 +51,7 @@ def nhs_number_for(index: int) -> str:
 
 
 def device_id_for(kind: Kind, index: int) -> str:
+    """The device id of patient number `index` (offset included): one patient, one set of ids."""
     return f"{PREFIX[kind]}-{index:05d}"
 
 
@@ -82,9 +83,9 @@ async def ensure_cohort(
                         SPOT_CHECK_INTERVAL_S if kind == "oximeter" and spec.oximeter == "spot" else None
                     )
                     devices[kind] = await _ensure_device(
-                        conn, device_id_for(kind, i), patient_id, kind, interval
+                        conn, device_id_for(kind, n), patient_id, kind, interval
                     )
-            cohort.append(SimPatient(i, patient_id, f"Sim Patient {i:04d}", devices))
+            cohort.append(SimPatient(i, patient_id, f"Sim Patient {n:04d}", devices))
     await logins.add_devices([(d.device_id, d.password) for p in cohort for d in p.devices.values()])
     return cohort
 
@@ -130,5 +131,5 @@ async def _ensure_device(
             conn, device_id=device_id, patient_id=patient_id, kind=kind, expected_interval_s=interval_s
         )
     else:
-        creds = await reissue_secret(conn, device_id)
+        creds = await reissue_secret(conn, device_id, patient_id=patient_id)
     return ProvisionedDevice(device_id, kind, creds.password)

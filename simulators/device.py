@@ -112,7 +112,13 @@ class SimulatedDevice:
         offset = minute - self._start_min
         return any(o.at_min <= offset < o.at_min + o.for_min for o in self.faults.outages)
 
-    def step(self, minute: float, observations: list[dict[str, Any]], at: datetime) -> Step:
+    def step(
+        self,
+        minute: float,
+        observations: list[dict[str, Any]],
+        at: datetime,
+        context: dict[str, Any] | None = None,
+    ) -> Step:
         """The device measures at simulated `minute`, wall-clock `at`, and decides what to send."""
         self.battery = max(0.0, self.battery - self.drain * (minute - self._last_min) / 60)
         self._last_min = minute
@@ -126,7 +132,7 @@ class SimulatedDevice:
             self._flat_since = minute
             self.tally.not_measured_flat_battery += 1
             return self._go_offline()
-        reading = self._measure(observations, at)
+        reading = self._measure(observations, at, context or {})
         if self._in_outage(minute):
             if reading is not None:
                 self._backlog.append(reading)
@@ -152,7 +158,9 @@ class SimulatedDevice:
         was_online, self._online = self._online, False
         return Step(self.finish(), drop=was_online)
 
-    def _measure(self, observations: list[dict[str, Any]], at: datetime) -> dict[str, Any] | None:
+    def _measure(
+        self, observations: list[dict[str, Any]], at: datetime, context: dict[str, Any]
+    ) -> dict[str, Any] | None:
         self.seq += 1
         self.tally.measured += 1
         if self._rng.random() < self.faults.dropout:
@@ -164,6 +172,7 @@ class SimulatedDevice:
             "measured_at": wire_time(at + timedelta(seconds=self.faults.clock_skew_s)),
             "observations": observations,
             "battery_pct": round(self.battery),
+            **({"context": context} if context else {}),
         }
 
     def _dead(self, reason: Reason, payload: bytes, seq: int) -> Message:

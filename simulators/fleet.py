@@ -169,7 +169,7 @@ class Fleet:
 
     async def _measure(self, m: _Member, minute: float) -> None:
         sample = self.cohort.sample(m.patient, m.kind, minute)
-        step = m.device.step(minute, sample.observations, datetime.now(UTC))
+        step = m.device.step(minute, sample.observations, datetime.now(UTC), sample.context)
         if step.reconnect and self.per_device:
             await m.link.connect()
         for message in step.messages:

@@ -189,6 +189,11 @@ class Oximeter:
             )
         return self._episodes[day]
 
+    #: what the last `read` reported about its own signal (perfusion index, %), and whether
+    #: it was an artefact (ground truth for tests; a device knows only the perfusion index)
+    last_context: dict[str, float] = field(default_factory=dict, repr=False)
+    last_artefact: bool = field(default=False, repr=False)
+
     def read(self, minute: float) -> tuple[int, int]:
         p = self.profile
         spo2 = p.spo2 + self._rng.gauss(0, p.spo2_sd)
@@ -197,7 +202,12 @@ class Oximeter:
             if start <= minute <= start + length:
                 spo2 -= depth * math.sin(math.pi * (minute - start) / length)
                 pulse += depth * 2
-        if self._rng.random() < self.artefact_rate:  # a loose probe or a moving hand
+        perfusion = self._rng.uniform(1.0, 6.0)
+        self.last_artefact = self._rng.random() < self.artefact_rate
+        if self.last_artefact:  # a loose probe or a moving hand
             spo2 -= self._rng.uniform(8, 20)
             pulse += self._rng.uniform(20, 50)
+            if self._rng.random() < 0.7:  # most probes notice the weak pulsatile signal
+                perfusion = self._rng.uniform(0.05, 0.25)
+        self.last_context = {"perfusion_index": round(perfusion, 2)}
         return round(min(max(spo2, 60.0), 100.0)), round(min(max(pulse, 30.0), 220.0))

@@ -8,7 +8,7 @@ same ground truth for a seed.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
@@ -83,8 +83,8 @@ class PatientSpec(BaseModel):
     glucometer: bool = False
     oximeter: Literal["continuous", "spot", "none"] = "continuous"
     oximeter_interval_min: int = Field(1, ge=1)
-    #: spurious dips from a loose probe; the engine has no artefact rejection yet, so they alarm
-    motion_artefacts: bool = False
+    #: chance per oximeter reading of a spurious dip from a loose probe or a moving hand
+    motion_artefacts: float = Field(0, ge=0, le=0.2)
     events: list[GlucoseEvent] = Field(default_factory=list)
     devices: dict[Kind, DeviceSpec] = Field(default_factory=dict)
 
@@ -147,6 +147,9 @@ class Sample:
     patient: int
     kind: Kind
     observations: list[dict[str, Any]]
+    context: dict[str, Any] = field(default_factory=dict)
+    #: ground truth: a motion artefact (the device reports only its signal, in `context`)
+    artefact: bool = False
 
 
 def _next_daily(minute: float, times: tuple[float, ...]) -> float:
@@ -171,7 +174,7 @@ class Cohort:
             self._oxi[i] = Oximeter(
                 OXIMETRY[spec.oximetry],
                 seed * 200_003 + i,
-                artefact_rate=0.005 if spec.motion_artefacts else 0.0,
+                artefact_rate=spec.motion_artefacts,
             )
 
     @property
@@ -201,11 +204,13 @@ class Cohort:
             value = self._meter[patient].read(minute)
             obs = [{"code": "glucose", "value": value, "unit": "mmol/L", "source": "smbg"}]
         else:
-            spo2, pulse = self._oxi[patient].read(minute)
+            oximeter = self._oxi[patient]
+            spo2, pulse = oximeter.read(minute)
             obs = [
                 {"code": "spo2", "value": spo2, "unit": "%"},
                 {"code": "pulse", "value": pulse, "unit": "/min"},
             ]
+            return Sample(minute, patient, kind, obs, dict(oximeter.last_context), oximeter.last_artefact)
         return Sample(minute, patient, kind, obs)
 
 

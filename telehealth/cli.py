@@ -281,6 +281,11 @@ def cmd_up(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.clinical:
+        from bench import clinical
+
+        print(clinical.run(args.clinical_patients, args.clinical_days, args.clinical_seed).report())
+        return
     from bench.run import run
 
     logs.configure("bench")
@@ -381,6 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=10_000,
         help="patients in the 30-day hourly research aggregate (0 skips it; seeding 10,000 takes minutes)",
     )
+    p.add_argument(
+        "--clinical",
+        action="store_true",
+        help="instead: score low-glucose alarms (this engine beside Nightscout's AR2) on a simulated cohort",
+    )
+    p.add_argument("--clinical-patients", type=int, default=30)
+    p.add_argument("--clinical-days", type=int, default=6)
+    p.add_argument("--clinical-seed", type=int, default=1)
     p.set_defaults(func=cmd_bench)
 
     db = sub.add_parser("db", help="database administration").add_subparsers(dest="db_command", required=True)

@@ -2,6 +2,7 @@
 
     TelehealthError
     ├── DeviceExists          provisioning an id that is taken (storage.devices)
+    ├── DeviceBelongsToAnother  a new secret asked for another patient's device (storage.devices)
     └── StorageError          the database refused or is away (retriable)
         └── RegistryUnavailable   device registry unreachable and the device not cached
 

@@ -246,16 +246,17 @@ def up(
         services.start("api", "api")
         base = f"http://{settings.api_host}:{settings.api_port}"
         wait_http_ok(f"{base}/readyz")
-        services.start(
-            "simulator",
-            "simulate",
-            "--patients",
-            str(patients),
-            "--speed",
-            str(speed),
-            "--scenario",
-            scenario,
-        )
+        if patients > 0:  # with no simulated patients there is no simulator to supervise
+            services.start(
+                "simulator",
+                "simulate",
+                "--patients",
+                str(patients),
+                "--speed",
+                str(speed),
+                "--scenario",
+                scenario,
+            )
         print(
             f"\ntelehealth is up in {time.monotonic() - began:.1f}s\n"
             f"  dashboard:  {base}/\n  API docs:   {base}/docs\n"

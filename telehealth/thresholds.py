@@ -1,4 +1,4 @@
-"""Per-patient alert thresholds: the defaults of SPEC section 5 and validated overrides.
+"""Per-patient alert thresholds: the documented defaults (docs/alerts.md) and validated overrides.
 
 Shared by the API (which stores versions) and the processor (which builds rules from them).
 """
@@ -27,6 +27,12 @@ class Thresholds(BaseModel):
     pulse_high_warning: float = Field(111, ge=20, le=300, description="/min at or above")
     pulse_high_urgent: float = Field(131, ge=20, le=300, description="/min at or above")
     warning_after: int = Field(2, ge=1, le=20, description="consecutive breaching readings for a warning")
+    glucose_low_minutes: int = Field(
+        15, ge=1, le=120, description="or this many minutes below the low line without clearing it"
+    )
+    glucose_episode_end_minutes: int = Field(
+        15, ge=1, le=120, description="minutes at or above the low line that end a hypoglycaemia episode"
+    )
 
     @property
     def spo2_limits(self) -> tuple[float, float]:

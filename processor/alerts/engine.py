@@ -1,5 +1,7 @@
 """Threshold alerting with noise control and hysteresis. Pure: no I/O.
 
+Glucose lows are episodes with stages (processor.alerts.glucose); the other rules follow.
+
 Urgent fires on the first breaching reading; a warning needs the rule's `warning_after`
 consecutive breaching readings; an alert resolves itself only once the value is back in range by the
 rule's margin. Which alerts are open is the database's truth, passed in per batch, so a
@@ -10,11 +12,23 @@ the breach streaks live here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
+from processor.alerts import glucose
+from processor.alerts.glucose import (
+    FORECAST_CODE,
+    MEASURED_CODE,
+    ROC_CODE,
+    EpisodeView,
+    LowEpisodes,
+    Stage,
+)
+from processor.alerts.glucose import (
+    RULE as LOW_RULE,
+)
 from processor.alerts.rules import DEFAULT_RULES, Severity, ThresholdRule
 from processor.normalise import NormalisedObservation
 
@@ -24,6 +38,7 @@ Key = tuple[UUID, str]
 class Act(StrEnum):
     OPEN = "open"
     ESCALATE = "escalate"
+    RENOTIFY = "renotify"
     RESOLVE = "resolve"
 
 
@@ -55,26 +70,100 @@ class ThresholdEngine:
     def __init__(self, rules: RuleSet = DEFAULT_RULES) -> None:
         self._default = _by_code(rules)
         self._streaks: dict[Key, int] = {}
+        self._lows = LowEpisodes()
 
     def evaluate(
         self,
         observations: Iterable[NormalisedObservation],
         open_alerts: Mapping[Key, Severity],
         patient_rules: Mapping[UUID, RuleSet] | None = None,
+        episodes: Mapping[UUID, EpisodeView] | None = None,
     ) -> list[Action]:
         """Actions for live observations, in measurement order; late or flagged ones are ignored.
 
-        `patient_rules` holds the rule sets of patients with their own thresholds.
+        `patient_rules` holds the rule sets of patients with their own thresholds; `episodes`
+        the stage of each patient's open `glucose_low` alert (without it, the stage is taken
+        from `open_alerts`: measured, not forecast). Derived trend observations (forecast,
+        rate) go with the glucose reading they were derived from.
         """
         state = dict(open_alerts)
+        views: dict[UUID, EpisodeView | None] = dict(episodes or {})
         own = {pid: _by_code(rules) for pid, rules in (patient_rules or {}).items()}
+        trend: dict[tuple[str, int, str], float] = {}
+        live = []
+        for o in observations:
+            if not o.live:
+                continue
+            if o.code in (FORECAST_CODE, ROC_CODE):
+                trend[(o.device_id, o.seq, o.code)] = o.value
+            else:
+                live.append(o)
         actions: list[Action] = []
-        for obs in sorted((o for o in observations if o.live), key=lambda o: o.measured_at):
+        for obs in sorted(live, key=lambda o: o.measured_at):
             for rule in own.get(obs.patient_id, self._default).get(obs.code, ()):
-                action = self._step(rule, obs, state)
+                if rule.name == LOW_RULE and obs.code == MEASURED_CODE:
+                    action = self._low(rule, obs, state, views, trend)
+                else:
+                    action = self._step(rule, obs, state)
                 if action is not None:
                     actions.append(action)
         return actions
+
+    def _low(
+        self,
+        rule: ThresholdRule,
+        obs: NormalisedObservation,
+        state: dict[Key, Severity],
+        views: dict[UUID, EpisodeView | None],
+        trend: Mapping[tuple[str, int, str], float],
+    ) -> Action | None:
+        """A glucose reading through the hypoglycaemia episode (processor.alerts.glucose)."""
+        key = (obs.patient_id, rule.name)
+        if obs.patient_id not in views and key in state:
+            views[obs.patient_id] = EpisodeView(Stage.of(state[key], MEASURED_CODE), False, obs.measured_at)
+        view = views.get(obs.patient_id)
+        forecast = trend.get((obs.device_id, obs.seq, FORECAST_CODE))
+        roc = trend.get((obs.device_id, obs.seq, ROC_CODE), 0.0)
+        urgent, warning = (band.lt for band in rule.bands)
+        assert urgent is not None and warning is not None
+        cfg = replace(
+            glucose.DEFAULT_LOW,
+            low=warning,
+            urgent_low=urgent,
+            warning_after=rule.warning_after,
+            min_duration=rule.min_duration or glucose.DEFAULT_LOW.min_duration,
+            end_after=rule.end_after or glucose.DEFAULT_LOW.end_after,
+        )
+        decision = self._lows.step(
+            obs.patient_id,
+            obs.measured_at,
+            obs.value,
+            view,
+            cfg,
+            cgm=obs.source == "cgm",
+            forecast=(forecast, roc) if forecast is not None else None,
+        )
+        if decision is None:
+            return None
+        act = Act(decision.act)
+        if act is Act.RESOLVE:
+            views[obs.patient_id] = None
+            state.pop(key, None)
+        else:
+            views[obs.patient_id] = EpisodeView(decision.stage, False, obs.measured_at)
+            state[key] = decision.stage.severity
+        return Action(
+            act,
+            obs.patient_id,
+            rule.name,
+            decision.stage.severity,
+            decision.message,
+            decision.code,
+            decision.value,
+            obs.device_id,
+            obs.seq,
+            obs.measured_at,
+        )
 
     def _step(
         self, rule: ThresholdRule, obs: NormalisedObservation, state: dict[Key, Severity]

@@ -1,12 +1,15 @@
-"""Threshold rules of SPEC section 5, built from a patient's thresholds. Pure.
+"""Threshold rules, built from a patient's thresholds. Pure.
 
 Each rule has bands checked most severe first; a glucose reading of 2.5 mmol/L is one
-`glucose_low` breach at `urgent` ("urgent low"), not two alerts.
+`glucose_low` breach at `urgent` ("urgent low"), not two alerts. `glucose_low` is run as an
+episode (processor.alerts.glucose) that also takes the CGM forecast: predicted low and falling
+fast are stages and wording of that one alert, not alerts of their own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 
 from telehealth.thresholds import Thresholds
@@ -52,6 +55,10 @@ class ThresholdRule:
     clear_margin: float
     #: consecutive breaching readings a warning needs
     warning_after: int = 2
+    #: or this long below the line without clearing it (None: consecutive readings only)
+    min_duration: timedelta | None = None
+    #: an episode rule (glucose_low) ends after this long back in range
+    end_after: timedelta | None = None
 
     def evaluate(self, value: float) -> Band | None:
         return next((band for band in self.bands if band.matches(value)), None)
@@ -75,6 +82,8 @@ def rules_for(t: Thresholds) -> tuple[ThresholdRule, ...]:
             ),
             clear_margin=0.3,
             warning_after=n,
+            min_duration=timedelta(minutes=t.glucose_low_minutes),
+            end_after=timedelta(minutes=t.glucose_episode_end_minutes),
         ),
         ThresholdRule(
             "glucose_high",
@@ -102,21 +111,6 @@ def rules_for(t: Thresholds) -> tuple[ThresholdRule, ...]:
             ),
             clear_margin=5.0,
             warning_after=n,
-        ),
-        # Derived from the CGM trend (processor.alerts.trend); already smoothed, so no streak.
-        ThresholdRule(
-            "glucose_predicted_low",
-            "glucose_forecast",
-            (Band(Severity.WARNING, "Glucose predicted low in 20 min", lt=t.glucose_low),),
-            clear_margin=0.3,
-            warning_after=1,
-        ),
-        ThresholdRule(
-            "glucose_falling_fast",
-            "glucose_roc",
-            (Band(Severity.WARNING, "Glucose falling fast", lt=-0.17),),
-            clear_margin=0.05,
-            warning_after=1,
         ),
     )
 

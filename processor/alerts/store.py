@@ -18,6 +18,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from processor.alerts.device import Silence
 from processor.alerts.engine import Act, Action, Key, RuleSet
+from processor.alerts.glucose import RULE as LOW_RULE
+from processor.alerts.glucose import EpisodeView, Stage
 from processor.alerts.rules import Severity, rules_for
 from telehealth.thresholds import Thresholds
 
@@ -31,11 +33,25 @@ ON CONFLICT (patient_id, rule) WHERE status <> 'resolved' DO NOTHING
 RETURNING id
 """
 
+# Never steps down: a warning may become urgent, or move to a later stage at its severity
+# (predicted low -> low, stored as the code that raised it).
 _ESCALATE = """
-UPDATE alerts SET severity = 'urgent', message = %(message)s, value = %(value)s,
+UPDATE alerts SET severity = %(severity)s, message = %(message)s, code = %(code)s, value = %(value)s,
                   device_id = %(device_id)s, seq = %(seq)s, triggered_at = %(measured_at)s,
                   published_at = NULL
-WHERE patient_id = %(patient_id)s AND rule = %(rule)s AND status <> 'resolved' AND severity = 'warning'
+WHERE patient_id = %(patient_id)s AND rule = %(rule)s AND status <> 'resolved'
+  AND (severity = 'warning' OR %(severity)s = 'urgent')
+  AND (severity <> %(severity)s OR code IS DISTINCT FROM %(code)s)
+RETURNING id
+"""
+
+# The same episode, a new severe low: back in the inbox as open, and pushed again.
+_RENOTIFY = """
+UPDATE alerts SET status = 'open', severity = 'urgent', message = %(message)s, code = %(code)s,
+                  value = %(value)s, device_id = %(device_id)s, seq = %(seq)s,
+                  triggered_at = %(measured_at)s, acknowledged_at = NULL, acknowledged_by = NULL,
+                  published_at = NULL
+WHERE patient_id = %(patient_id)s AND rule = %(rule)s AND status <> 'resolved'
 RETURNING id
 """
 
@@ -46,8 +62,8 @@ WHERE patient_id = %(patient_id)s AND rule = %(rule)s AND status <> 'resolved'
 RETURNING id
 """
 
-_SQL = {Act.OPEN: _OPEN, Act.ESCALATE: _ESCALATE, Act.RESOLVE: _RESOLVE}
-_EVENT = {Act.OPEN: "open", Act.ESCALATE: "open", Act.RESOLVE: "resolved"}
+_SQL = {Act.OPEN: _OPEN, Act.ESCALATE: _ESCALATE, Act.RENOTIFY: _RENOTIFY, Act.RESOLVE: _RESOLVE}
+_EVENT = {Act.OPEN: "open", Act.ESCALATE: "open", Act.RENOTIFY: "open", Act.RESOLVE: "resolved"}
 
 
 async def open_alerts(conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]) -> dict[Key, Severity]:
@@ -93,7 +109,7 @@ async def apply(conn: psycopg.AsyncConnection[Any], actions: list[Action]) -> li
             if row is None:
                 continue
             touched.append(row[0])
-            note = {Act.OPEN: "opened", Act.ESCALATE: "escalated to urgent"}.get(action.act, action.message)
+            note = f"opened: {action.message}" if action.act is Act.OPEN else action.message
             await cur.execute(
                 "INSERT INTO alert_events (alert_id, status, severity, actor, note)"
                 " VALUES (%s, %s, %s, %s, %s)",
@@ -113,6 +129,24 @@ async def patient_rules(conn: psycopg.AsyncConnection[Any], patient_ids: list[UU
             (patient_ids,),
         )
         return {r[0]: rules_for(Thresholds.model_validate(r[1])) for r in await cur.fetchall()}
+
+
+async def glucose_episodes(
+    conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]
+) -> dict[UUID, EpisodeView]:
+    """Each patient's unresolved hypoglycaemia alert: its stage, and whether it was acknowledged."""
+    if not patient_ids:
+        return {}
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            "SELECT patient_id, severity, code, status, triggered_at FROM alerts"
+            " WHERE status <> 'resolved' AND rule = %s AND patient_id = ANY(%s)",
+            (LOW_RULE, patient_ids),
+        )
+        return {
+            r[0]: EpisodeView(Stage.of(Severity(r[1]), r[2]), r[3] == "acknowledged", r[4])
+            for r in await cur.fetchall()
+        }
 
 
 async def silences(conn: psycopg.AsyncConnection[Any]) -> list[Silence]:

@@ -1,84 +1,147 @@
-"""CGM trend: rate of change and a 20-minute forecast, as derived observations. Pure.
+"""CGM trend: a noise-resistant rate and forecast, as derived observations. Pure.
 
-A least-squares line through the last `window` of a patient's live CGM glucose gives the
-rate (mmol/L/min) and the value forecast `horizon` ahead. They become observations with
-their own codes, so the threshold engine applies the same noise control and hysteresis:
+Every stored CGM reading of the last `window` counts, late ones included (they are real
+data); only a live reading produces derived observations, so late data never opens an alert
+by itself but completes the picture for the next live reading.
 
-- `glucose_roc`: the rate, reported only while glucose is below 5.5 mmol/L (else 0);
-- `glucose_forecast`: the forecast, reported only while glucose is still >= 3.9 (once it is
-  low, the glucose_low rule has the patient; the prediction stays open until recovery).
+The fit is a Kalman filter (level, rate and the sensor's own drifting error, run through the
+window from an uninformed start): sensor noise is weighed against how fast glucose can really
+change, so a few noisy readings bend the forecast far less than a least-squares line through
+the same points does. The forecast is clamped to the range a CGM reports (2.2-22.2 mmol/L).
+
+- `glucose_roc`: the filtered rate of change (mmol/L/min);
+- `glucose_forecast`: the value `horizon` ahead.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import bisect
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from processor.normalise import NormalisedObservation
+from processor.alerts.glucose import FORECAST_CODE, ROC_CODE
+from processor.normalise import NormalisedObservation, Quality
 
-ROC_CODE = "glucose_roc"
-FORECAST_CODE = "glucose_forecast"
-FALLING_FAST_BELOW = 5.5
-PREDICT_WHILE_AT_LEAST = 3.9
+__all__ = ["FORECAST_CODE", "ROC_CODE", "TrendTracker", "is_cgm_glucose", "kalman_trend"]
+
+#: what a CGM reports (40-400 mg/dL); a forecast outside it is not a number to show anyone
+FORECAST_RANGE = (2.2, 22.2)
+#: flags that make a reading unfit even as context (late readings stay: they are real data)
+_UNFIT = {Quality.IMPLAUSIBLE, Quality.FUTURE, Quality.ARTEFACT}
 
 
 def is_cgm_glucose(obs: NormalisedObservation) -> bool:
-    """What the trend follows: live glucose from a CGM."""
-    return obs.code == "glucose" and obs.source == "cgm" and obs.live
+    """Glucose from a CGM (the normaliser sets `source` from the provisioned device kind)."""
+    return obs.code == "glucose" and obs.source == "cgm"
+
+
+def fit_for_trend(obs: NormalisedObservation) -> bool:
+    """CGM glucose the trend may use: live or late, never implausible or in the future."""
+    return is_cgm_glucose(obs) and not (set(obs.quality) & _UNFIT)
+
+
+Matrix = list[list[float]]
+
+
+def _mul(a: Matrix, b: Matrix) -> Matrix:
+    return [[sum(a[i][k] * b[k][j] for k in range(len(b))) for j in range(len(b[0]))] for i in range(len(a))]
+
+
+def kalman_trend(
+    points: list[tuple[float, float]],
+    sensor_sd: float = 0.25,
+    sensor_corr_5min: float = 0.7,
+    white_sd: float = 0.05,
+    accel_sd: float = 0.002,
+) -> tuple[float, float]:
+    """(level, rate) at the last of `points` (minute, mmol/L), oldest first.
+
+    State: glucose level, its rate, and the sensor's error. CGM error is autocorrelated (it
+    drifts for several readings rather than jumping), so it is modelled as its own AR(1) state
+    (`sensor_sd`, correlation `sensor_corr_5min` over 5 min) instead of white noise; a run of
+    readings that drift together is then not mistaken for a fall. The rate may change by
+    `accel_sd` mmol/L/min per sqrt(min).
+    """
+    t0, y0 = points[0]
+    x = [y0, 0.0, 0.0]
+    p: Matrix = [[sensor_sd**2, 0.0, 0.0], [0.0, 0.05**2, 0.0], [0.0, 0.0, sensor_sd**2]]
+    q = accel_sd**2
+    last = t0
+    for t, y in points[1:]:
+        dt = max(t - last, 1e-6)
+        last = t
+        a = sensor_corr_5min ** (dt / 5)
+        f: Matrix = [[1.0, dt, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, a]]
+        noise: Matrix = [
+            [q * dt**3 / 3, q * dt**2 / 2, 0.0],
+            [q * dt**2 / 2, q * dt, 0.0],
+            [0.0, 0.0, sensor_sd**2 * (1 - a * a)],
+        ]
+        x = [x[0] + dt * x[1], x[1], a * x[2]]
+        ft = [list(row) for row in zip(*f, strict=True)]
+        p = [
+            [u + v for u, v in zip(r1, r2, strict=True)]
+            for r1, r2 in zip(_mul(_mul(f, p), ft), noise, strict=True)
+        ]
+        # the sensor reads level + its error: H = [1, 0, 1]
+        ph = [p[i][0] + p[i][2] for i in range(3)]
+        s = ph[0] + ph[2] + white_sd**2
+        gain = [v / s for v in ph]
+        innovation = y - (x[0] + x[2])
+        x = [x[i] + gain[i] * innovation for i in range(3)]
+        p = [[p[i][j] - gain[i] * ph[j] for j in range(3)] for i in range(3)]
+    return x[0], x[1]
 
 
 class TrendTracker:
     def __init__(
         self,
-        window: timedelta = timedelta(minutes=20),
-        horizon: timedelta = timedelta(minutes=20),
+        window: timedelta = timedelta(minutes=30),
+        horizon: timedelta = timedelta(minutes=15),
         min_points: int = 3,
         min_span: timedelta = timedelta(minutes=4),
     ) -> None:
         self.window = window
-        self._horizon_min = horizon.total_seconds() / 60
+        self.horizon_min = horizon.total_seconds() / 60
         self._min_points = min_points
         self._min_span = min_span
-        self._series: dict[UUID, deque[tuple[datetime, float]]] = {}
+        self._series: dict[UUID, list[tuple[datetime, float]]] = {}
 
     def known(self, patient_id: UUID) -> bool:
         return patient_id in self._series
 
     def seed(self, patient_id: UUID, points: Iterable[tuple[datetime, float]]) -> None:
-        """Rebuild a patient's window (after a restart) from stored readings."""
-        self._series[patient_id] = deque(sorted(points))
+        """Rebuild a patient's window (after a restart) from stored readings, late ones included."""
+        self._series[patient_id] = sorted(points)
 
     def derive(self, observations: Iterable[NormalisedObservation]) -> list[NormalisedObservation]:
+        """Add every fit CGM reading to its patient's window; for each live one, the trend."""
         derived = []
         for obs in sorted(observations, key=lambda o: o.measured_at):
-            if not is_cgm_glucose(obs):
+            if not fit_for_trend(obs):
                 continue
-            series = self._series.setdefault(obs.patient_id, deque())
-            series.append((obs.measured_at, obs.value))
-            while series and series[0][0] < obs.measured_at - self.window:
-                series.popleft()
-            fit = self._fit(series)
+            series = self._series.setdefault(obs.patient_id, [])
+            bisect.insort(series, (obs.measured_at, obs.value))
+            newest = series[-1][0]
+            while series and series[0][0] < newest - self.window:
+                series.pop(0)
+            if not obs.live:
+                continue
+            upto = [p for p in series if obs.measured_at - self.window <= p[0] <= obs.measured_at]
+            fit = self._fit(upto)
             if fit is None:
                 continue
-            slope, forecast = fit
-            roc = slope if obs.value < FALLING_FAST_BELOW else 0.0
-            derived.append(replace(obs, code=ROC_CODE, value=round(roc, 4), unit="mmol/L/min"))
-            if obs.value >= PREDICT_WHILE_AT_LEAST:
-                derived.append(replace(obs, code=FORECAST_CODE, value=round(forecast, 2), unit="mmol/L"))
+            rate, forecast = fit
+            derived.append(replace(obs, code=ROC_CODE, value=round(rate, 4), unit="mmol/L/min"))
+            derived.append(replace(obs, code=FORECAST_CODE, value=round(forecast, 2), unit="mmol/L"))
         return derived
 
-    def _fit(self, series: deque[tuple[datetime, float]]) -> tuple[float, float] | None:
+    def _fit(self, series: list[tuple[datetime, float]]) -> tuple[float, float] | None:
         if len(series) < self._min_points or series[-1][0] - series[0][0] < self._min_span:
             return None
         t_last = series[-1][0]
-        xs = [(t - t_last).total_seconds() / 60 for t, _ in series]
-        ys = [v for _, v in series]
-        n = len(xs)
-        mx, my = sum(xs) / n, sum(ys) / n
-        sxx = sum((x - mx) ** 2 for x in xs)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-        intercept = my - slope * mx
-        return slope, intercept + slope * self._horizon_min
+        level, rate = kalman_trend([((t - t_last).total_seconds() / 60, v) for t, v in series])
+        low, high = FORECAST_RANGE
+        return rate, min(max(level + rate * self.horizon_min, low), high)

@@ -66,19 +66,35 @@ async def provision(
     return Credentials(device_id=device_id, username=device_id, password=secret, patient_id=patient_id)
 
 
-async def reissue_secret(conn: psycopg.AsyncConnection[Any], device_id: str) -> Credentials:
+class DeviceBelongsToAnother(TelehealthError):
+    """A secret was asked for a device on behalf of a patient it is not bound to."""
+
+
+async def reissue_secret(
+    conn: psycopg.AsyncConnection[Any], device_id: str, *, patient_id: UUID | None = None
+) -> Credentials:
     """A new MQTT password for a device (the old one stops being valid): for a device whose
-    secret was lost, since only its digest is stored."""
+    secret was lost, since only its digest is stored. With `patient_id`, refuses a device bound
+    to anyone else: moving a device between patients is `reassign`, never a side effect."""
     secret = new_device_secret()
     cur = await conn.execute(
-        "UPDATE devices SET secret_hash = %s WHERE id = %s AND revoked_at IS NULL RETURNING patient_id",
-        (hash_password(secret), device_id),
+        """UPDATE devices SET secret_hash = %s
+           WHERE id = %s AND revoked_at IS NULL AND (%s::uuid IS NULL OR patient_id = %s::uuid)
+           RETURNING patient_id""",
+        (hash_password(secret), device_id, patient_id, patient_id),
     )
     row = await cur.fetchone()
     if row is None:
+        cur = await conn.execute("SELECT patient_id, revoked_at FROM devices WHERE id = %s", (device_id,))
+        found = await cur.fetchone()
+        owner = None if found is None else (found["patient_id"] if isinstance(found, dict) else found[0])
+        if owner is not None and patient_id is not None and owner != patient_id:
+            raise DeviceBelongsToAnother(
+                f"device {device_id!r} belongs to patient {owner}, not {patient_id}; reassign it explicitly"
+            )
         raise LookupError(f"no active device {device_id!r}")
-    patient_id = row["patient_id"] if isinstance(row, dict) else row[0]
-    return Credentials(device_id=device_id, username=device_id, password=secret, patient_id=patient_id)
+    owner = row["patient_id"] if isinstance(row, dict) else row[0]
+    return Credentials(device_id=device_id, username=device_id, password=secret, patient_id=owner)
 
 
 async def revoke(conn: psycopg.AsyncConnection[Any], device_id: str) -> bool:

@@ -64,3 +64,41 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
     assert "telehealth: stopped" in rest
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()
+
+
+def test_up_with_no_simulated_patients_simply_runs(tmp_path: Path) -> None:
+    """No simulator is started, so there is nothing to exit and nothing to treat as a crash."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
+    env |= {"TELEHEALTH_DATA_DIR": str(tmp_path / "data"), "TELEHEALTH_API_PORT": str(port)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "telehealth", "up", "--patients", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+        text=True,
+    )
+    output = []
+    try:
+        deadline = time.monotonic() + 90
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            output.append(line)
+            if "Press Ctrl-C" in line or (not line and proc.poll() is not None):
+                break
+        assert "telehealth is up" in "".join(output), "".join(output)
+        names = [" ".join(c.cmdline()) for c in psutil.Process(proc.pid).children(recursive=True)]
+        assert not [n for n in names if " simulate" in n], names
+        # the old supervision restarted the exiting simulator five times, 0.5 s apart, then
+        # stopped everything: watch well past that
+        for _ in range(20):
+            assert proc.poll() is None, "".join(output)
+            assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(output) + rest
+    assert "stopped unexpectedly" not in rest and "keeps failing" not in rest, rest

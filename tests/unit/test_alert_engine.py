@@ -67,16 +67,16 @@ CASES = [
         [(OPEN, "glucose_low", W, 3.8)],
     ),
     (
-        "back in range by the margin resolves",
+        "15 minutes back above the line ends the episode (consensus), not one reading",
         "glucose",
-        [3.5, 3.5, 4.3],
-        [(OPEN, "glucose_low", W, 3.5), (RES, "glucose_low", W, 4.3)],
+        [3.5, 3.5] + [4.3] * 15 + [4.4],
+        [(OPEN, "glucose_low", W, 3.5), (RES, "glucose_low", W, 4.4)],
     ),
     (
-        "urgent low recovers",
+        "urgent low recovers after 15 minutes at or above 3.9",
         "glucose",
-        [2.6, 3.1, 3.8, 4.2],
-        [(OPEN, "glucose_low", U, 2.6), (RES, "glucose_low", U, 4.2)],
+        [2.6, 3.1, 3.8] + [4.2] * 15 + [4.5],
+        [(OPEN, "glucose_low", U, 2.6), (RES, "glucose_low", U, 4.5)],
     ),
     (
         "high needs its own margin to clear",
@@ -177,35 +177,27 @@ def trend_run(
     return [(a.act, a.rule, a.value) for a in actions]
 
 
-def test_forecast_catches_a_hypo_before_the_threshold() -> None:
-    actions = trend_run(cgm(uuid4(), [6.0, 5.5, 5.0, 4.5, 4.0, 3.6, 3.2], every_min=5))
-    rules = [rule for _, rule, _ in actions]
-    assert rules.index("glucose_predicted_low") < rules.index("glucose_low")
-    opened = next(a for a in actions if a[1] == "glucose_predicted_low")
-    assert opened[0] is OPEN and opened[2] < 3.9  # the forecast value, while glucose was 5.0
-    assert actions[0][1] == "glucose_predicted_low"
-
-
-def test_falling_fast_only_below_5_5() -> None:
-    fast_low = trend_run(cgm(uuid4(), [5.4 - 0.2 * i for i in range(10)], every_min=1))
-    assert (OPEN, "glucose_falling_fast") in [(a, r) for a, r, _ in fast_low]
-    fast_high = trend_run(cgm(uuid4(), [12.0 - 0.2 * i for i in range(10)], every_min=1))
-    assert "glucose_falling_fast" not in [r for _, r, _ in fast_high]
+def test_forecast_catches_a_hypo_before_the_threshold_in_one_escalating_alert() -> None:
+    actions = trend_run(cgm(uuid4(), [6.0, 5.5, 5.0, 4.5, 4.0, 3.6, 3.2, 2.8], every_min=5))
+    assert {rule for _, rule, _ in actions} == {"glucose_low"}, "one alert for the episode"
+    opened = actions[0]
+    assert opened[0] is OPEN and opened[2] < 3.9  # the forecast value, while glucose was above 3.9
+    assert [a for a, _, _ in actions[1:]] == [ESC] * (len(actions) - 1)
 
 
 def test_stable_glucose_and_finger_pricks_raise_no_trend_alert() -> None:
     assert trend_run(cgm(uuid4(), [6.1, 6.0, 6.2, 6.1, 6.0, 6.1], every_min=5)) == []
-    assert trend_run(cgm(uuid4(), [6.0, 5.5, 5.0, 4.5, 4.1], every_min=5, source="smbg")) == []
+    assert trend_run(cgm(uuid4(), [4.9, 4.7, 4.5, 4.3, 4.1], every_min=5, source="smbg")) == []
 
 
 def test_trend_survives_a_restart_when_seeded_from_storage() -> None:
     patient = uuid4()
-    earlier = cgm(patient, [6.0, 5.5, 5.0], every_min=5)
+    earlier = cgm(patient, [5.0, 4.7, 4.4], every_min=5)
     tracker = TrendTracker()
     tracker.seed(patient, [(o.measured_at, o.value) for o in earlier])
-    after_restart = trend_run(cgm(patient, [4.5], every_min=5, start=3), tracker=tracker)
-    assert [(a, r) for a, r, _ in after_restart] == [(OPEN, "glucose_predicted_low")]
-    cold = trend_run(cgm(patient, [4.5], every_min=5, start=3))
+    after_restart = trend_run(cgm(patient, [4.1], every_min=5, start=3), tracker=tracker)
+    assert [(a, r) for a, r, _ in after_restart] == [(OPEN, "glucose_low")]
+    cold = trend_run(cgm(patient, [4.1], every_min=5, start=3))
     assert cold == []
 
 

@@ -7,10 +7,12 @@ from uuid import UUID, uuid5
 
 import pytest
 
+from processor.alerts.artefact import ArtefactFilter
 from processor.alerts.engine import Act, ThresholdEngine
+from processor.alerts.glucose import EpisodeView, Stage
 from processor.alerts.rules import Severity, rules_for
 from processor.alerts.trend import TrendTracker
-from processor.normalise import normalise
+from processor.normalise import Quality, normalise
 from simulators.scenario import Scenario, load, names, readings
 from telehealth.contracts import AcceptedReading, Observation
 
@@ -18,9 +20,13 @@ DAY0 = datetime(2026, 11, 23, tzinfo=UTC)
 NS = UUID(int=7)
 
 
-def raised_by_engine(scenario: Scenario, seed: int = 1) -> set[tuple[int, str, str]]:
-    """Run the scenario's readings, on time, through normalisation, trend and threshold engine."""
-    engine, trends = ThresholdEngine(), TrendTracker()
+def raised_by_engine(
+    scenario: Scenario, seed: int = 1, artefacts: dict[str, int] | None = None
+) -> set[tuple[int, str, str]]:
+    """Run the scenario's readings, on time, through normalisation, artefact filter, trend and
+    threshold engine; `artefacts` counts labelled, flagged and both."""
+    engine, trends, filter_ = ThresholdEngine(), TrendTracker(), ArtefactFilter()
+    counts = artefacts if artefacts is not None else {}
     patients = {i: uuid5(NS, str(i)) for i in range(len(scenario.patients))}
     index = {v: k for k, v in patients.items()}
     rules = {
@@ -38,13 +44,23 @@ def raised_by_engine(scenario: Scenario, seed: int = 1) -> set[tuple[int, str, s
             measured_at=at,
             received_at=at,
             observations=[Observation(**o) for o in sample.observations],
+            context=sample.context,
         )
         obs = normalise(
             reading,
             patients[sample.patient],
             late_after=timedelta(minutes=10),
             future_tolerance=timedelta(minutes=5),
+            device_kind=sample.kind,
         )
+        obs = filter_.mark(obs, reading.context)
+        flagged = any(Quality.ARTEFACT in o.quality for o in obs)
+        for name, hit in (
+            ("labelled", sample.artefact),
+            ("flagged", flagged),
+            ("both", sample.artefact and flagged),
+        ):
+            counts[name] = counts.get(name, 0) + hit
         for action in engine.evaluate(obs + trends.derive(obs), open_now, rules):
             key = (action.patient_id, action.rule)
             if action.act is Act.RESOLVE:
@@ -67,7 +83,19 @@ def test_expected_alerts_agree_with_the_alert_engine(name: str) -> None:
     expected = {
         (e.patient, e.rule, e.severity) for e in scenario.expected_alerts if e.rule not in DEVICE_RULES
     }
-    assert raised_by_engine(scenario) == expected
+    artefacts: dict[str, int] = {}
+    assert raised_by_engine(scenario, artefacts=artefacts) == expected
+    assert artefacts.get("labelled", 0) == artefacts.get("flagged", 0) == artefacts.get("both", 0), artefacts
+
+
+def test_the_shipped_scenarios_show_artefacts_and_none_alarms() -> None:
+    """Motion artefacts are on in the scenarios: each is flagged, and none raised an SpO2 alert."""
+    for name in names():
+        artefacts: dict[str, int] = {}
+        raised = raised_by_engine(load(name), artefacts=artefacts)
+        assert artefacts["labelled"] > 0, name
+        assert artefacts["flagged"] == artefacts["labelled"] == artefacts["both"], (name, artefacts)
+        assert not {r for r in raised if r[1] in ("spo2_low", "pulse")}, (name, raised)
 
 
 def test_a_seeded_scenario_is_reproducible() -> None:
@@ -81,3 +109,45 @@ def test_a_seeded_scenario_is_reproducible() -> None:
 def test_unknown_scenario_names_the_shipped_ones() -> None:
     with pytest.raises(ValueError, match="hypo"):
         load("no-such-scenario")
+
+
+def test_the_hypo_demo_is_warned_before_each_line_is_crossed() -> None:
+    """Patient 0's overdose: one alert, opened by the forecast before the first CGM reading
+    below 3.9, urgent before the first below 3.0."""
+    engine, trends, patient = ThresholdEngine(), TrendTracker(), uuid5(NS, "0")
+    first_below: dict[float, datetime] = {}
+    first_stage: dict[str, datetime] = {}
+    open_now: dict[tuple[UUID, str], Severity] = {}
+    views: dict[UUID, EpisodeView] = {}
+    acts = []
+    for seq, sample in enumerate(readings(load("hypo"), seed=1)):
+        if sample.patient != 0 or sample.kind != "cgm":
+            continue
+        at = DAY0 + timedelta(minutes=sample.minute)
+        reading = AcceptedReading(
+            device_id="cgm-0",
+            seq=seq,
+            measured_at=at,
+            received_at=at,
+            observations=[Observation(**o) for o in sample.observations],
+        )
+        obs = normalise(
+            reading,
+            patient,
+            late_after=timedelta(minutes=10),
+            future_tolerance=timedelta(minutes=5),
+            device_kind="cgm",
+        )
+        for line in (3.9, 3.0):
+            if obs[0].value < line:
+                first_below.setdefault(line, at)
+        for action in engine.evaluate(obs + trends.derive(obs), open_now, None, views):
+            open_now[(patient, action.rule)] = action.severity
+            views[patient] = EpisodeView(Stage.of(action.severity, action.code), False, at)
+            acts.append(action.act)
+            first_stage.setdefault(action.severity.value, at)
+            if action.act is Act.OPEN:
+                assert action.code == "glucose_forecast", action.message
+    assert acts[0] is Act.OPEN and Act.OPEN not in acts[1:], "one alert for the episode"
+    assert min(first_stage.values()) < first_below[3.9]  # the fall is steep: it opens as urgent soon
+    assert first_stage["urgent"] < first_below[3.0]

@@ -1,0 +1,266 @@
+"""`telehealth bench --clinical`: the low-glucose alarms of this engine and of Nightscout's AR2
+on one seeded simulated cohort, scored against the consensus definitions of hypoglycaemia.
+
+Traces: type 1 patients (and a share of type 2) from `simulators.physiology` (meals, insulin
+mismatch, dawn, exercise), with insulin overdoses drawn at random so severe lows occur, seen
+through the noisy, lagging CGM every 5 minutes. Both alarms see every reading live, in order.
+
+Episodes (on the CGM trace, the international consensus on CGM outcomes): level 1 starts with
+15 min or more below 3.9 mmol/L, level 2 with 15 min or more below 3.0; either ends with 15 min
+or more at or above 3.9. A reading stands for the 5 minutes it samples (3 readings = 15 min).
+
+Scores:
+- low-side alerts per patient-day: alerts that notify (opened, or re-notified); AR2: each time
+  its low alarm starts;
+- false: an alert with no level 1 episode under way or starting within 30 min;
+- level 1 lead: for each episode, first alert between the previous episode's end (at most
+  60 min back) and the episode's end, relative to its first reading below 3.9 (positive = before);
+- level 2 urgent lead: the same for a new urgent notification (opened, escalated or
+  re-notified as urgent; AR2: its urgent low alarm starting), relative to the first reading below
+  3.0; episodes with none are counted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import statistics
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid5
+
+from bench import ar2
+from processor.alerts.engine import Act, ThresholdEngine
+from processor.alerts.glucose import RULE, EpisodeView, Stage
+from processor.alerts.rules import Severity
+from processor.alerts.trend import TrendTracker
+from processor.normalise import NormalisedObservation
+from simulators.physiology import DAY, T1, T2, CgmSensor, Glucose, GlucoseEvent
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+STEP_MIN = 5
+FALSE_WITHIN_MIN = 30
+LOOK_BACK_MIN = 60
+NS = UUID(int=11)
+
+
+@dataclass(frozen=True)
+class Episode:
+    start: float  # minute of the first reading below the line
+    end: float  # minute of the first reading of the 15 min back at or above 3.9 (or trace end)
+
+
+@dataclass
+class Alarms:
+    """What one alarm did on one trace: notifications (minute) and urgent ones."""
+
+    alerts: list[float] = field(default_factory=list)
+    urgent: list[float] = field(default_factory=list)
+    #: (from, to) minutes an alert was showing (opened and not yet resolved)
+    spans: list[tuple[float, float]] = field(default_factory=list)
+
+    def first_in(self, after: float, until: float, urgent: bool = False) -> float | None:
+        """The first notification in (after, until]; for lows, an alert still showing at `after`
+        (the episode is already in the inbox) counts from `after`."""
+        times = [t for t in (self.urgent if urgent else self.alerts) if after < t <= until]
+        if not urgent and any(a <= after < b for a, b in self.spans):
+            times.append(after)
+        return min(times, default=None)
+
+
+@dataclass
+class Score:
+    name: str
+    patient_days: float = 0.0
+    alerts: int = 0
+    false_alerts: int = 0
+    l1_leads: list[float] = field(default_factory=list)
+    l1_missed: int = 0
+    l2_leads: list[float] = field(default_factory=list)
+    l2_missed: int = 0
+    longest_open: float = 0.0
+
+    def row(self) -> dict[str, str]:
+        def median(xs: list[float]) -> str:
+            return f"{statistics.median(xs):+.0f} min" if xs else "n/a"
+
+        l2 = len(self.l2_leads) + self.l2_missed
+        return {
+            "low-side alerts per patient-day": f"{self.alerts / self.patient_days:.2f}",
+            "false low alerts (no episode within 30 min)": (
+                f"{100 * self.false_alerts / self.alerts:.0f} %" if self.alerts else "n/a"
+            ),
+            "false low alerts per patient-day": f"{self.false_alerts / self.patient_days:.2f}",
+            "level 1 median lead before the first reading < 3.9": median(self.l1_leads)
+            + (f" ({self.l1_missed} not alerted)" if self.l1_missed else ""),
+            "level 2: urgent relative to the first reading < 3.0": median(self.l2_leads),
+            "level 2 episodes that got no new urgent alert": f"{self.l2_missed} of {l2}",
+            "longest a low alert stayed open": f"{self.longest_open / 60:.1f} h",
+        }
+
+
+def trace(patient: int, days: int, seed: int) -> list[tuple[float, float]]:
+    """(minute, mmol/L) CGM readings every 5 minutes for one simulated patient."""
+    rng = random.Random(seed * 1_000_003 + patient)
+    profile = T2 if patient % 5 == 4 else T1
+    events = tuple(
+        GlucoseEvent(kind="overdose", at_min=d * DAY + rng.uniform(0, DAY), size=rng.uniform(3.0, 8.0))
+        for d in range(days)
+        for _ in range(rng.choice((0, 1, 1, 2)))
+    )
+    sensor = CgmSensor(Glucose(profile, seed * 7 + patient, events), seed * 13 + patient)
+    return [(float(m), sensor.read(m)) for m in range(0, days * DAY, STEP_MIN)]
+
+
+def episodes(readings: list[tuple[float, float]], below: float, end_at: float = 3.9) -> list[Episode]:
+    """Consensus episodes: >= 15 min below `below`, ended by >= 15 min at or above `end_at`."""
+    need = 15 // STEP_MIN
+    found: list[Episode] = []
+    start: float | None = None
+    run_below: list[float] = []
+    run_above: list[float] = []
+    for minute, value in readings:
+        if start is None:
+            run_below = [*run_below, minute] if value < below else []
+            if len(run_below) >= need:
+                start, run_above = run_below[0], []
+        else:
+            run_above = [*run_above, minute] if value >= end_at else []
+            if len(run_above) >= need:
+                found.append(Episode(start, run_above[0]))
+                start, run_below = None, []
+    if start is not None:
+        found.append(Episode(start, readings[-1][0]))
+    return found
+
+
+def run_engine(readings: list[tuple[float, float]], patient: UUID) -> Alarms:
+    """The processor's trend and threshold engine, every reading live, the database simulated."""
+    engine, trends = ThresholdEngine(), TrendTracker()
+    open_now: dict[tuple[UUID, str], Severity] = {}
+    views: dict[UUID, EpisodeView] = {}
+    alarms = Alarms()
+    opened: float | None = None
+    for seq, (minute, value) in enumerate(readings):
+        at = T0 + timedelta(minutes=minute)
+        obs = [
+            NormalisedObservation(
+                patient, "cgm", seq, at, at, "glucose", value, "mmol/L", "105272-9", "cgm", ()
+            )
+        ]
+        for action in engine.evaluate(obs + trends.derive(obs), open_now, None, views):
+            key = (action.patient_id, action.rule)
+            if action.act is Act.RESOLVE:
+                open_now.pop(key, None)
+                if action.rule == RULE:
+                    views.pop(action.patient_id, None)
+                    if opened is not None:
+                        alarms.spans.append((opened, minute))
+                    opened = None
+                continue
+            open_now[key] = action.severity
+            if action.rule != RULE:
+                continue
+            views[action.patient_id] = EpisodeView(Stage.of(action.severity, action.code), False, at)
+            if action.act in (Act.OPEN, Act.RENOTIFY):
+                alarms.alerts.append(minute)
+                opened = minute if opened is None else opened
+            if action.severity is Severity.URGENT:
+                alarms.urgent.append(minute)
+    if opened is not None:
+        alarms.spans.append((opened, readings[-1][0]))
+    return alarms
+
+
+def run_ar2(readings: list[tuple[float, float]], target_bottom_mgdl: float = 70) -> Alarms:
+    """AR2 on the same readings: an alert each time its low (or urgent low) alarm starts."""
+    alarms = Alarms()
+    low = urgent = False
+    for prev, current in itertools.pairwise(readings):
+        alarm = ar2.check(prev, current, target_bottom_mgdl)
+        now_low = alarm.event == "low"
+        now_urgent = now_low and alarm.level == "urgent"
+        if now_low and not low:
+            alarms.alerts.append(current[0])
+        if low and not now_low:
+            alarms.spans.append((alarms.alerts[-1], current[0]))
+        if now_urgent and not urgent:
+            alarms.urgent.append(current[0])
+        low, urgent = now_low, now_urgent
+    return alarms
+
+
+def score(score: Score, alarms: Alarms, l1: list[Episode], l2: list[Episode]) -> None:
+    score.alerts += len(alarms.alerts)
+    score.longest_open = max([score.longest_open, *(b - a for a, b in alarms.spans)])
+    for t in alarms.alerts:
+        if not any(e.start - FALSE_WITHIN_MIN <= t <= e.end for e in l1):
+            score.false_alerts += 1
+    for episodes_, urgent, leads, missed in (
+        (l1, False, score.l1_leads, "l1_missed"),
+        (l2, True, score.l2_leads, "l2_missed"),
+    ):
+        previous_end = float("-inf")
+        for e in episodes_:
+            first = alarms.first_in(max(previous_end, e.start - LOOK_BACK_MIN), e.end, urgent)
+            if first is None:
+                setattr(score, missed, getattr(score, missed) + 1)
+            else:
+                leads.append(e.start - first)
+            previous_end = e.end
+
+
+@dataclass
+class Result:
+    patients: int
+    days: int
+    l1_episodes: int
+    l2_episodes: int
+    longest_episode_min: float
+    scores: list[Score]
+
+    def report(self) -> str:
+        rows = [s.row() for s in self.scores]
+        names = list(rows[0])
+        width = max(len(n) for n in names)
+        cols = [max(len(s.name), *(len(r[n]) for n in names)) for s, r in zip(self.scores, rows, strict=True)]
+        lines = [
+            f"clinical: {self.patients} simulated patients x {self.days} days, CGM every {STEP_MIN} min;"
+            f" {self.l1_episodes} level 1 and {self.l2_episodes} level 2 episodes (consensus definitions),"
+            f" the longest {self.longest_episode_min / 60:.1f} h",
+            "| "
+            + " " * width
+            + " | "
+            + " | ".join(s.name.ljust(c) for s, c in zip(self.scores, cols, strict=True))
+            + " |",
+            "|" + "-" * (width + 2) + "|" + "|".join("-" * (c + 2) for c in cols) + "|",
+        ]
+        for n in names:
+            lines.append(
+                "| "
+                + n.ljust(width)
+                + " | "
+                + " | ".join(r[n].ljust(c) for r, c in zip(rows, cols, strict=True))
+                + " |"
+            )
+        return "\n".join(lines)
+
+
+def patients(count: int, days: int, seed: int) -> Iterator[tuple[UUID, list[tuple[float, float]]]]:
+    for p in range(count):
+        yield uuid5(NS, f"{seed}:{p}"), trace(p, days, seed)
+
+
+def run(count: int = 30, days: int = 6, seed: int = 1) -> Result:
+    engine, nightscout = Score("this engine"), Score("Nightscout AR2")
+    n1 = n2 = 0
+    longest = 0.0
+    for patient, readings in patients(count, days, seed):
+        l1, l2 = episodes(readings, 3.9), episodes(readings, 3.0)
+        n1, n2 = n1 + len(l1), n2 + len(l2)
+        longest = max([longest, *(e.end - e.start for e in l1)])
+        for s, alarms in ((engine, run_engine(readings, patient)), (nightscout, run_ar2(readings))):
+            s.patient_days += days
+            score(s, alarms, l1, l2)
+    return Result(count, days, n1, n2, longest, [engine, nightscout])

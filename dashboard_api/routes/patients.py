@@ -25,6 +25,7 @@ from dashboard_api.schemas import (
     PatientSummary,
 )
 from telehealth.codes import CODES
+from telehealth.storage.alerts import WORST_FIRST
 from telehealth.storage.people import add_patient
 
 router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
@@ -75,9 +76,9 @@ SELECT p.*,
           ORDER BY measured_at DESC LIMIT 1) r) l
   ) AS latest,
   (SELECT row_to_json(a) FROM (
-      SELECT id, rule, severity, status, message, opened_at FROM alerts
-      WHERE patient_id = p.id AND status <> 'resolved'
-      ORDER BY (severity = 'urgent') DESC, (status = 'open') DESC, opened_at DESC LIMIT 1) a
+      SELECT a.id, a.rule, a.severity, a.status, a.message, a.opened_at FROM alerts a
+      WHERE a.patient_id = p.id AND a.status <> 'resolved'
+      ORDER BY {WORST_FIRST} LIMIT 1) a
   ) AS worst_alert,
   (SELECT coalesce(json_agg(d ORDER BY d.id), '[]') FROM (
       SELECT dv.id, dv.kind, dv.state, dv.battery_pct,

@@ -131,7 +131,7 @@ def status_actions(
 def stale_actions(
     silences: Iterable[Silence], open_alerts: Mapping[Key, Severity], now: datetime
 ) -> list[Action]:
-    """Worst silence per patient opens, escalates or (when every device is heard) resolves."""
+    """Worst silence per patient opens, upgrades or (when every device is heard) resolves."""
     worst: dict[UUID, tuple[Severity | None, Silence]] = {}
     for s in silences:
         quiet = now - s.last_at
@@ -156,7 +156,7 @@ def stale_actions(
             actions.append(_action(Act.OPEN, s, "stale_data", severity, message, "silence_min", minutes, now))
         elif severity is Severity.URGENT and current is Severity.WARNING:
             actions.append(
-                _action(Act.ESCALATE, s, "stale_data", severity, message, "silence_min", minutes, now)
+                _action(Act.UPGRADE, s, "stale_data", severity, message, "silence_min", minutes, now)
             )
         elif severity is None and current is not None:
             actions.append(

@@ -37,7 +37,7 @@ Key = tuple[UUID, str]
 
 class Act(StrEnum):
     OPEN = "open"
-    ESCALATE = "escalate"
+    UPGRADE = "upgrade"  # a warning becomes urgent, or moves to a later stage
     RENOTIFY = "renotify"
     RESOLVE = "resolve"
 
@@ -201,7 +201,7 @@ class ThresholdEngine:
                 return act(Act.OPEN, Severity.URGENT, message)
             if current is Severity.WARNING:
                 state[key] = Severity.URGENT
-                return act(Act.ESCALATE, Severity.URGENT, message)
+                return act(Act.UPGRADE, Severity.URGENT, message)
             return None
         if current is None and streak >= rule.warning_after:
             state[key] = Severity.WARNING

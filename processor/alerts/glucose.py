@@ -1,4 +1,4 @@
-"""Hypoglycaemia as one episode: one alert per episode that escalates. Pure: no I/O.
+"""Hypoglycaemia as one episode: one alert per episode that is upgraded as it deepens. Pure: no I/O.
 
 An episode's alert (rule `glucose_low`) climbs four stages and never steps down:
 
@@ -87,7 +87,7 @@ DEFAULT_LOW = LowConfig()
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do for one reading: open / escalate / renotify / resolve, with its message."""
+    """What to do for one reading: open / upgrade / renotify / resolve, with its message."""
 
     act: str
     stage: Stage
@@ -194,7 +194,7 @@ class LowEpisodes:
             return self._decision("open", target, value, s, cfg)
         if target > current:
             s.urgent_seen = s.urgent_seen or target is Stage.URGENT
-            return self._decision("escalate", target, value, s, cfg)
+            return self._decision("upgrade", target, value, s, cfg)
         if target is Stage.URGENT and not s.urgent_seen:
             s.urgent_seen = True
             decision = self._decision("renotify", Stage.URGENT, value, s, cfg)

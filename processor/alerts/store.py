@@ -1,4 +1,5 @@
-"""Opening alerts in the database (one open per patient and rule) and publishing them.
+"""The processor's side of alert state, over `telehealth.storage.alerts` (which owns the tables):
+the engine's actions carried out, what the rules need read back, and publishing.
 
 Alerts are written in the batch's transaction and published afterwards from an outbox
 (`published_at IS NULL`), so a crash between the two re-publishes rather than loses.
@@ -13,7 +14,7 @@ from uuid import UUID
 
 import psycopg
 from aiokafka import AIOKafkaProducer
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from processor.alerts.device import Silence
@@ -21,77 +22,35 @@ from processor.alerts.engine import Act, Action, Key, RuleSet
 from processor.alerts.glucose import RULE as LOW_RULE
 from processor.alerts.glucose import EpisodeView, Stage
 from processor.alerts.rules import Severity, rules_for
+from telehealth.storage import alerts
 from telehealth.thresholds import Thresholds
 
 ACTOR = "processor"
-
-_OPEN = """
-INSERT INTO alerts (patient_id, rule, severity, message, code, value, device_id, seq, triggered_at)
-VALUES (%(patient_id)s, %(rule)s, %(severity)s, %(message)s, %(code)s, %(value)s,
-        %(device_id)s, %(seq)s, %(measured_at)s)
-ON CONFLICT (patient_id, rule) WHERE status <> 'resolved' DO NOTHING
-RETURNING id
-"""
-
-# Never steps down: a warning may become urgent, or move to a later stage at its severity
-# (predicted low -> low, stored as the code that raised it).
-_ESCALATE = """
-UPDATE alerts SET severity = %(severity)s, message = %(message)s, code = %(code)s, value = %(value)s,
-                  device_id = %(device_id)s, seq = %(seq)s, triggered_at = %(measured_at)s,
-                  published_at = NULL
-WHERE patient_id = %(patient_id)s AND rule = %(rule)s AND status <> 'resolved'
-  AND (severity = 'warning' OR %(severity)s = 'urgent')
-  AND (severity <> %(severity)s OR code IS DISTINCT FROM %(code)s)
-RETURNING id
-"""
-
-# The same episode, a new severe low: back in the inbox as open, and pushed again.
-_RENOTIFY = """
-UPDATE alerts SET status = 'open', severity = 'urgent', message = %(message)s, code = %(code)s,
-                  value = %(value)s, device_id = %(device_id)s, seq = %(seq)s,
-                  triggered_at = %(measured_at)s, acknowledged_at = NULL, acknowledged_by = NULL,
-                  published_at = NULL
-WHERE patient_id = %(patient_id)s AND rule = %(rule)s AND status <> 'resolved'
-RETURNING id
-"""
-
-_RESOLVE = """
-UPDATE alerts SET status = 'resolved', resolved_at = now(), resolved_by = 'processor',
-                  resolution = 'auto', published_at = NULL
-WHERE patient_id = %(patient_id)s AND rule = %(rule)s AND status <> 'resolved'
-RETURNING id
-"""
-
-_SQL = {Act.OPEN: _OPEN, Act.ESCALATE: _ESCALATE, Act.RENOTIFY: _RENOTIFY, Act.RESOLVE: _RESOLVE}
-_EVENT = {Act.OPEN: "open", Act.ESCALATE: "open", Act.RENOTIFY: "open", Act.RESOLVE: "resolved"}
+_CHANGE: dict[Act, alerts.Change] = {
+    Act.OPEN: "open",
+    Act.UPGRADE: "upgrade",
+    Act.RENOTIFY: "renotify",
+    Act.RESOLVE: "resolve",
+}
 
 
 async def open_alerts(conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]) -> dict[Key, Severity]:
     """The alerts not yet resolved for these patients: the engine's view of what is open."""
-    if not patient_ids:
-        return {}
-    async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(
-            "SELECT patient_id, rule, severity FROM alerts"
-            " WHERE status <> 'resolved' AND patient_id = ANY(%s)",
-            (patient_ids,),
-        )
-        return {(r[0], r[1]): Severity(r[2]) for r in await cur.fetchall()}
+    return {
+        (r["patient_id"], r["rule"]): Severity(r["severity"])
+        for r in await alerts.unresolved(conn, patient_ids)
+    }
 
 
 async def device_alert_sources(
     conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]
 ) -> dict[Key, str | None]:
     """Which device each open device alert (offline, battery) is about."""
-    if not patient_ids:
-        return {}
-    async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(
-            "SELECT patient_id, rule, device_id FROM alerts WHERE status <> 'resolved'"
-            " AND rule IN ('device_offline', 'battery_low') AND patient_id = ANY(%s)",
-            (patient_ids,),
-        )
-        return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
+    return {
+        (r["patient_id"], r["rule"]): r["device_id"]
+        for r in await alerts.unresolved(conn, patient_ids)
+        if r["rule"] in ("device_offline", "battery_low")
+    }
 
 
 async def apply(conn: psycopg.AsyncConnection[Any], actions: list[Action]) -> list[int]:
@@ -101,20 +60,12 @@ async def apply(conn: psycopg.AsyncConnection[Any], actions: list[Action]) -> li
     the same patient cannot open an alert twice or resolve one that is not open.
     """
     touched = []
-    async with conn.cursor(row_factory=tuple_row) as cur:
-        for action in actions:
-            params = {**action.__dict__, "severity": action.severity.value}
-            await cur.execute(_SQL[action.act], params)
-            row = await cur.fetchone()
-            if row is None:
-                continue
-            touched.append(row[0])
-            note = f"opened: {action.message}" if action.act is Act.OPEN else action.message
-            await cur.execute(
-                "INSERT INTO alert_events (alert_id, status, severity, actor, note)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                (row[0], _EVENT[action.act], action.severity.value, ACTOR, note),
-            )
+    for action in actions:
+        fields = {**action.__dict__, "severity": action.severity.value}
+        note = f"opened: {action.message}" if action.act is Act.OPEN else action.message
+        alert_id = await alerts.change(conn, _CHANGE[action.act], fields, ACTOR, note)
+        if alert_id is not None:
+            touched.append(alert_id)
     return touched
 
 
@@ -135,18 +86,13 @@ async def glucose_episodes(
     conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]
 ) -> dict[UUID, EpisodeView]:
     """Each patient's unresolved hypoglycaemia alert: its stage, and whether it was acknowledged."""
-    if not patient_ids:
-        return {}
-    async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(
-            "SELECT patient_id, severity, code, status, triggered_at FROM alerts"
-            " WHERE status <> 'resolved' AND rule = %s AND patient_id = ANY(%s)",
-            (LOW_RULE, patient_ids),
+    return {
+        r["patient_id"]: EpisodeView(
+            Stage.of(Severity(r["severity"]), r["code"]), r["status"] == "acknowledged", r["triggered_at"]
         )
-        return {
-            r[0]: EpisodeView(Stage.of(Severity(r[1]), r[2]), r[3] == "acknowledged", r[4])
-            for r in await cur.fetchall()
-        }
+        for r in await alerts.unresolved(conn, patient_ids)
+        if r["rule"] == LOW_RULE
+    }
 
 
 async def silences(conn: psycopg.AsyncConnection[Any]) -> list[Silence]:
@@ -164,35 +110,13 @@ async def silences(conn: psycopg.AsyncConnection[Any]) -> list[Silence]:
 
 async def escalate_overdue(conn: psycopg.AsyncConnection[Any], after: timedelta) -> list[int]:
     """Urgent alerts nobody acknowledged within `after` are escalated, once."""
-    async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(
-            """UPDATE alerts SET escalated_at = now(), published_at = NULL
-               WHERE status = 'open' AND severity = 'urgent' AND escalated_at IS NULL
-                 AND opened_at < now() - %s::interval
-               RETURNING id""",
-            (after,),
-        )
-        ids = [r[0] for r in await cur.fetchall()]
-    if ids:
-        async with conn.cursor() as events:
-            await events.executemany(
-                "INSERT INTO alert_events (alert_id, status, severity, actor, note) "
-                "VALUES (%s, 'escalated', 'urgent', %s, %s)",
-                [(i, ACTOR, f"not acknowledged within {after}") for i in ids],
-            )
-    return ids
+    return await alerts.escalate_overdue(conn, after, ACTOR)
 
 
 async def publish_pending(pool: AsyncConnectionPool, producer: AIOKafkaProducer, topic: str) -> int:
     """Send unpublished alerts to Kafka, then mark them; at-least-once on the alerts topic."""
     async with pool.connection() as conn:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                """SELECT id, patient_id, rule, severity, status, message, code, value, device_id,
-                          seq, triggered_at, opened_at, acknowledged_at, resolved_at, escalated_at
-                   FROM alerts WHERE published_at IS NULL ORDER BY id LIMIT 1000"""
-            )
-            rows = await cur.fetchall()
+        rows = await alerts.unpublished(conn)
         if not rows:
             return 0
         sends = [
@@ -203,8 +127,6 @@ async def publish_pending(pool: AsyncConnectionPool, producer: AIOKafkaProducer,
         ]
         for send in sends:
             await send
-        await conn.execute(
-            "UPDATE alerts SET published_at = now() WHERE id = ANY(%s)", ([r["id"] for r in rows],)
-        )
+        await alerts.mark_published(conn, [r["id"] for r in rows])
         await conn.commit()
     return len(rows)

@@ -13,13 +13,11 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row, tuple_row
 
+from telehealth.storage.alerts import COLUMNS as ALERT_COLUMNS
+from telehealth.storage.alerts import WORST_FIRST
+
 #: The channel the trigger of migration 0008 notifies on every commit that added events.
 CHANNEL = "alert_events"
-
-ALERT_COLUMNS = """a.id, a.patient_id, p.name AS patient_name, a.rule, a.severity, a.status, a.message,
-              a.code, a.value, a.device_id, a.triggered_at, a.opened_at, a.acknowledged_at,
-              a.acknowledged_by, a.resolved_at, a.resolved_by, a.resolution, a.escalated_at,
-              extract(epoch FROM a.acknowledged_at - a.opened_at)::float AS time_to_acknowledge_s"""
 
 _AFTER = f"""
 SELECT e.stream_pos AS pos, p.care_team,
@@ -67,8 +65,7 @@ async def snapshot(conn: psycopg.AsyncConnection[Any], teams: list[str]) -> tupl
             await cur.execute(
                 f"""SELECT {ALERT_COLUMNS} FROM alerts a JOIN patients p ON p.id = a.patient_id
                     WHERE p.care_team = ANY(%s) AND a.status <> 'resolved'
-                    ORDER BY (a.severity = 'urgent') DESC, (a.escalated_at IS NOT NULL) DESC,
-                             (a.status = 'open') DESC, a.opened_at DESC
+                    ORDER BY {WORST_FIRST}
                     LIMIT 1000""",
                 (teams,),
             )

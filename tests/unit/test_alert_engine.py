@@ -17,7 +17,7 @@ from telehealth.thresholds import Thresholds
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 UNITS = {"glucose": "mmol/L", "spo2": "%", "pulse": "/min"}
 U, W = Severity.URGENT, Severity.WARNING
-OPEN, ESC, RES = Act.OPEN, Act.ESCALATE, Act.RESOLVE
+OPEN, ESC, RES = Act.OPEN, Act.UPGRADE, Act.RESOLVE
 
 
 def series(
@@ -55,7 +55,7 @@ CASES = [
     ("two consecutive lows open a warning", "glucose", [3.5, 3.6], [(OPEN, "glucose_low", W, 3.6)]),
     ("an interrupted streak starts again", "glucose", [3.5, 4.5, 3.6], []),
     (
-        "a falling series opens then escalates",
+        "a falling series opens then upgrades",
         "glucose",
         [4.2, 3.7, 3.4, 2.9],
         [(OPEN, "glucose_low", W, 3.4), (ESC, "glucose_low", U, 2.9)],
@@ -177,7 +177,7 @@ def trend_run(
     return [(a.act, a.rule, a.value) for a in actions]
 
 
-def test_forecast_catches_a_hypo_before_the_threshold_in_one_escalating_alert() -> None:
+def test_forecast_catches_a_hypo_before_the_threshold_in_one_upgraded_alert() -> None:
     actions = trend_run(cgm(uuid4(), [6.0, 5.5, 5.0, 4.5, 4.0, 3.6, 3.2, 2.8], every_min=5))
     assert {rule for _, rule, _ in actions} == {"glucose_low"}, "one alert for the episode"
     opened = actions[0]

@@ -70,7 +70,7 @@ def test_cgm_stale_after_15_min_warning_and_30_min_urgent() -> None:
     [warn] = stale_actions([cgm_silence(15)], {}, NOW)
     assert (warn.act, warn.severity) == (Act.OPEN, Severity.WARNING) and "15 min" in warn.message
     [esc] = stale_actions([cgm_silence(31)], {(P, "stale_data"): Severity.WARNING}, NOW)
-    assert (esc.act, esc.severity) == (Act.ESCALATE, Severity.URGENT)
+    assert (esc.act, esc.severity) == (Act.UPGRADE, Severity.URGENT)
     [urgent] = stale_actions([cgm_silence(31)], {}, NOW)
     assert (urgent.act, urgent.severity) == (Act.OPEN, Severity.URGENT)
 

@@ -96,12 +96,12 @@ def test_the_minimum_duration_is_a_per_patient_threshold() -> None:
     assert [a.act for a in engine.evaluate(glucose(patient, [3.8], start=6, source="smbg"), {})] == [Act.OPEN]
 
 
-def test_one_episode_is_one_alert_that_escalates_through_its_stages() -> None:
+def test_one_episode_is_one_alert_upgraded_through_its_stages() -> None:
     patient, ward = uuid4(), Ward()
     fall = [6.0, 5.6, 5.2, 4.8, 4.4, 4.0, 3.7, 3.4, 3.1, 2.8, 2.6]
     actions = ward.feed(glucose(patient, fall))
     stages = [Stage.of(a.severity, a.code) for a in actions]
-    assert actions[0].act is Act.OPEN and all(a.act is Act.ESCALATE for a in actions[1:])
+    assert actions[0].act is Act.OPEN and all(a.act is Act.UPGRADE for a in actions[1:])
     assert stages == sorted(stages) and stages[-1] is Stage.URGENT
     assert Stage.PREDICTED in stages and Stage.URGENT_SOON in stages
     first_urgent = next(a for a in actions if a.severity is U)

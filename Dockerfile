@@ -6,6 +6,8 @@ COPY gateway ./gateway
 COPY processor ./processor
 COPY dashboard_api ./dashboard_api
 COPY simulators ./simulators
+COPY bench ./bench
+COPY launcher ./launcher
 RUN pip install --no-cache-dir . && useradd --create-home telehealth
 USER telehealth
 ENTRYPOINT ["telehealth"]

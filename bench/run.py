@@ -25,6 +25,7 @@ import psycopg
 from bench import research
 from bench.latency import Latency, measure
 from bench.load import publish_worker, subscribe_worker
+from launcher.stack import Servers, Services, service_env
 from simulators.cohort import SimPatient, ensure_cohort
 from simulators.report import reconcile_settled
 from simulators.run import simulate
@@ -32,7 +33,6 @@ from telehealth.broker.admin import device_logins
 from telehealth.broker.dynsec import RELAY_USER
 from telehealth.mqtt import parse_mqtt_url, with_login
 from telehealth.settings import Settings
-from telehealth.stack import Servers, Services, service_env
 from telehealth.storage import migrate
 from telehealth.topics import readings_topic
 

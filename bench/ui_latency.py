@@ -29,13 +29,13 @@ from uuid import UUID
 import psycopg
 
 from bench.load import publish_worker
+from launcher.embedded import free_port
+from launcher.stack import Servers, Services, wait_http_ok
 from simulators.cohort import SimPatient, ensure_cohort, nhs_number_for
 from simulators.publisher import Publisher
 from telehealth.broker.admin import device_logins
 from telehealth.contracts import wire_time
-from telehealth.embedded import free_port
 from telehealth.settings import Settings
-from telehealth.stack import Servers, Services, wait_http_ok
 from telehealth.storage import migrate
 from telehealth.storage.devices import provision
 from telehealth.storage.people import add_patient, add_user

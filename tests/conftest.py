@@ -19,9 +19,9 @@ import httpx
 import psycopg
 import pytest
 
-from telehealth.embedded import EmbeddedKafka, EmbeddedMqtt, EmbeddedPostgres, free_port
+from launcher.embedded import EmbeddedKafka, EmbeddedMqtt, EmbeddedPostgres, free_port
+from launcher.stack import EMBEDDED_SESSION_TIMEOUT_MS, Services, start_broker, wait_http_ok
 from telehealth.settings import Settings
-from telehealth.stack import EMBEDDED_SESSION_TIMEOUT_MS, Services, start_broker, wait_http_ok
 from telehealth.storage import migrate
 
 

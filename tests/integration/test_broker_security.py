@@ -23,11 +23,11 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from launcher.embedded import EmbeddedMqtt
 from simulators.publisher import Publisher
 from telehealth.broker.admin import device_logins
 from telehealth.broker.dynsec import GATEWAY_USER, RELAY_USER
 from telehealth.contracts import wire_time
-from telehealth.embedded import EmbeddedMqtt
 from telehealth.mqtt import MqttAddress, parse_mqtt_url
 from telehealth.provisioning import provision_device
 from telehealth.settings import Settings

@@ -26,7 +26,7 @@ def telehealth(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
             env[f"TELEHEALTH_{name.upper()}"] = secret.get_secret_value()
     env["TELEHEALTH_MQTT_INSECURE"] = str(settings.mqtt_insecure).lower()
     return subprocess.run(
-        [sys.executable, "-m", "telehealth", *args],
+        [sys.executable, "-m", "launcher", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -11,10 +11,10 @@ import httpx
 import psycopg
 import pytest
 
+from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.contracts import wire_time
 from telehealth.settings import Settings
-from telehealth.stack import Services
 from telehealth.storage.thresholds import save_thresholds
 from telehealth.thresholds import Thresholds
 from telehealth.topics import readings_topic

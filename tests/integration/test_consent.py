@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
+from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
-from telehealth.stack import Services
 from tests.conftest import eventually
 from tests.factories import auth, make_device, make_patient, make_user
 from tests.research_support import RESEARCH_GLUCOSE, closed_hour, publish_glucose, put_consent

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from launcher.stack import Services
 from simulators.cohort import ensure_cohort
 from simulators.report import reconcile_settled
 from simulators.run import simulate
@@ -15,7 +16,6 @@ from simulators.scenario import load
 from telehealth.broker.admin import device_logins
 from telehealth.mqtt import MqttAddress, parse_mqtt_url
 from telehealth.settings import Settings
-from telehealth.stack import Services
 from telehealth.storage.devices import DeviceBelongsToAnother, reissue_secret
 from tests.conftest import eventually
 from tests.integration.test_cli import telehealth

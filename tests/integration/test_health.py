@@ -12,10 +12,10 @@ import httpx
 import psycopg
 import pytest
 
+from launcher.embedded import EmbeddedKafka
+from launcher.stack import Services
 from simulators.publisher import Publisher
-from telehealth.embedded import EmbeddedKafka
 from telehealth.settings import Settings
-from telehealth.stack import Services
 from tests.conftest import eventually
 from tests.factories import make_device, make_patient
 

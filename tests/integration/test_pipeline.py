@@ -11,9 +11,9 @@ import httpx
 import psycopg
 import pytest
 
+from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
-from telehealth.stack import Services
 from telehealth.topics import readings_topic
 from tests.conftest import eventually
 from tests.factories import auth, make_device, make_patient, make_user

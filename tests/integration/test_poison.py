@@ -17,11 +17,11 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from launcher.embedded import BROKER_MESSAGE_LIMIT, EmbeddedMqtt
+from launcher.stack import Services, service_env
 from simulators.publisher import Publisher
 from telehealth.contracts import MAX_DEAD_RAW, wire_time
-from telehealth.embedded import BROKER_MESSAGE_LIMIT, EmbeddedMqtt
 from telehealth.settings import Settings
-from telehealth.stack import Services, service_env
 from telehealth.topics import readings_topic
 from tests.conftest import eventually
 from tests.factories import auth, make_device, make_patient, make_user

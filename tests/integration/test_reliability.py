@@ -10,10 +10,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from launcher.embedded import EmbeddedMqtt, EmbeddedPostgres
+from launcher.stack import Services
 from simulators.publisher import Publisher
-from telehealth.embedded import EmbeddedMqtt, EmbeddedPostgres
 from telehealth.settings import Settings
-from telehealth.stack import Services
 from tests.conftest import eventually
 from tests.factories import make_device, make_patient
 

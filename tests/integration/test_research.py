@@ -13,9 +13,9 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
+from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
-from telehealth.stack import Services
 from tests.factories import auth, make_user
 from tests.research_support import (
     RESEARCH_GLUCOSE,

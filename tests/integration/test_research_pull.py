@@ -13,9 +13,9 @@ import psycopg
 import pyarrow.dataset as ds
 import pytest
 
+from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
-from telehealth.stack import Services
 from tests.factories import make_user
 from tests.integration.test_cli import telehealth
 from tests.research_support import RESEARCH_GLUCOSE, closed_hour, cohort_patient, publish_glucose, put_consent

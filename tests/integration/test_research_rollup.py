@@ -10,11 +10,11 @@ import httpx
 import psycopg
 import pytest
 
+from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.research.cells import fast_cells, fast_members, members, raw_cells
 from telehealth.research.disclosure import RawCell
 from telehealth.settings import Settings
-from telehealth.stack import Services
 from tests.factories import make_device, make_user
 from tests.research_support import RESEARCH_GLUCOSE, closed_hour, cohort_patient, put_consent
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from telehealth.embedded import free_port
+from launcher.embedded import free_port
 
 
 def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
@@ -21,7 +21,7 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
     env |= {"TELEHEALTH_DATA_DIR": str(tmp_path / "data"), "TELEHEALTH_API_PORT": str(port)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "telehealth", "up", "--patients", "3", "--speed", "600"],
+        [sys.executable, "-m", "launcher", "up", "--patients", "3", "--speed", "600"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -72,7 +72,7 @@ def test_up_with_no_simulated_patients_simply_runs(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
     env |= {"TELEHEALTH_DATA_DIR": str(tmp_path / "data"), "TELEHEALTH_API_PORT": str(port)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "telehealth", "up", "--patients", "0"],
+        [sys.executable, "-m", "launcher", "up", "--patients", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,

@@ -259,7 +259,7 @@ def test_consensus_episodes() -> None:
 
 
 def test_bench_clinical_prints_both_alarms_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
-    from telehealth.cli import main
+    from launcher.cli import main
 
     main(["bench", "--clinical", "--clinical-patients", "4", "--clinical-days", "2", "--clinical-seed", "3"])
     out = capsys.readouterr().out

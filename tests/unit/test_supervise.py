@@ -1,6 +1,6 @@
 """The restart policy of `telehealth up`."""
 
-from telehealth.supervise import RestartPolicy, Supervisor
+from launcher.supervise import RestartPolicy, Supervisor
 
 POLICY = RestartPolicy(base_delay_s=1, max_delay_s=8, budget=4, window_s=100, slow_delay_s=60)
 

@@ -1,6 +1,6 @@
 """`telehealth up`: embedded servers, migrations, demo users and cohort, then every service.
 
-Services run as child processes (`python -m telehealth <service>`), as they would in
+Services run as child processes (`python -m launcher <service>`), as they would in
 production; Ctrl-C stops the children first, then the servers, and leaves nothing behind.
 """
 
@@ -20,9 +20,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from telehealth.broker.dynsec import DeviceLogin
-from telehealth.broker.logins import load_or_create
-from telehealth.embedded import (
+from launcher.embedded import (
     EmbeddedKafka,
     EmbeddedMqtt,
     EmbeddedPostgres,
@@ -30,9 +28,11 @@ from telehealth.embedded import (
     spawn,
     stop_process,
 )
+from launcher.supervise import Supervisor
+from telehealth.broker.dynsec import DeviceLogin
+from telehealth.broker.logins import load_or_create
 from telehealth.settings import Settings
 from telehealth.storage import migrate
-from telehealth.supervise import Supervisor
 
 # Tansu accepts a session this short (Apache Kafka's default minimum is 6 s): a killed
 # processor's partitions are free again ~3 s later instead of ~12 s.
@@ -153,7 +153,7 @@ class Services:
     _launch: dict[str, tuple[tuple[str, ...], dict[str, str] | None]] = field(default_factory=dict)
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "telehealth", *args]
+        command = [sys.executable, "-m", "launcher", *args]
         proc = spawn(command, self.log_dir / f"{name}.log", env=env or service_env(self.settings, args[0]))
         self.procs[name] = proc
         self._launch[name] = (args, env)

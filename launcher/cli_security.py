@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from telehealth.cli import _with_connection
+from launcher.cli import _with_connection
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> None:

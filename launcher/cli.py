@@ -268,7 +268,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> None:
-    from telehealth.stack import up
+    from launcher.stack import up
 
     up(
         get_settings(),
@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patient-id", type=UUID, help="for the patient role")
     p.add_argument("--project-id", type=int, help="for the researcher role: the one project it may query")
     p.set_defaults(func=cmd_users_add)
-    from telehealth import cli_security
+    from launcher import cli_security
 
     cli_security.add_user_commands(users)
     cli_security.add_audit_commands(sub)

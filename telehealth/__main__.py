@@ -1,3 +1,0 @@
-from telehealth.cli import main
-
-main()

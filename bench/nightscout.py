@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -123,7 +124,8 @@ def run(readings: int, uploader_count: int, concurrency: int, publishers: int) -
         servers = Servers(Path(tmp))
         try:
             settings = servers.start(Settings(_env_file=None, api_port=free_port()))
-            settings = settings.model_copy(update={"nightscout_requests_per_min": 10**9})
+            # the load generator is one client per uploader at full speed: lift the per-minute limit
+            os.environ["TELEHEALTH_NIGHTSCOUT_REQUESTS_PER_MIN"] = str(10**9)
             assert settings.database_url
             migrate(settings.database_url)
             cohort = asyncio.run(_cohort(settings, max(1, uploader_count)))

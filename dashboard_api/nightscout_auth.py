@@ -113,14 +113,23 @@ async def get_uploader(request: Request, conn: ConnDep, settings: SettingsDep) -
         timedelta(seconds=settings.login_window_s),
         timedelta(seconds=settings.login_lockout_s),
     )
-    wait = await logins.attempt(conn, key, policy)
-    if wait > 0:
-        raise _too_many(wait, "too many failed attempts from this address; try again later")
+    cur = await conn.execute(
+        """SELECT extract(epoch FROM locked_until - now())::float AS wait FROM login_throttle
+           WHERE key = %s AND locked_until > now()""",
+        (key,),
+    )
+    locked = await cur.fetchone()
+    if locked is not None:
+        raise _too_many(locked["wait"], "too many failed attempts from this address; try again later")
     found = await uploaders.find(conn, secret=secret, token=token)
     if found is None or found.revoked:
+        # Only failures are written: a valid upload costs two index reads, no commit. (Unlike
+        # password logins, a burst of parallel guesses gains nothing against 192-bit secrets.)
+        wait = await logins.attempt(conn, key, policy)
         await logins.prune(conn)
+        if wait > 0:
+            raise _too_many(wait, "too many failed attempts from this address; try again later")
         raise HTTPException(401, "the API secret or token is unknown or revoked")
-    await logins.succeeded(conn, key, forget=False)
     wait = _limiter(request, settings.nightscout_requests_per_min).wait(found.device_id)
     if wait > 0:
         raise _too_many(wait, "too many requests with this credential; try again later")

@@ -3,9 +3,11 @@ process, Kafka, the processor and PostgreSQL, with payloads shaped as the apps s
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -19,6 +21,7 @@ from telehealth.settings import Settings
 from telehealth.storage import uploaders
 from tests.conftest import eventually
 from tests.factories import auth, make_patient, make_user
+from tests.integration.test_cli import telehealth
 
 _ids = itertools.count(1)
 _addresses = itertools.count(1)
@@ -400,3 +403,45 @@ async def test_the_api_starts_without_kafka_and_uploads_say_why(
             assert upload.status_code == 503
             assert "TELEHEALTH_KAFKA_BOOTSTRAP" in upload.json()["detail"]
             assert upload.headers["Retry-After"] == "5"
+
+
+async def test_the_cli_provisions_revokes_and_reassigns_an_uploader(
+    settings: Settings, http: httpx.AsyncClient, db: psycopg.AsyncConnection[Any]
+) -> None:
+    first, second = await make_patient(db, "team-ns"), await make_patient(db, "team-ns")
+    device = f"ns-cli-{next(_ids)}"
+    made = await asyncio.to_thread(
+        telehealth,
+        settings,
+        "devices",
+        "provision",
+        "--device-id",
+        device,
+        "--patient-id",
+        str(first),
+        "--kind",
+        "uploader",
+    )
+    assert made.returncode == 0, made.stderr
+    header = re.search(r"API-SECRET header value: ([0-9a-f]{40})", made.stdout)
+    token = re.search(r"access token \(shown once; \?token= or Bearer\): (\S+)", made.stdout)
+    assert header and token, made.stdout
+    assert (await http.get("/api/v1/verifyauth", headers={"API-SECRET": header[1]})).status_code == 200
+    assert await scalar(db, "SELECT count(*) FROM uploader_credentials WHERE device_id = %s", device) == 1
+
+    moved = await asyncio.to_thread(
+        telehealth, settings, "devices", "reassign", "--device-id", device, "--patient-id", str(second)
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert await scalar(db, "SELECT patient_id FROM devices WHERE id = %s", device) == second
+    new_token = re.search(r"access token \(shown once; \?token= or Bearer\): (\S+)", moved.stdout)
+    assert new_token and new_token[1] != token[1]
+    address = client_address()
+    old = await http.get("/api/v1/verifyauth", params={"token": token[1]}, headers=address)
+    assert old.status_code == 401
+    assert (await http.get("/api/v1/verifyauth", params={"token": new_token[1]})).status_code == 200
+
+    revoked = await asyncio.to_thread(telehealth, settings, "devices", "revoke", "--device-id", device)
+    assert revoked.returncode == 0, revoked.stderr
+    gone = await http.get("/api/v1/verifyauth", params={"token": new_token[1]}, headers=address)
+    assert gone.status_code == 401

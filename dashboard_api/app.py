@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from dashboard_api import hardening, problems
+from dashboard_api.intake import Intake
 from dashboard_api.live import AlertHub
 from dashboard_api.routes import (
     alerts,
@@ -20,6 +21,8 @@ from dashboard_api.routes import (
     devices,
     glucose,
     health,
+    nightscout_read,
+    nightscout_upload,
     page,
     patients,
     register,
@@ -44,9 +47,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pool = await open_pool(settings.database_url, max_size=10, autocommit=True)
         app.state.alert_hub = AlertHub(settings.database_url)
         await app.state.alert_hub.start()
+        # Nightscout uploads produce to Kafka; connected in the background, only if configured
+        app.state.intake = Intake(settings)
+        app.state.intake.start()
         try:
             yield
         finally:
+            await app.state.intake.stop()
             await app.state.alert_hub.stop()
             await app.state.pool.close()
 
@@ -64,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, responses=problems.RESPONSES)
     for module in (consent, data_uses, research, register):
         app.include_router(module.router, responses=problems.RESPONSES)
+    for module in (nightscout_upload, nightscout_read):
+        app.include_router(module.router)
     static = resources.files("dashboard_api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     return app

@@ -109,7 +109,7 @@ class BucketPoint(BaseModel):
 class DeviceIn(BaseModel):
     device_id: str = Field(pattern=DEVICE_ID_PATTERN)
     patient_id: UUID
-    kind: Literal["cgm", "glucometer", "oximeter"]
+    kind: Literal["cgm", "glucometer", "oximeter", "uploader"]
     expected_interval_s: int | None = Field(None, gt=0, le=7 * 24 * 3600)
 
 
@@ -121,6 +121,16 @@ class DeviceCredentials(BaseModel):
     mqtt_url: str | None = Field(description="where the device connects (TLS), when configured")
     readings_topic: str
     status_topic: str
+
+
+class UploaderCredentialsOut(BaseModel):
+    """A Nightscout uploader's credentials (docs/nightscout.md), shown once."""
+
+    device_id: str
+    patient_id: UUID
+    api_secret: str = Field(description="shown once; apps send its SHA-1 as API-SECRET")
+    api_secret_sha1: str = Field(description="the API-SECRET header value")
+    access_token: str = Field(description="shown once; ?token= or Authorization: Bearer")
 
 
 class DeviceReassign(BaseModel):

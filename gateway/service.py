@@ -23,8 +23,8 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import Counter
 
-from gateway.checks import check_readings, check_status
 from telehealth.broker.dynsec import GATEWAY_USER
+from telehealth.checks import check_readings, check_status
 from telehealth.contracts import DeadLetter, Reason
 from telehealth.heartbeat import Progress, beat
 from telehealth.kafka import ensure_topics, make_producer

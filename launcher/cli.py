@@ -148,6 +148,11 @@ def _print_credentials(creds: Credentials) -> None:
 def cmd_devices_provision(args: argparse.Namespace) -> None:
     from telehealth.provisioning import provision_device
 
+    if args.kind == "uploader":
+        from telehealth import cli_nightscout
+
+        return cli_nightscout.provision(args)
+
     creds = _with_logins(
         lambda conn, logins: provision_device(
             conn, logins, device_id=args.device_id, patient_id=args.patient_id, kind=args.kind
@@ -165,7 +170,11 @@ def cmd_devices_revoke(args: argparse.Namespace) -> None:
 
 
 def cmd_devices_reassign(args: argparse.Namespace) -> None:
+    from telehealth import cli_nightscout
     from telehealth.provisioning import reassign_device
+
+    if cli_nightscout.reassign(args):
+        return
 
     try:
         creds = _with_logins(
@@ -421,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = devices.add_parser("provision", help="provision a device and print its MQTT credentials")
     p.add_argument("--device-id", required=True)
     p.add_argument("--patient-id", type=UUID, required=True)
-    p.add_argument("--kind", choices=("cgm", "glucometer", "oximeter"), required=True)
+    p.add_argument("--kind", choices=("cgm", "glucometer", "oximeter", "uploader"), required=True)
     p.set_defaults(func=cmd_devices_provision)
     p = devices.add_parser("revoke", help="disable a device's broker login at once and refuse it")
     p.add_argument("--device-id", required=True)

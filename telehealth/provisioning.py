@@ -13,7 +13,7 @@ from uuid import UUID
 import psycopg
 
 from telehealth.broker.admin import DeviceLogins
-from telehealth.storage import devices
+from telehealth.storage import devices, uploaders
 from telehealth.storage.devices import Credentials
 
 
@@ -43,7 +43,8 @@ async def revoke_device(conn: psycopg.AsyncConnection[Any], logins: DeviceLogins
     async with conn.transaction():
         if not await devices.revoke(conn, device_id):
             return False
-        await logins.disable_device(device_id)
+        if not await uploaders.is_uploader(conn, device_id):  # an uploader has no broker login
+            await logins.disable_device(device_id)
     return True
 
 

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     login_window_s: float = Field(900, gt=0, description="failures older than this are forgotten")
     login_lockout_s: float = Field(900, gt=0, description="how long a locked username or address waits")
     api_max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
+    nightscout_requests_per_min: int = Field(
+        120, ge=1, description="requests one Nightscout uploader credential may make per minute (per API)"
+    )
 
     @property
     def readings_topic(self) -> str:

@@ -15,9 +15,16 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from dashboard_api.auditing import Audit
 from dashboard_api.deps import AdminUser, ConnDep, SettingsDep
 from dashboard_api.problems import documented
-from dashboard_api.schemas import DeviceCredentials, DeviceIn, DeviceReassign, DeviceRevoked
+from dashboard_api.schemas import (
+    DeviceCredentials,
+    DeviceIn,
+    DeviceReassign,
+    DeviceRevoked,
+    UploaderCredentialsOut,
+)
 from telehealth.broker.admin import BrokerAdminError, DeviceLogins, device_logins
 from telehealth.provisioning import provision_device, reassign_device, revoke_device
+from telehealth.storage import uploaders
 from telehealth.storage.devices import Credentials, DeviceExists
 from telehealth.topics import readings_topic, status_topic
 
@@ -47,6 +54,16 @@ def _credentials(creds: Credentials, settings: SettingsDep) -> DeviceCredentials
     )
 
 
+def _uploader(creds: uploaders.UploaderCredentials) -> UploaderCredentialsOut:
+    return UploaderCredentialsOut(
+        device_id=creds.device_id,
+        patient_id=creds.patient_id,
+        api_secret=creds.api_secret,
+        api_secret_sha1=creds.api_secret_sha1,
+        access_token=creds.access_token,
+    )
+
+
 async def _owner(conn: ConnDep, device_id: str) -> UUID | None:
     cur = await conn.execute("SELECT patient_id FROM devices WHERE id = %s", (device_id,))
     row = await cur.fetchone()
@@ -66,10 +83,21 @@ async def _patient_exists(conn: ConnDep, patient_id: object) -> None:
 )
 async def provision(
     body: DeviceIn, conn: ConnDep, logins: LoginsDep, settings: SettingsDep, _: AdminUser, audit: Audit
-) -> DeviceCredentials:
+) -> DeviceCredentials | UploaderCredentialsOut:
+    """MQTT credentials for a device; for an `uploader` (Nightscout apps) an API secret and an
+    access token instead (docs/nightscout.md)."""
     await _patient_exists(conn, body.patient_id)
     try:
         async with conn.transaction():
+            if body.kind == uploaders.KIND:
+                made = await uploaders.provision(
+                    conn,
+                    device_id=body.device_id,
+                    patient_id=body.patient_id,
+                    expected_interval_s=body.expected_interval_s,
+                )
+                await audit("device.provision", body.patient_id, device_id=body.device_id, kind=body.kind)
+                return _uploader(made)
             creds = await provision_device(
                 conn,
                 logins,
@@ -112,15 +140,22 @@ async def reassign(
     settings: SettingsDep,
     _: AdminUser,
     audit: Audit,
-) -> DeviceCredentials:
-    """Give the device to another patient: a new secret, and the old holder disconnected."""
+) -> DeviceCredentials | UploaderCredentialsOut:
+    """Give the device to another patient: a new secret, and the old holder disconnected (an
+    uploader: a new API secret and token, the old ones refused)."""
     await _patient_exists(conn, body.patient_id)
     try:
         async with conn.transaction():
             previous = await _owner(conn, device_id)
-            creds = await reassign_device(conn, logins, device_id, body.patient_id)
+            made: Credentials | uploaders.UploaderCredentials
+            if await uploaders.is_uploader(conn, device_id):
+                made = await uploaders.reissue(conn, device_id, body.patient_id)
+            else:
+                made = await reassign_device(conn, logins, device_id, body.patient_id)
             await audit("device.reassign", previous, device_id=device_id, to_patient=str(body.patient_id))
             await audit("device.reassign", body.patient_id, device_id=device_id, from_patient=str(previous))
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from exc
-    return _credentials(creds, settings)
+    if isinstance(made, uploaders.UploaderCredentials):
+        return _uploader(made)
+    return _credentials(made, settings)

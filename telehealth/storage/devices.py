@@ -15,7 +15,7 @@ from telehealth.errors import StorageError, TelehealthError
 from telehealth.security import new_device_secret
 
 #: Expected interval between readings by device kind, used for stale-data detection.
-EXPECTED_INTERVAL_S = {"cgm": 300, "glucometer": 6 * 3600, "oximeter": 60}
+EXPECTED_INTERVAL_S = {"cgm": 300, "glucometer": 6 * 3600, "oximeter": 60, "uploader": 300}
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,12 @@ async def reassign(conn: psycopg.AsyncConnection[Any], device_id: str, patient_i
 
 
 async def broker_logins(conn: psycopg.AsyncConnection[Any]) -> list[DeviceLogin]:
-    """Every device as the broker must know it: revoked ones stay, disabled."""
+    """Every device as the broker must know it: revoked ones stay, disabled. Nightscout
+    uploaders post over HTTP and get no broker login."""
     async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute("SELECT id, secret_hash, revoked_at FROM devices ORDER BY id")
+        await cur.execute(
+            "SELECT id, secret_hash, revoked_at FROM devices WHERE kind <> 'uploader' ORDER BY id"
+        )
         rows = await cur.fetchall()
     return [DeviceLogin(r[0], r[1], r[2] is not None) for r in rows]
 

@@ -1,0 +1,144 @@
+"""Nightscout API v1 reads for followers' apps and watch faces, scoped to the credential's
+patient and written to that patient's access log: entries, status, verifyauth."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+
+from dashboard_api.deps import ConnDep
+from dashboard_api.nightscout_auth import UploaderDep
+from dashboard_api.problems import documented
+from telehealth.nightscout import mg_dl, ms_of
+from telehealth.storage.nightscout_reads import EntryQuery, entries
+
+router = APIRouter(prefix="/api/v1", tags=["nightscout"])
+
+#: the most entries one read returns (a month of 5-minute readings is 8,640)
+MAX_COUNT = 10_000
+#: what `status.json` reports; clients check it is a recent Nightscout
+NIGHTSCOUT_VERSION = "15.0.2"
+_FIND = re.compile(r"^find\[(\w+)\](?:\[\$(gte|gt|lte|lt)\])?$")
+_OPS = {"gte": "since", "gt": "after", "lte": "until", "lt": "before"}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: documented("an unsupported or malformed query"),
+    401: documented("no credential, or an unknown or revoked one"),
+    429: documented("too many requests or failed attempts"),
+}
+
+
+def _time(field: str, value: str) -> datetime:
+    try:
+        if field == "date":
+            return datetime.fromtimestamp(float(value) / 1000, UTC)
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        raise HTTPException(400, f"find[{field}]: {value[:40]!r} is not a time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_query(request: Request, entry_type: str | None, count: int | None = None) -> EntryQuery:
+    """`count` and the `find[...]` filters common clients send; anything else is refused, not
+    ignored (a filter silently dropped would answer more than was asked)."""
+    bounds: dict[str, datetime] = {}
+    for key, value in request.query_params.multi_items():
+        if key in ("count", "token"):
+            continue
+        match = _FIND.match(key)
+        if match is None:
+            raise HTTPException(400, f"query parameter {key!r} is not supported")
+        field, op = match.groups()
+        if field == "type" and op is None:
+            if value not in ("sgv", "mbg"):
+                raise HTTPException(400, f"find[type]: {value[:20]!r} is not served (sgv and mbg are)")
+            entry_type = value
+        elif field in ("date", "dateString") and op is not None:
+            bounds[_OPS[op]] = _time(field, value)
+        else:
+            supported = "find[date], find[dateString], find[type]"
+            raise HTTPException(400, f"filter {key!r} is not supported ({supported})")
+    if count is None:
+        raw = request.query_params.get("count", "10")
+        try:
+            count = int(raw)
+        except ValueError:
+            raise HTTPException(400, f"count: {raw[:20]!r} is not a whole number") from None
+    if not 1 <= count <= MAX_COUNT:
+        raise HTTPException(400, f"count must be between 1 and {MAX_COUNT}")
+    return EntryQuery(count=count, entry_type=entry_type, **bounds)
+
+
+async def _read(conn: ConnDep, uploader: UploaderDep, query: EntryQuery) -> list[dict[str, Any]]:
+    found = await entries(conn, uploader.patient_id, query)
+    await uploader.audit(conn, "nightscout.entries.read", count=len(found), type=query.entry_type)
+    return found
+
+
+@router.get("/entries", responses=_RESPONSES)
+@router.get("/entries.json", responses=_RESPONSES, include_in_schema=False)
+async def get_entries(request: Request, conn: ConnDep, uploader: UploaderDep) -> list[dict[str, Any]]:
+    """The patient's glucose, newest first, in mg/dL: `?count=N` (10), `find[date][$gte]=` (ms)."""
+    return await _read(conn, uploader, parse_query(request, None))
+
+
+@router.get("/entries/{spec}", responses=_RESPONSES | {404: documented("not a type this server serves")})
+async def get_entries_of(
+    spec: str, request: Request, conn: ConnDep, uploader: UploaderDep
+) -> list[dict[str, Any]]:
+    """`sgv.json`, `mbg.json`, or `current.json` (the newest CGM entry)."""
+    name = spec.removesuffix(".json")
+    if name == "current":
+        return await _read(conn, uploader, parse_query(request, "sgv", count=1))
+    if name not in ("sgv", "mbg"):
+        raise HTTPException(404, f"entries/{spec} is not served (sgv, mbg and current are)")
+    return await _read(conn, uploader, parse_query(request, name))
+
+
+@router.get("/status", responses=_RESPONSES)
+@router.get("/status.json", responses=_RESPONSES, include_in_schema=False)
+async def status(conn: ConnDep, uploader: UploaderDep) -> dict[str, Any]:
+    """Nightscout's status document: the server is up, mg/dL, the default glucose targets."""
+    now = datetime.now(UTC)
+    await uploader.audit(conn, "nightscout.status.read")
+    return {
+        "status": "ok",
+        "name": "telehealth-stream",
+        "version": NIGHTSCOUT_VERSION,
+        "serverTime": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "serverTimeEpoch": ms_of(now),
+        "apiEnabled": True,
+        "careportalEnabled": False,
+        "boluscalcEnabled": False,
+        "settings": {
+            "units": "mg/dl",
+            "timeFormat": 24,
+            "enable": [],
+            "thresholds": {
+                "bgHigh": mg_dl(13.9),
+                "bgTargetTop": mg_dl(10.0),
+                "bgTargetBottom": mg_dl(3.9),
+                "bgLow": mg_dl(3.0),
+            },
+        },
+        "extendedSettings": {},
+        "authorized": None,
+    }
+
+
+@router.get("/verifyauth", responses=_RESPONSES)
+async def verifyauth(_: UploaderDep) -> dict[str, Any]:
+    """What uploader apps call to check their credential before uploading."""
+    return {
+        "status": 200,
+        "message": {
+            "canRead": True,
+            "canWrite": True,
+            "isAdmin": False,
+            "message": "OK",
+            "rolefound": "FOUND",
+            "permissions": "ROLE",
+        },
+    }

@@ -1,0 +1,170 @@
+"""Nightscout API v1 uploads: `POST /api/v1/entries` and `POST /api/v1/devicestatus`.
+
+Each entry becomes the reading an MQTT device would publish (`telehealth.nightscout`) and is
+judged by the gateway's own checks (`telehealth.checks`); what they accept goes to the same
+Kafka topic, what they refuse becomes a dead letter with its reason and the entry's own bytes.
+The upload is answered only once Kafka acknowledged every record, with the stored entries
+(Nightscout's response shape); if Kafka does not take them the answer is 503 and the app
+uploads again (a repeat is stored once: see `telehealth.nightscout` for the identity).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from prometheus_client import Counter
+
+from dashboard_api.intake import Intake, IntakeUnavailable
+from dashboard_api.nightscout_auth import UploaderActor, UploaderDep
+from dashboard_api.problems import documented
+from telehealth.checks import check_readings, check_status
+from telehealth.codes import CODES
+from telehealth.contracts import AcceptedReading, DeadLetter, StatusEvent
+from telehealth.nightscout import EntryProblem, to_entry, to_reading, uploader_battery
+from telehealth.settings import Settings
+from telehealth.storage.devices import DeviceEntry
+from telehealth.topics import readings_topic, status_topic
+
+router = APIRouter(prefix="/api/v1", tags=["nightscout"])
+
+#: entries in one upload (a day of 5-minute CGM readings is 288)
+MAX_ENTRIES = 2000
+ENTRIES_SOURCE = "nightscout:/api/v1/entries"
+STATUS_SOURCE = "nightscout:/api/v1/devicestatus"
+
+ACCEPTED = Counter("telehealth_nightscout_entries_accepted", "Nightscout entries forwarded to Kafka")
+REJECTED = Counter("telehealth_nightscout_dead_letters", "Nightscout documents dead-lettered", ["reason"])
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: documented("the body is not a JSON object or array of them, or has too many entries"),
+    401: documented("no credential, or an unknown or revoked one"),
+    429: documented("too many requests or failed attempts"),
+    503: documented("Kafka is not configured or did not accept the upload; upload again"),
+}
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def _documents(request: Request) -> list[Any]:
+    try:
+        body = json.loads(await request.body(), parse_constant=_not_json)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise HTTPException(400, f"the body is not JSON: {type(exc).__name__}") from exc
+    items = body if isinstance(body, list) else [body]
+    if not all(isinstance(item, dict) for item in items):
+        raise HTTPException(400, "the body must be a JSON object or an array of objects")
+    if len(items) > MAX_ENTRIES:
+        raise HTTPException(400, f"{len(items)} documents in one upload; the limit is {MAX_ENTRIES}")
+    return items
+
+
+def _raw(item: Any) -> bytes:
+    return json.dumps(item, separators=(",", ":")).encode()
+
+
+class _Upload:
+    """What one request sends to Kafka, built with the gateway's checks."""
+
+    def __init__(self, settings: Settings, uploader: UploaderActor) -> None:
+        self.settings = settings
+        self.device_id = uploader.device_id
+        entry = DeviceEntry(uploader.device_id, uploader.patient_id, "uploader", False)
+        self.lookup = {uploader.device_id: entry}.get
+        self.now = datetime.now(UTC)
+        self.records: list[tuple[str, bytes, bytes]] = []
+        self.letters = 0
+
+    def letter(self, source: str, reason: Any, detail: str, raw: bytes) -> None:
+        letter = DeadLetter.capture(
+            reason, detail, source_topic=source, device_id=self.device_id, received_at=self.now, raw=raw
+        )
+        REJECTED.labels(letter.reason.value).inc()
+        self.letters += 1
+        self.records.append(
+            (self.settings.deadletter_topic, self.device_id.encode(), letter.model_dump_json().encode())
+        )
+
+    def entry(self, item: Any) -> AcceptedReading | None:
+        try:
+            document = to_reading(item, self.device_id)
+        except EntryProblem as problem:
+            self.letter(ENTRIES_SOURCE, problem.reason, problem.detail, _raw(item))
+            return None
+        verdict = check_readings(readings_topic(self.device_id), _raw(document), self.now, self.lookup)
+        for rejected in verdict.rejected:  # keep the entry as the client sent it, not our mapping
+            self.letter(ENTRIES_SOURCE, rejected.reason, rejected.detail, _raw(item))
+        for reading in verdict.accepted:
+            self.records.append(
+                (self.settings.readings_topic, self.device_id.encode(), reading.model_dump_json().encode())
+            )
+            return reading
+        return None
+
+    def status(self, item: Any) -> StatusEvent | None:
+        battery = uploader_battery(item)
+        if battery is None:
+            return None  # pump, loop and openaps status: not taken (docs/nightscout.md)
+        if isinstance(battery, float) and battery.is_integer():
+            battery = int(battery)
+        payload = json.dumps({"state": "online", "battery_pct": battery}).encode()
+        result = check_status(status_topic(self.device_id), payload, self.now, self.lookup)
+        if isinstance(result, DeadLetter):
+            self.letter(STATUS_SOURCE, result.reason, result.detail, _raw(item))
+            return None
+        self.records.append(
+            (self.settings.status_topic, self.device_id.encode(), result.model_dump_json().encode())
+        )
+        return result
+
+    async def send(self, intake: Intake) -> None:
+        try:
+            await intake.send_all(self.records)
+        except IntakeUnavailable as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from exc
+
+
+def _echo(reading: AcceptedReading) -> dict[str, Any]:
+    obs = reading.observations[0]
+    return to_entry(
+        device_id=reading.device_id,
+        seq=reading.seq,
+        measured_at=reading.measured_at,
+        value_mmol=CODES[obs.code].to_canonical(obs.value, obs.unit),
+        source=obs.source,
+        context=reading.context,
+    )
+
+
+@router.post("/entries", responses=_RESPONSES)
+@router.post("/entries.json", responses=_RESPONSES, include_in_schema=False)
+async def post_entries(request: Request, uploader: UploaderDep) -> list[dict[str, Any]]:
+    """Nightscout entries (`sgv`, `mbg`), one object or an array; answers the stored entries.
+
+    Entries refused by the checks are dead letters (reason and the entry's bytes), not errors:
+    an app that got an error would upload the same bad entry for ever."""
+    items = await _documents(request)
+    upload = _Upload(request.app.state.settings, uploader)
+    accepted = [r for r in map(upload.entry, items) if r is not None]
+    await upload.send(request.app.state.intake)
+    ACCEPTED.inc(len(accepted))
+    return [_echo(r) for r in accepted]
+
+
+@router.post("/devicestatus", responses=_RESPONSES)
+@router.post("/devicestatus.json", responses=_RESPONSES, include_in_schema=False)
+async def post_devicestatus(request: Request, uploader: UploaderDep) -> list[dict[str, Any]]:
+    """Device status documents; the uploader phone's battery is taken, the rest is not.
+
+    Answers each document's `_id` only: nothing else of it is kept."""
+    items = await _documents(request)
+    upload = _Upload(request.app.state.settings, uploader)
+    for item in items:
+        upload.status(item)
+    await upload.send(request.app.state.intake)
+    return [{"_id": hashlib.sha1(_raw(item)).hexdigest()[:24]} for item in items]

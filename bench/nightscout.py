@@ -27,9 +27,9 @@ import httpx
 import psycopg
 
 from bench.run import _cohort, end_to_end, load_address
-from telehealth.embedded import free_port
+from launcher.embedded import free_port
+from launcher.stack import Servers, Services, wait_http_ok
 from telehealth.settings import Settings
-from telehealth.stack import Servers, Services, wait_http_ok
 from telehealth.storage import migrate, uploaders
 from telehealth.storage.db import connect
 

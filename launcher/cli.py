@@ -149,7 +149,7 @@ def cmd_devices_provision(args: argparse.Namespace) -> None:
     from telehealth.provisioning import provision_device
 
     if args.kind == "uploader":
-        from telehealth import cli_nightscout
+        from launcher import cli_nightscout
 
         return cli_nightscout.provision(args)
 
@@ -170,7 +170,7 @@ def cmd_devices_revoke(args: argparse.Namespace) -> None:
 
 
 def cmd_devices_reassign(args: argparse.Namespace) -> None:
-    from telehealth import cli_nightscout
+    from launcher import cli_nightscout
     from telehealth.provisioning import reassign_device
 
     if cli_nightscout.reassign(args):

@@ -2,7 +2,7 @@ import json
 from datetime import UTC, datetime
 from uuid import uuid4
 
-from gateway.checks import check_readings, check_status
+from telehealth.checks import check_readings, check_status
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
 from telehealth.storage.devices import DeviceEntry
 

@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
-from gateway.checks import check_readings, check_status
 from simulators.device import Expect, Message, SimulatedDevice, Step
 from simulators.scenario import DeviceSpec, Faults, Outage
+from telehealth.checks import check_readings, check_status
 from telehealth.contracts import MAX_PAYLOAD_BYTES, StatusEvent
 from telehealth.storage.devices import DeviceEntry
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from telehealth.cli import _with_connection
+from launcher.cli import _with_connection
 from telehealth.storage import uploaders
 from telehealth.storage.devices import DeviceExists
 from telehealth.storage.uploaders import UploaderCredentials

@@ -92,7 +92,10 @@ def cmd_migrate(_: argparse.Namespace) -> None:
     from telehealth.storage import migrate
 
     logs.configure("migrate")
-    applied = migrate(_database_url(), retention=get_settings().retention)
+    try:
+        applied = migrate(_database_url(), retention=get_settings().retention)
+    except TelehealthError as exc:
+        sys.exit(f"telehealth: {exc}")
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
 

@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     login_window_s: float = Field(900, gt=0, description="failures older than this are forgotten")
     login_lockout_s: float = Field(900, gt=0, description="how long a locked username or address waits")
     api_max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies get 413")
+    metrics_port: int | None = Field(
+        None, description="gateway and processor serve Prometheus metrics on this port (`up`: a free one)"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the metrics listener binds")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one object per line, with device_id, seq and batch_id fields"
+    )
+    log_level: str = Field("INFO", description="DEBUG also logs each reading forwarded and each batch")
 
     @property
     def readings_topic(self) -> str:
@@ -129,9 +137,16 @@ class Settings(BaseSettings):
         missing = [n for n in names if not getattr(self, n)]
         if missing:
             env = ", ".join(f"TELEHEALTH_{n.upper()}" for n in missing)
-            raise SystemExit(f"telehealth: set {env} (or run `telehealth up` for embedded servers)")
+            raise SystemExit(
+                f"telehealth: set {env}, or run `telehealth up` for embedded servers (commands"
+                f" started from the same data dir, {self.data_dir}, then find them on their own)"
+            )
 
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The configured settings; with no server URLs set, those of a `telehealth up` running
+    from the same data dir (`telehealth/stackfile.py`)."""
+    from telehealth.stackfile import with_running_stack
+
+    return with_running_stack(Settings())

@@ -7,6 +7,7 @@ Alerts are written in the batch's transaction and published afterwards from an o
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -149,8 +150,14 @@ async def escalate_overdue(conn: psycopg.AsyncConnection[Any], after: timedelta)
     return ids
 
 
-async def publish_pending(pool: AsyncConnectionPool, producer: AIOKafkaProducer, topic: str) -> int:
-    """Send unpublished alerts to Kafka, then mark them; at-least-once on the alerts topic."""
+async def publish_pending(
+    pool: AsyncConnectionPool,
+    producer: AIOKafkaProducer,
+    topic: str,
+    observe: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> int:
+    """Send unpublished alerts to Kafka, then mark them; at-least-once on the alerts topic.
+    `observe` sees the rows once Kafka has them (metrics, logs)."""
     async with pool.connection() as conn:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
@@ -169,6 +176,8 @@ async def publish_pending(pool: AsyncConnectionPool, producer: AIOKafkaProducer,
         ]
         for send in sends:
             await send
+        if observe is not None:
+            observe(rows)
         await conn.execute(
             "UPDATE alerts SET published_at = now() WHERE id = ANY(%s)", ([r["id"] for r in rows],)
         )

@@ -274,7 +274,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     from telehealth.stack import up
 
     up(
-        get_settings(),
+        Settings(),  # not get_settings(): `up` starts what is missing, it never joins a running stack
         patients=args.patients,
         speed=args.speed,
         scenario=args.scenario,

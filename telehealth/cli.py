@@ -13,7 +13,7 @@ from uuid import UUID
 
 from psycopg import AsyncConnection
 
-from telehealth import logs
+from telehealth import logs, settings_doc
 from telehealth.errors import TelehealthError
 from telehealth.research import pull as research_pull
 from telehealth.settings import Settings, get_settings
@@ -433,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_broker_certs)
 
     research_pull.add_parser(sub)
+    settings_doc.add_parser(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Per-patient alert thresholds: the defaults of SPEC section 5 and validated overrides.
+"""Per-patient alert thresholds: the defaults (docs/contract.md, "Alerts") and validated overrides.
 
 Shared by the API (which stores versions) and the processor (which builds rules from them).
 """

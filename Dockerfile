@@ -6,6 +6,7 @@ COPY gateway ./gateway
 COPY processor ./processor
 COPY dashboard_api ./dashboard_api
 COPY simulators ./simulators
+COPY bench ./bench
 RUN pip install --no-cache-dir . && useradd --create-home telehealth
 USER telehealth
 ENTRYPOINT ["telehealth"]

@@ -109,3 +109,35 @@ def test_readings_keep_no_index_on_time_alone(database_url: str, settings: Any) 
     assert "readings_measured_at_idx" not in names and "readings_keep_me" in names
     assert "readings_patient_code_time" in names
     assert any("(patient_id, code, measured_at DESC)" in r[1] for r in rows)
+
+
+def test_generic_plans_for_one_patient_use_the_patient_code_index(scratch: str) -> None:
+    """Once psycopg prepares a statement (after 5 uses) PostgreSQL may choose a generic plan,
+    blind to the parameter values. For one patient's 30 days of hourly buckets (the shape of
+    the observations query in dashboard_api/routes/patients.py) that plan must still go
+    through the index leading with (patient_id, code), not scan the table or walk time."""
+    migrate(scratch)
+    query = """SELECT date_bin('1 hour', measured_at, TIMESTAMPTZ 'epoch') AS bucket, code,
+                      count(*), avg(value), min(value), max(value)
+               FROM readings WHERE patient_id = $1 AND measured_at >= $2 AND measured_at < $3
+                 AND ($4::text IS NULL OR code = $4) AND NOT ('implausible' = ANY(quality))
+               GROUP BY 1, 2 ORDER BY 1, 2"""
+    with psycopg.connect(scratch, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO readings (patient_id, measured_at, code, value, unit, loinc, device_id,
+                                     seq, received_at)
+               SELECT ('00000000-0000-0000-0000-' || lpad((g % 200)::text, 12, '0'))::uuid,
+                      now() - make_interval(secs => g * 30), (ARRAY['glucose', 'spo2', 'pulse'])[1 + g % 3],
+                      5.5, 'mmol/L', '15074-8', 'cgm-' || (g % 200), g, now()
+               FROM generate_series(1, 200000) g"""
+        )
+        conn.execute("ANALYZE readings")
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE buckets (uuid, timestamptz, timestamptz, text) AS {query}")
+        patient = "00000000-0000-0000-0000-000000000007"
+        rows = conn.execute(
+            f"EXPLAIN (COSTS OFF) EXECUTE buckets ('{patient}', now() - interval '30 days', now(), 'glucose')"
+        ).fetchall()
+    plan = "\n".join(r[0] for r in rows)
+    assert "readings_patient_code_time" in plan and "Seq Scan" not in plan, plan
+    assert "patient_id = $1" in plan, plan

@@ -153,10 +153,16 @@ def _count(records: list[ConsumerRecord[Any, Any]]) -> None:
 
 
 def _watch_assignment(consumer: AIOKafkaConsumer, settings: Settings) -> None:
-    """Partitions held per topic, as a gauge (read at scrape time)."""
+    """Partitions held per topic, as a gauge (read at scrape time, on the listener's thread)."""
 
     def held(topic: str) -> Callable[[], float]:
-        return lambda: sum(1 for tp in consumer.assignment() if tp.topic == topic)
+        def count() -> float:
+            for _ in range(3):  # the loop may be changing the assignment while we read it
+                with contextlib.suppress(RuntimeError):
+                    return sum(1 for tp in list(consumer.assignment()) if tp.topic == topic)
+            return float("nan")
+
+        return count
 
     for topic in (settings.readings_topic, settings.status_topic, settings.deadletter_topic):
         metrics.PARTITIONS.labels(topic).set_function(held(topic))

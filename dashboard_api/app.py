@@ -9,7 +9,7 @@ from importlib import resources
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from dashboard_api import hardening, problems
+from dashboard_api import hardening, metrics, problems
 from dashboard_api.intake import Intake
 from dashboard_api.live import AlertHub
 from dashboard_api.routes import (
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     hardening.install(app, max_body_bytes=settings.api_max_body_bytes)
+    metrics.install(app)  # outermost: every answer counts, refusals included
     for module in (health, page):
         app.include_router(module.router)
     for module in (auth, patients, glucose, thresholds, devices, stream, alerts, audit):

@@ -21,13 +21,15 @@ import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from paho.mqtt.enums import CallbackAPIVersion
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
+from telehealth import logs
 from telehealth.broker.dynsec import GATEWAY_USER
 from telehealth.checks import check_readings, check_status
 from telehealth.contracts import DeadLetter, Reason
 from telehealth.heartbeat import Progress, beat
 from telehealth.kafka import ensure_topics, make_producer
+from telehealth.metrics import serve_metrics
 from telehealth.mqtt import MqttAddress, parse_mqtt_url, ssl_context
 from telehealth.settings import Settings
 from telehealth.storage.devices import CachedRegistry, RegistryUnavailable
@@ -38,6 +40,13 @@ log = logging.getLogger(__name__)
 ACCEPTED = Counter("telehealth_gateway_readings_accepted", "Readings forwarded to Kafka")
 REJECTED = Counter("telehealth_gateway_dead_letters", "Messages dead-lettered", ["reason"])
 RETRIES = Counter("telehealth_gateway_kafka_retries", "Kafka sends retried after an error")
+RECEIVED = Counter("telehealth_gateway_messages_received", "MQTT messages taken in", ["kind"])
+FORWARDED = Counter(
+    "telehealth_gateway_records_forwarded",
+    "Records Kafka accepted (readings, status, dead letters)",
+    ["topic"],
+)
+IN_FLIGHT = Gauge("telehealth_gateway_in_flight", "MQTT messages received and not yet acknowledged")
 
 
 @dataclass
@@ -166,7 +175,8 @@ class Gateway:
             while self._inbox:
                 message = self._inbox[0]
                 try:
-                    records = await self._route(message)
+                    with logs.context(device_id=device_of(_topic_of(message)), mqtt_mid=message.mid):
+                        records = await self._route(message)
                 except RegistryUnavailable as exc:
                     log.warning("%s; holding %d message(s) and retrying", exc, len(self._inbox))
                     await asyncio.sleep(1.0)
@@ -176,6 +186,7 @@ class Gateway:
                     detail = f"gateway could not route the message: {type(exc).__name__}: {exc}"
                     records = [self._letter(message, Reason.INTERNAL_ERROR, detail)]
                 self._inbox.popleft()
+                RECEIVED.labels("status" if _topic_of(message).endswith("/status") else "readings").inc()
                 self._in_flight += 1
                 sends = [await self._send(r) for r in records]
                 await self._pending.put(Pending(message, records, sends))
@@ -208,6 +219,7 @@ class Gateway:
             verdict = check_readings(message.topic, payload, now, self._registry.peek)
             rejected = verdict.rejected
             for reading in verdict.accepted:
+                log.debug("forwarding reading", extra={"device_id": reading.device_id, "seq": reading.seq})
                 records.append(
                     Outgoing(
                         settings.readings_topic,
@@ -218,7 +230,13 @@ class Gateway:
             ACCEPTED.inc(len(verdict.accepted))
         for letter in rejected:
             REJECTED.labels(letter.reason.value).inc()
-            log.info("dead letter %s from %s: %s", letter.reason.value, letter.device_id, letter.detail)
+            log.info(
+                "dead letter %s from %s: %s",
+                letter.reason.value,
+                letter.device_id,
+                letter.detail,
+                extra={"reason": letter.reason.value},
+            )
             records.append(self._letter_record(letter, message))
         return records
 
@@ -299,6 +317,8 @@ class Gateway:
                 item.records = retry
                 item.sends = [await self._send(record) for record in retry]
             self._client.ack(item.message.mid, item.message.qos)
+            for record in item.records:
+                FORWARDED.labels(record.topic).inc()
             self._in_flight -= 1
             self.progress.moved()
             self._pending.task_done()
@@ -311,12 +331,14 @@ class Gateway:
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     settings.require("mqtt_url", "kafka_bootstrap", "database_url")
     assert settings.database_url
+    serve_metrics(settings, "gateway")
     await ensure_topics(settings)
     producer = make_producer(settings)
     await producer.start()
     try:
         registry = CachedRegistry(settings.database_url, ttl_s=settings.device_cache_ttl_s)
         gateway = Gateway(settings, registry, producer)
+        IN_FLIGHT.set_function(gateway.backlog)
         heart = asyncio.create_task(
             beat(settings.database_url, "gateway", gateway.progress, stop, settings.heartbeat_s)
         )

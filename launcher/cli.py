@@ -13,6 +13,7 @@ from uuid import UUID
 
 from psycopg import AsyncConnection
 
+from launcher import settings_doc
 from telehealth import logs
 from telehealth.errors import TelehealthError
 from telehealth.research import pull as research_pull
@@ -92,7 +93,10 @@ def cmd_migrate(_: argparse.Namespace) -> None:
     from telehealth.storage import migrate
 
     logs.configure("migrate")
-    applied = migrate(_database_url(), retention=get_settings().retention)
+    try:
+        applied = migrate(_database_url(), retention=get_settings().retention)
+    except TelehealthError as exc:
+        sys.exit(f"telehealth: {exc}")
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
 
@@ -280,7 +284,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     from launcher.stack import up
 
     up(
-        get_settings(),
+        Settings(),  # not get_settings(): `up` starts what is missing, it never joins a running stack
         patients=args.patients,
         speed=args.speed,
         scenario=args.scenario,
@@ -452,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_broker_certs)
 
     research_pull.add_parser(sub)
+    settings_doc.add_parser(sub)
     return parser
 
 

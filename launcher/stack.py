@@ -29,6 +29,7 @@ from launcher.embedded import (
     stop_process,
 )
 from launcher.supervise import Supervisor
+from telehealth import stackfile
 from telehealth.broker.dynsec import DeviceLogin
 from telehealth.broker.logins import load_or_create
 from telehealth.settings import Settings
@@ -149,12 +150,17 @@ class Services:
 
     settings: Settings
     log_dir: Path
+    #: services (by name) given a Prometheus listener on this port
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _launch: dict[str, tuple[tuple[str, ...], dict[str, str] | None]] = field(default_factory=dict)
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "launcher", *args]
-        proc = spawn(command, self.log_dir / f"{name}.log", env=env or service_env(self.settings, args[0]))
+        env = env or service_env(self.settings, args[0])
+        if name in self.metrics_ports:
+            env = {**env, "TELEHEALTH_METRICS_PORT": str(self.metrics_ports[name])}
+        proc = spawn(command, self.log_dir / f"{name}.log", env=env)
         self.procs[name] = proc
         self._launch[name] = (args, env)
         return proc
@@ -216,6 +222,9 @@ def up(
 ) -> None:
     began = time.monotonic()
     data_dir = settings.data_dir.resolve()
+    if (running := stackfile.read_live(settings)) is not None:
+        raise SystemExit(f"telehealth: `up` already runs from {data_dir} (pid {running['pid']})")
+    settings = settings.model_copy(update={"data_dir": data_dir})
     servers = Servers(data_dir)
     stopping = False
 
@@ -240,7 +249,8 @@ def up(
         assert settings.database_url
         accounts = asyncio.run(_demo_accounts(settings.database_url))
 
-        services = Services(settings, data_dir / "logs")
+        metrics = {"gateway": free_port(), "processor": free_port()}
+        services = Services(settings, data_dir / "logs", metrics_ports=metrics)
         services.start("processor", "processor")
         services.start("gateway", "gateway")
         services.start("api", "api")
@@ -257,6 +267,7 @@ def up(
                 "--scenario",
                 scenario,
             )
+        stack_file = stackfile.write(settings, api_url=base, metrics=metrics)
         print(
             f"\ntelehealth is up in {time.monotonic() - began:.1f}s\n"
             f"  dashboard:  {base}/\n  API docs:   {base}/docs\n"
@@ -275,7 +286,11 @@ def up(
                 if settings.mqtt_device_url
                 else ""
             )
-            + f"  logs:       {data_dir / 'logs'}\n"
+            + f"  metrics:    {base}/metrics (api), "
+            + ", ".join(f"http://127.0.0.1:{port}/metrics ({name})" for name, port in metrics.items())
+            + f"\n  database:   {settings.database_url}\n"
+            f"  logs:       {data_dir / 'logs'}\n"
+            f"  admin commands (users add, devices provision, ...) find this stack through {stack_file}\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )
@@ -291,6 +306,7 @@ def up(
         pass
     finally:
         print("\ntelehealth: stopping ...", flush=True)
+        stackfile.remove(settings)
         if services is not None:
             services.stop()
         servers.stop()

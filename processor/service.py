@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,12 +16,15 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from psycopg_pool import AsyncConnectionPool
 
+from processor import metrics
 from processor.alerts import store as alert_store
 from processor.alerts.device import stale_actions
 from processor.isolate import isolate
 from processor.pipeline import Pipeline
+from telehealth import logs
 from telehealth.heartbeat import Progress, beat, instance_name
 from telehealth.kafka import ensure_topics, make_producer
+from telehealth.metrics import serve_metrics
 from telehealth.settings import Settings
 from telehealth.storage import open_pool
 from telehealth.storage.devices import CachedRegistry, RegistryUnavailable
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     settings.require("kafka_bootstrap", "database_url")
     assert settings.database_url
+    serve_metrics(settings, "processor")
     await ensure_topics(settings)
     pool = await open_pool(settings.database_url, max_size=4)
     producer = make_producer(settings, linger_ms=0)  # alerts only: each one as soon as possible
@@ -58,6 +63,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     next_sweep = loop.time()
     lag = Lag(consumer)
+    metrics.IN_FLIGHT.set_function(lambda: lag.in_flight)
+    _watch_assignment(consumer, settings)
     heart = asyncio.create_task(
         beat(settings.database_url, "processor", lag.progress, stop, settings.heartbeat_s)
     )
@@ -70,15 +77,19 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             lag.in_flight = len(records)
             await lag.refresh()
             if records:
-                if not await _until_durable(pipeline, records, stop):
-                    break
-                await _publish(pool, producer, settings.alerts_topic)  # alerts first: latency
-                try:
-                    await consumer.commit()
-                    lag.in_flight = 0
-                    lag.progress.moved()
-                except CommitFailedError as exc:
-                    log.warning("offset commit refused after a rebalance (%s); batch will replay", exc)
+                began = time.monotonic()
+                with logs.context(batch_id=batch_id(records)):
+                    _count(records)
+                    if not await _until_durable(pipeline, records, stop):
+                        break
+                    metrics.BATCH_SECONDS.observe(time.monotonic() - began)
+                    await _publish(pool, producer, settings.alerts_topic)  # alerts first: latency
+                    try:
+                        await consumer.commit()
+                        lag.in_flight = 0
+                        lag.progress.moved()
+                    except CommitFailedError as exc:
+                        log.warning("offset commit refused after a rebalance (%s); batch will replay", exc)
             if loop.time() >= next_sweep:
                 next_sweep = loop.time() + settings.alert_sweep_s
                 await _sweep(pool, timedelta(seconds=settings.alert_escalate_after_s))
@@ -117,6 +128,44 @@ class Lag:
                 position = await asyncio.wait_for(self._consumer.position(tp), timeout=0.2)
                 behind += max(0, highwater - position)
         self.behind = behind
+        metrics.LAG.set(behind)
+
+
+def batch_id(records: list[ConsumerRecord[Any, Any]]) -> str:
+    """Names a batch by where it starts in Kafka: `<topic>:<partition>:<offset>` of its first
+    record, plus its size, so a log line leads to the records (and replays share the name)."""
+    first = records[0]
+    return f"{first.topic}:{first.partition}:{first.offset}+{len(records)}"
+
+
+def _count(records: list[ConsumerRecord[Any, Any]]) -> None:
+    metrics.BATCH_RECORDS.observe(len(records))
+    topics: dict[str, int] = {}
+    for r in records:
+        topics[r.topic] = topics.get(r.topic, 0) + 1
+    for topic, n in topics.items():
+        metrics.RECEIVED.labels(topic).inc(n)
+    if log.isEnabledFor(logging.DEBUG):
+        keys = ", ".join(
+            f"{(r.key or b'').decode(errors='replace')}@{r.partition}:{r.offset}" for r in records
+        )
+        log.debug("batch of %d: %s", len(records), keys)
+
+
+def _watch_assignment(consumer: AIOKafkaConsumer, settings: Settings) -> None:
+    """Partitions held per topic, as a gauge (read at scrape time, on the listener's thread)."""
+
+    def held(topic: str) -> Callable[[], float]:
+        def count() -> float:
+            for _ in range(3):  # the loop may be changing the assignment while we read it
+                with contextlib.suppress(RuntimeError):
+                    return sum(1 for tp in list(consumer.assignment()) if tp.topic == topic)
+            return float("nan")
+
+        return count
+
+    for topic in (settings.readings_topic, settings.status_topic, settings.deadletter_topic):
+        metrics.PARTITIONS.labels(topic).set_function(held(topic))
 
 
 async def _until_durable(
@@ -134,6 +183,7 @@ async def _until_durable(
             return True
         except (psycopg.OperationalError, RegistryUnavailable) as exc:
             log.warning("database unavailable (%s); retrying batch of %d in %.1fs", exc, len(records), delay)
+            metrics.BATCH_RETRIES.inc()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
     return False
@@ -155,6 +205,23 @@ async def _sweep(pool: AsyncConnectionPool, escalate_after: timedelta) -> None:
 
 async def _publish(pool: AsyncConnectionPool, producer: AIOKafkaProducer, topic: str) -> None:
     try:
-        await alert_store.publish_pending(pool, producer, topic)
+        await alert_store.publish_pending(pool, producer, topic, _published)
     except (psycopg.OperationalError, KafkaError) as exc:
         log.warning("alert outbox not published yet: %s", exc)
+
+
+def _published(rows: list[dict[str, Any]]) -> None:
+    metrics.observe_published(rows)
+    for row in rows:
+        log.info(
+            "alert %s %s %s published",
+            row["rule"],
+            row["severity"],
+            row["status"],
+            extra={
+                "alert_id": row["id"],
+                "patient_id": row["patient_id"],
+                "device_id": row["device_id"],
+                "seq": row["seq"],
+            },
+        )

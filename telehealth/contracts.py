@@ -1,4 +1,4 @@
-"""Wire contracts shared by gateway and processor (SPEC section 4).
+"""Wire contracts shared by gateway and processor (docs/contract.md, "Device protocol").
 
 `parse_payload` is the one place device bytes become readings; it never raises on bad
 input but returns a `Rejection` with a reason, so nothing is dropped silently.

@@ -23,45 +23,63 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TELEHEALTH_", env_file=".env", extra="ignore")
 
     mqtt_url: str | None = Field(
-        None, description="mqtt://host:port (or mqtts://) of the device broker, for the services"
+        None,
+        description="mqtt://host:port (or mqtts://) of the device broker, for the services (`up`: embedded)",
     )
     mqtt_device_url: str | None = Field(
-        None, description="the broker address devices are told to use (e.g. mqtts://host:8883)"
+        None,
+        description="the broker address devices are given, e.g. mqtts://host:8883 (`up`: its TLS listener)",
     )
-    mqtt_ca_file: Path | None = Field(None, description="CA certificate that signed the broker's TLS cert")
-    mqtt_gateway_password: SecretStr | None = Field(None, description="the gateway's broker login")
+    mqtt_ca_file: Path | None = Field(
+        None,
+        description="CA certificate that signed the broker's TLS cert (`up`: `<data dir>/mqtt/tls/ca.pem`)",
+    )
+    mqtt_gateway_password: SecretStr | None = Field(
+        None, description="the gateway's broker login, `telehealth-gateway` (`up`: generated)"
+    )
     mqtt_admin_password: SecretStr | None = Field(
-        None, description="the broker admin login (dynamic security), for provisioning and revocation"
+        None,
+        description="the broker admin `telehealth-admin`: provisioning, revocation (`up`: generated)",
     )
     mqtt_relay_password: SecretStr | None = Field(
-        None, description="the trusted relay login (simulator hubs, bench, tests)"
+        None,
+        description="the trusted relay `telehealth-relay`: simulator hubs, bench, tests (`up`: generated)",
     )
     mqtt_insecure: bool = Field(
         False, description="the broker has no logins (pure-Python fallback); provisioning skips it"
     )
-    kafka_bootstrap: str | None = Field(None, description="host:port[,host:port] of Kafka")
-    database_url: str | None = Field(None, description="PostgreSQL connection URI")
-    data_dir: Path = Field(Path(".telehealth"), description="where `up` keeps embedded data")
+    kafka_bootstrap: str | None = Field(None, description="host:port[,host:port] of Kafka (`up`: embedded)")
+    database_url: str | None = Field(None, description="PostgreSQL connection URI (`up`: embedded)")
+    data_dir: Path = Field(
+        Path(".telehealth"), description="where `up` keeps embedded data, logs and `stack.json`"
+    )
 
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_host: str = Field("127.0.0.1", description="address the API listens on")
+    api_port: int = Field(8000, description="the API's port (`up`: 8000, or a free one if taken)")
 
-    topic_prefix: str = "telehealth"
-    kafka_partitions: int = 4
+    topic_prefix: str = Field(
+        "telehealth", description="Kafka topics are `<prefix>.readings`, `.status`, ..."
+    )
+    kafka_partitions: int = Field(4, description="partitions per topic when the topics are first created")
 
     gateway_share_group: str | None = Field(
         "gateway", description="MQTT shared-subscription group; empty disables sharing"
     )
     gateway_max_inflight: int = Field(2000, description="MQTT messages awaiting Kafka acks")
-    gateway_client_id: str = ""
+    gateway_client_id: str = Field(
+        "",
+        description="MQTT client id, stable and unique per gateway; empty: `telehealth-gateway-<hostname>`",
+    )
 
-    processor_group: str = "processor"
-    processor_batch_max: int = 2000
-    processor_batch_wait_ms: int = 20
+    processor_group: str = Field("processor", description="Kafka consumer group of the processors")
+    processor_batch_max: int = Field(2000, description="most records one batch takes from Kafka")
+    processor_batch_wait_ms: int = Field(20, description="longest wait for a batch to fill")
 
     late_after_s: float = Field(600, description="older than this on arrival: late, no alarms")
     future_tolerance_s: float = Field(300, description="measured further ahead: flagged future")
-    device_cache_ttl_s: float = 2.0
+    device_cache_ttl_s: float = Field(
+        2.0, description="how long gateway and processor trust a cached device entry"
+    )
     alert_warning_after: int = Field(2, ge=1, description="consecutive breaching readings to open a warning")
     alert_sweep_s: float = Field(10, description="how often stale data and escalations are checked")
     alert_escalate_after_s: float = Field(300, description="unacknowledged urgent alerts escalate after")
@@ -76,10 +94,16 @@ class Settings(BaseSettings):
         10.0, description="differential privacy: most epsilon any one patient's data may be charged"
     )
 
-    kafka_max_request_bytes: int = Field(1024 * 1024, description="largest Kafka produce request")
+    kafka_max_request_bytes: int = Field(
+        1024 * 1024,
+        description="largest Kafka produce request; a bigger record is a `kafka_rejected` dead letter",
+    )
     heartbeat_s: float = Field(1.0, gt=0, description="how often services write their heartbeat")
     stall_after_s: float = Field(10, gt=0, description="/readyz: backlog without progress this long")
-    processor_session_timeout_ms: int = Field(6000, description="Kafka group session timeout")
+    processor_session_timeout_ms: int = Field(
+        6000,
+        description="how soon a killed processor's partitions move on (`up`: 3000 with the embedded broker)",
+    )
     processor_instance_id: str = Field(
         "", description="static group membership: stable and unique per processor; empty: dynamic"
     )
@@ -94,6 +118,14 @@ class Settings(BaseSettings):
     nightscout_requests_per_min: int = Field(
         120, ge=1, description="requests one Nightscout uploader credential may make per minute (per API)"
     )
+    metrics_port: int | None = Field(
+        None, description="gateway and processor serve Prometheus metrics on this port (`up`: a free one)"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the metrics listener binds")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one object per line, with device_id, seq and batch_id fields"
+    )
+    log_level: str = Field("INFO", description="DEBUG also logs each reading forwarded and each batch")
 
     @property
     def readings_topic(self) -> str:
@@ -132,9 +164,16 @@ class Settings(BaseSettings):
         missing = [n for n in names if not getattr(self, n)]
         if missing:
             env = ", ".join(f"TELEHEALTH_{n.upper()}" for n in missing)
-            raise SystemExit(f"telehealth: set {env} (or run `telehealth up` for embedded servers)")
+            raise SystemExit(
+                f"telehealth: set {env}, or run `telehealth up` for embedded servers (commands"
+                f" started from the same data dir, {self.data_dir}, then find them on their own)"
+            )
 
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The configured settings; with no server URLs set, those of a `telehealth up` running
+    from the same data dir (`telehealth/stackfile.py`)."""
+    from telehealth.stackfile import with_running_stack
+
+    return with_running_stack(Settings())

@@ -1,4 +1,4 @@
-"""MQTT topic names (SPEC section 4)."""
+"""MQTT topic names (docs/contract.md, "Device protocol")."""
 
 from __future__ import annotations
 

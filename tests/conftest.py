@@ -139,7 +139,9 @@ def settings(
 @pytest.fixture(scope="session")
 def services(settings: Settings, data_dir: Path) -> Iterator[Services]:
     """Gateway, processor and API as real child processes, as in production."""
-    running = Services(settings, data_dir / "logs")
+    # Gateway and processors serve Prometheus metrics (tests read counters and assignments).
+    ports = {name: free_port() for name in ("gateway", "processor", "processor-2")}
+    running = Services(settings, data_dir / "logs", metrics_ports=ports)
     running.start("processor", "processor")
     running.start("gateway", "gateway")
     running.start("api", "api")
@@ -183,3 +185,19 @@ async def eventually(check: Any, *, timeout: float = 30.0, interval: float = 0.2
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """One sample from a Prometheus endpoint (0 when absent): what a scraper would read."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url, timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def metrics_url(services: Services, name: str) -> str:
+    return f"http://127.0.0.1:{services.metrics_ports[name]}/metrics"

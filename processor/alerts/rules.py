@@ -1,4 +1,4 @@
-"""Threshold rules, built from a patient's thresholds. Pure.
+"""Threshold rules (defaults in docs/contract.md, "Alerts"), built from a patient's thresholds. Pure.
 
 Each rule has bands checked most severe first; a glucose reading of 2.5 mmol/L is one
 `glucose_low` breach at `urgent` ("urgent low"), not two alerts. `glucose_low` is run as an

@@ -8,6 +8,7 @@ Alerts are written in the batch's transaction and published afterwards from an o
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -113,8 +114,14 @@ async def escalate_overdue(conn: psycopg.AsyncConnection[Any], after: timedelta)
     return await alerts.escalate_overdue(conn, after, ACTOR)
 
 
-async def publish_pending(pool: AsyncConnectionPool, producer: AIOKafkaProducer, topic: str) -> int:
-    """Send unpublished alerts to Kafka, then mark them; at-least-once on the alerts topic."""
+async def publish_pending(
+    pool: AsyncConnectionPool,
+    producer: AIOKafkaProducer,
+    topic: str,
+    observe: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> int:
+    """Send unpublished alerts to Kafka, then mark them; at-least-once on the alerts topic.
+    `observe` sees the rows once Kafka has them (metrics, logs)."""
     async with pool.connection() as conn:
         rows = await alerts.unpublished(conn)
         if not rows:
@@ -127,6 +134,8 @@ async def publish_pending(pool: AsyncConnectionPool, producer: AIOKafkaProducer,
         ]
         for send in sends:
             await send
+        if observe is not None:
+            observe(rows)
         await alerts.mark_published(conn, [r["id"] for r in rows])
         await conn.commit()
     return len(rows)

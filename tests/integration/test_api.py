@@ -28,7 +28,7 @@ async def test_health_and_readiness(http: httpx.AsyncClient) -> None:
         "processor": "ok",
     }
     metrics = await http.get("/metrics")
-    assert "python_info" in metrics.text
+    assert "telehealth_api_requests_total{" in metrics.text  # an application counter, not just the runtime
 
 
 async def test_admin_registers_patient_and_provisions_device(

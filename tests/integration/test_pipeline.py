@@ -304,27 +304,32 @@ async def test_alerts_and_their_transitions_reach_the_alerts_topic(
         auto_offset_reset="earliest",
     )
     await consumer.start()
+    seen: list[dict[str, Any]] = []
+
+    async def read_until(status: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while loop.time() < deadline and [m["status"] for m in seen][-1:] != [status]:
+            batch = await consumer.getmany(timeout_ms=500)
+            seen.extend(
+                m
+                for r in batch.values()
+                for m in (json.loads(x.value) for x in r)
+                if m["patient_id"] == str(patient)
+            )
+
     try:
         now = datetime.now(UTC)
-        for seq, spo2 in enumerate([90, 97], start=1):
+        for seq, (spo2, status) in enumerate([(90, "open"), (97, "resolved")], start=1):
             device_publisher.publish_reading(
                 device.device_id,
                 seq,
                 [{"code": "spo2", "value": spo2, "unit": "%"}],
                 measured_at=now + timedelta(seconds=seq),
             )
-            await asyncio.sleep(1.0)  # two batches: the open is published before the resolve
-        seen: list[dict[str, Any]] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while loop.time() < deadline and [m["status"] for m in seen][-1:] != ["resolved"]:
-            batch = await consumer.getmany(timeout_ms=500)
-            seen += [
-                m
-                for r in batch.values()
-                for m in map(lambda x: json.loads(x.value), r)
-                if m["patient_id"] == str(patient)
-            ]
+            # The resolving reading goes out only once the open state is on the topic, so
+            # the two land in different batches and both states are published.
+            await read_until(status)
     finally:
         await consumer.stop()
     assert [(m["rule"], m["severity"], m["status"]) for m in seen] == [

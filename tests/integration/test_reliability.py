@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -14,10 +16,31 @@ from launcher.embedded import EmbeddedMqtt, EmbeddedPostgres
 from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
-from tests.conftest import eventually
+from tests.conftest import eventually, metric, metrics_url
 from tests.factories import make_device, make_patient
 
 TOTAL = 4000
+
+
+async def settled(db: psycopg.AsyncConnection[Any]) -> None:
+    """Wait until nothing is left to replay: a gateway and a processor have each reported an
+    empty backlog (nothing unacked, nothing fetched and uncommitted, no consumer lag) in a
+    heartbeat whose lag sample was taken after this call began."""
+    cur = await db.execute("SELECT now() AS t")
+    since = (await cur.fetchone())["t"]  # type: ignore[index]
+
+    async def quiet() -> bool:
+        cur = await db.execute(
+            """SELECT service, backlog FROM service_heartbeats
+               WHERE service IN ('gateway', 'processor') AND beat_at > %s + interval '1.5 seconds'""",
+            (since,),
+        )
+        rows = await cur.fetchall()
+        return {r["service"] for r in rows} == {"gateway", "processor"} and all(
+            r["backlog"] == 0 for r in rows
+        )
+
+    await eventually(quiet)
 
 
 async def stored(db: psycopg.AsyncConnection[Any], device_id: str) -> int:
@@ -74,7 +97,7 @@ async def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
     assert killed_at is not None and 0 < killed_at < TOTAL, "the kill must land mid-stream"
     services.start(victim, victim)
     await eventually(lambda: _above(db, device.device_id, TOTAL - 1), timeout=90)
-    await asyncio.sleep(1.0)  # anything replayed after recovery would show up now
+    await settled(db)  # anything replayed after recovery would have been stored by now
     assert await stored(db, device.device_id) == TOTAL
     cur = await db.execute(
         "SELECT count(*) AS rows, count(DISTINCT seq) AS seqs FROM readings WHERE device_id = %s",
@@ -105,7 +128,10 @@ async def test_database_outage_mid_stream_holds_back_then_stores_everything_once
     obs = [{"code": "pulse", "value": 64, "unit": "/min"}]
     for seq in range(1, half + 1):
         publisher.publish_reading(device.device_id, seq, obs, measured_at=datetime.now(UTC))
-    await asyncio.sleep(0.3)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        await eventually(lambda: _above(conn, device.device_id, 0))  # the stream is flowing
+    processor = metrics_url(services, "processor")
+    retries = metric(processor, "telehealth_processor_batch_retries_total")
     postgres.stop()
     with pytest.raises(psycopg.OperationalError):
         await psycopg.AsyncConnection.connect(url, connect_timeout=2)
@@ -113,7 +139,15 @@ async def test_database_outage_mid_stream_holds_back_then_stores_everything_once
         for seq in range(half + 1, TOTAL + 1):
             publisher.publish_reading(device.device_id, seq, obs, measured_at=datetime.now(UTC))
         assert await publisher.drain(30)
-        await asyncio.sleep(3)  # the services meet the outage and hold back
+
+        async def held_back() -> bool:
+            """The processor met the outage: it holds a batch it cannot store (waiting for a
+            connection, up to the pool's 30 s) or has retried one."""
+            held = await asyncio.to_thread(metric, processor, "telehealth_processor_in_flight")
+            tried = await asyncio.to_thread(metric, processor, "telehealth_processor_batch_retries_total")
+            return held > 0 or tried > retries
+
+        await eventually(held_back)
         assert not services.dead(), "services must ride out a database outage"
     finally:
         await publisher.close()
@@ -121,7 +155,7 @@ async def test_database_outage_mid_stream_holds_back_then_stores_everything_once
 
     async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as conn:
         await eventually(lambda: _above(conn, device.device_id, TOTAL - 1), timeout=90)
-        await asyncio.sleep(1.0)
+        await settled(conn)
         cur = await conn.execute(
             "SELECT count(*) AS rows, count(DISTINCT seq) AS seqs FROM readings WHERE device_id = %s",
             (device.device_id,),
@@ -178,10 +212,38 @@ async def _has(query: Any, **want: str) -> list[dict[str, Any]]:
 async def test_two_processors_in_one_group_never_open_the_same_alert_twice(
     services: Services, settings: Settings, db: psycopg.AsyncConnection[Any]
 ) -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
     patient = await make_patient(db, "team-two")
-    devices = [await make_device(db, patient, "oximeter") for _ in range(6)]
+    # Devices on every readings partition (as the producer places them, by key), so that
+    # whichever partitions each processor holds, both get some of this patient's readings.
+    place = DefaultPartitioner()
+    partitions = list(range(settings.kafka_partitions))
+    devices, covered = [], set()
+    while covered != set(partitions):
+        device = await make_device(db, patient, "oximeter")
+        devices.append(device)
+        covered.add(place(device.device_id.encode(), partitions, partitions))
+    urls = [metrics_url(services, "processor"), metrics_url(services, "processor-2")]
+    readings = settings.readings_topic
+
+    def held() -> list[float]:
+        return [metric(u, "telehealth_processor_assigned_partitions", topic=readings) for u in urls]
+
+    def stored_by_each() -> list[float]:
+        return [metric(u, "telehealth_processor_readings_stored_total") for u in urls]
+
     services.start("processor-2", "processor")
-    await asyncio.sleep(6)  # let the group rebalance across both
+
+    async def shared() -> list[float] | None:  # the group rebalanced across both
+        with contextlib.suppress(httpx.HTTPError):  # processor-2 not listening yet
+            split = await asyncio.to_thread(held)
+            if sum(split) == len(partitions) and all(n >= 1 for n in split):
+                return split
+        return None
+
+    await eventually(shared)
+    before = await asyncio.to_thread(stored_by_each)
     assert settings.mqtt_url
     publisher = Publisher(settings.mqtt_relay_url(), client_id="two-processors")
     await publisher.connect()
@@ -196,16 +258,19 @@ async def test_two_processors_in_one_group_never_open_the_same_alert_twice(
                 )
         assert await publisher.drain(10)
 
-        async def stored() -> bool:
+        async def all_stored() -> bool:
             cur = await db.execute(
                 "SELECT count(*) AS n FROM reading_receipts WHERE device_id = ANY(%s)",
                 ([d.device_id for d in devices],),
             )
             row = await cur.fetchone()
-            return row is not None and row["n"] == 18
+            return row is not None and row["n"] == 3 * len(devices)
 
-        await eventually(stored)
-        await asyncio.sleep(0.5)
+        await eventually(all_stored)
+        await settled(db)
+        after = await asyncio.to_thread(stored_by_each)
+        assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
+        assert all(n >= 1 for n in await asyncio.to_thread(held)), "both still hold partitions"
         cur = await db.execute(
             "SELECT count(*) AS n FROM alerts WHERE patient_id = %s AND rule = 'spo2_low'", (patient,)
         )

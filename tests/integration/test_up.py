@@ -57,6 +57,49 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
                 break
             time.sleep(0.5)
         assert len(patients) == 3 and all(p["latest"] for p in patients), patients
+
+        # Admin commands with no URLs configured find this stack through its data dir.
+        stack = tmp_path / "data" / "stack.json"
+        assert stack.stat().st_mode & 0o777 == 0o600
+        admin = [sys.executable, "-m", "launcher"]
+        added = subprocess.run(
+            [*admin, "users", "add", "--username", "nurse", "--role", "clinician", "--care-team", "demo"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert added.returncode == 0, added.stderr
+        nurse = {"Authorization": f"Bearer {added.stdout.split()[-1]}"}
+        assert httpx.get(f"{base}/api/v1/auth/me", headers=nurse).json()["username"] == "nurse"
+        provisioned = subprocess.run(
+            [
+                *admin,
+                "devices",
+                "provision",
+                "--device-id",
+                "cgm-up-cli",
+                "--kind",
+                "cgm",
+                "--patient-id",
+                str(patients[0]["id"]),
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert provisioned.returncode == 0 and "MQTT password" in provisioned.stdout, provisioned.stderr
+        # ... and `up` says where its metrics are; the gateway's have counted readings.
+        gateway_metrics = re.search(r"(http://\S+/metrics) \(gateway\)", text)
+        assert gateway_metrics, text
+        scraped = httpx.get(gateway_metrics.group(1)).text
+        forwarded = re.search(
+            r'telehealth_gateway_records_forwarded_total\{topic="telehealth.readings"\} (\S+)', scraped
+        )
+        assert forwarded and float(forwarded.group(1)) > 0, scraped
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
@@ -64,6 +107,7 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
     assert "telehealth: stopped" in rest
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()
+    assert not (tmp_path / "data" / "stack.json").exists(), "removed on stop"
 
 
 def test_up_with_no_simulated_patients_simply_runs(tmp_path: Path) -> None:

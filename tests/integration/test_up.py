@@ -16,27 +16,33 @@ import psutil
 from launcher.embedded import free_port
 
 
-def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
+def start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int, dict[str, str], list[str]]:
+    """`telehealth up` as a user starts it, read until it says it is up (or exits)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
     env |= {"TELEHEALTH_DATA_DIR": str(tmp_path / "data"), "TELEHEALTH_API_PORT": str(port)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "launcher", "up", "--patients", "3", "--speed", "600"],
+        [sys.executable, "-m", "launcher", "up", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
         cwd=tmp_path,
         text=True,
     )
-    output = []
+    output: list[str] = []
+    deadline = time.monotonic() + 90
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        output.append(line)
+        if "Press Ctrl-C" in line or (not line and proc.poll() is not None):
+            break
+    return proc, port, env, output
+
+
+def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
+    proc, port, env, output = start_up(tmp_path, "--patients", "3", "--speed", "600")
     try:
-        deadline = time.monotonic() + 90
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            output.append(line)
-            if "Press Ctrl-C" in line or (not line and proc.poll() is not None):
-                break
         text = "".join(output)
         assert "telehealth is up" in text, text
         token = re.search(r"clinician:.*\n\s+token (\S+)", text)
@@ -112,26 +118,8 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
 
 def test_up_with_no_simulated_patients_simply_runs(tmp_path: Path) -> None:
     """No simulator is started, so there is nothing to exit and nothing to treat as a crash."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
-    env |= {"TELEHEALTH_DATA_DIR": str(tmp_path / "data"), "TELEHEALTH_API_PORT": str(port)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "launcher", "up", "--patients", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=tmp_path,
-        text=True,
-    )
-    output = []
+    proc, port, _, output = start_up(tmp_path, "--patients", "0")
     try:
-        deadline = time.monotonic() + 90
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            output.append(line)
-            if "Press Ctrl-C" in line or (not line and proc.poll() is not None):
-                break
         assert "telehealth is up" in "".join(output), "".join(output)
         names = [" ".join(c.cmdline()) for c in psutil.Process(proc.pid).children(recursive=True)]
         assert not [n for n in names if " simulate" in n], names

@@ -25,14 +25,18 @@ import psycopg
 from bench import research
 from bench.latency import Latency, measure
 from bench.load import publish_worker, subscribe_worker
+from bench.queries import QueryLoad, seed
+from bench.report import machine
+from bench.sweep import SweepPoint, sweep
 from simulators.cohort import SimPatient, ensure_cohort
 from simulators.report import reconcile_settled
 from simulators.run import simulate
 from telehealth.broker.admin import device_logins
 from telehealth.broker.dynsec import RELAY_USER
+from telehealth.embedded import free_port
 from telehealth.mqtt import parse_mqtt_url, with_login
 from telehealth.settings import Settings
-from telehealth.stack import Servers, Services, service_env
+from telehealth.stack import Servers, Services, service_env, wait_http_ok
 from telehealth.storage import migrate
 from telehealth.topics import readings_topic
 
@@ -53,9 +57,24 @@ class Figures:
     latency: Latency | None = None
     fleet: str | None = None
     research: str | None = None
+    machine: dict[str, Any] = field(default_factory=dict)
+    load_after: list[float] = field(default_factory=list)
+    sweep: list[SweepPoint] = field(default_factory=list)
+    #: query name -> requests, errors, p50_ms, p99_ms, max_ms (measured while ingest ran)
+    queries: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def report(self) -> str:
         lines = self._throughput() if self.readings else []
+        for p in self.sweep:
+            lines.append(
+                f"sweep: offered {p.offered_readings_s:,.0f}/s -> stored {p.achieved_readings_s:,.0f}"
+                f" readings/s, publish -> stored p50 {p.p50_ms:.0f} ms, p99 {p.p99_ms:.0f} ms"
+            )
+        for name, q in self.queries.items():
+            lines.append(
+                f"query during ingest, {name}: p50 {q['p50_ms']:.1f} ms, p99 {q['p99_ms']:.1f} ms"
+                f" ({q['requests']:.0f} requests, {q['errors']:.0f} errors)"
+            )
         lines.append("peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in self.rss_mib.items()))
         if self.latency is not None:
             lines.append(self.latency.report())
@@ -319,8 +338,13 @@ def run(
     research_patients: int = 10_000,
     data_dir: Path | None = None,
     tls: bool = False,
+    sweep_rates: list[float] | None = None,
+    sweep_seconds: float = 5,
+    queries: bool = True,
 ) -> Figures:
-    figures = Figures(readings, per_message, publishers, gateways, tls)
+    figures = Figures(readings, per_message, publishers, gateways, tls, machine=machine())
+    if queries:
+        settings = settings.model_copy(update={"api_port": free_port()})
     with tempfile.TemporaryDirectory(prefix="telehealth-bench-") as tmp:
         servers = Servers(data_dir or Path(tmp))
         try:
@@ -346,21 +370,40 @@ def run(
                     "TELEHEALTH_GATEWAY_CLIENT_ID": f"bench-gateway-{n}"
                 }
                 services.start(f"gateway-{n}", "gateway", env=env)
+            query_load: QueryLoad | contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            if queries:
+                patient, clinician = asyncio.run(seed(settings.database_url))
+                services.start("api", "api")
+                wait_http_ok(f"http://{settings.api_host}:{settings.api_port}/readyz")
+                query_load = QueryLoad(settings.api_host, settings.api_port, patient, clinician)
             time.sleep(3)  # consumer group join and MQTT subscription
             sampler = RssSampler({n: p.pid for n, p in services.procs.items()})
             sampler.start()
             try:
-                if readings:
-                    print("end to end ...", flush=True)
-                    figures.e2e_readings_s, figures.e2e_stored = end_to_end(
-                        settings,
-                        services,
-                        ids,
-                        readings,
-                        per_message,
-                        publishers,
-                        load_address(settings, tls),
-                    )
+                with query_load:
+                    if readings:
+                        print("end to end ...", flush=True)
+                        figures.e2e_readings_s, figures.e2e_stored = end_to_end(
+                            settings,
+                            services,
+                            ids,
+                            readings,
+                            per_message,
+                            publishers,
+                            load_address(settings, tls),
+                        )
+                    if sweep_rates:
+                        print("sweep of offered load ...", flush=True)
+                        figures.sweep = sweep(
+                            settings.database_url,
+                            load_address(settings, tls),
+                            ids,
+                            sweep_rates,
+                            sweep_seconds,
+                            publishers,
+                        )
+                if isinstance(query_load, QueryLoad):
+                    figures.queries = query_load.summary()
                 if latency_load:
                     print("alert latency ...", flush=True)
                     probe = cohort[-1]
@@ -386,6 +429,7 @@ def run(
             finally:
                 sampler.running = False
                 figures.rss_mib = sampler.peak
+                figures.load_after = [round(x, 2) for x in os.getloadavg()]
                 services.stop()
         finally:
             servers.stop()

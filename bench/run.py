@@ -341,6 +341,7 @@ def run(
     sweep_rates: list[float] | None = None,
     sweep_seconds: float = 5,
     queries: bool = True,
+    profile_dir: Path | None = None,
 ) -> Figures:
     figures = Figures(readings, per_message, publishers, gateways, tls, machine=machine())
     if queries:
@@ -383,6 +384,12 @@ def run(
                 with query_load:
                     if readings:
                         print("end to end ...", flush=True)
+                        spies = None
+                        if profile_dir is not None:
+                            from bench.profile import Spies
+
+                            pids = {n: p.pid for n, p in services.procs.items() if n != "api"}
+                            spies = Spies(profile_dir, pids)
                         figures.e2e_readings_s, figures.e2e_stored = end_to_end(
                             settings,
                             services,
@@ -392,6 +399,8 @@ def run(
                             publishers,
                             load_address(settings, tls),
                         )
+                        if spies is not None:
+                            spies.stop()
                     if sweep_rates:
                         print("sweep of offered load ...", flush=True)
                         figures.sweep = sweep(

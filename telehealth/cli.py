@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -38,7 +39,21 @@ def run_until_signal(service: str, main: Callable[[Settings, asyncio.Event], Awa
             loop.add_signal_handler(sig, stop.set)
         await main(get_settings(), stop)
 
-    asyncio.run(runner())
+    with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:
+        loop_runner.run(runner())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop for the services (less event-loop and socket overhead per message);
+    TELEHEALTH_UVLOOP=0 keeps asyncio's own loop (to compare, or where uvloop is missing)."""
+    if os.environ.get("TELEHEALTH_UVLOOP", "1") == "0":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def cmd_gateway(_: argparse.Namespace) -> None:
@@ -306,6 +321,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         sweep_rates=args.sweep,
         sweep_seconds=args.sweep_seconds,
         queries=not args.no_queries,
+        profile_dir=args.profile,
     )
     print(figures.report())
     if args.report is not None:
@@ -313,6 +329,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
         written = write(figures, args.report)
         print(f"report: {', '.join(str(args.report / name) for name in written)}")
+    if args.profile is not None:
+        from bench.profile import top
+
+        for collapsed in sorted(args.profile.glob("*.txt")):
+            print(top(collapsed))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -402,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
         const=[1000.0, 2000.0, 4000.0, 6000.0, 8000.0, 12000.0],
         default=None,
         help="offer increasing readings/s (comma-separated; default 1000,...,12000) and record the curve",
+    )
+    p.add_argument(
+        "--profile", type=Path, default=None, help="py-spy the services during end to end; stacks here"
     )
     p.add_argument("--sweep-seconds", type=float, default=5, help="seconds of load per sweep step")
     p.add_argument("--no-queries", action="store_true", help="skip the dashboard queries timed during ingest")

@@ -112,8 +112,11 @@ def markdown(figures: Figures) -> str:
             )
         lines.append("")
     if f.rss_mib:
-        lines += ["| service | peak RSS MiB |", "| --- | ---: |"]
-        lines += [f"| {name} | {mib:.0f} |" for name, mib in f.rss_mib.items()]
+        lines += ["| service | peak RSS MiB | CPU µs per stored reading |", "| --- | ---: | ---: |"]
+        lines += [
+            f"| {name} | {mib:.0f} | {_num(f.cpu_us_per_reading.get(name, math.nan))} |"
+            for name, mib in f.rss_mib.items()
+        ]
         lines.append("")
     for extra in (f.latency.report() if f.latency else None, f.fleet, f.research):
         if extra:

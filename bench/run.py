@@ -58,6 +58,9 @@ class Figures:
     fleet: str | None = None
     research: str | None = None
     machine: dict[str, Any] = field(default_factory=dict)
+    #: CPU time (user + system) each service spent per stored reading during the end-to-end
+    #: run, in microseconds: steadier than readings/s on a shared machine
+    cpu_us_per_reading: dict[str, float] = field(default_factory=dict)
     load_after: list[float] = field(default_factory=list)
     sweep: list[SweepPoint] = field(default_factory=list)
     #: query name -> requests, errors, p50_ms, p99_ms, max_ms (measured while ingest ran)
@@ -74,6 +77,11 @@ class Figures:
             lines.append(
                 f"query during ingest, {name}: p50 {q['p50_ms']:.1f} ms, p99 {q['p99_ms']:.1f} ms"
                 f" ({q['requests']:.0f} requests, {q['errors']:.0f} errors)"
+            )
+        if self.cpu_us_per_reading:
+            lines.append(
+                "CPU per stored reading (end to end): "
+                + ", ".join(f"{k} {v:.0f} µs" for k, v in self.cpu_us_per_reading.items())
             )
         lines.append("peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in self.rss_mib.items()))
         if self.latency is not None:
@@ -236,6 +244,15 @@ class RssSampler(threading.Thread):
             time.sleep(0.25)
 
 
+def _cpu_seconds(services: Services) -> dict[str, float]:
+    spent = {}
+    for name, proc in services.procs.items():
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(proc.pid).cpu_times()
+            spent[name] = times.user + times.system
+    return spent
+
+
 def end_to_end(
     settings: Settings,
     services: Services,
@@ -390,6 +407,7 @@ def run(
 
                             pids = {n: p.pid for n, p in services.procs.items() if n != "api"}
                             spies = Spies(profile_dir, pids)
+                        cpu_before = _cpu_seconds(services)
                         figures.e2e_readings_s, figures.e2e_stored = end_to_end(
                             settings,
                             services,
@@ -401,6 +419,11 @@ def run(
                         )
                         if spies is not None:
                             spies.stop()
+                        figures.cpu_us_per_reading = {
+                            name: 1e6 * (spent - cpu_before.get(name, 0.0)) / max(1, figures.e2e_stored)
+                            for name, spent in _cpu_seconds(services).items()
+                            if name in cpu_before
+                        }
                     if sweep_rates:
                         print("sweep of offered load ...", flush=True)
                         figures.sweep = sweep(

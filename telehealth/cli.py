@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -39,21 +38,7 @@ def run_until_signal(service: str, main: Callable[[Settings, asyncio.Event], Awa
             loop.add_signal_handler(sig, stop.set)
         await main(get_settings(), stop)
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:
-        loop_runner.run(runner())
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop for the services (less event-loop and socket overhead per message);
-    TELEHEALTH_UVLOOP=0 keeps asyncio's own loop (to compare, or where uvloop is missing)."""
-    if os.environ.get("TELEHEALTH_UVLOOP", "1") == "0":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
+    asyncio.run(runner())
 
 
 def cmd_gateway(_: argparse.Namespace) -> None:

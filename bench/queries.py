@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
+from psycopg.errors import UniqueViolation
 
 from simulators.cohort import nhs_number_for
 from telehealth.codes import CODES
@@ -53,22 +54,33 @@ class QueryStats:
 
 
 async def seed(database_url: str, days: int = 14) -> tuple[UUID, str]:
-    """A patient with `days` of CGM readings, and a clinician of their care team; (patient, user)."""
+    """A patient with `days` of CGM readings, and a clinician of their care team; (patient, user).
+
+    Names are new each run, so the bench can run again against the same database.
+    """
     spec = CODES["glucose"]
     now = datetime.now(UTC)
+    run = uuid4().hex[:8]
+    team = f"bench-queries-{run}"
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        row = await add_patient(
-            conn,
-            nhs_number=nhs_number_for(95_001),
-            name="Query Bench",
-            birth_date=date(1970, 1, 1),
-            sex="female",
-            conditions=["t1d"],
-            care_team="bench-queries",
-        )
+        index = 95_001
+        while True:
+            try:
+                row = await add_patient(
+                    conn,
+                    nhs_number=nhs_number_for(index),
+                    name="Query Bench",
+                    birth_date=date(1970, 1, 1),
+                    sex="female",
+                    conditions=["t1d"],
+                    care_team=team,
+                )
+                break
+            except UniqueViolation:  # an earlier run's patient
+                index += 1
         patient: UUID = row["id"]
-        device = await provision(conn, device_id="cgm-bench-queries", patient_id=patient, kind="cgm")
-        await add_user(conn, "dr-queries", "clinician", password=PASSWORD, care_teams=["bench-queries"])
+        device = await provision(conn, device_id=f"cgm-bench-queries-{run}", patient_id=patient, kind="cgm")
+        await add_user(conn, f"dr-queries-{run}", "clinician", password=PASSWORD, care_teams=[team])
         points = [now - timedelta(minutes=5 * i) for i in range(days * 288)]
         async with conn.cursor() as cur:
             async with cur.copy(
@@ -84,7 +96,7 @@ async def seed(database_url: str, days: int = 14) -> tuple[UUID, str]:
             ) as copy:
                 for seq, at in enumerate(points):
                     await copy.write_row((device.device_id, seq, patient, at, at))
-    return patient, "dr-queries"
+    return patient, f"dr-queries-{run}"
 
 
 def _token(host: str, port: int, username: str) -> str:

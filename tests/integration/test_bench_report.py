@@ -26,7 +26,7 @@ def test_bench_report_records_the_run_the_sweep_and_the_queries(tmp_path: Path) 
         *("--report", str(out)),
     ]
     done = subprocess.run(
-        [sys.executable, "-m", "telehealth", "bench", *args],
+        [str(Path(sys.executable).parent / "telehealth"), "bench", *args],  # the installed command
         env=env,
         cwd=tmp_path,
         capture_output=True,

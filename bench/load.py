@@ -41,8 +41,13 @@ def publish_worker(
     out: Any,
     rate_msgs_s: float | None = None,
     ca_file: str | None = None,
+    stamp_now: bool = False,
 ) -> None:
-    """Publish `messages` messages round-robin over `devices`, QoS 1; report (start, end, acked)."""
+    """Publish `messages` messages round-robin over `devices`, QoS 1; report (start, end, acked).
+
+    `stamp_now` sets each reading's `measured_at` to its publish time (for latency read back
+    from the receipts); otherwise one timestamp serves the whole run.
+    """
     address = parse_mqtt_url(mqtt_url, ca_file)
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"bench-{mp.current_process().pid}", protocol=mqtt.MQTTv311
@@ -75,6 +80,8 @@ def publish_worker(
             if ahead > 0:
                 time.sleep(ahead)
         device = devices[i % len(devices)]
+        if stamp_now:
+            when = datetime.now(UTC).isoformat()
         payload = _payload(device, seqs[device], per_message, when)
         client.publish(topic_template.format(device), payload, qos=1)
         seqs[device] += per_message

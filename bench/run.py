@@ -25,7 +25,11 @@ import psycopg
 from bench import research
 from bench.latency import Latency, measure
 from bench.load import publish_worker, subscribe_worker
-from launcher.stack import Servers, Services, service_env
+from bench.queries import QueryLoad, seed
+from bench.report import machine
+from bench.sweep import SweepPoint, sweep
+from launcher.embedded import free_port
+from launcher.stack import Servers, Services, service_env, wait_http_ok
 from simulators.cohort import SimPatient, ensure_cohort
 from simulators.report import reconcile_settled
 from simulators.run import simulate
@@ -53,9 +57,32 @@ class Figures:
     latency: Latency | None = None
     fleet: str | None = None
     research: str | None = None
+    machine: dict[str, Any] = field(default_factory=dict)
+    #: CPU time (user + system) each service spent per stored reading during the end-to-end
+    #: run, in microseconds: steadier than readings/s on a shared machine
+    cpu_us_per_reading: dict[str, float] = field(default_factory=dict)
+    load_after: list[float] = field(default_factory=list)
+    sweep: list[SweepPoint] = field(default_factory=list)
+    #: query name -> requests, errors, p50_ms, p99_ms, max_ms (measured while ingest ran)
+    queries: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def report(self) -> str:
         lines = self._throughput() if self.readings else []
+        for p in self.sweep:
+            lines.append(
+                f"sweep: offered {p.offered_readings_s:,.0f}/s -> stored {p.achieved_readings_s:,.0f}"
+                f" readings/s, publish -> stored p50 {p.p50_ms:.0f} ms, p99 {p.p99_ms:.0f} ms"
+            )
+        for name, q in self.queries.items():
+            lines.append(
+                f"query during ingest, {name}: p50 {q['p50_ms']:.1f} ms, p99 {q['p99_ms']:.1f} ms"
+                f" ({q['requests']:.0f} requests, {q['errors']:.0f} errors)"
+            )
+        if self.cpu_us_per_reading:
+            lines.append(
+                "CPU per stored reading (end to end): "
+                + ", ".join(f"{k} {v:.0f} µs" for k, v in self.cpu_us_per_reading.items())
+            )
         lines.append("peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in self.rss_mib.items()))
         if self.latency is not None:
             lines.append(self.latency.report())
@@ -217,6 +244,15 @@ class RssSampler(threading.Thread):
             time.sleep(0.25)
 
 
+def _cpu_seconds(services: Services) -> dict[str, float]:
+    spent = {}
+    for name, proc in services.procs.items():
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(proc.pid).cpu_times()
+            spent[name] = times.user + times.system
+    return spent
+
+
 def end_to_end(
     settings: Settings,
     services: Services,
@@ -319,8 +355,14 @@ def run(
     research_patients: int = 10_000,
     data_dir: Path | None = None,
     tls: bool = False,
+    sweep_rates: list[float] | None = None,
+    sweep_seconds: float = 5,
+    queries: bool = True,
+    profile_dir: Path | None = None,
 ) -> Figures:
-    figures = Figures(readings, per_message, publishers, gateways, tls)
+    figures = Figures(readings, per_message, publishers, gateways, tls, machine=machine())
+    if queries:
+        settings = settings.model_copy(update={"api_port": free_port()})
     with tempfile.TemporaryDirectory(prefix="telehealth-bench-") as tmp:
         servers = Servers(data_dir or Path(tmp))
         try:
@@ -346,21 +388,54 @@ def run(
                     "TELEHEALTH_GATEWAY_CLIENT_ID": f"bench-gateway-{n}"
                 }
                 services.start(f"gateway-{n}", "gateway", env=env)
+            query_load: QueryLoad | contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            if queries:
+                patient, clinician = asyncio.run(seed(settings.database_url))
+                services.start("api", "api")
+                wait_http_ok(f"http://{settings.api_host}:{settings.api_port}/readyz")
+                query_load = QueryLoad(settings.api_host, settings.api_port, patient, clinician)
             time.sleep(3)  # consumer group join and MQTT subscription
             sampler = RssSampler({n: p.pid for n, p in services.procs.items()})
             sampler.start()
             try:
-                if readings:
-                    print("end to end ...", flush=True)
-                    figures.e2e_readings_s, figures.e2e_stored = end_to_end(
-                        settings,
-                        services,
-                        ids,
-                        readings,
-                        per_message,
-                        publishers,
-                        load_address(settings, tls),
-                    )
+                with query_load:
+                    if readings:
+                        print("end to end ...", flush=True)
+                        spies = None
+                        if profile_dir is not None:
+                            from bench.profile import Spies
+
+                            pids = {n: p.pid for n, p in services.procs.items() if n != "api"}
+                            spies = Spies(profile_dir, pids)
+                        cpu_before = _cpu_seconds(services)
+                        figures.e2e_readings_s, figures.e2e_stored = end_to_end(
+                            settings,
+                            services,
+                            ids,
+                            readings,
+                            per_message,
+                            publishers,
+                            load_address(settings, tls),
+                        )
+                        if spies is not None:
+                            spies.stop()
+                        figures.cpu_us_per_reading = {
+                            name: 1e6 * (spent - cpu_before.get(name, 0.0)) / max(1, figures.e2e_stored)
+                            for name, spent in _cpu_seconds(services).items()
+                            if name in cpu_before
+                        }
+                    if sweep_rates:
+                        print("sweep of offered load ...", flush=True)
+                        figures.sweep = sweep(
+                            settings.database_url,
+                            load_address(settings, tls),
+                            ids,
+                            sweep_rates,
+                            sweep_seconds,
+                            publishers,
+                        )
+                if isinstance(query_load, QueryLoad):
+                    figures.queries = query_load.summary()
                 if latency_load:
                     print("alert latency ...", flush=True)
                     probe = cohort[-1]
@@ -386,6 +461,7 @@ def run(
             finally:
                 sampler.running = False
                 figures.rss_mib = sampler.peak
+                figures.load_after = [round(x, 2) for x in os.getloadavg()]
                 services.stop()
         finally:
             servers.stop()

@@ -288,7 +288,7 @@ class Gateway:
             item = await self._pending.get()
             delay = 0.2
             while True:
-                results = await asyncio.gather(*item.sends, return_exceptions=True)
+                results = await _outcomes(item.sends)
                 failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
                 if not failed:
                     break
@@ -326,6 +326,20 @@ class Gateway:
     def backlog(self) -> int:
         """Messages received and not yet acknowledged to the broker."""
         return len(self._inbox) + self._in_flight
+
+
+def _outcome(future: asyncio.Future[Any]) -> Any:
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception() or future.result()
+
+
+async def _outcomes(sends: list[asyncio.Future[Any]]) -> list[Any]:
+    """`gather(..., return_exceptions=True)`, without its extra future and callbacks per
+    message when Kafka has already answered every send (the common case under load)."""
+    if all(f.done() for f in sends):
+        return [_outcome(f) for f in sends]
+    return await asyncio.gather(*sends, return_exceptions=True)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

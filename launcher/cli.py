@@ -316,8 +316,22 @@ def cmd_bench(args: argparse.Namespace) -> None:
         fleet_connections=args.fleet_connections,
         tls=args.tls,
         research_patients=args.research_patients,
+        sweep_rates=args.sweep,
+        sweep_seconds=args.sweep_seconds,
+        queries=not args.no_queries,
+        profile_dir=args.profile,
     )
     print(figures.report())
+    if args.report is not None:
+        from bench.report import write
+
+        written = write(figures, args.report)
+        print(f"report: {', '.join(str(args.report / name) for name in written)}")
+    if args.profile is not None:
+        from bench.profile import top
+
+        for collapsed in sorted(args.profile.glob("*.txt")):
+            print(top(collapsed))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -399,6 +413,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=10_000,
         help="patients in the 30-day hourly research aggregate (0 skips it; seeding 10,000 takes minutes)",
     )
+    p.add_argument("--report", type=Path, default=None, help="write figures.json, figures.md and plots here")
+    p.add_argument(
+        "--sweep",
+        type=lambda text: [float(x) for x in text.split(",")],
+        nargs="?",
+        const=[1000.0, 2000.0, 4000.0, 6000.0, 8000.0, 12000.0],
+        default=None,
+        help="offer increasing readings/s (comma-separated; default 1000,...,12000) and record the curve",
+    )
+    p.add_argument(
+        "--profile", type=Path, default=None, help="py-spy the services during end to end; stacks here"
+    )
+    p.add_argument("--sweep-seconds", type=float, default=5, help="seconds of load per sweep step")
+    p.add_argument("--no-queries", action="store_true", help="skip the dashboard queries timed during ingest")
     p.add_argument(
         "--clinical",
         action="store_true",

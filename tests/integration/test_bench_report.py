@@ -1,0 +1,53 @@
+"""`telehealth bench --report` as a user runs it: its own embedded servers, a short run, the report.
+
+Checks what the report says happened (every reading stored, the sweep's readings stored,
+queries answered), never how fast: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_report_records_the_run_the_sweep_and_the_queries(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
+    out = tmp_path / "report"
+    args = [
+        *("--readings", "1000", "--devices", "20", "--sweep", "300", "--sweep-seconds", "2"),
+        *("--latency-load", "0", "--fleet-devices", "0", "--research-patients", "0"),
+        *("--report", str(out)),
+    ]
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "telehealth"), "bench", *args],  # the installed command
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    figures = json.loads((out / "figures.json").read_text())
+    assert figures["e2e_stored"] == 1000
+    assert figures["mqtt_relay_msgs_s"] > 0 and figures["copy_rows_s"] > 0
+    [point] = figures["sweep"]
+    assert point["offered_readings_s"] == 300
+    assert point["stored"] == point["sent"] == 600
+    assert point["p50_ms"] is not None and point["p50_ms"] <= point["p99_ms"] <= point["max_ms"]
+    for name in ("observations 24 h", "glucose summary 14 d"):
+        query = figures["queries"][name]
+        assert query["requests"] > 0 and query["errors"] == 0, (name, query)
+    assert set(figures["rss_mib"]) == {"processor", "gateway-0", "api"}
+    assert set(figures["cpu_us_per_reading"]) == {"processor", "gateway-0", "api"}
+    assert figures["machine"]["cores"] == os.cpu_count()
+    report = (out / "figures.md").read_text()
+    assert "| end to end, stored exactly once |" in report and "| observations 24 h |" in report
+    assert "query during ingest, observations 24 h" in done.stdout

@@ -354,6 +354,8 @@ async def test_arbitrary_messages_through_the_real_pipeline_are_stored_or_dead_l
         publisher.publish_reading(device.device_id, seq, [{"code": "pulse", "value": 70, "unit": "/min"}])
     assert await publisher.drain(60)
 
+    unaccounted: dict[str, Any] = {}
+
     async def accounted() -> list[int]:
         stored = await receipts(db, device.device_id)
         hashes = {x["raw_sha256"] for x in await letters(db, device.device_id)}
@@ -362,8 +364,14 @@ async def test_arbitrary_messages_through_the_real_pipeline_are_stored_or_dead_l
             for key, payload in sent.items()
             if key not in stored and hashlib.sha256(payload).hexdigest() not in hashes
         ]
+        unaccounted.update(
+            missing={k: sent[k][:200] for k in missing}, valid_missing=sorted({1, 2, 3, 4, 5} - stored)
+        )
         return [] if missing or not {1, 2, 3, 4, 5} <= stored else [1]
 
-    await eventually(accounted, timeout=60)
+    try:
+        await eventually(accounted, timeout=60)
+    except AssertionError as exc:  # say which messages were neither stored nor dead-lettered
+        raise AssertionError(f"{exc}; unaccounted: {unaccounted!r}") from exc
     assert (await http.get("/api/v1/patients", headers=auth(token))).status_code == 200
     assert not services.dead()

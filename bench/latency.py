@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing as mp
 import statistics
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 import psycopg
 from aiokafka import AIOKafkaConsumer
 
-from bench.load import publish_worker
+from bench.load import background_publishers
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
-from telehealth.topics import readings_topic
 
 
 @dataclass
@@ -69,25 +66,9 @@ async def measure(
 ) -> Latency:
     assert settings.mqtt_url and settings.database_url and settings.kafka_bootstrap
     duration = probes * 2 * interval_s + 2
-    rate_msgs = background_readings_s / per_message
-    ctx = mp.get_context("spawn")
-    out: Any = ctx.Queue()
-    workers = [
-        ctx.Process(
-            target=publish_worker,
-            args=(
-                settings.mqtt_relay_url(),
-                readings_topic("{}"),
-                background[i::2],
-                int(rate_msgs / 2 * duration),
-                per_message,
-                int(time.time() * 1000),
-                out,
-                rate_msgs / 2,
-            ),
-        )
-        for i in range(2)
-    ]
+    workers, _queue = background_publishers(  # the queue must outlive the workers' start
+        settings.mqtt_relay_url(), background, background_readings_s, duration, per_message
+    )
     consumer = AIOKafkaConsumer(
         settings.alerts_topic,
         bootstrap_servers=settings.kafka_bootstrap,

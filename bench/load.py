@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from telehealth.mqtt import parse_mqtt_url, ssl_context
+from telehealth.topics import readings_topic
 
 
 def _payload(device_id: str, seq: int, per_message: int, when: str) -> bytes:
@@ -119,3 +120,30 @@ def subscribe_worker(mqtt_url: str, expected: int, ready: Any, out: Any) -> None
     out.put((time.perf_counter(), got))
     client.disconnect()
     client.loop_stop()
+
+
+def background_publishers(
+    mqtt_url: str, devices: list[str], readings_s: float, seconds: float, per_message: int
+) -> tuple[list[Any], Any]:
+    """Two paced publisher processes (not started) carrying `readings_s` readings/s for
+    `seconds` over the devices' readings topics, and the queue they report to."""
+    rate = readings_s / per_message
+    ctx = mp.get_context("spawn")
+    out: Any = ctx.Queue()
+    workers = [
+        ctx.Process(
+            target=publish_worker,
+            args=(
+                mqtt_url,
+                readings_topic("{}"),
+                devices[i::2],
+                int(rate / 2 * seconds),
+                per_message,
+                int(time.time() * 1000),
+                out,
+                rate / 2,
+            ),
+        )
+        for i in range(2)
+    ]
+    return workers, out

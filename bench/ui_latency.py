@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import math
-import multiprocessing as mp
 import random
 import statistics
 import tempfile
@@ -28,7 +27,7 @@ from uuid import UUID
 
 import psycopg
 
-from bench.load import publish_worker
+from bench.load import background_publishers
 from launcher.embedded import free_port
 from launcher.stack import Servers, Services, wait_http_ok
 from simulators.cohort import SimPatient, ensure_cohort, nhs_number_for
@@ -191,26 +190,7 @@ def _background(
     """Publisher processes; the queue is returned so it outlives their start-up (spawn)."""
     if not readings_s:
         return [], None
-    per_message = 10
-    rate = readings_s / per_message
-    ctx = mp.get_context("spawn")
-    out: Any = ctx.Queue()
-    workers = [
-        ctx.Process(
-            target=publish_worker,
-            args=(
-                mqtt_url,
-                readings_topic("{}"),
-                devices[i::2],
-                int(rate / 2 * seconds),
-                per_message,
-                int(time.time() * 1000),
-                out,
-                rate / 2,
-            ),
-        )
-        for i in range(2)
-    ]
+    workers, out = background_publishers(mqtt_url, devices, readings_s, seconds, per_message=10)
     for w in workers:
         w.start()
     return workers, out

@@ -305,6 +305,9 @@ def up(
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C must not cut the clean-up short: Mosquitto, once it has dropped
+        # privileges, no longer dies with us, so an interrupted stop would leave it running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("\ntelehealth: stopping ...", flush=True)
         stackfile.remove(settings)
         if services is not None:

@@ -68,6 +68,10 @@ def cmd_api(args: argparse.Namespace) -> None:
         port=args.port or settings.api_port,
         log_level="warning",
         server_header=False,
+        # The client address drives the per-address login limit: believe X-Forwarded-For only
+        # from proxies the operator named (uvicorn's own default trusts any local process).
+        proxy_headers=bool(settings.api_forwarded_allow_ips),
+        forwarded_allow_ips=settings.api_forwarded_allow_ips or None,
     )
 
 

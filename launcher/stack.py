@@ -123,6 +123,7 @@ _SHARED = (
     "database_url",
     "gateway_share_group",
     "processor_session_timeout_ms",
+    "api_forwarded_allow_ips",
 )
 _SECRETS = ("mqtt_gateway_password", "mqtt_admin_password", "mqtt_relay_password")
 

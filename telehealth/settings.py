@@ -56,6 +56,11 @@ class Settings(BaseSettings):
 
     api_host: str = Field("127.0.0.1", description="address the API listens on")
     api_port: int = Field(8000, description="the API's port (`up`: 8000, or a free one if taken)")
+    api_forwarded_allow_ips: str = Field(
+        "",
+        description="reverse proxies (comma-separated addresses, `*` for any) whose X-Forwarded-For"
+        " the API believes; empty: none, the TCP peer is the client",
+    )
 
     topic_prefix: str = Field(
         "telehealth", description="Kafka topics are `<prefix>.readings`, `.status`, ..."

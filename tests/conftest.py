@@ -131,6 +131,8 @@ def settings(
         kafka_bootstrap=kafka_bootstrap,
         gateway_share_group=share,
         api_port=free_port(),
+        # the tests play a local reverse proxy, giving each test its own client address
+        api_forwarded_allow_ips="127.0.0.1",
         _env_file=None,  # type: ignore[call-arg]
         **extra,
     ).model_copy(update=found)

@@ -7,13 +7,17 @@ import asyncio
 import itertools
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
+from launcher.embedded import free_port
+from launcher.stack import Services, wait_http_ok
 from telehealth.security import token_digest
 from telehealth.settings import Settings
+from telehealth.storage import logins
 from telehealth.storage.people import add_user
 from tests.factories import auth, make_user
 from tests.integration.test_cli import telehealth
@@ -201,3 +205,27 @@ async def test_unknown_usernames_take_as_long_as_known_ones(
         unknown.append(await timed(f"timing-unknown-{i}"))
     # Loose on purpose (a shared machine): without the dummy hash it was 1 ms against ~390 ms.
     assert statistics.median(unknown) >= 0.5 * statistics.median(known), (known, unknown)
+
+
+async def test_a_client_cannot_choose_its_address_without_a_trusted_proxy(
+    db: psycopg.AsyncConnection[Any], settings: Settings, data_dir: Path
+) -> None:
+    """With no proxy configured (the default), X-Forwarded-For is not believed: a local client
+    naming a new address on every guess is still one address, and gets locked out."""
+    await add_user(db, "unproxied", "clinician", password="unproxied-password", care_teams=["t"])
+    plain = settings.model_copy(update={"api_forwarded_allow_ips": "", "api_port": free_port()})
+    api = Services(plain, data_dir / "logs-unproxied")
+    api.start("api-unproxied", "api")
+    peer = logins.address_key("127.0.0.1")
+    try:
+        wait_http_ok(f"http://127.0.0.1:{plain.api_port}/healthz")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{plain.api_port}", timeout=10) as http:
+            for i in range(settings.login_max_failures_per_address):
+                spoofed = await login(http, f"unproxied-spray-{i}", "password1", client_address())
+                assert spoofed.status_code == 401, spoofed.text
+            refused = await login(http, "unproxied", "unproxied-password", client_address())
+            assert refused.status_code == 429, refused.text
+    finally:
+        api.stop()
+        # the peer address is shared with every other local client of the test session
+        await db.execute("DELETE FROM login_throttle WHERE key = %s", (peer,))

@@ -252,7 +252,7 @@ def patients(count: int, days: int, seed: int) -> Iterator[tuple[UUID, list[tupl
         yield uuid5(NS, f"{seed}:{p}"), trace(p, days, seed)
 
 
-def run(count: int = 30, days: int = 6, seed: int = 1) -> Result:
+def run(count: int = 100, days: int = 6, seed: int = 1) -> Result:
     engine, nightscout = Score("this engine"), Score("Nightscout AR2")
     n1 = n2 = 0
     longest = 0.0

@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: score low-glucose alarms (this engine beside Nightscout's AR2) on a simulated cohort",
     )
-    p.add_argument("--clinical-patients", type=int, default=30)
+    p.add_argument("--clinical-patients", type=int, default=100)
     p.add_argument("--clinical-days", type=int, default=6)
     p.add_argument("--clinical-seed", type=int, default=1)
     p.set_defaults(func=cmd_bench)

@@ -32,8 +32,8 @@ function announce(message, urgent = false) {
 
 // ---- alert inbox ---------------------------------------------------------------------
 const RULES = {
-  glucose_low: "Glucose low", glucose_high: "Glucose high", glucose_predicted_low: "Glucose predicted low",
-  glucose_falling_fast: "Glucose falling fast", spo2_low: "SpO2 low", pulse: "Pulse", stale_data: "No recent data",
+  glucose_low: "Glucose low", glucose_high: "Glucose high",
+  spo2_low: "SpO2 low", pulse: "Pulse", stale_data: "No recent data",
   device_offline: "Device offline", battery_low: "Battery low",
 };
 

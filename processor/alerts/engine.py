@@ -22,6 +22,7 @@ from processor.alerts.glucose import (
     FORECAST_CODE,
     MEASURED_CODE,
     ROC_CODE,
+    URGENT_FORECAST_CODE,
     EpisodeView,
     LowEpisodes,
     Stage,
@@ -94,7 +95,7 @@ class ThresholdEngine:
         for o in observations:
             if not o.live:
                 continue
-            if o.code in (FORECAST_CODE, ROC_CODE):
+            if o.code in (FORECAST_CODE, URGENT_FORECAST_CODE, ROC_CODE):
                 trend[(o.device_id, o.seq, o.code)] = o.value
             else:
                 live.append(o)
@@ -122,8 +123,13 @@ class ThresholdEngine:
         if obs.patient_id not in views and key in state:
             views[obs.patient_id] = EpisodeView(Stage.of(state[key], MEASURED_CODE), False, obs.measured_at)
         view = views.get(obs.patient_id)
-        forecast = trend.get((obs.device_id, obs.seq, FORECAST_CODE))
-        roc = trend.get((obs.device_id, obs.seq, ROC_CODE), 0.0)
+        at = (obs.device_id, obs.seq)
+        projected = (trend.get((*at, FORECAST_CODE)), trend.get((*at, URGENT_FORECAST_CODE)))
+        forecast = (
+            glucose.Forecast(projected[0], projected[1], trend.get((*at, ROC_CODE), 0.0))
+            if projected[0] is not None and projected[1] is not None
+            else None
+        )
         urgent, warning = (band.lt for band in rule.bands)
         assert urgent is not None and warning is not None
         cfg = replace(
@@ -141,7 +147,7 @@ class ThresholdEngine:
             view,
             cfg,
             cgm=obs.source == "cgm",
-            forecast=(forecast, roc) if forecast is not None else None,
+            forecast=forecast,
         )
         if decision is None:
             return None

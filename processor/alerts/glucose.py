@@ -2,11 +2,12 @@
 
 An episode's alert (rule `glucose_low`) climbs four stages and never steps down:
 
-1. predicted low  (warning) the CGM forecast is below the low line (3.9) within the horizon;
+1. predicted low  (warning) the CGM forecast is well below the low line (3.9 - margin) within
+                            the horizon;
 2. low            (warning) measured below 3.9 on `warning_after` consecutive readings, or for
                             `min_duration` (15 min) without coming back above 3.9 + margin,
                             so a patient hovering 3.8 / 4.0 / 3.8 / 4.0 is flagged once;
-3. urgent low soon (urgent) the forecast is below the urgent line (3.0);
+3. urgent low soon (urgent) the forecast is below the urgent line (3.0) within the urgent horizon;
 4. urgent low     (urgent)  measured below 3.0: on the first reading.
 
 The episode ends by the consensus rule: every reading for `end_after` (15 min) at or above
@@ -28,6 +29,7 @@ from processor.alerts.rules import Severity
 RULE = "glucose_low"
 MEASURED_CODE = "glucose"
 FORECAST_CODE = "glucose_forecast"
+URGENT_FORECAST_CODE = "glucose_forecast_urgent"
 ROC_CODE = "glucose_roc"
 
 
@@ -75,14 +77,28 @@ class LowConfig:
     end_after: timedelta = timedelta(minutes=15)
     #: consecutive forecasts below a line before they count (the filter already smooths)
     forecast_after: int = 1
-    #: how far ahead the forecast looks for a low (the trend's horizon), and for an urgent low
-    horizon_min: int = 15
-    urgent_horizon_min: int = 20
+    #: how far ahead the forecast looks for a low, and for an urgent low (the trend projects both):
+    #: the nearer forecast is the surer one, so it is the one that makes an alert urgent
+    horizon_min: int = 25
+    urgent_horizon_min: int = 15
+    #: a low is predicted only when the forecast is this far below the low line (3.9 - 0.9 =
+    #: 3.0 by default): a fall that levels off near the line, most near misses, is not called;
+    #: a real descent still is, about as early as the line itself was called before
+    forecast_margin: float = 0.9
     #: forecasts count only while glucose is below this: far above the line, a fall is not yet news
-    predict_below: float = 5.0
+    predict_below: float = 6.0
 
 
 DEFAULT_LOW = LowConfig()
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """The CGM trend for one live reading: projected glucose at the two horizons, and the rate."""
+
+    low: float  # at `horizon_min`
+    urgent: float  # at `urgent_horizon_min`
+    rate: float  # mmol/L/min
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,7 @@ class _State:
     urgent_ok_since: datetime | None = None
     urgent_seen: bool = False
     forecast: float | None = None
+    forecast_urgent: float | None = None
     forecast_low_streak: int = 0
     forecast_urgent_streak: int = 0
     roc: float | None = None
@@ -126,24 +143,23 @@ class LowEpisodes:
         cfg: LowConfig,
         *,
         cgm: bool,
-        forecast: tuple[float, float] | None = None,
+        forecast: Forecast | None = None,
     ) -> Decision | None:
-        """One live glucose reading; a CGM reading comes with its (forecast, rate) if the trend
-        has one. A finger-prick leaves the forecast counts alone."""
+        """One live glucose reading; a CGM reading comes with its forecast if the trend has one.
+        A finger-prick leaves the forecast counts alone."""
         s = self._state.setdefault(patient, _State())
         if s.last_at is not None and at < s.last_at:
             return None  # older than what was judged already: it is context, not news
         s.last_at = at
         if cgm:
-            s.forecast, s.roc = forecast if forecast is not None else (None, None)
-            f = s.forecast if value < cfg.predict_below else None
-            s.forecast_low_streak = s.forecast_low_streak + 1 if f is not None and f < cfg.low else 0
-            further = (
-                f + (s.roc or 0.0) * (cfg.urgent_horizon_min - cfg.horizon_min) if f is not None else None
-            )
-            s.forecast_urgent_streak = (
-                s.forecast_urgent_streak + 1 if further is not None and further < cfg.urgent_low else 0
-            )
+            s.forecast = forecast.low if forecast is not None else None
+            s.forecast_urgent = forecast.urgent if forecast is not None else None
+            s.roc = forecast.rate if forecast is not None else None
+            gated = forecast if forecast is not None and value < cfg.predict_below else None
+            low_soon = gated is not None and gated.low < cfg.low - cfg.forecast_margin
+            urgent_soon = gated is not None and gated.urgent < cfg.urgent_low
+            s.forecast_low_streak = s.forecast_low_streak + 1 if low_soon else 0
+            s.forecast_urgent_streak = s.forecast_urgent_streak + 1 if urgent_soon else 0
         if value < cfg.low:
             s.streak += 1
             s.spell_start = s.spell_start or at
@@ -201,7 +217,7 @@ class LowEpisodes:
             minutes = cfg.end_after.total_seconds() / 60
             again = f" again, after {minutes:.0f} min or more at or above {cfg.urgent_low:.1f}"
             return Decision(decision.act, decision.stage, decision.message + again, decision.code, value)
-        forecast_ok = s.forecast is None or s.forecast >= cfg.low
+        forecast_ok = s.forecast is None or s.forecast >= cfg.low - cfg.forecast_margin
         if s.above_since is not None and forecast_ok:
             since = max(s.above_since, s.opened_at or s.above_since)
             if at - since >= cfg.end_after:
@@ -218,7 +234,8 @@ class LowEpisodes:
         return None
 
     def _decision(self, act: str, stage: Stage, value: float, s: _State, cfg: LowConfig) -> Decision:
-        shown = s.forecast if stage.code == FORECAST_CODE and s.forecast is not None else value
+        projected = s.forecast_urgent if stage is Stage.URGENT_SOON else s.forecast
+        shown = projected if stage.code == FORECAST_CODE and projected is not None else value
         return Decision(act, stage, self._message(stage, value, s, cfg), stage.code, shown)
 
     @staticmethod
@@ -238,7 +255,9 @@ class LowEpisodes:
             if stage is Stage.URGENT_SOON
             else (cfg.low, "low", cfg.horizon_min)
         )
+        projected = s.forecast_urgent if stage is Stage.URGENT_SOON else s.forecast
+        reach = f" (forecast {projected:.1f})" if projected is not None else ""
         return (
             f"Glucose {name} soon: {value:g} mmol/L now{trend};"
-            f" predicted below {line:.1f} mmol/L within {within} min"
+            f" predicted below {line:.1f} mmol/L within {within} min{reach}"
         )

@@ -7,24 +7,37 @@ by itself but completes the picture for the next live reading.
 The fit is a Kalman filter (level, rate and the sensor's own drifting error, run through the
 window from an uninformed start): sensor noise is weighed against how fast glucose can really
 change, so a few noisy readings bend the forecast far less than a least-squares line through
-the same points does. The forecast is clamped to the range a CGM reports (2.2-22.2 mmol/L).
+the same points does. The projection keeps the filtered rate *relative* to the level (a
+straight line in log glucose, as Nightscout's AR2 works in log space): a fall of 0.1 mmol/L/min
+at 5 mmol/L slows as glucose drops instead of running on to zero. Forecasts are clamped to the
+range a CGM reports (2.2-22.2 mmol/L).
 
 - `glucose_roc`: the filtered rate of change (mmol/L/min);
-- `glucose_forecast`: the value `horizon` ahead.
+- `glucose_forecast`: the value `horizon` ahead (the low horizon);
+- `glucose_forecast_urgent`: the value `urgent_horizon` ahead.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from processor.alerts.glucose import FORECAST_CODE, ROC_CODE
+from processor.alerts.glucose import DEFAULT_LOW, FORECAST_CODE, ROC_CODE, URGENT_FORECAST_CODE
 from processor.normalise import NormalisedObservation, Quality
 
-__all__ = ["FORECAST_CODE", "ROC_CODE", "TrendTracker", "is_cgm_glucose", "kalman_trend"]
+__all__ = [
+    "FORECAST_CODE",
+    "ROC_CODE",
+    "URGENT_FORECAST_CODE",
+    "TrendTracker",
+    "is_cgm_glucose",
+    "kalman_trend",
+    "project",
+]
 
 #: what a CGM reports (40-400 mg/dL); a forecast outside it is not a number to show anyone
 FORECAST_RANGE = (2.2, 22.2)
@@ -54,7 +67,7 @@ def kalman_trend(
     sensor_sd: float = 0.25,
     sensor_corr_5min: float = 0.7,
     white_sd: float = 0.05,
-    accel_sd: float = 0.002,
+    accel_sd: float = 0.008,
 ) -> tuple[float, float]:
     """(level, rate) at the last of `points` (minute, mmol/L), oldest first.
 
@@ -95,16 +108,27 @@ def kalman_trend(
     return x[0], x[1]
 
 
+def project(level: float, rate: float, minutes: float) -> float:
+    """Glucose `minutes` ahead with the rate held relative to the level, clamped to what a CGM
+    reports."""
+    low, high = FORECAST_RANGE
+    if level < low:
+        return low
+    return min(max(level * math.exp(rate / level * minutes), low), high)
+
+
 class TrendTracker:
     def __init__(
         self,
         window: timedelta = timedelta(minutes=30),
-        horizon: timedelta = timedelta(minutes=15),
+        horizon: timedelta = timedelta(minutes=DEFAULT_LOW.horizon_min),
+        urgent_horizon: timedelta = timedelta(minutes=DEFAULT_LOW.urgent_horizon_min),
         min_points: int = 3,
         min_span: timedelta = timedelta(minutes=4),
     ) -> None:
         self.window = window
         self.horizon_min = horizon.total_seconds() / 60
+        self.urgent_horizon_min = urgent_horizon.total_seconds() / 60
         self._min_points = min_points
         self._min_span = min_span
         self._series: dict[UUID, list[tuple[datetime, float]]] = {}
@@ -133,15 +157,17 @@ class TrendTracker:
             fit = self._fit(upto)
             if fit is None:
                 continue
-            rate, forecast = fit
+            level, rate = fit
             derived.append(replace(obs, code=ROC_CODE, value=round(rate, 4), unit="mmol/L/min"))
-            derived.append(replace(obs, code=FORECAST_CODE, value=round(forecast, 2), unit="mmol/L"))
+            horizons = ((FORECAST_CODE, self.horizon_min), (URGENT_FORECAST_CODE, self.urgent_horizon_min))
+            for code, minutes in horizons:
+                value = round(project(level, rate, minutes), 2)
+                derived.append(replace(obs, code=code, value=value, unit="mmol/L"))
         return derived
 
     def _fit(self, series: list[tuple[datetime, float]]) -> tuple[float, float] | None:
+        """(level, rate) at the newest reading, or None with too little data."""
         if len(series) < self._min_points or series[-1][0] - series[0][0] < self._min_span:
             return None
         t_last = series[-1][0]
-        level, rate = kalman_trend([((t - t_last).total_seconds() / 60, v) for t, v in series])
-        low, high = FORECAST_RANGE
-        return rate, min(max(level + rate * self.horizon_min, low), high)
+        return kalman_trend([((t - t_last).total_seconds() / 60, v) for t, v in series])

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from launcher.stack import Services
+from processor.alerts.glucose import DEFAULT_LOW
 from simulators.publisher import Publisher
 from telehealth.contracts import wire_time
 from telehealth.settings import Settings
@@ -62,7 +63,7 @@ async def test_a_partly_late_fall_from_a_cgm_without_source_is_forecast_by_its_l
     patient = await make_patient(db, "team-clinical")
     cgm = await make_device(db, patient, "cgm")
     now = datetime.now(UTC)
-    values = [(25, 6.0), (20, 5.6), (15, 5.2), (12, 4.9), (4, 4.5), (0, 4.3)]
+    values = [(25, 6.4), (20, 5.95), (15, 5.5), (12, 5.25), (4, 4.6), (0, 4.3)]
     backlog = [
         reading(
             cgm.device_id,
@@ -85,7 +86,7 @@ async def test_a_partly_late_fall_from_a_cgm_without_source_is_forecast_by_its_l
     assert 2.2 <= alert["value"] < 3.9
     assert (
         "Glucose low soon: " in alert["message"]
-        and "predicted below 3.9 mmol/L within 15 min" in alert["message"]
+        and f"predicted below 3.9 mmol/L within {DEFAULT_LOW.horizon_min} min" in alert["message"]
     )
     cur = await db.execute(
         "SELECT seq, source, quality FROM readings WHERE device_id = %s ORDER BY seq", (cgm.device_id,)

@@ -192,7 +192,7 @@ def test_stable_glucose_and_finger_pricks_raise_no_trend_alert() -> None:
 
 def test_trend_survives_a_restart_when_seeded_from_storage() -> None:
     patient = uuid4()
-    earlier = cgm(patient, [5.0, 4.7, 4.4], every_min=5)
+    earlier = cgm(patient, [5.3, 4.9, 4.5], every_min=5)
     tracker = TrendTracker()
     tracker.seed(patient, [(o.measured_at, o.value) for o in earlier])
     after_restart = trend_run(cgm(patient, [4.1], every_min=5, start=3), tracker=tracker)

@@ -10,7 +10,7 @@ import pytest
 from bench import ar2, clinical
 from processor.alerts.artefact import ArtefactFilter
 from processor.alerts.engine import Act, Action, ThresholdEngine
-from processor.alerts.glucose import EpisodeView, Stage
+from processor.alerts.glucose import DEFAULT_LOW, EpisodeView, Stage
 from processor.alerts.rules import Severity
 from processor.alerts.trend import FORECAST_CODE, TrendTracker, kalman_trend
 from processor.normalise import NormalisedObservation, Quality, normalise
@@ -107,7 +107,8 @@ def test_one_episode_is_one_alert_upgraded_through_its_stages() -> None:
     first_urgent = next(a for a in actions if a.severity is U)
     assert first_urgent.code == FORECAST_CODE, "urgent low is warned before the first reading < 3.0"
     assert min(o.value for o in glucose(patient, fall) if o.measured_at <= first_urgent.measured_at) > 3.0
-    assert "within 20 min" in first_urgent.message and "mmol/L" in first_urgent.message
+    assert f"within {DEFAULT_LOW.urgent_horizon_min} min" in first_urgent.message
+    assert "mmol/L" in first_urgent.message
 
 
 def test_a_new_severe_low_after_the_episode_ended_is_a_new_urgent_alert() -> None:
@@ -135,8 +136,8 @@ def test_a_repeated_urgent_low_inside_an_acknowledged_episode_renotifies() -> No
 
 def test_a_late_partly_backfilled_fall_is_forecast_when_a_live_reading_arrives() -> None:
     patient, ward = uuid4(), Ward()
-    late = glucose(patient, [6.2, 5.8, 5.4, 5.0], late=True)
-    live = glucose(patient, [4.7, 4.4], start=4)
+    late = glucose(patient, [6.4, 5.9, 5.4, 4.9], late=True)
+    live = glucose(patient, [4.5, 4.1], start=4)
     actions = ward.feed(late + live, batch=6)  # a backlog upload: one batch
     assert [a.act for a in actions] == [Act.OPEN] and actions[0].code == FORECAST_CODE
     assert actions[0].seq == live[0].seq or actions[0].seq == live[1].seq

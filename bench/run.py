@@ -322,10 +322,17 @@ async def fleet(
     )
 
 
-async def _cohort(settings: Settings, patients: int) -> list[SimPatient]:
+async def _cohort(settings: Settings, patients: int, first: int = 0) -> list[SimPatient]:
     assert settings.database_url
     async with device_logins(settings) as logins:
-        return await ensure_cohort(settings.database_url, patients, logins=logins, care_team="bench")
+        return await ensure_cohort(
+            settings.database_url, patients, logins=logins, care_team="bench", first=first
+        )
+
+
+#: the alert-latency probes' patients are numbered from here, apart from the load's cohort
+PROBE_FIRST = 90_000
+PROBES = 40
 
 
 def load_address(settings: Settings, tls: bool) -> tuple[str, str | None]:
@@ -438,15 +445,13 @@ def run(
                     figures.queries = query_load.summary()
                 if latency_load:
                     print("alert latency ...", flush=True)
-                    probe = cohort[-1]
+                    probes = [
+                        (p.patient_id, p.devices["oximeter"].device_id)
+                        for p in asyncio.run(_cohort(settings, 2 * PROBES, first=PROBE_FIRST))
+                        if "oximeter" in p.devices
+                    ][:PROBES]
                     figures.latency = asyncio.run(
-                        measure(
-                            settings,
-                            probe.patient_id,
-                            probe.devices["oximeter"].device_id,
-                            ids[:-2],
-                            background_readings_s=latency_load,
-                        )
+                        measure(settings, probes, ids, background_readings_s=latency_load)
                     )
                 if fleet_devices:
                     print(f"fleet of {fleet_devices} devices ...", flush=True)

@@ -1,4 +1,5 @@
-"""Alert latency: device publish -> alert on the `telehealth.alerts` topic, and -> alert row.
+"""Alert latency: device publish -> alert row, -> the `telehealth.alerts` topic, and -> the
+alert's event on the dashboard's live stream (SSE), the path a clinician's screen takes.
 
 Each probe is one patient's oximeter sending an urgent SpO2 reading (it opens an alert on the
 first reading); each open is timed from the moment its reading was published. Background
@@ -11,13 +12,14 @@ import asyncio
 import json
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench import sse
 from bench.load import background_publishers
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
@@ -29,6 +31,8 @@ class Latency:
     topic_ms: list[float]
     row_ms: list[float]
     background_readings_s: float
+    #: publish -> the alert's event read off the dashboard's stream (empty: no API was running)
+    sse_ms: list[float] = field(default_factory=list)
 
     @staticmethod
     def _pct(values: list[float], q: float) -> float:
@@ -46,8 +50,9 @@ class Latency:
         return "\n".join(
             [
                 f"alert latency under {self.background_readings_s:,.0f} readings/s background load",
-                line("  publish -> alerts topic", self.topic_ms),
                 line("  publish -> alert row written (DB clock at insert, before commit)", self.row_ms),
+                line("  publish -> alerts topic", self.topic_ms),
+                *([line("  publish -> dashboard stream event (SSE)", self.sse_ms)] if self.sse_ms else []),
             ]
         )
 
@@ -60,10 +65,12 @@ async def measure(
     interval_s: float = 0.5,
     background_readings_s: float = 5000,
     per_message: int = 10,
+    stream: tuple[str, int, str] | None = None,
 ) -> Latency:
     """Each probe is its own patient's oximeter, used once: its first SpO2 reading, 88 %, is an
     urgent low on the first reading. (One device alternating 88 and 97 would be judged a motion
-    artefact, a 9-point drop within 5 minutes, and never alarm.)"""
+    artefact, a 9-point drop within 5 minutes, and never alarm.) `stream` is (host, port, token)
+    of the dashboard API and a clinician of the probes' care team."""
     assert settings.mqtt_url and settings.database_url and settings.kafka_bootstrap
     duration = len(probes) * interval_s + 4
     workers, _queue = background_publishers(  # the queue must outlive the workers' start
@@ -101,7 +108,22 @@ async def measure(
                 if alert["patient_id"] in sent_at and alert["status"] == "open":
                     arrived.setdefault(alert["patient_id"], now)
 
+    streamed: dict[str, float] = {}
+    ready = asyncio.Event()
+
+    async def watch(host: str, port: int, token: str) -> None:
+        async for event in sse.events(host, port, token):
+            if event.name == "snapshot":
+                ready.set()
+            elif event.name == "alert" and event.data["event"]["status"] == "open":
+                patient = event.data["alert"]["patient_id"]
+                if patient in sent_at:
+                    streamed.setdefault(patient, event.received)
+
     listener = asyncio.create_task(listen())
+    watcher = asyncio.create_task(watch(*stream)) if stream else None
+    if watcher is not None:
+        await asyncio.wait_for(ready.wait(), 30)
     for w in workers:
         w.start()
     await asyncio.sleep(1.0)  # background load running before the first probe
@@ -113,6 +135,8 @@ async def measure(
         await asyncio.sleep(interval_s)
     await asyncio.sleep(3)
     listener.cancel()
+    if watcher is not None:
+        watcher.cancel()
     await publisher.close()
     await consumer.stop()
     for w in workers:
@@ -130,4 +154,5 @@ async def measure(
         [1000 * (arrived[p] - t) for p, t in sent_at.items() if p in arrived],
         [1000 * (committed[p] - t) for p, t in sent_at.items() if p in committed],
         background_readings_s,
+        [1000 * (streamed[p] - t) for p, t in sent_at.items() if p in streamed],
     )

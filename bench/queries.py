@@ -99,9 +99,18 @@ async def seed(database_url: str, days: int = 14) -> tuple[UUID, str]:
     return patient, f"dr-queries-{run}"
 
 
-def _token(host: str, port: int, username: str) -> str:
+async def add_clinician(database_url: str, team: str) -> str:
+    """A new clinician of `team` (new name each run); their username."""
+    username = f"dr-{team}-{uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await add_user(conn, username, "clinician", password=PASSWORD, care_teams=[team])
+    return username
+
+
+def token(host: str, port: int, username: str, password: str = PASSWORD) -> str:
+    """A bearer token for a bench user, from the API's own sign-in."""
     conn = http.client.HTTPConnection(host, port, timeout=30)
-    body = json.dumps({"username": username, "password": PASSWORD})
+    body = json.dumps({"username": username, "password": password})
     conn.request("POST", "/api/v1/auth/token", body, {"Content-Type": "application/json"})
     response = conn.getresponse()
     data = response.read()
@@ -117,7 +126,7 @@ class QueryLoad:
 
     def __init__(self, host: str, port: int, patient: UUID, username: str, pause_s: float = 0.05) -> None:
         self._host, self._port, self._pause = host, port, pause_s
-        self._headers = {"Authorization": f"Bearer {_token(host, port, username)}"}
+        self._headers = {"Authorization": f"Bearer {token(host, port, username)}"}
         self.stats = {name: QueryStats() for name in QUERIES}
         self._paths = {name: path.format(patient=patient) for name, path in QUERIES.items()}
         self._stop = threading.Event()

@@ -25,7 +25,7 @@ import psycopg
 from bench import research
 from bench.latency import Latency, measure
 from bench.load import publish_worker, subscribe_worker
-from bench.queries import QueryLoad, seed
+from bench.queries import QueryLoad, add_clinician, seed, token
 from bench.report import machine
 from bench.sweep import SweepPoint, sweep
 from launcher.embedded import free_port
@@ -368,7 +368,8 @@ def run(
     profile_dir: Path | None = None,
 ) -> Figures:
     figures = Figures(readings, per_message, publishers, gateways, tls, machine=machine())
-    if queries:
+    api = queries or bool(latency_load)  # the latency probe reads the dashboard's stream
+    if api:
         settings = settings.model_copy(update={"api_port": free_port()})
     with tempfile.TemporaryDirectory(prefix="telehealth-bench-") as tmp:
         servers = Servers(data_dir or Path(tmp))
@@ -396,10 +397,11 @@ def run(
                 }
                 services.start(f"gateway-{n}", "gateway", env=env)
             query_load: QueryLoad | contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-            if queries:
-                patient, clinician = asyncio.run(seed(settings.database_url))
+            if api:
                 services.start("api", "api")
                 wait_http_ok(f"http://{settings.api_host}:{settings.api_port}/readyz")
+            if queries:
+                patient, clinician = asyncio.run(seed(settings.database_url))
                 query_load = QueryLoad(settings.api_host, settings.api_port, patient, clinician)
             time.sleep(3)  # consumer group join and MQTT subscription
             sampler = RssSampler({n: p.pid for n, p in services.procs.items()})
@@ -450,8 +452,11 @@ def run(
                         for p in asyncio.run(_cohort(settings, 2 * PROBES, first=PROBE_FIRST))
                         if "oximeter" in p.devices
                     ][:PROBES]
+                    username = asyncio.run(add_clinician(settings.database_url, "bench"))
+                    host, port = settings.api_host, settings.api_port
+                    stream = (host, port, token(host, port, username))
                     figures.latency = asyncio.run(
-                        measure(settings, probes, ids, background_readings_s=latency_load)
+                        measure(settings, probes, ids, background_readings_s=latency_load, stream=stream)
                     )
                 if fleet_devices:
                     print(f"fleet of {fleet_devices} devices ...", flush=True)

@@ -332,7 +332,6 @@ async def _cohort(settings: Settings, patients: int, first: int = 0) -> list[Sim
 
 #: the alert-latency probes' patients are numbered from here, apart from the load's cohort
 PROBE_FIRST = 90_000
-PROBES = 40
 
 
 def load_address(settings: Settings, tls: bool) -> tuple[str, str | None]:
@@ -355,6 +354,7 @@ def run(
     publishers: int,
     gateways: int = 1,
     latency_load: float = 5000,
+    latency_probes: int = 40,
     fleet_devices: int = 10_000,
     fleet_rate: float = 2000,
     fleet_seconds: float = 30,
@@ -449,9 +449,9 @@ def run(
                     print("alert latency ...", flush=True)
                     probes = [
                         (p.patient_id, p.devices["oximeter"].device_id)
-                        for p in asyncio.run(_cohort(settings, 2 * PROBES, first=PROBE_FIRST))
+                        for p in asyncio.run(_cohort(settings, 2 * latency_probes, first=PROBE_FIRST))
                         if "oximeter" in p.devices
-                    ][:PROBES]
+                    ][:latency_probes]
                     username = asyncio.run(add_clinician(settings.database_url, "bench"))
                     host, port = settings.api_host, settings.api_port
                     stream = (host, port, token(host, port, username))

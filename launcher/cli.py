@@ -314,6 +314,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         publishers=args.publishers,
         gateways=args.gateways,
         latency_load=args.latency_load,
+        latency_probes=args.latency_probes,
         fleet_devices=args.fleet_devices,
         fleet_rate=args.fleet_rate,
         fleet_seconds=args.fleet_seconds,
@@ -397,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=5000,
         help="background readings/s while timing alerts (0 skips the latency run)",
     )
+    p.add_argument("--latency-probes", type=int, default=40, help="alerts timed in the latency run")
     p.add_argument(
         "--fleet-devices",
         type=int,

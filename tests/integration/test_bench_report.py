@@ -51,3 +51,33 @@ def test_bench_report_records_the_run_the_sweep_and_the_queries(tmp_path: Path) 
     report = (out / "figures.md").read_text()
     assert "| end to end, stored exactly once |" in report and "| observations 24 h |" in report
     assert "query during ingest, observations 24 h" in done.stdout
+
+
+def test_bench_times_every_probe_alert_to_the_row_the_topic_and_the_dashboard_stream(
+    tmp_path: Path,
+) -> None:
+    """The latency probe once timed nothing (one device alternating 88/97 % was judged a motion
+    artefact); every probe's alert must now be seen at all three points."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
+    out = tmp_path / "report"
+    args = [
+        *("--readings", "0", "--devices", "20", "--no-queries"),
+        *("--latency-load", "200", "--latency-probes", "5"),
+        *("--fleet-devices", "0", "--research-patients", "0", "--report", str(out)),
+    ]
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "telehealth"), "bench", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    latency = json.loads((out / "figures.json").read_text())["latency"]
+    assert latency["probes"] == 5
+    for point in ("row_ms", "topic_ms", "sse_ms"):
+        assert len(latency[point]) == 5, (point, latency)
+        assert all(0 < ms < 30_000 for ms in latency[point]), (point, latency)
+    assert "publish -> dashboard stream event (SSE)" in done.stdout

@@ -4,8 +4,10 @@ Starts embedded servers and the services, signs a clinician in to the dashboard 
 (Playwright), then repeats: publish an urgent SpO2 reading (88 %) and time until the alert's
 row is in the page's inbox (a MutationObserver in the page notes the time of the next
 animation frame after the row was inserted: the frame that paints it); publish a normal one
-(97 %) and wait for the row to leave. Both clocks are this machine's wall clock. Optional
-background load from rate-limited publishers, as in `telehealth bench`.
+(97 %) and wait for the row to leave. Each probe uses a fresh oximeter of the patient: on one
+device, 97 then 88 within 5 minutes is judged a motion artefact and never alarms. Both
+clocks are this machine's wall clock. Optional background load from rate-limited publishers,
+as in `telehealth bench`.
 
     python -m bench.ui_latency --probes 20 [--background 5000] [--screenshot docs/dashboard.png]
 """
@@ -72,8 +74,9 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)] if ordered else float("nan")
 
 
-async def _setup(url: str) -> tuple[UUID, str, str]:
-    """A patient with a CGM and an oximeter in team `ui-bench`, and a clinician of that team."""
+async def _setup(url: str, probes: int) -> tuple[UUID, str, str, list[str]]:
+    """A patient with a CGM and an oximeter in team `ui-bench`, a clinician of that team, and
+    one more oximeter of the patient per probe."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         row = await add_patient(
             conn,
@@ -87,8 +90,12 @@ async def _setup(url: str) -> tuple[UUID, str, str]:
         patient: UUID = row["id"]
         cgm = await provision(conn, device_id="cgm-ui-bench", patient_id=patient, kind="cgm")
         oxi = await provision(conn, device_id="oxi-ui-bench", patient_id=patient, kind="oximeter")
+        probe_devices = [
+            (await provision(conn, device_id=f"oxi-ui-probe-{i:03d}", patient_id=patient, kind="oximeter"))
+            for i in range(probes)
+        ]
         await add_user(conn, "dr-bench", "clinician", password=PASSWORD, care_teams=["ui-bench"])
-    return patient, cgm.device_id, oxi.device_id
+    return patient, cgm.device_id, oxi.device_id, [d.device_id for d in probe_devices]
 
 
 async def _load_cohort(settings: Settings) -> list[SimPatient]:
@@ -135,7 +142,7 @@ def _reading(device: str, seq: int, at: datetime, obs: list[tuple[str, float, st
 
 
 async def _probe(
-    api_url: str, mqtt_url: str, oxi: str, probes: int, screenshot: Path | None, history_ms: float
+    api_url: str, mqtt_url: str, oximeters: list[str], screenshot: Path | None, history_ms: float
 ) -> list[tuple[int, float, float]]:
     from playwright.async_api import async_playwright, expect
 
@@ -152,15 +159,21 @@ async def _probe(
         publisher = Publisher(mqtt_url, client_id="ui-bench-probe")
         await publisher.connect()
         seq = int(history_ms)
+        for oxi in oximeters:  # warm the services' device caches: a pulse-only reading each
+            publisher.publish_reading(oxi, seq, [{"code": "pulse", "value": 75, "unit": "/min"}])
+        assert await publisher.drain()
+        await asyncio.sleep(2)
         rows = page.locator("#alerts tbody tr")
-        for i in range(probes + 1):
+        probes = len(oximeters) - 1
+        for i, oxi in enumerate(oximeters):
             seq += 1
             sent = time.time() * 1000
             publisher.publish_reading(oxi, seq, [{"code": "spo2", "value": 88, "unit": "%"}])
+            # functions, not expressions: the page's CSP forbids eval
             await page.wait_for_function(
-                f"window.__seen.length > {i} && window.__seen[{i}].painted", timeout=120_000
+                "(i) => window.__seen.length > i && !!window.__seen[i].painted", arg=i, timeout=120_000
             )
-            entry = await page.evaluate(f"window.__seen[{i}]")
+            entry = await page.evaluate("(i) => window.__seen[i]", i)
             if i > 0:  # the first one warms up caches and connections
                 latencies.append((int(entry["id"]), sent, entry["painted"]))
             if i == probes:
@@ -241,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         workers: list[Any] = []
         try:
             migrate(settings.database_url)
-            patient, cgm, oxi = asyncio.run(_setup(settings.database_url))
+            patient, cgm, oxi, oximeters = asyncio.run(_setup(settings.database_url, args.probes + 1))
             background = []
             if args.background:
                 cohort = asyncio.run(_load_cohort(settings))
@@ -261,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
                 time.sleep(2)
             started = time.time()
             latencies = asyncio.run(
-                _probe(api_url, settings.mqtt_relay_url(), oxi, args.probes, args.screenshot, started * 1000)
+                _probe(api_url, settings.mqtt_relay_url(), oximeters, args.screenshot, started * 1000)
             )
             ended = time.time()
             load = 0.0

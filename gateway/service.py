@@ -1,8 +1,9 @@
-"""The gateway process: paho-mqtt in, aiokafka out.
+"""The gateway process: paho-mqtt in, aiokafka out, both on one asyncio loop.
 
-paho's network thread only hands messages to the asyncio loop. Each message is checked,
-sent to Kafka, and PUBACKed to the broker in arrival order once Kafka accepted every record
-it produced: a Kafka outage holds acks back (the broker keeps the messages), it never drops.
+paho runs on the loop (`gateway.mqtt_loop`), not in a thread of its own. Each message is
+checked, sent to Kafka, and PUBACKed to the broker in arrival order once Kafka accepted every
+record it produced: a Kafka outage holds acks back (the broker keeps the messages), it never
+drops.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import Counter, Gauge
 
+from gateway.mqtt_loop import LoopDriver
 from telehealth import logs
 from telehealth.broker.dynsec import GATEWAY_USER
 from telehealth.checks import check_readings, check_status
@@ -101,7 +103,7 @@ class Gateway:
         self._registry = registry
         self._producer = producer
         self._loop = asyncio.get_running_loop()
-        # paho's thread appends; the loop is woken only when it went idle, not per message.
+        # paho's read callback appends; the intake is woken only when it went idle.
         self._inbox: collections.deque[mqtt.MQTTMessage] = collections.deque()
         self._wake = asyncio.Event()
         self._idle = True
@@ -128,7 +130,6 @@ class Gateway:
             client.tls_set_context(context)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
-        client.reconnect_delay_set(min_delay=1, max_delay=5)
         return client
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -143,25 +144,28 @@ class Gateway:
         self._inbox.append(message)
         if self._idle:
             self._idle = False
-            self._loop.call_soon_threadsafe(self._wake.set)
+            self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         address = broker_address(self._settings)
-        self._client.connect_async(address.host, address.port, keepalive=30)
-        self._client.loop_start()
+        disconnect = asyncio.Event()
+        connection = asyncio.create_task(
+            LoopDriver(self._client).run(address.host, address.port, 30, disconnect)
+        )
         intake = asyncio.create_task(self._intake())
         acker = asyncio.create_task(self._acker())
         stopping = asyncio.create_task(stop.wait())
         try:
-            await asyncio.wait({intake, acker, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (intake, acker):
+            await asyncio.wait({intake, acker, connection, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (intake, acker, connection):
                 if task.done():
                     # Unacked messages stay with the broker; a supervisor restarts us.
                     raise RuntimeError("gateway task stopped unexpectedly") from task.exception()
         finally:
             stopping.cancel()
-            self._client.disconnect()
-            self._client.loop_stop()
+            disconnect.set()
+            with contextlib.suppress(Exception):
+                await connection
             intake.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await intake

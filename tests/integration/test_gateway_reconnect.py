@@ -1,0 +1,101 @@
+"""The gateway loses its MQTT connection and must get it back by itself, losing nothing.
+
+The loss is real: a client with the gateway's own login and client id connects, so the broker
+drops the gateway's connection (an MQTT session belongs to one connection). The intruder
+leaves at once without acknowledging anything; readings published while the gateway is away
+wait in its persistent session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from launcher.stack import Services
+from simulators.publisher import Publisher
+from telehealth.broker.dynsec import GATEWAY_USER
+from telehealth.settings import Settings
+from tests.conftest import eventually
+from tests.factories import make_device, make_patient
+
+pytestmark = pytest.mark.integration
+
+
+async def _stored(db: psycopg.AsyncConnection[Any], device_id: str) -> int:
+    cur = await db.execute("SELECT count(*) AS n FROM reading_receipts WHERE device_id = %s", (device_id,))
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def _take_over_the_gateways_session(settings: Settings) -> Any:
+    """Connect as the gateway (same login, same client id, persistent session), then leave."""
+    address = settings.mqtt_login(GATEWAY_USER, settings.mqtt_gateway_password)
+    client_id = settings.gateway_client_id or f"telehealth-gateway-{socket.gethostname()}"
+    intruder = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=False,
+        protocol=mqtt.MQTTv311,
+        manual_ack=True,  # acknowledges nothing: what it is sent stays the session's
+    )
+    intruder.username_pw_set(address.username, address.password)
+    if address.tls:
+        intruder.tls_set_context(ssl.create_default_context(cafile=address.ca_file))
+    connected = threading.Event()
+    connack: list[Any] = []
+    intruder.on_connect = lambda _c, _u, _f, code, _p: (connack.append(code), connected.set())
+    intruder.connect(address.host, address.port, keepalive=10)
+    intruder.loop_start()
+    try:
+        assert connected.wait(10), "no CONNACK"
+    finally:
+        intruder.disconnect()
+        intruder.loop_stop()
+    return connack[0]
+
+
+async def test_the_gateway_reconnects_after_losing_its_connection_and_loses_nothing(
+    services: Services, settings: Settings, db: psycopg.AsyncConnection[Any]
+) -> None:
+    patient = await make_patient(db, "team-reconnect")
+    device = await make_device(db, patient, "oximeter")
+    publisher = Publisher(settings.mqtt_relay_url(), client_id="reconnect-publisher")
+    await publisher.connect()
+
+    def send(seqs: range) -> None:
+        for seq in seqs:
+            spo2 = [{"code": "spo2", "value": 97, "unit": "%"}]
+            publisher.publish_reading(device.device_id, seq, spo2, measured_at=datetime.now(UTC))
+
+    try:
+        send(range(1, 21))
+        assert await publisher.drain()
+
+        async def first_twenty() -> bool:
+            return await _stored(db, device.device_id) == 20
+
+        await eventually(first_twenty)
+        code = await asyncio.to_thread(_take_over_the_gateways_session, settings)
+        assert not code.is_failure, f"the takeover was refused ({code}): the test proved nothing"
+        send(range(21, 41))  # while the gateway is away
+        assert await publisher.drain()
+    finally:
+        await publisher.close()
+
+    async def all_forty() -> bool:
+        return await _stored(db, device.device_id) == 40
+
+    await eventually(all_forty, timeout=30)
+    log = (services.log_dir / "gateway.log").read_text(errors="replace")
+    assert "MQTT connection lost; reconnecting" in log, "the readings came through another way?"
+    assert services.procs["gateway"].poll() is None, "the gateway must carry on, not exit"

@@ -35,9 +35,12 @@ from telehealth.broker.logins import load_or_create
 from telehealth.settings import Settings
 from telehealth.storage import migrate
 
-# Tansu accepts a session this short (Apache Kafka's default minimum is 6 s): a killed
-# processor's partitions are free again ~3 s later instead of ~12 s.
-EMBEDDED_SESSION_TIMEOUT_MS = 3000
+# Tansu accepts a session this short (Apache Kafka's default minimum is 6 s). Tansu holds every
+# JoinGroup for a while that grows with the session (1 s at 1-2 s, 2 s at 3 s), and a
+# restarted processor that joins while its dead predecessor still leads the group waits for
+# that session to expire and joins again: 2 + 3 + 2 s at a 3 s session, which made a kill -9
+# resume take 7-8 s; at 1 s it takes 1.6-1.7 s (docs/architecture.md).
+EMBEDDED_SESSION_TIMEOUT_MS = 1000
 
 
 @dataclass

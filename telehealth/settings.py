@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     stall_after_s: float = Field(10, gt=0, description="/readyz: backlog without progress this long")
     processor_session_timeout_ms: int = Field(
         6000,
-        description="how soon a killed processor's partitions move on (`up`: 3000 with the embedded broker)",
+        description="how soon a killed processor's partitions move on (`up`: 1000 with the embedded broker)",
     )
     processor_instance_id: str = Field(
         "", description="static group membership: stable and unique per processor; empty: dynamic"

@@ -19,6 +19,16 @@ class Thresholds(BaseModel):
     glucose_urgent_low: float = Field(3.0, ge=0.5, le=40, description="mmol/L, below is urgent")
     glucose_low: float = Field(3.9, ge=0.5, le=40, description="mmol/L, below is a warning")
     glucose_high: float = Field(13.9, ge=0.5, le=40, description="mmol/L, above is a warning")
+    glucose_predicted_low: float | None = Field(
+        None,
+        ge=0.5,
+        le=40,
+        description="mmol/L: a CGM forecast below this within glucose_predicted_minutes is a predicted"
+        " low; default: glucose_urgent_low",
+    )
+    glucose_predicted_minutes: int = Field(
+        25, ge=5, le=60, description="how far ahead the CGM forecast looks for a predicted low"
+    )
     spo2_scale: Literal[1, 2] = Field(1, description="NEWS2 scale; 2 for confirmed hypercapnic failure")
     spo2_warning: float | None = Field(None, ge=50, le=100, description="% at or below; default by scale")
     spo2_urgent: float | None = Field(None, ge=50, le=100, description="% at or below; default by scale")
@@ -35,6 +45,10 @@ class Thresholds(BaseModel):
     )
 
     @property
+    def predicted_low_line(self) -> float:
+        return self.glucose_urgent_low if self.glucose_predicted_low is None else self.glucose_predicted_low
+
+    @property
     def spo2_limits(self) -> tuple[float, float]:
         warning, urgent = SPO2_SCALES[self.spo2_scale]
         return (
@@ -47,6 +61,8 @@ class Thresholds(BaseModel):
         problems = []
         if not self.glucose_urgent_low < self.glucose_low < self.glucose_high:
             problems.append("glucose_urgent_low < glucose_low < glucose_high")
+        if not self.glucose_urgent_low <= self.predicted_low_line <= self.glucose_low:
+            problems.append("glucose_urgent_low <= glucose_predicted_low <= glucose_low")
         warning, urgent = self.spo2_limits
         if not urgent < warning:
             problems.append("spo2_urgent < spo2_warning")

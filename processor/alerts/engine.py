@@ -19,10 +19,9 @@ from uuid import UUID
 
 from processor.alerts import glucose
 from processor.alerts.glucose import (
-    FORECAST_CODE,
+    LEVEL_CODE,
     MEASURED_CODE,
     ROC_CODE,
-    URGENT_FORECAST_CODE,
     EpisodeView,
     LowEpisodes,
     Stage,
@@ -31,6 +30,7 @@ from processor.alerts.glucose import (
     RULE as LOW_RULE,
 )
 from processor.alerts.rules import DEFAULT_RULES, Severity, ThresholdRule
+from processor.alerts.trend import project
 from processor.normalise import NormalisedObservation
 
 Key = tuple[UUID, str]
@@ -95,7 +95,7 @@ class ThresholdEngine:
         for o in observations:
             if not o.live:
                 continue
-            if o.code in (FORECAST_CODE, URGENT_FORECAST_CODE, ROC_CODE):
+            if o.code in (LEVEL_CODE, ROC_CODE):
                 trend[(o.device_id, o.seq, o.code)] = o.value
             else:
                 live.append(o)
@@ -123,22 +123,30 @@ class ThresholdEngine:
         if obs.patient_id not in views and key in state:
             views[obs.patient_id] = EpisodeView(Stage.of(state[key], MEASURED_CODE), False, obs.measured_at)
         view = views.get(obs.patient_id)
-        at = (obs.device_id, obs.seq)
-        projected = (trend.get((*at, FORECAST_CODE)), trend.get((*at, URGENT_FORECAST_CODE)))
-        forecast = (
-            glucose.Forecast(projected[0], projected[1], trend.get((*at, ROC_CODE), 0.0))
-            if projected[0] is not None and projected[1] is not None
-            else None
-        )
         urgent, warning = (band.lt for band in rule.bands)
         assert urgent is not None and warning is not None
+        default = glucose.DEFAULT_LOW
+        predicted_low, horizon = rule.predicted or (default.predicted_low, default.horizon_min)
         cfg = replace(
-            glucose.DEFAULT_LOW,
+            default,
             low=warning,
             urgent_low=urgent,
             warning_after=rule.warning_after,
-            min_duration=rule.min_duration or glucose.DEFAULT_LOW.min_duration,
-            end_after=rule.end_after or glucose.DEFAULT_LOW.end_after,
+            min_duration=rule.min_duration or default.min_duration,
+            end_after=rule.end_after or default.end_after,
+            predicted_low=predicted_low,
+            horizon_min=horizon,
+        )
+        level = trend.get((obs.device_id, obs.seq, LEVEL_CODE))
+        rate = trend.get((obs.device_id, obs.seq, ROC_CODE))
+        forecast = (
+            glucose.Forecast(
+                round(project(level, rate, cfg.horizon_min), 2),
+                round(project(level, rate, cfg.urgent_horizon_min), 2),
+                rate,
+            )
+            if level is not None and rate is not None
+            else None
         )
         decision = self._lows.step(
             obs.patient_id,

@@ -2,8 +2,8 @@
 
 An episode's alert (rule `glucose_low`) climbs four stages and never steps down:
 
-1. predicted low  (warning) the CGM forecast is well below the low line (3.9 - margin) within
-                            the horizon;
+1. predicted low  (warning) the CGM forecast is below the predicted-low line (3.0) within the
+                            horizon (25 min);
 2. low            (warning) measured below 3.9 on `warning_after` consecutive readings, or for
                             `min_duration` (15 min) without coming back above 3.9 + margin,
                             so a patient hovering 3.8 / 4.0 / 3.8 / 4.0 is flagged once;
@@ -29,8 +29,8 @@ from processor.alerts.rules import Severity
 RULE = "glucose_low"
 MEASURED_CODE = "glucose"
 FORECAST_CODE = "glucose_forecast"
-URGENT_FORECAST_CODE = "glucose_forecast_urgent"
 ROC_CODE = "glucose_roc"
+LEVEL_CODE = "glucose_level"
 
 
 class Stage(IntEnum):
@@ -77,14 +77,14 @@ class LowConfig:
     end_after: timedelta = timedelta(minutes=15)
     #: consecutive forecasts below a line before they count (the filter already smooths)
     forecast_after: int = 1
-    #: how far ahead the forecast looks for a low, and for an urgent low (the trend projects both):
-    #: the nearer forecast is the surer one, so it is the one that makes an alert urgent
+    #: a low is predicted when the forecast is below `predicted_low` within `horizon_min`, an
+    #: urgent low soon when it is below `urgent_low` within `urgent_horizon_min`. Well below
+    #: the low line and a little further ahead: a fall that levels off near the line (most near
+    #: misses) is not called, a real descent still is (docs/alerts.md). The nearer forecast is
+    #: the surer one, so it is the one that makes an alert urgent.
+    predicted_low: float = 3.0
     horizon_min: int = 25
     urgent_horizon_min: int = 15
-    #: a low is predicted only when the forecast is this far below the low line (3.9 - 0.9 =
-    #: 3.0 by default): a fall that levels off near the line, most near misses, is not called;
-    #: a real descent still is, about as early as the line itself was called before
-    forecast_margin: float = 0.9
     #: forecasts count only while glucose is below this: far above the line, a fall is not yet news
     predict_below: float = 6.0
 
@@ -156,7 +156,7 @@ class LowEpisodes:
             s.forecast_urgent = forecast.urgent if forecast is not None else None
             s.roc = forecast.rate if forecast is not None else None
             gated = forecast if forecast is not None and value < cfg.predict_below else None
-            low_soon = gated is not None and gated.low < cfg.low - cfg.forecast_margin
+            low_soon = gated is not None and gated.low < cfg.predicted_low
             urgent_soon = gated is not None and gated.urgent < cfg.urgent_low
             s.forecast_low_streak = s.forecast_low_streak + 1 if low_soon else 0
             s.forecast_urgent_streak = s.forecast_urgent_streak + 1 if urgent_soon else 0
@@ -217,7 +217,7 @@ class LowEpisodes:
             minutes = cfg.end_after.total_seconds() / 60
             again = f" again, after {minutes:.0f} min or more at or above {cfg.urgent_low:.1f}"
             return Decision(decision.act, decision.stage, decision.message + again, decision.code, value)
-        forecast_ok = s.forecast is None or s.forecast >= cfg.low - cfg.forecast_margin
+        forecast_ok = s.forecast is None or s.forecast >= cfg.predicted_low
         if s.above_since is not None and forecast_ok:
             since = max(s.above_since, s.opened_at or s.above_since)
             if at - since >= cfg.end_after:

@@ -59,6 +59,8 @@ class ThresholdRule:
     min_duration: timedelta | None = None
     #: an episode rule (glucose_low) ends after this long back in range
     end_after: timedelta | None = None
+    #: glucose_low: a CGM forecast below this line within this many minutes is a predicted low
+    predicted: tuple[float, int] | None = None
 
     def evaluate(self, value: float) -> Band | None:
         return next((band for band in self.bands if band.matches(value)), None)
@@ -84,6 +86,7 @@ def rules_for(t: Thresholds) -> tuple[ThresholdRule, ...]:
             warning_after=n,
             min_duration=timedelta(minutes=t.glucose_low_minutes),
             end_after=timedelta(minutes=t.glucose_episode_end_minutes),
+            predicted=(t.predicted_low_line, t.glucose_predicted_minutes),
         ),
         ThresholdRule(
             "glucose_high",

@@ -12,9 +12,10 @@ straight line in log glucose, as Nightscout's AR2 works in log space): a fall of
 at 5 mmol/L slows as glucose drops instead of running on to zero. Forecasts are clamped to the
 range a CGM reports (2.2-22.2 mmol/L).
 
-- `glucose_roc`: the filtered rate of change (mmol/L/min);
-- `glucose_forecast`: the value `horizon` ahead (the low horizon);
-- `glucose_forecast_urgent`: the value `urgent_horizon` ahead.
+- `glucose_level`: the filtered glucose level (mmol/L) at the reading;
+- `glucose_roc`: the filtered rate of change (mmol/L/min).
+
+The alert engine projects them with `project` as far ahead as the patient's rule asks.
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from processor.alerts.glucose import DEFAULT_LOW, FORECAST_CODE, ROC_CODE, URGENT_FORECAST_CODE
+from processor.alerts.glucose import LEVEL_CODE, ROC_CODE
 from processor.normalise import NormalisedObservation, Quality
 
 __all__ = [
-    "FORECAST_CODE",
+    "LEVEL_CODE",
     "ROC_CODE",
-    "URGENT_FORECAST_CODE",
     "TrendTracker",
     "is_cgm_glucose",
     "kalman_trend",
@@ -121,14 +121,10 @@ class TrendTracker:
     def __init__(
         self,
         window: timedelta = timedelta(minutes=30),
-        horizon: timedelta = timedelta(minutes=DEFAULT_LOW.horizon_min),
-        urgent_horizon: timedelta = timedelta(minutes=DEFAULT_LOW.urgent_horizon_min),
         min_points: int = 3,
         min_span: timedelta = timedelta(minutes=4),
     ) -> None:
         self.window = window
-        self.horizon_min = horizon.total_seconds() / 60
-        self.urgent_horizon_min = urgent_horizon.total_seconds() / 60
         self._min_points = min_points
         self._min_span = min_span
         self._series: dict[UUID, list[tuple[datetime, float]]] = {}
@@ -158,11 +154,8 @@ class TrendTracker:
             if fit is None:
                 continue
             level, rate = fit
+            derived.append(replace(obs, code=LEVEL_CODE, value=round(level, 3), unit="mmol/L"))
             derived.append(replace(obs, code=ROC_CODE, value=round(rate, 4), unit="mmol/L/min"))
-            horizons = ((FORECAST_CODE, self.horizon_min), (URGENT_FORECAST_CODE, self.urgent_horizon_min))
-            for code, minutes in horizons:
-                value = round(project(level, rate, minutes), 2)
-                derived.append(replace(obs, code=code, value=value, unit="mmol/L"))
         return derived
 
     def _fit(self, series: list[tuple[datetime, float]]) -> tuple[float, float] | None:

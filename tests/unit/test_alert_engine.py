@@ -211,6 +211,25 @@ def test_per_patient_thresholds_and_spo2_scale_2() -> None:
     ]
 
 
+def test_a_patient_can_have_the_predicted_low_called_earlier() -> None:
+    """A steady fall of 0.06 mmol/L/min: by default (forecast below 3.0 within 25 min) it is
+    called at 4.2; a clinician who wants the earlier, noisier rule "below 3.9 within 20 min"
+    (e.g. for hypoglycaemia unawareness) gets it at 4.8."""
+    fall = [6.0, 5.7, 5.4, 5.1, 4.8, 4.5, 4.2, 3.9]
+
+    def opened_at(thresholds: Thresholds) -> float:
+        observations = cgm(uuid4(), fall, every_min=5)
+        engine = ThresholdEngine(rules_for(thresholds))
+        actions = engine.evaluate(observations + TrendTracker().derive(observations), {})
+        first = next(a for a in actions if a.rule == "glucose_low")
+        return next(o.value for o in observations if o.seq == first.seq)
+
+    default = opened_at(Thresholds())
+    earlier = opened_at(Thresholds(glucose_predicted_low=3.9, glucose_predicted_minutes=20))
+    assert earlier > default, (earlier, default)
+    assert default >= 3.9, "still called before the first low reading"
+
+
 def test_each_patient_gets_their_own_rules() -> None:
     a, b = uuid4(), uuid4()
     obs = series(a, "spo2", [90]) + series(b, "spo2", [90], 1)
@@ -228,6 +247,9 @@ def test_each_patient_gets_their_own_rules() -> None:
         {"pulse_high_urgent": 100},
         {"glucose_low": 0.1},
         {"warning_after": 0},
+        {"glucose_predicted_low": 4.5},  # above the low line: not a prediction of a low
+        {"glucose_predicted_low": 2.5},  # below the urgent line
+        {"glucose_predicted_minutes": 2},
     ],
 )
 def test_inconsistent_thresholds_are_refused(bad: dict[str, float]) -> None:

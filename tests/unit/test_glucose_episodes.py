@@ -10,9 +10,9 @@ import pytest
 from bench import ar2, clinical
 from processor.alerts.artefact import ArtefactFilter
 from processor.alerts.engine import Act, Action, ThresholdEngine
-from processor.alerts.glucose import DEFAULT_LOW, EpisodeView, Stage
+from processor.alerts.glucose import DEFAULT_LOW, FORECAST_CODE, LEVEL_CODE, ROC_CODE, EpisodeView, Stage
 from processor.alerts.rules import Severity
-from processor.alerts.trend import FORECAST_CODE, TrendTracker, kalman_trend
+from processor.alerts.trend import TrendTracker, kalman_trend, project
 from processor.normalise import NormalisedObservation, Quality, normalise
 from telehealth.contracts import AcceptedReading, Observation
 
@@ -146,16 +146,18 @@ def test_a_late_partly_backfilled_fall_is_forecast_when_a_live_reading_arrives()
 
 
 def test_the_forecast_is_clamped_to_what_a_cgm_reports() -> None:
-    obs = glucose(uuid4(), [6.0, 5.0, 4.0, 3.0, 2.4])
-    derived = TrendTracker().derive(obs)
-    forecasts = [o.value for o in derived if o.code == FORECAST_CODE]
-    assert forecasts and min(forecasts) == 2.2
-    rising = [
-        o.value
-        for o in TrendTracker().derive(glucose(uuid4(), [10, 13, 16, 19, 22]))
-        if o.code == FORECAST_CODE
-    ]
-    assert max(rising) == 22.2
+    def forecasts(values: list[float]) -> list[float]:
+        derived = {(o.seq, o.code): o.value for o in TrendTracker().derive(glucose(uuid4(), values))}
+        return [
+            project(derived[seq, LEVEL_CODE], derived[seq, ROC_CODE], DEFAULT_LOW.horizon_min)
+            for seq, code in derived
+            if code == LEVEL_CODE
+        ]
+
+    falling = forecasts([6.0, 5.0, 4.0, 3.0, 2.4])
+    assert falling and min(falling) == 2.2
+    assert max(forecasts([10, 13, 16, 19, 22])) == 22.2
+    assert project(1.0, -0.1, 25) == 2.2  # a level below the range stays at its floor
 
 
 def test_the_filtered_trend_resists_one_noisy_reading() -> None:

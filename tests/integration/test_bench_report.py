@@ -17,16 +17,11 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_bench_report_records_the_run_the_sweep_and_the_queries(tmp_path: Path) -> None:
+def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed `telehealth bench`, with no settings from this environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
-    out = tmp_path / "report"
-    args = [
-        *("--readings", "1000", "--devices", "20", "--sweep", "300", "--sweep-seconds", "2"),
-        *("--latency-load", "0", "--fleet-devices", "0", "--research-patients", "0"),
-        *("--report", str(out)),
-    ]
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "telehealth"), "bench", *args],  # the installed command
+        [str(Path(sys.executable).parent / "telehealth"), "bench", *args],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -35,6 +30,17 @@ def test_bench_report_records_the_run_the_sweep_and_the_queries(tmp_path: Path) 
         check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done
+
+
+def test_bench_report_records_the_run_the_sweep_and_the_queries(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    done = _bench(
+        tmp_path,
+        *("--readings", "1000", "--devices", "20", "--sweep", "300", "--sweep-seconds", "2"),
+        *("--latency-load", "0", "--fleet-devices", "0", "--research-patients", "0"),
+        *("--report", str(out)),
+    )
     figures = json.loads((out / "figures.json").read_text())
     assert figures["e2e_stored"] == 1000
     assert figures["mqtt_relay_msgs_s"] > 0 and figures["copy_rows_s"] > 0
@@ -58,23 +64,13 @@ def test_bench_times_every_probe_alert_to_the_row_the_topic_and_the_dashboard_st
 ) -> None:
     """The latency probe once timed nothing (one device alternating 88/97 % was judged a motion
     artefact); every probe's alert must now be seen at all three points."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
     out = tmp_path / "report"
-    args = [
+    done = _bench(
+        tmp_path,
         *("--readings", "0", "--devices", "20", "--no-queries"),
         *("--latency-load", "200", "--latency-probes", "5"),
         *("--fleet-devices", "0", "--research-patients", "0", "--report", str(out)),
-    ]
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "telehealth"), "bench", *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
     )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     latency = json.loads((out / "figures.json").read_text())["latency"]
     assert latency["probes"] == 5
     for point in ("row_ms", "topic_ms", "sse_ms"):

@@ -1,7 +1,9 @@
-"""The gateway loses its MQTT connection and must get it back by itself, losing nothing.
+"""The gateway's MQTT connection, driven by its asyncio loop (`gateway.mqtt_loop`).
 
-The loss is real: a client with the gateway's own login and client id connects, so the broker
-drops the gateway's connection (an MQTT session belongs to one connection). The intruder
+It must read every packet over TLS as over plain TCP, and when it loses the connection get it
+back by itself, losing nothing. The loss is real: a client with the gateway's own login and
+client id connects, so the broker drops the gateway's connection (an MQTT session belongs to
+one connection). The intruder
 leaves at once without acknowledging anything; readings published while the gateway is away
 wait in its persistent session.
 """
@@ -20,9 +22,11 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.mqtt_loop import LoopDriver
 from launcher.stack import Services
 from simulators.publisher import Publisher
-from telehealth.broker.dynsec import GATEWAY_USER
+from telehealth.broker.dynsec import GATEWAY_USER, RELAY_USER
+from telehealth.mqtt import parse_mqtt_url, ssl_context
 from telehealth.settings import Settings
 from tests.conftest import eventually
 from tests.factories import make_device, make_patient
@@ -99,3 +103,46 @@ async def test_the_gateway_reconnects_after_losing_its_connection_and_loses_noth
     log = (services.log_dir / "gateway.log").read_text(errors="replace")
     assert "MQTT connection lost; reconnecting" in log, "the readings came through another way?"
     assert services.procs["gateway"].poll() is None, "the gateway must carry on, not exit"
+
+
+async def test_the_loop_driven_client_reads_every_packet_over_tls(settings: Settings) -> None:
+    """The TLS path end to end (handshake in an executor, reads on the loop): a burst of small
+    messages all arrive. (Mosquitto sends each packet as its own TLS record here, so this does
+    not reach the case of a second packet waiting decrypted in the SSL object; `_more` checks
+    `pending()` for that.)"""
+    assert settings.mqtt_device_url and settings.mqtt_ca_file and settings.mqtt_relay_password
+    address = parse_mqtt_url(settings.mqtt_device_url, str(settings.mqtt_ca_file)).login(
+        RELAY_USER, settings.mqtt_relay_password.get_secret_value()
+    )
+    assert address.tls
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="loop-tls-sink", protocol=mqtt.MQTTv311)
+    client.username_pw_set(address.username, address.password)
+    context = ssl_context(address)
+    assert context is not None
+    client.tls_set_context(context)
+    subscribed = asyncio.Event()
+    got: list[bytes] = []
+    client.on_connect = lambda c, _u, _f, _code, _p: c.subscribe("bench/relay/+", qos=1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda _c, _u, message: got.append(bytes(message.payload))
+    stop = asyncio.Event()
+    driving = asyncio.create_task(LoopDriver(client).run(address.host, address.port, 30, stop))
+    try:
+        await asyncio.wait_for(subscribed.wait(), 15)
+        publisher = Publisher(address, client_id="loop-tls-source")
+        await publisher.connect()
+        try:
+            for i in range(500):
+                publisher.publish_raw("bench/relay/loop", str(i).encode())
+            assert await publisher.drain()
+        finally:
+            await publisher.close()
+
+        async def all_arrived() -> bool:
+            return len(got) == 500
+
+        await eventually(all_arrived, timeout=30)
+        assert sorted(int(p) for p in got) == list(range(500))
+    finally:
+        stop.set()
+        await asyncio.wait_for(driving, 10)

@@ -103,6 +103,17 @@ class Reading(BaseModel):
     def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
         return check_context(value)
 
+    @field_validator("observations")
+    @classmethod
+    def _one_value_per_code(cls, value: list[Observation]) -> list[Observation]:
+        """An observation is known by (device, seq, code) downstream (consent decisions, the
+        trend, alerts), so one reading carries each code once."""
+        codes = [o.code for o in value]
+        if len(set(codes)) != len(codes):
+            repeated = sorted({c for c in codes if codes.count(c) > 1})
+            raise ValueError(f"each code at most once per reading; repeated: {', '.join(repeated)}")
+        return value
+
     @model_validator(mode="after")
     def _in_window(self, info: ValidationInfo) -> Self:
         """Judged against arrival: `received_at` once stamped, else the caller's `now`."""

@@ -97,6 +97,8 @@ def poison(kind: str, device_id: str) -> tuple[bytes, str]:
         case "deep_context":
             deep = {"a": [[[[1]]]]}
             return encoded(reading(device_id, 1, observations=spo2, context=deep)), "context_too_large"
+        case "code_twice":  # once failed the processor's batch (its consent rows are per code)
+            return encoded(reading(device_id, 1, observations=spo2 + spo2)), "schema_invalid"
     raise AssertionError(kind)
 
 
@@ -112,6 +114,7 @@ KINDS = [
     "year_one",
     "not_utf8",
     "deep_context",
+    "code_twice",
 ]
 
 

@@ -36,6 +36,15 @@ def test_spec_example_parses() -> None:
     assert r.measured_at.utcoffset() is not None
 
 
+def test_a_code_repeated_within_one_reading_is_refused() -> None:
+    """Two pulse values in one reading once reached the processor and failed its batch (an
+    observation is known by device, seq and code); the contract refuses it at the edge."""
+    twice = [{"code": "pulse", "value": 70, "unit": "/min"}, {"code": "pulse", "value": 72, "unit": "/min"}]
+    readings, [rejection] = parse_payload(encode(reading(observations=twice)))
+    assert readings == []
+    assert rejection.reason is Reason.SCHEMA_INVALID and "repeated: pulse" in rejection.detail
+
+
 def test_array_splits_good_from_bad_elements() -> None:
     bad = reading(seq=2, observations=[{"code": "spo2", "value": 94, "unit": "mmHg"}])
     readings, rejections = parse_payload(encode([reading(seq=1), bad, reading(seq=3)]))

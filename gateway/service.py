@@ -103,10 +103,9 @@ class Gateway:
         self._registry = registry
         self._producer = producer
         self._loop = asyncio.get_running_loop()
-        # paho's read callback appends; the intake is woken only when it went idle.
+        # paho's read callback (on this loop) appends and wakes the intake.
         self._inbox: collections.deque[mqtt.MQTTMessage] = collections.deque()
         self._wake = asyncio.Event()
-        self._idle = True
         self._pending: asyncio.Queue[Pending] = asyncio.Queue(maxsize=settings.gateway_max_inflight)
         self._in_flight = 0  # messages taken from the inbox and not yet acked
         self.progress = Progress(self.backlog)
@@ -142,9 +141,7 @@ class Gateway:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         self._inbox.append(message)
-        if self._idle:
-            self._idle = False
-            self._wake.set()
+        self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         address = broker_address(self._settings)
@@ -194,10 +191,8 @@ class Gateway:
                 self._in_flight += 1
                 sends = [await self._send(r) for r in records]
                 await self._pending.put(Pending(message, records, sends))
-            self._wake.clear()
-            self._idle = True
-            if not self._inbox:  # re-check: a message may have landed before `_idle` was set
-                await self._wake.wait()
+            self._wake.clear()  # the inbox is empty; paho's callback runs only while we await
+            await self._wake.wait()
 
     async def _route(self, message: mqtt.MQTTMessage) -> list[Outgoing]:
         settings = self._settings

@@ -119,11 +119,10 @@ class _State:
     above_since: datetime | None = None
     urgent_ok_since: datetime | None = None
     urgent_seen: bool = False
-    forecast: float | None = None
-    forecast_urgent: float | None = None
+    #: the CGM trend of the latest reading (None: none yet, or the reading was not from a CGM)
+    trend: Forecast | None = None
     forecast_low_streak: int = 0
     forecast_urgent_streak: int = 0
-    roc: float | None = None
     opened_at: datetime | None = None
     last_at: datetime | None = None
 
@@ -152,9 +151,7 @@ class LowEpisodes:
             return None  # older than what was judged already: it is context, not news
         s.last_at = at
         if cgm:
-            s.forecast = forecast.low if forecast is not None else None
-            s.forecast_urgent = forecast.urgent if forecast is not None else None
-            s.roc = forecast.rate if forecast is not None else None
+            s.trend = forecast
             gated = forecast if forecast is not None and value < cfg.predict_below else None
             low_soon = gated is not None and gated.low < cfg.predicted_low
             urgent_soon = gated is not None and gated.urgent < cfg.urgent_low
@@ -217,7 +214,7 @@ class LowEpisodes:
             minutes = cfg.end_after.total_seconds() / 60
             again = f" again, after {minutes:.0f} min or more at or above {cfg.urgent_low:.1f}"
             return Decision(decision.act, decision.stage, decision.message + again, decision.code, value)
-        forecast_ok = s.forecast is None or s.forecast >= cfg.predicted_low
+        forecast_ok = s.trend is None or s.trend.low >= cfg.predicted_low
         if s.above_since is not None and forecast_ok:
             since = max(s.above_since, s.opened_at or s.above_since)
             if at - since >= cfg.end_after:
@@ -234,13 +231,16 @@ class LowEpisodes:
         return None
 
     def _decision(self, act: str, stage: Stage, value: float, s: _State, cfg: LowConfig) -> Decision:
-        projected = s.forecast_urgent if stage is Stage.URGENT_SOON else s.forecast
-        shown = projected if stage.code == FORECAST_CODE and projected is not None else value
-        return Decision(act, stage, self._message(stage, value, s, cfg), stage.code, shown)
+        projected = None
+        if stage.code == FORECAST_CODE and s.trend is not None:
+            projected = s.trend.urgent if stage is Stage.URGENT_SOON else s.trend.low
+        shown = projected if projected is not None else value
+        return Decision(act, stage, self._message(stage, value, s, cfg, projected), stage.code, shown)
 
     @staticmethod
-    def _message(stage: Stage, value: float, s: _State, cfg: LowConfig) -> str:
-        trend = f", falling {-s.roc:.2f} mmol/L/min" if s.roc is not None and s.roc < 0 else ""
+    def _message(stage: Stage, value: float, s: _State, cfg: LowConfig, projected: float | None) -> str:
+        rate = s.trend.rate if s.trend is not None else None
+        trend = f", falling {-rate:.2f} mmol/L/min" if rate is not None and rate < 0 else ""
         if stage is Stage.URGENT:
             return f"Glucose urgent low: {value:g} mmol/L (below {cfg.urgent_low:.1f})"
         if stage is Stage.LOW:
@@ -255,7 +255,6 @@ class LowEpisodes:
             if stage is Stage.URGENT_SOON
             else (cfg.low, "low", cfg.horizon_min)
         )
-        projected = s.forecast_urgent if stage is Stage.URGENT_SOON else s.forecast
         reach = f" (forecast {projected:.1f})" if projected is not None else ""
         return (
             f"Glucose {name} soon: {value:g} mmol/L now{trend};"

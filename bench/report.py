@@ -78,6 +78,10 @@ def markdown(figures: Figures) -> str:
             f"| raw MQTT relay (QoS 1, paho in and out) | {_num(f.mqtt_relay_msgs_s)} msg/s | 1 |",
             f"| raw Kafka produce + consume | {_num(f.kafka_records_s)} records/s | |",
             f"| raw COPY into PostgreSQL | {_num(f.copy_rows_s)} rows/s | |",
+            "| gateway alone (MQTT -> gateway -> Kafka, no processor) |"
+            f" {_num(f.gateway_readings_s)} readings/s"
+            f" ({f.gateway_forwarded:,}/{f.readings:,}) |"
+            f" {_ratio(f.gateway_readings_s / f.per_message, f.mqtt_relay_msgs_s)} of relay (messages) |",
             f"| end to end, stored exactly once | {_num(f.e2e_readings_s)} readings/s"
             f" ({f.e2e_stored:,}/{f.readings:,}) |"
             f" {_ratio(e2e_msgs, f.mqtt_relay_msgs_s)} of relay (messages) |",
@@ -112,9 +116,13 @@ def markdown(figures: Figures) -> str:
             )
         lines.append("")
     if f.rss_mib:
-        lines += ["| service | peak RSS MiB | CPU µs per stored reading |", "| --- | ---: | ---: |"]
+        lines += [
+            "| service | peak RSS MiB | CPU µs per stored reading | CPU µs per reading, gateway alone |",
+            "| --- | ---: | ---: | ---: |",
+        ]
         lines += [
             f"| {name} | {mib:.0f} | {_num(f.cpu_us_per_reading.get(name, math.nan))} |"
+            f" {_num(f.gateway_cpu_us_per_reading.get(name, math.nan))} |"
             for name, mib in f.rss_mib.items()
         ]
         lines.append("")

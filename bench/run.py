@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing as mp
 import os
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,9 @@ import psutil
 import psycopg
 
 from bench import research
+from bench.baselines import copy_alone, kafka_alone, mqtt_relay, publish
+from bench.gateway_alone import gateway_alone, until_subscribed
 from bench.latency import Latency, measure
-from bench.load import publish_worker, subscribe_worker
 from bench.queries import QueryLoad, add_clinician, seed, token
 from bench.report import machine
 from bench.sweep import SweepPoint, sweep
@@ -41,6 +40,10 @@ from telehealth.storage import migrate
 from telehealth.topics import readings_topic
 
 
+def _per_reading(cpu_us: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.0f} µs" for k, v in cpu_us.items()) + " per reading"
+
+
 @dataclass
 class Figures:
     readings: int
@@ -53,6 +56,10 @@ class Figures:
     copy_rows_s: float = 0.0
     e2e_readings_s: float = 0.0
     e2e_stored: int = 0
+    #: MQTT -> gateway -> Kafka with no processor running (the gateway's own rate)
+    gateway_readings_s: float = 0.0
+    gateway_forwarded: int = 0
+    gateway_cpu_us_per_reading: dict[str, float] = field(default_factory=dict)
     rss_mib: dict[str, float] = field(default_factory=dict)
     latency: Latency | None = None
     fleet: str | None = None
@@ -79,10 +86,7 @@ class Figures:
                 f" ({q['requests']:.0f} requests, {q['errors']:.0f} errors)"
             )
         if self.cpu_us_per_reading:
-            lines.append(
-                "CPU per stored reading (end to end): "
-                + ", ".join(f"{k} {v:.0f} µs" for k, v in self.cpu_us_per_reading.items())
-            )
+            lines.append("CPU per stored reading (end to end): " + _per_reading(self.cpu_us_per_reading))
         lines.append("peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in self.rss_mib.items()))
         if self.latency is not None:
             lines.append(self.latency.report())
@@ -94,6 +98,7 @@ class Figures:
 
     def _throughput(self) -> list[str]:
         e2e_msgs = self.e2e_readings_s / self.per_message
+        gateway_msgs = self.gateway_readings_s / self.per_message
         return [
             f"readings: {self.readings} ({self.per_message} per MQTT message,"
             f" {'over TLS, ' if self.tls else ''}authenticated,"
@@ -101,132 +106,15 @@ class Figures:
             f"baseline MQTT relay (QoS 1):   {self.mqtt_relay_msgs_s:10,.0f} msg/s",
             f"baseline Kafka produce+consume:{self.kafka_records_s:10,.0f} records/s",
             f"baseline COPY into PostgreSQL: {self.copy_rows_s:10,.0f} rows/s",
+            f"gateway alone (MQTT -> Kafka, no processor): {self.gateway_readings_s:10,.0f} readings/s"
+            f" ({self.gateway_forwarded}/{self.readings} in Kafka;"
+            f" gateway CPU {_per_reading(self.gateway_cpu_us_per_reading)})",
+            f"ratio gateway alone / MQTT relay (messages): {gateway_msgs / self.mqtt_relay_msgs_s:.2f}",
             f"end to end (stored, exactly once): {self.e2e_readings_s:10,.0f} readings/s"
             f" ({self.e2e_stored}/{self.readings} stored)",
             f"ratio end-to-end / MQTT relay (messages): {e2e_msgs / self.mqtt_relay_msgs_s:.2f}",
             f"ratio end-to-end / COPY (rows):           {self.e2e_readings_s / self.copy_rows_s:.3f}",
         ]
-
-
-def _publish(
-    mqtt_url: str,
-    template: str,
-    devices: list[str],
-    messages: int,
-    per_message: int,
-    publishers: int,
-    start_seq: int,
-    ca_file: str | None = None,
-) -> tuple[float, float, int]:
-    ctx = mp.get_context("spawn")
-    out: Any = ctx.Queue()
-    chunks = [devices[i::publishers] for i in range(publishers)]
-    procs = [
-        ctx.Process(
-            target=publish_worker,
-            args=(
-                mqtt_url,
-                template,
-                chunk,
-                messages // publishers,
-                per_message,
-                start_seq,
-                out,
-                None,
-                ca_file,
-            ),
-        )
-        for chunk in chunks
-    ]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=900) for _ in procs]
-    for p in procs:
-        p.join()
-    return min(r[0] for r in results), max(r[1] for r in results), sum(r[2] for r in results)
-
-
-def mqtt_relay(load: tuple[str, str | None], sink_url: str, messages: int, publishers: int) -> float:
-    """The broker alone: publishers as in the end-to-end run, one plain subscriber as the gateway."""
-    ctx = mp.get_context("spawn")
-    out: Any = ctx.Queue()
-    ready = ctx.Event()
-    sink = ctx.Process(target=subscribe_worker, args=(sink_url, messages, ready, out))
-    sink.start()
-    ready.wait(30)
-    devices = [f"relay-{i}" for i in range(100)]
-    started, _, _ = _publish(load[0], "bench/relay/{}", devices, messages, 1, publishers, 0, load[1])
-    received_at, got = out.get(timeout=900)
-    sink.join()
-    return float(got / (received_at - started))
-
-
-async def kafka_alone(bootstrap: str, records: int) -> float:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    topic = f"bench.raw.{int(time.time())}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 4, 1)])
-    await admin.close()
-    value = b"x" * 300
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"g-{topic}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await producer.start()
-    await consumer.start()
-    started = time.perf_counter()
-    sends = [await producer.send(topic, value, key=str(i % 500).encode()) for i in range(records)]
-    await asyncio.gather(*sends)
-    got = 0
-    while got < records:
-        batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
-        got += sum(len(v) for v in batch.values())
-    await consumer.commit()
-    elapsed = time.perf_counter() - started
-    await producer.stop()
-    await consumer.stop()
-    return records / elapsed
-
-
-def copy_alone(url: str, rows: int) -> float:
-    with psycopg.connect(url) as conn:
-        conn.execute("CREATE TEMP TABLE bench_copy (LIKE readings INCLUDING DEFAULTS)")
-        now = datetime.now(UTC)
-        data: list[tuple[Any, ...]] = [
-            (
-                "00000000-0000-0000-0000-000000000000",
-                now,
-                "spo2",
-                97.0,
-                "%",
-                "59408-5",
-                None,
-                f"d-{i % 500}",
-                i,
-                now,
-                [],
-            )
-            for i in range(rows)
-        ]
-        started = time.perf_counter()
-        with (
-            conn.cursor() as cur,
-            cur.copy(
-                "COPY bench_copy (patient_id, measured_at, code, value, unit, loinc, source, device_id,"
-                " seq, received_at, quality) FROM STDIN"
-            ) as copy,
-        ):
-            for row in data:
-                copy.write_row(row)
-        conn.commit()
-        return rows / (time.perf_counter() - started)
 
 
 class RssSampler(threading.Thread):
@@ -253,6 +141,38 @@ def _cpu_seconds(services: Services) -> dict[str, float]:
     return spent
 
 
+def _stored(conn: psycopg.Connection[Any]) -> int:
+    return int(conn.execute("SELECT count(*) FROM reading_receipts").fetchone()[0])  # type: ignore[index]
+
+
+def wait_stored(url: str, total: int, timeout_s: float = 600) -> None:
+    """Until the database holds `total` receipts: the processor has caught up on a backlog."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + timeout_s
+        while _stored(conn) < total:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the processor did not store the backlog ({_stored(conn)}/{total})")
+            time.sleep(0.2)
+
+
+def _cpu_per(services: Services, before: dict[str, float], readings: int) -> dict[str, float]:
+    """CPU µs each service spent per reading since `before` (services started since are left out)."""
+    return {
+        name: 1e6 * (spent - before[name]) / max(1, readings)
+        for name, spent in _cpu_seconds(services).items()
+        if name in before
+    }
+
+
+def _spies(out: Path | None, services: Services, prefix: str = "") -> Any:
+    """py-spy on the pipeline's services (not the API) when profiling, else None."""
+    if out is None:
+        return None
+    from bench.profile import Spies
+
+    return Spies(out, {prefix + n: p.pid for n, p in services.procs.items() if n != "api"})
+
+
 def end_to_end(
     settings: Settings,
     services: Services,
@@ -264,9 +184,9 @@ def end_to_end(
 ) -> tuple[float, int]:
     assert settings.database_url and settings.mqtt_url
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        before = conn.execute("SELECT count(*) FROM reading_receipts").fetchone()[0]  # type: ignore[index]
+        before = _stored(conn)
         start_seq = int(time.time() * 1000)
-        started, _, _ = _publish(
+        started, _, _ = publish(
             load[0],
             readings_topic("{}"),
             devices,
@@ -279,7 +199,7 @@ def end_to_end(
         deadline = time.monotonic() + 600
         stored = 0
         while time.monotonic() < deadline:
-            stored = conn.execute("SELECT count(*) FROM reading_receipts").fetchone()[0] - before  # type: ignore[index]
+            stored = _stored(conn) - before
             if stored >= readings:
                 break
             time.sleep(0.05)
@@ -390,12 +310,29 @@ def run(
                 figures.kafka_records_s = asyncio.run(kafka_alone(settings.kafka_bootstrap, readings))
                 figures.copy_rows_s = copy_alone(settings.database_url, readings)
             services = Services(settings, (data_dir or Path(tmp)) / "logs")
-            services.start("processor", "processor")
             for n in range(gateways):
                 env = service_env(settings, "gateway") | {
                     "TELEHEALTH_GATEWAY_CLIENT_ID": f"bench-gateway-{n}"
                 }
                 services.start(f"gateway-{n}", "gateway", env=env)
+            if readings:
+                print("gateway alone (no processor) ...", flush=True)
+                with psycopg.connect(settings.database_url, autocommit=True) as conn:
+                    stored_before = _stored(conn)
+                asyncio.run(until_subscribed(settings, ids[0]))
+                spies = _spies(profile_dir, services, "gateway-alone-")
+                cpu_before = _cpu_seconds(services)
+                figures.gateway_readings_s, figures.gateway_forwarded = asyncio.run(
+                    gateway_alone(
+                        settings, ids, readings, per_message, publishers, load_address(settings, tls)
+                    )
+                )
+                figures.gateway_cpu_us_per_reading = _cpu_per(services, cpu_before, figures.gateway_forwarded)
+                if spies is not None:
+                    spies.stop()
+            services.start("processor", "processor")
+            if readings:
+                wait_stored(settings.database_url, stored_before + figures.gateway_forwarded)
             query_load: QueryLoad | contextlib.AbstractContextManager[None] = contextlib.nullcontext()
             if api:
                 services.start("api", "api")
@@ -410,12 +347,7 @@ def run(
                 with query_load:
                     if readings:
                         print("end to end ...", flush=True)
-                        spies = None
-                        if profile_dir is not None:
-                            from bench.profile import Spies
-
-                            pids = {n: p.pid for n, p in services.procs.items() if n != "api"}
-                            spies = Spies(profile_dir, pids)
+                        spies = _spies(profile_dir, services)
                         cpu_before = _cpu_seconds(services)
                         figures.e2e_readings_s, figures.e2e_stored = end_to_end(
                             settings,
@@ -428,11 +360,7 @@ def run(
                         )
                         if spies is not None:
                             spies.stop()
-                        figures.cpu_us_per_reading = {
-                            name: 1e6 * (spent - cpu_before.get(name, 0.0)) / max(1, figures.e2e_stored)
-                            for name, spent in _cpu_seconds(services).items()
-                            if name in cpu_before
-                        }
+                        figures.cpu_us_per_reading = _cpu_per(services, cpu_before, figures.e2e_stored)
                     if sweep_rates:
                         print("sweep of offered load ...", flush=True)
                         figures.sweep = sweep(

@@ -42,7 +42,9 @@ def test_bench_report_records_the_run_the_sweep_and_the_queries(tmp_path: Path) 
         *("--report", str(out)),
     )
     figures = json.loads((out / "figures.json").read_text())
-    assert figures["e2e_stored"] == 1000
+    assert figures["gateway_forwarded"] == 1000 and figures["gateway_readings_s"] > 0
+    assert set(figures["gateway_cpu_us_per_reading"]) == {"gateway-0"}
+    assert figures["e2e_stored"] == 1000  # counted after the gateway-alone backlog was stored
     assert figures["mqtt_relay_msgs_s"] > 0 and figures["copy_rows_s"] > 0
     [point] = figures["sweep"]
     assert point["offered_readings_s"] == 300
@@ -55,6 +57,7 @@ def test_bench_report_records_the_run_the_sweep_and_the_queries(tmp_path: Path) 
     assert set(figures["cpu_us_per_reading"]) == {"processor", "gateway-0", "api"}
     assert figures["machine"]["cores"] == os.cpu_count()
     report = (out / "figures.md").read_text()
+    assert "| gateway alone (MQTT -> gateway -> Kafka, no processor) |" in report
     assert "| end to end, stored exactly once |" in report and "| observations 24 h |" in report
     assert "query during ingest, observations 24 h" in done.stdout
 

@@ -110,6 +110,9 @@ class Gateway:
         self._in_flight = 0  # messages taken from the inbox and not yet acked
         self.progress = Progress(self.backlog)
         self._client = self._make_client()
+        # Labelled counters bound once: `labels()` per message costs a lock and a lookup.
+        self._received = {kind: RECEIVED.labels(kind) for kind in ("readings", "status")}
+        self._forwarded: dict[str, Any] = {}
 
     def _make_client(self) -> mqtt.Client:
         settings = self._settings
@@ -187,7 +190,7 @@ class Gateway:
                     detail = f"gateway could not route the message: {type(exc).__name__}: {exc}"
                     records = [self._letter(message, Reason.INTERNAL_ERROR, detail)]
                 self._inbox.popleft()
-                RECEIVED.labels("status" if _topic_of(message).endswith("/status") else "readings").inc()
+                self._received["status" if _topic_of(message).endswith("/status") else "readings"].inc()
                 self._in_flight += 1
                 sends = [await self._send(r) for r in records]
                 await self._pending.put(Pending(message, records, sends))
@@ -317,7 +320,10 @@ class Gateway:
                 item.sends = [await self._send(record) for record in retry]
             self._client.ack(item.message.mid, item.message.qos)
             for record in item.records:
-                FORWARDED.labels(record.topic).inc()
+                counter = self._forwarded.get(record.topic)
+                if counter is None:
+                    counter = self._forwarded[record.topic] = FORWARDED.labels(record.topic)
+                counter.inc()
             self._in_flight -= 1
             self.progress.moved()
             self._pending.task_done()

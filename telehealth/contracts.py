@@ -114,10 +114,16 @@ class Reading(BaseModel):
             raise ValueError(f"each code at most once per reading; repeated: {', '.join(repeated)}")
         return value
 
+    def _arrival(self) -> datetime | None:
+        """When the reading arrived, once stamped (`AcceptedReading`)."""
+        return None
+
     @model_validator(mode="after")
     def _in_window(self, info: ValidationInfo) -> Self:
-        """Judged against arrival: `received_at` once stamped, else the caller's `now`."""
-        arrival = getattr(self, "received_at", None)
+        """Judged against arrival: `received_at` once stamped, else the caller's `now`.
+        (Not `getattr(self, "received_at", None)`: a missing attribute goes through pydantic's
+        `__getattr__` and an exception, 4 % of the gateway's CPU in a profile.)"""
+        arrival = self._arrival()
         if arrival is None:
             arrival = (info.context or {}).get("now") or datetime.now(UTC)
         check_window(self.measured_at, arrival)
@@ -128,6 +134,9 @@ class AcceptedReading(Reading):
     """A reading the gateway checked, stamped with when it arrived; the Kafka value."""
 
     received_at: AwareDatetime
+
+    def _arrival(self) -> datetime | None:
+        return self.received_at
 
     @field_validator("received_at")
     @classmethod

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 from uuid import UUID
 
 import psycopg
@@ -132,18 +133,27 @@ async def broker_logins(conn: psycopg.AsyncConnection[Any]) -> list[DeviceLogin]
 
 
 async def load_registry(
-    conn: psycopg.AsyncConnection[Any], device_id: str | None = None
+    conn: psycopg.AsyncConnection[Any], device_id: str | None = None, *, changed_since: datetime | None = None
 ) -> dict[str, DeviceEntry]:
-    """All devices, or just one."""
+    """All devices, just one, or those whose entry changed after `changed_since`."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "SELECT id, patient_id, kind, revoked_at FROM devices WHERE %(id)s::text IS NULL OR id = %(id)s",
-            {"id": device_id},
+            """SELECT id, patient_id, kind, revoked_at FROM devices
+               WHERE (%(id)s::text IS NULL OR id = %(id)s)
+                 AND (%(since)s::timestamptz IS NULL OR changed_at > %(since)s)""",
+            {"id": device_id, "since": changed_since},
         )
         rows = await cur.fetchall()
     return {
         r["id"]: DeviceEntry(r["id"], r["patient_id"], r["kind"], r["revoked_at"] is not None) for r in rows
     }
+
+
+async def _database_now(conn: psycopg.AsyncConnection[Any]) -> datetime:
+    cur = await conn.execute("SELECT clock_timestamp()")
+    row = await cur.fetchone()
+    assert row is not None
+    return cast(datetime, row[0])
 
 
 class RegistryUnavailable(StorageError):
@@ -153,18 +163,32 @@ class RegistryUnavailable(StorageError):
 class CachedRegistry:
     """The device table held in memory.
 
-    The whole table is reloaded every `ttl_s` (revocations take effect within it); an unknown
-    id is looked up on its own, and a miss is remembered for `negative_ttl_s` so a flood from
-    unknown ids costs one query per id and interval, not one per message.
+    Every `ttl_s` (revocations take effect within it) the rows changed since the last refresh
+    are read, with `overlap_s` of margin for changes whose transaction committed late; the
+    whole table is reloaded every `full_every_s`, which bounds anything the margin missed. An
+    unknown id is looked up on its own, and a miss is remembered for `negative_ttl_s` so a
+    flood from unknown ids costs one query per id and interval, not one per message.
     """
 
-    def __init__(self, url: str, ttl_s: float = 2.0, negative_ttl_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        url: str,
+        ttl_s: float = 2.0,
+        negative_ttl_s: float = 0.5,
+        *,
+        full_every_s: float = 60.0,
+        overlap_s: float = 30.0,
+    ) -> None:
         self._url = url
         self._ttl = ttl_s
         self._negative_ttl = negative_ttl_s
+        self._full_every = full_every_s
+        self._overlap = timedelta(seconds=overlap_s)
         self._entries: dict[str, DeviceEntry] = {}
         self._missing: dict[str, float] = {}
         self._loaded_at = float("-inf")
+        self._full_at = float("-inf")
+        self._since: datetime | None = None  # the database's clock at the last refresh
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
@@ -172,13 +196,23 @@ class CachedRegistry:
             self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
         return self._conn
 
+    async def _refresh(self, now: float) -> None:
+        conn = await self._connection()
+        started = await _database_now(conn)
+        if self._since is None or now - self._full_at > self._full_every:
+            self._entries = await load_registry(conn)
+            self._full_at = now
+        else:
+            self._entries.update(await load_registry(conn, changed_since=self._since - self._overlap))
+        self._since = started
+        self._missing.clear()
+        self._loaded_at = now
+
     async def get(self, device_id: str) -> DeviceEntry | None:
         now = time.monotonic()
         try:
             if now - self._loaded_at > self._ttl:
-                self._entries = await load_registry(await self._connection())
-                self._missing.clear()
-                self._loaded_at = now
+                await self._refresh(now)
             elif (
                 device_id not in self._entries
                 and now - self._missing.get(device_id, -1e9) > self._negative_ttl

@@ -83,7 +83,9 @@ class Settings(BaseSettings):
     late_after_s: float = Field(600, description="older than this on arrival: late, no alarms")
     future_tolerance_s: float = Field(300, description="measured further ahead: flagged future")
     device_cache_ttl_s: float = Field(
-        2.0, description="how long gateway and processor trust a cached device entry"
+        2.0,
+        description="how often gateway and processor refresh cached device entries"
+        " (changed rows only; the whole table every 60 s)",
     )
     alert_warning_after: int = Field(2, ge=1, description="consecutive breaching readings to open a warning")
     alert_sweep_s: float = Field(10, description="how often stale data and escalations are checked")

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 
 from bench.load import publish_worker, subscribe_worker
+from telehealth.topics import readings_topic
 
 
 def publish(
@@ -137,3 +138,20 @@ def copy_alone(url: str, rows: int) -> float:
                 copy.write_row(row)
         conn.commit()
         return rows / (time.perf_counter() - started)
+
+
+def publish_readings(
+    load: tuple[str, str | None], devices: list[str], readings: int, per_message: int, publishers: int
+) -> tuple[float, float, int]:
+    """`readings` live readings on the devices' own topics, sequence numbers from now (ms), so
+    they never collide with an earlier phase's: (first publish, last publish, messages)."""
+    return publish(
+        load[0],
+        readings_topic("{}"),
+        devices,
+        readings // per_message,
+        per_message,
+        publishers,
+        int(time.time() * 1000),
+        load[1],
+    )

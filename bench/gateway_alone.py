@@ -11,10 +11,9 @@ import asyncio
 import time
 from typing import Any
 
-from bench.baselines import publish
+from bench.baselines import publish_readings
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
-from telehealth.topics import readings_topic
 
 
 async def _partitions(bootstrap: str, topic: str, timeout_s: float = 60) -> list[Any]:
@@ -103,17 +102,7 @@ async def gateway_alone(
     async with TopicCount(settings.kafka_bootstrap) as arrivals:
         await arrivals.follow(settings.readings_topic)
         publishing = asyncio.create_task(
-            asyncio.to_thread(
-                publish,
-                load[0],
-                readings_topic("{}"),
-                devices,
-                readings // per_message,
-                per_message,
-                publishers,
-                int(time.time() * 1000),
-                load[1],
-            )
+            asyncio.to_thread(publish_readings, load, devices, readings, per_message, publishers)
         )
         forwarded, idle = 0, 0.0
         while forwarded < readings and idle < 30:  # 30 s without a record after publishing: give up

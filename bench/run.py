@@ -21,7 +21,7 @@ import psutil
 import psycopg
 
 from bench import research
-from bench.baselines import copy_alone, kafka_alone, mqtt_relay, publish
+from bench.baselines import copy_alone, kafka_alone, mqtt_relay, publish_readings
 from bench.gateway_alone import gateway_alone, until_subscribed
 from bench.latency import Latency, measure
 from bench.queries import QueryLoad, add_clinician, seed, token
@@ -37,7 +37,6 @@ from telehealth.broker.dynsec import RELAY_USER
 from telehealth.mqtt import parse_mqtt_url, with_login
 from telehealth.settings import Settings
 from telehealth.storage import migrate
-from telehealth.topics import readings_topic
 
 
 def _per_reading(cpu_us: dict[str, float]) -> str:
@@ -185,17 +184,7 @@ def end_to_end(
     assert settings.database_url and settings.mqtt_url
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         before = _stored(conn)
-        start_seq = int(time.time() * 1000)
-        started, _, _ = publish(
-            load[0],
-            readings_topic("{}"),
-            devices,
-            readings // per_message,
-            per_message,
-            publishers,
-            start_seq,
-            load[1],
-        )
+        started, _, _ = publish_readings(load, devices, readings, per_message, publishers)
         deadline = time.monotonic() + 600
         stored = 0
         while time.monotonic() < deadline:

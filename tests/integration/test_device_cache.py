@@ -40,15 +40,13 @@ async def test_revocation_and_reassignment_reach_the_cache_without_a_full_reload
         await cache.close()
 
 
-async def test_a_change_committed_after_a_refresh_is_still_seen(
-    settings: Settings, db: psycopg.AsyncConnection[Any]
-) -> None:
-    """The revocation's row is stamped when it is written; the transaction commits after the
-    cache has refreshed past that stamp. The overlap margin makes the next refresh read it."""
+async def _after_a_late_commit(settings: Settings, db: psycopg.AsyncConnection[Any], overlap_s: float) -> Any:
+    """A revocation written, then committed only after the cache refreshed past its stamp:
+    the cache's entry once it has refreshed again."""
     assert settings.database_url
     patient = await make_patient(db, "cache")
     device = (await make_device(db, patient, "cgm")).device_id
-    cache = CachedRegistry(settings.database_url, ttl_s=TTL, full_every_s=3600, overlap_s=30)
+    cache = CachedRegistry(settings.database_url, ttl_s=TTL, full_every_s=3600, overlap_s=overlap_s)
     try:
         assert await cache.get(device) is not None
         async with await psycopg.AsyncConnection.connect(settings.database_url) as slow:
@@ -57,28 +55,24 @@ async def test_a_change_committed_after_a_refresh_is_still_seen(
                 entry = await _settled(cache, device)
                 assert entry is not None and not entry.revoked
             await slow.commit()
-        seen = await _settled(cache, device)
-        assert seen is not None and seen.revoked
+        return await _settled(cache, device)
     finally:
         await cache.close()
+
+
+async def test_a_change_committed_after_a_refresh_is_still_seen(
+    settings: Settings, db: psycopg.AsyncConnection[Any]
+) -> None:
+    """The revocation's row is stamped when it is written; the transaction commits after the
+    cache has refreshed past that stamp. The overlap margin makes the next refresh read it."""
+    seen = await _after_a_late_commit(settings, db, overlap_s=30)
+    assert seen is not None and seen.revoked
 
 
 async def test_without_the_overlap_margin_the_late_commit_would_be_missed(
     settings: Settings, db: psycopg.AsyncConnection[Any]
 ) -> None:
-    """The previous test's margin is what finds the late commit: with none, it is missed until
-    the next full reload."""
-    assert settings.database_url
-    patient = await make_patient(db, "cache")
-    device = (await make_device(db, patient, "cgm")).device_id
-    cache = CachedRegistry(settings.database_url, ttl_s=TTL, full_every_s=3600, overlap_s=0)
-    try:
-        assert await cache.get(device) is not None
-        async with await psycopg.AsyncConnection.connect(settings.database_url) as slow:
-            assert await revoke(slow, device)
-            await _settled(cache, device)
-            await slow.commit()
-        entry = await _settled(cache, device)
-        assert entry is not None and not entry.revoked
-    finally:
-        await cache.close()
+    """The margin is what finds the late commit: with none, it is missed until the next full
+    reload (so the test above can fail)."""
+    entry = await _after_a_late_commit(settings, db, overlap_s=0)
+    assert entry is not None and not entry.revoked

@@ -13,6 +13,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,32 +145,44 @@ def _stored(conn: psycopg.Connection[Any]) -> int:
     return int(conn.execute("SELECT count(*) FROM reading_receipts").fetchone()[0])  # type: ignore[index]
 
 
-def wait_stored(url: str, total: int, timeout_s: float = 600) -> None:
+def _await_stored(conn: psycopg.Connection[Any], total: int, timeout_s: float = 600) -> int:
+    """Poll until the database holds `total` receipts or the time is up; the count reached."""
+    deadline = time.monotonic() + timeout_s
+    stored = _stored(conn)
+    while stored < total and time.monotonic() < deadline:
+        time.sleep(0.05)
+        stored = _stored(conn)
+    return stored
+
+
+def wait_stored(url: str, total: int) -> None:
     """Until the database holds `total` receipts: the processor has caught up on a backlog."""
     with psycopg.connect(url, autocommit=True) as conn:
-        deadline = time.monotonic() + timeout_s
-        while _stored(conn) < total:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the processor did not store the backlog ({_stored(conn)}/{total})")
-            time.sleep(0.2)
+        if (stored := _await_stored(conn, total)) < total:
+            raise RuntimeError(f"the processor did not store the backlog ({stored}/{total})")
 
 
-def _cpu_per(services: Services, before: dict[str, float], readings: int) -> dict[str, float]:
-    """CPU µs each service spent per reading since `before` (services started since are left out)."""
-    return {
-        name: 1e6 * (spent - before[name]) / max(1, readings)
-        for name, spent in _cpu_seconds(services).items()
-        if name in before
-    }
+@contextlib.contextmanager
+def _measured(services: Services, profile_dir: Path | None, prefix: str = "") -> Iterator[dict[str, float]]:
+    """CPU seconds each running service spends inside the block (filled in on exit), with
+    py-spy on the pipeline's services (not the API) when profiling."""
+    spies = None
+    if profile_dir is not None:
+        from bench.profile import Spies
+
+        spies = Spies(profile_dir, {prefix + n: p.pid for n, p in services.procs.items() if n != "api"})
+    before = _cpu_seconds(services)
+    spent: dict[str, float] = {}
+    try:
+        yield spent
+    finally:
+        if spies is not None:
+            spies.stop()
+    spent.update({name: t - before[name] for name, t in _cpu_seconds(services).items() if name in before})
 
 
-def _spies(out: Path | None, services: Services, prefix: str = "") -> Any:
-    """py-spy on the pipeline's services (not the API) when profiling, else None."""
-    if out is None:
-        return None
-    from bench.profile import Spies
-
-    return Spies(out, {prefix + n: p.pid for n, p in services.procs.items() if n != "api"})
+def _us_per(spent: dict[str, float], readings: int) -> dict[str, float]:
+    return {name: 1e6 * seconds / max(1, readings) for name, seconds in spent.items()}
 
 
 def end_to_end(
@@ -185,13 +198,7 @@ def end_to_end(
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         before = _stored(conn)
         started, _, _ = publish_readings(load, devices, readings, per_message, publishers)
-        deadline = time.monotonic() + 600
-        stored = 0
-        while time.monotonic() < deadline:
-            stored = _stored(conn) - before
-            if stored >= readings:
-                break
-            time.sleep(0.05)
+        stored = _await_stored(conn, before + readings) - before
         finished = time.perf_counter()
     if dead := services.dead():
         raise RuntimeError(f"{dead} died during the benchmark; see logs")
@@ -309,16 +316,13 @@ def run(
                 with psycopg.connect(settings.database_url, autocommit=True) as conn:
                     stored_before = _stored(conn)
                 asyncio.run(until_subscribed(settings, ids[0]))
-                spies = _spies(profile_dir, services, "gateway-alone-")
-                cpu_before = _cpu_seconds(services)
-                figures.gateway_readings_s, figures.gateway_forwarded = asyncio.run(
-                    gateway_alone(
-                        settings, ids, readings, per_message, publishers, load_address(settings, tls)
+                with _measured(services, profile_dir, "gateway-alone-") as spent:
+                    figures.gateway_readings_s, figures.gateway_forwarded = asyncio.run(
+                        gateway_alone(
+                            settings, ids, readings, per_message, publishers, load_address(settings, tls)
+                        )
                     )
-                )
-                figures.gateway_cpu_us_per_reading = _cpu_per(services, cpu_before, figures.gateway_forwarded)
-                if spies is not None:
-                    spies.stop()
+                figures.gateway_cpu_us_per_reading = _us_per(spent, figures.gateway_forwarded)
             services.start("processor", "processor")
             if readings:
                 wait_stored(settings.database_url, stored_before + figures.gateway_forwarded)
@@ -336,20 +340,17 @@ def run(
                 with query_load:
                     if readings:
                         print("end to end ...", flush=True)
-                        spies = _spies(profile_dir, services)
-                        cpu_before = _cpu_seconds(services)
-                        figures.e2e_readings_s, figures.e2e_stored = end_to_end(
-                            settings,
-                            services,
-                            ids,
-                            readings,
-                            per_message,
-                            publishers,
-                            load_address(settings, tls),
-                        )
-                        if spies is not None:
-                            spies.stop()
-                        figures.cpu_us_per_reading = _cpu_per(services, cpu_before, figures.e2e_stored)
+                        with _measured(services, profile_dir) as spent:
+                            figures.e2e_readings_s, figures.e2e_stored = end_to_end(
+                                settings,
+                                services,
+                                ids,
+                                readings,
+                                per_message,
+                                publishers,
+                                load_address(settings, tls),
+                            )
+                        figures.cpu_us_per_reading = _us_per(spent, figures.e2e_stored)
                     if sweep_rates:
                         print("sweep of offered load ...", flush=True)
                         figures.sweep = sweep(

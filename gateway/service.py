@@ -112,7 +112,10 @@ class Gateway:
         self._client = self._make_client()
         # Labelled counters bound once: `labels()` per message costs a lock and a lookup.
         self._received = {kind: RECEIVED.labels(kind) for kind in ("readings", "status")}
-        self._forwarded: dict[str, Any] = {}
+        self._forwarded = {
+            topic: FORWARDED.labels(topic)
+            for topic in (settings.readings_topic, settings.status_topic, settings.deadletter_topic)
+        }
 
     def _make_client(self) -> mqtt.Client:
         settings = self._settings
@@ -320,10 +323,7 @@ class Gateway:
                 item.sends = [await self._send(record) for record in retry]
             self._client.ack(item.message.mid, item.message.qos)
             for record in item.records:
-                counter = self._forwarded.get(record.topic)
-                if counter is None:
-                    counter = self._forwarded[record.topic] = FORWARDED.labels(record.topic)
-                counter.inc()
+                self._forwarded[record.topic].inc()
             self._in_flight -= 1
             self.progress.moved()
             self._pending.task_done()

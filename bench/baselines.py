@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import psycopg
 
 from bench.load import publish_worker, subscribe_worker
+from processor.sink import READINGS
 from telehealth.topics import readings_topic
 
 
@@ -112,7 +115,7 @@ def copy_alone(url: str, rows: int) -> float:
         now = datetime.now(UTC)
         data: list[tuple[Any, ...]] = [
             (
-                "00000000-0000-0000-0000-000000000000",
+                UUID(int=0),
                 now,
                 "spo2",
                 97.0,
@@ -127,13 +130,9 @@ def copy_alone(url: str, rows: int) -> float:
             for i in range(rows)
         ]
         started = time.perf_counter()
-        with (
-            conn.cursor() as cur,
-            cur.copy(
-                "COPY bench_copy (patient_id, measured_at, code, value, unit, loinc, source, device_id,"
-                " seq, received_at, quality) FROM STDIN"
-            ) as copy,
-        ):
+        target = replace(READINGS, table="bench_copy")  # the processor's own binary COPY
+        with conn.cursor() as cur, cur.copy(target.statement) as copy:
+            copy.set_types(target.types)
             for row in data:
                 copy.write_row(row)
         conn.commit()

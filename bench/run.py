@@ -373,9 +373,10 @@ def run(
                     username = asyncio.run(add_clinician(settings.database_url, "bench"))
                     host, port = settings.api_host, settings.api_port
                     stream = (host, port, token(host, port, username))
-                    figures.latency = asyncio.run(
-                        measure(settings, probes, ids, background_readings_s=latency_load, stream=stream)
-                    )
+                    with _measured(services, profile_dir, "latency-"):
+                        figures.latency = asyncio.run(
+                            measure(settings, probes, ids, background_readings_s=latency_load, stream=stream)
+                        )
                 if fleet_devices:
                     print(f"fleet of {fleet_devices} devices ...", flush=True)
                     figures.fleet = asyncio.run(

@@ -29,6 +29,7 @@ from processor.normalise import NormalisedObservation
 from telehealth.codes import CODES
 from telehealth.consent import ConsentVersion, eligible_purposes
 from telehealth.storage import consent as consent_store
+from telehealth.storage.bulk import Columns, copy_in
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,31 @@ DECIDED = Counter("telehealth_processor_consent_decisions", "Observations given 
 ELIGIBLE = Counter("telehealth_processor_research_rows", "Eligible observation-purpose rows", ["purpose"])
 
 Conn = psycopg.AsyncConnection[Any]
+
+DECISIONS = Columns(
+    "reading_consent",
+    (
+        ("device_id", "text"),
+        ("seq", "int8"),
+        ("code", "text"),
+        ("patient_id", "uuid"),
+        ("measured_at", "timestamptz"),
+        ("consent_version", "int4"),
+        ("eligible", "text[]"),
+        ("decided_at", "timestamptz"),
+    ),
+)
+RESEARCH = Columns(
+    "research_readings",
+    (
+        ("purpose", "text"),
+        ("code", "text"),
+        ("patient_id", "uuid"),
+        ("measured_at", "timestamptz"),
+        ("value", "float8"),
+        ("consent_version", "int4"),
+    ),
+)
 
 
 class ConsentCache:
@@ -98,10 +124,17 @@ class ConsentStage:
         at: datetime = row["at"]
         decisions: list[tuple[Any, ...]] = []
         research: list[tuple[Any, ...]] = []
+        eligible: dict[str, int] = {}
+        # One decision per patient and code: nothing awaits in this loop, so the histories
+        # and `at` cannot change while it runs.
+        decided: dict[tuple[UUID, str], tuple[int | None, list[str]]] = {}
         for o in observations:
-            version, purposes = eligible_purposes(
-                self.cache.history(o.patient_id), o.code, at, default_permit=self._default_permit
-            )
+            key = (o.patient_id, o.code)
+            if (known := decided.get(key)) is None:
+                known = decided[key] = eligible_purposes(
+                    self.cache.history(o.patient_id), o.code, at, default_permit=self._default_permit
+                )
+            version, purposes = known
             decisions.append((o.device_id, o.seq, o.code, o.patient_id, o.measured_at, version, purposes, at))
             if "implausible" in o.quality or "future" in o.quality:
                 continue  # stored and decided, but never fed to research
@@ -109,21 +142,13 @@ class ConsentStage:
             value = min(max(o.value, low), high)
             for purpose in purposes:
                 research.append((purpose, o.code, o.patient_id, o.measured_at, value, version))
-                ELIGIBLE.labels(purpose).inc()
+                eligible[purpose] = eligible.get(purpose, 0) + 1
         async with conn.cursor() as cur:
-            async with cur.copy(
-                "COPY reading_consent (device_id, seq, code, patient_id, measured_at, consent_version,"
-                " eligible, decided_at) FROM STDIN"
-            ) as copy:
-                for d in decisions:
-                    await copy.write_row(d)
+            await copy_in(cur, DECISIONS, decisions)
             if research:
                 # COPY fires the statement-level rollup trigger (plain PostgreSQL) once.
-                async with cur.copy(
-                    "COPY research_readings (purpose, code, patient_id, measured_at, value,"
-                    " consent_version) FROM STDIN"
-                ) as copy:
-                    for r in research:
-                        await copy.write_row(r)
+                await copy_in(cur, RESEARCH, research)
         DECIDED.inc(len(decisions))
+        for purpose, n in eligible.items():
+            ELIGIBLE.labels(purpose).inc(n)
         return len(research)

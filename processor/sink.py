@@ -6,7 +6,6 @@ that were new, so duplicates (redelivery, replay) are neither stored nor alarmed
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from uuid import UUID
 
@@ -15,6 +14,7 @@ from psycopg.rows import tuple_row
 
 from processor.normalise import NormalisedObservation
 from telehealth.contracts import AcceptedReading
+from telehealth.storage.bulk import Columns, copy_in
 
 Key = tuple[str, int]
 
@@ -25,20 +25,43 @@ CREATE TEMP TABLE IF NOT EXISTS staging_readings
     (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 """
 
-_RECEIPT_COLS = "device_id, seq, patient_id, measured_at, received_at, battery_pct, context"
-_READING_COLS = (
-    "patient_id, measured_at, code, value, unit, loinc, source, device_id, seq, received_at, quality"
+RECEIPTS = Columns(
+    "staging_receipts",
+    (
+        ("device_id", "text"),
+        ("seq", "int8"),
+        ("patient_id", "uuid"),
+        ("measured_at", "timestamptz"),
+        ("received_at", "timestamptz"),
+        ("battery_pct", "int2"),
+        ("context", "jsonb"),
+    ),
 )
-
+READINGS = Columns(
+    "staging_readings",
+    (
+        ("patient_id", "uuid"),
+        ("measured_at", "timestamptz"),
+        ("code", "text"),
+        ("value", "float8"),
+        ("unit", "text"),
+        ("loinc", "text"),
+        ("source", "text"),
+        ("device_id", "text"),
+        ("seq", "int8"),
+        ("received_at", "timestamptz"),
+        ("quality", "text[]"),
+    ),
+)
 _MERGE = f"""
 WITH fresh AS (
-    INSERT INTO reading_receipts ({_RECEIPT_COLS})
-    SELECT {_RECEIPT_COLS} FROM staging_receipts
+    INSERT INTO reading_receipts ({RECEIPTS.names})
+    SELECT {RECEIPTS.names} FROM staging_receipts
     ON CONFLICT (device_id, seq) DO NOTHING
     RETURNING device_id, seq
 ), stored AS (
-    INSERT INTO readings ({_READING_COLS})
-    SELECT {", ".join("s." + c.strip() for c in _READING_COLS.split(","))}
+    INSERT INTO readings ({READINGS.names})
+    SELECT {", ".join("s." + name for name, _ in READINGS.columns)}
     FROM staging_readings s JOIN fresh f ON f.device_id = s.device_id AND f.seq = s.seq
     RETURNING 1
 )
@@ -71,7 +94,7 @@ class ReadingSink:
                 reading.measured_at,
                 reading.received_at,
                 reading.battery_pct,
-                json.dumps(reading.context),
+                reading.context,
             )
         )
         for o in observations:
@@ -98,12 +121,8 @@ class ReadingSink:
             return set()
         async with conn.cursor(row_factory=tuple_row) as cur:
             await cur.execute(_STAGING)
-            async with cur.copy(f"COPY staging_receipts ({_RECEIPT_COLS}) FROM STDIN") as copy:
-                for row in self._receipts:
-                    await copy.write_row(row)
-            async with cur.copy(f"COPY staging_readings ({_READING_COLS}) FROM STDIN") as copy:
-                for row in self._rows:
-                    await copy.write_row(row)
+            await copy_in(cur, RECEIPTS, self._receipts)
+            await copy_in(cur, READINGS, self._rows)
             await cur.execute(_MERGE)
             fresh = {(r[0], r[1]) for r in await cur.fetchall()}
         self._receipts.clear()

@@ -87,7 +87,13 @@ def decide(
     *,
     default_permit: bool = False,
 ) -> Decision:
-    version = in_force(history, at)
+    return decide_under(in_force(history, at), purpose, code, default_permit=default_permit)
+
+
+def decide_under(
+    version: ConsentVersion | None, purpose: Purpose, code: str, *, default_permit: bool = False
+) -> Decision:
+    """The decision for one purpose under `version`, the one in force (None: no record)."""
     if version is None:
         default = "permit" if default_permit else "deny"
         reason = f"no consent recorded; deployment default {default}"
@@ -102,12 +108,16 @@ def decide(
     return Decision("deny", False, version.version, f"{purpose} of {code} not permitted by any provision")
 
 
+#: every purpose, in declaration order (iterating the enum itself is slow on the hot path)
+PURPOSES = tuple(Purpose)
+
+
 def eligible_purposes(
     history: Sequence[ConsentVersion], code: str, at: datetime, *, default_permit: bool = False
 ) -> tuple[int | None, list[str]]:
     """For one stored observation: the version in force and the purposes it may serve."""
     version = in_force(history, at)
     purposes = [
-        p.value for p in Purpose if decide(history, p, code, at, default_permit=default_permit).eligible
+        p.value for p in PURPOSES if decide_under(version, p, code, default_permit=default_permit).eligible
     ]
     return (version.version if version else None), purposes

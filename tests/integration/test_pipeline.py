@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -160,8 +161,6 @@ async def test_late_backlog_is_stored_flagged_and_raises_no_alert(
         }
         for i in range(1, 13)
     ]
-    import json
-
     device_publisher.publish_raw(readings_topic(device.device_id), json.dumps(backlog).encode())
 
     async def flagged() -> int:
@@ -173,6 +172,54 @@ async def test_late_backlog_is_stored_flagged_and_raises_no_alert(
 
     await eventually(lambda: _equals(flagged, 12))
     assert await count(db, "SELECT count(*) FROM alerts WHERE patient_id = %s", patient) == 0
+
+
+async def test_every_stored_field_keeps_its_value_and_type(
+    db: psycopg.AsyncConnection[Any], device_publisher: Publisher
+) -> None:
+    """The processor writes with binary COPY, which does not cast: what a device sent (context
+    JSON, battery level, quality flags) must come back as sent, not as a string of it."""
+    patient = await make_patient(db, "team-roundtrip")
+    device = await make_device(db, patient, "oximeter")
+    measured = datetime.now(UTC).replace(microsecond=123456) - timedelta(hours=1)
+    reading = {
+        "device_id": device.device_id,
+        "seq": 2**40,
+        "measured_at": measured.isoformat(),
+        "battery_pct": 55,
+        "context": {"perfusion_index": 3.5, "motion": False, "note": "ünïcode"},
+        "observations": [
+            {"code": "spo2", "value": 97, "unit": "%"},
+            {"code": "pulse", "value": 61.5, "unit": "bpm"},
+        ],
+    }
+    device_publisher.publish_raw(readings_topic(device.device_id), json.dumps(reading).encode())
+    assert await device_publisher.drain()
+
+    async def receipt() -> dict[str, Any] | None:
+        cur = await db.execute(
+            """SELECT seq, patient_id, measured_at, battery_pct, context, jsonb_typeof(context) AS kind
+               FROM reading_receipts WHERE device_id = %s""",
+            (device.device_id,),
+        )
+        return await cur.fetchone()
+
+    assert await eventually(receipt) == {
+        "seq": 2**40,
+        "patient_id": patient,
+        "measured_at": measured,
+        "battery_pct": 55,
+        "context": reading["context"],
+        "kind": "object",
+    }
+    cur = await db.execute(
+        """SELECT code, value, unit, source, quality FROM readings WHERE device_id = %s ORDER BY code""",
+        (device.device_id,),
+    )
+    assert await cur.fetchall() == [
+        {"code": "pulse", "value": 61.5, "unit": "/min", "source": None, "quality": ["late"]},
+        {"code": "spo2", "value": 97.0, "unit": "%", "source": None, "quality": ["late"]},
+    ]
 
 
 async def test_status_updates_device_state(

@@ -16,11 +16,11 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from psycopg_pool import AsyncConnectionPool
 
-from processor import metrics
+from processor import metrics, sink
 from processor.alerts import store as alert_store
 from processor.alerts.device import stale_actions
 from processor.isolate import isolate
-from processor.pipeline import Pipeline
+from processor.pipeline import Pipeline, Report
 from telehealth import logs
 from telehealth.heartbeat import Progress, beat, instance_name
 from telehealth.kafka import ensure_topics, make_producer
@@ -31,13 +31,16 @@ from telehealth.storage.devices import CachedRegistry, RegistryUnavailable
 
 log = logging.getLogger(__name__)
 
+#: The alert outbox is read this often besides after each batch that changed an alert.
+PUBLISH_EVERY_S = 0.25
+
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     settings.require("kafka_bootstrap", "database_url")
     assert settings.database_url
     serve_metrics(settings, "processor")
     await ensure_topics(settings)
-    pool = await open_pool(settings.database_url, max_size=4)
+    pool = await open_pool(settings.database_url, max_size=4, configure=sink.prepare)
     producer = make_producer(settings, linger_ms=0)  # alerts only: each one as soon as possible
     consumer = AIOKafkaConsumer(
         settings.readings_topic,
@@ -61,7 +64,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     listener = asyncio.create_task(pipeline.consent.cache.listen(settings.database_url, stop))
     log.info("processor %s consuming as group %s", instance_name(), settings.processor_group)
     loop = asyncio.get_running_loop()
-    next_sweep = loop.time()
+    next_sweep = next_publish = loop.time()
     lag = Lag(consumer)
     metrics.IN_FLIGHT.set_function(lambda: lag.in_flight)
     _watch_assignment(consumer, settings)
@@ -80,20 +83,27 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 began = time.monotonic()
                 with logs.context(batch_id=batch_id(records)):
                     _count(records)
-                    if not await _until_durable(pipeline, records, stop):
+                    report = await _until_durable(pipeline, records, stop)
+                    if report is None:
                         break
                     metrics.BATCH_SECONDS.observe(time.monotonic() - began)
-                    await _publish(pool, producer, settings.alerts_topic)  # alerts first: latency
+                    if report.alerts:  # alerts first: latency
+                        await _publish(pool, producer, settings.alerts_topic)
                     try:
                         await consumer.commit()
                         lag.in_flight = 0
                         lag.progress.moved()
                     except CommitFailedError as exc:
                         log.warning("offset commit refused after a rebalance (%s); batch will replay", exc)
-            if loop.time() >= next_sweep:
+            swept = loop.time() >= next_sweep
+            if swept:
                 next_sweep = loop.time() + settings.alert_sweep_s
                 await _sweep(pool, timedelta(seconds=settings.alert_escalate_after_s))
-            await _publish(pool, producer, settings.alerts_topic)
+            # What no batch of ours touched (the sweep's changes, clinicians' acknowledgements
+            # through the API, a send that failed) is published on a timer, not every batch.
+            if swept or loop.time() >= next_publish:
+                next_publish = loop.time() + PUBLISH_EVERY_S
+                await _publish(pool, producer, settings.alerts_topic)
     finally:
         heart.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -170,8 +180,8 @@ def _watch_assignment(consumer: AIOKafkaConsumer, settings: Settings) -> None:
 
 async def _until_durable(
     pipeline: Pipeline, records: list[ConsumerRecord[Any, Any]], stop: asyncio.Event
-) -> bool:
-    """Retry the batch while the database is away; False if asked to stop before it landed.
+) -> Report | None:
+    """Retry the batch while the database is away; None if asked to stop before it landed.
 
     Offsets stay uncommitted until the batch is durable, so an unlanded batch replays.
     """
@@ -180,13 +190,13 @@ async def _until_durable(
         try:
             report = await isolate(pipeline, records)
             log.debug("batch %s", report)
-            return True
+            return report
         except (psycopg.OperationalError, RegistryUnavailable) as exc:
             log.warning("database unavailable (%s); retrying batch of %d in %.1fs", exc, len(records), delay)
             metrics.BATCH_RETRIES.inc()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-    return False
+    return None
 
 
 async def _sweep(pool: AsyncConnectionPool, escalate_after: timedelta) -> None:

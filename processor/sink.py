@@ -25,6 +25,14 @@ CREATE TEMP TABLE IF NOT EXISTS staging_readings
     (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 """
 
+
+async def prepare(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Create this session's staging tables, committed, once per new pooled connection (not
+    in each batch's transaction: a batch that rolls back would take them with it)."""
+    await conn.execute(_STAGING)
+    await conn.commit()
+
+
 RECEIPTS = Columns(
     "staging_receipts",
     (
@@ -120,7 +128,6 @@ class ReadingSink:
         if not self._receipts:
             return set()
         async with conn.cursor(row_factory=tuple_row) as cur:
-            await cur.execute(_STAGING)
             await copy_in(cur, RECEIPTS, self._receipts)
             await copy_in(cur, READINGS, self._rows)
             await cur.execute(_MERGE)

@@ -150,7 +150,9 @@ async def record(
     """Append one audit row; returns its id. Raises if it cannot be written (fail closed)."""
     content = _clean_detail(detail)
     at = datetime.now(UTC)
-    async with conn.transaction():
+    # Pipeline mode sends BEGIN, the lock and the read of the last row together, then the
+    # insert and COMMIT together: two round trips instead of five, for every audited read.
+    async with conn.pipeline(), conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")

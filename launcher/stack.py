@@ -309,8 +309,8 @@ def up(
     except KeyboardInterrupt:
         pass
     finally:
-        # A second Ctrl-C must not cut the clean-up short: Mosquitto, once it has dropped
-        # privileges, no longer dies with us, so an interrupted stop would leave it running.
+        # A second Ctrl-C must not cut the clean-up short: PostgreSQL is a daemon, not our
+        # child, so an interrupted stop would leave it running until the next `up` adopts it.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("\ntelehealth: stopping ...", flush=True)
         stackfile.remove(settings)

@@ -134,3 +134,40 @@ def test_up_with_no_simulated_patients_simply_runs(tmp_path: Path) -> None:
         rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, "".join(output) + rest
     assert "stopped unexpectedly" not in rest and "keeps failing" not in rest, rest
+
+
+def test_a_killed_up_leaves_no_server_behind_once_started_again(tmp_path: Path) -> None:
+    """kill -9 gives `up` no chance to clean up. Its children must die with it (Mosquitto
+    included: it used to drop privileges by itself, which cleared its parent-death signal);
+    PostgreSQL is a daemon, so the next `up` in the same directory adopts it and stops it."""
+    proc, _, _, output = start_up(tmp_path, "--patients", "0")
+    assert "telehealth is up" in "".join(output), "".join(output)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert any("mosquitto" in " ".join(c.cmdline()) for c in children) or not _has_mosquitto(), children
+    postmaster = int((tmp_path / "data" / "postgres" / "postmaster.pid").read_text().split()[0])
+    proc.kill()
+    proc.communicate(timeout=30)
+
+    def alive(p: psutil.Process) -> bool:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+
+    deadline = time.monotonic() + 15
+    while [c for c in children if alive(c)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [c.cmdline() for c in children if alive(c)], "outlived a killed up"
+
+    again, _, _, output = start_up(tmp_path, "--patients", "0")
+    try:
+        assert "telehealth is up" in "".join(output), "".join(output)
+    finally:
+        again.send_signal(signal.SIGINT)
+        rest, _ = again.communicate(timeout=60)
+    assert again.returncode == 0, "".join(output) + rest
+    assert not psutil.pid_exists(postmaster) or not alive(psutil.Process(postmaster)), "left running"
+    assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()
+
+
+def _has_mosquitto() -> bool:
+    import shutil
+
+    return bool(shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists())

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,19 +22,19 @@ import psycopg
 
 from bench import research
 from bench.baselines import copy_alone, kafka_alone, mqtt_relay, publish_readings
+from bench.fleet import fleet, provision
 from bench.gateway_alone import gateway_alone, until_subscribed
 from bench.latency import Latency, measure
 from bench.queries import QueryLoad, add_clinician, seed, token
 from bench.report import machine
+from bench.rss import RssSampler
 from bench.sweep import SweepPoint, sweep
 from launcher.embedded import free_port
 from launcher.stack import Servers, Services, service_env, wait_http_ok
 from simulators.cohort import SimPatient, ensure_cohort
-from simulators.report import reconcile_settled
-from simulators.run import simulate
 from telehealth.broker.admin import device_logins
 from telehealth.broker.dynsec import RELAY_USER
-from telehealth.mqtt import parse_mqtt_url, with_login
+from telehealth.mqtt import with_login
 from telehealth.settings import Settings
 from telehealth.storage import migrate
 
@@ -117,21 +116,6 @@ class Figures:
         ]
 
 
-class RssSampler(threading.Thread):
-    def __init__(self, procs: dict[str, int]) -> None:
-        super().__init__(daemon=True)
-        self.procs = {name: psutil.Process(pid) for name, pid in procs.items()}
-        self.peak = dict.fromkeys(procs, 0.0)
-        self.running = True
-
-    def run(self) -> None:
-        while self.running:
-            for name, proc in self.procs.items():
-                with contextlib.suppress(psutil.Error):
-                    self.peak[name] = max(self.peak[name], proc.memory_info().rss / 2**20)
-            time.sleep(0.25)
-
-
 def _cpu_seconds(services: Services) -> dict[str, float]:
     spent = {}
     for name, proc in services.procs.items():
@@ -203,39 +187,6 @@ def end_to_end(
     if dead := services.dead():
         raise RuntimeError(f"{dead} died during the benchmark; see logs")
     return stored / (finished - started), stored
-
-
-async def fleet(
-    settings: Settings, devices: int, rate: float, seconds: float, connections: int | None
-) -> str:
-    """One simulator process driving `devices` devices at `rate` readings/s, reconciled."""
-    assert settings.database_url and settings.mqtt_url
-    began = time.perf_counter()
-    async with device_logins(settings) as logins:
-        cohort = await ensure_cohort(
-            settings.database_url, (devices + 1) // 2, logins=logins, care_team="bench"
-        )
-    provisioned = time.perf_counter() - began
-    sampler = RssSampler({"simulator": os.getpid()})
-    sampler.start()
-    try:
-        report = await simulate(
-            cohort,
-            parse_mqtt_url(settings.mqtt_relay_url()),
-            rate=rate,
-            connections=connections,
-            duration_s=seconds,
-        )
-        result = await reconcile_settled(settings.database_url, report, timeout_s=300)
-    finally:
-        sampler.running = False
-    achieved = report.measured / report.elapsed_s
-    return (
-        f"fleet: {report.devices} devices provisioned in {provisioned:.1f} s; {report.summary()}\n"
-        f"fleet: achieved {achieved:,.0f} of {rate:,.0f} readings/s target (ratio {achieved / rate:.2f});"
-        f" simulator peak RSS {sampler.peak['simulator']:.0f} MiB\n"
-        f"fleet reconciliation: {result.summary()}"
-    )
 
 
 async def _cohort(settings: Settings, patients: int, first: int = 0) -> list[SimPatient]:
@@ -379,8 +330,9 @@ def run(
                         )
                 if fleet_devices:
                     print(f"fleet of {fleet_devices} devices ...", flush=True)
+                    members, provisioned = provision(settings, servers, fleet_devices)
                     figures.fleet = asyncio.run(
-                        fleet(settings, fleet_devices, fleet_rate, fleet_seconds, fleet_connections)
+                        fleet(settings, members, provisioned, fleet_rate, fleet_seconds, fleet_connections)
                     )
                 if research_patients:
                     print(f"research aggregate over {research_patients} patients ...", flush=True)

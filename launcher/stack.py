@@ -78,6 +78,14 @@ class Servers:
             updates |= start_broker(self.mqtt, database_url)
         return settings.model_copy(update=updates)
 
+    def restart_broker(self, database_url: str) -> None:
+        """Restart the embedded broker, same ports and service logins, with every device login
+        the database holds now: thousands of devices in one document instead of thousands of
+        admin commands (each of which makes Mosquitto rewrite its whole login file)."""
+        assert self.mqtt is not None
+        self.mqtt.stop()
+        start_broker(self.mqtt, database_url)
+
     def stop(self) -> None:
         for server in (self.mqtt, self.kafka, self.postgres):
             if server is not None:

@@ -80,3 +80,19 @@ def test_bench_times_every_probe_alert_to_the_row_the_topic_and_the_dashboard_st
         assert len(latency[point]) == 5, (point, latency)
         assert all(0 < ms < 30_000 for ms in latency[point]), (point, latency)
     assert "publish -> dashboard stream event (SSE)" in done.stdout
+
+
+def test_bench_fleet_provisions_every_device_login_and_reconciles_exactly(tmp_path: Path) -> None:
+    """The fleet's logins reach the embedded broker by a restart with all of them (one admin
+    command per device made Mosquitto rewrite its login file each time: 10,000 never finished);
+    every device then connects with its own login and everything it sent is stored."""
+    done = _bench(
+        tmp_path,
+        *("--readings", "0", "--devices", "20", "--no-queries", "--latency-load", "0"),
+        *("--fleet-devices", "40", "--fleet-rate", "40", "--fleet-seconds", "3", "--research-patients", "0"),
+    )
+    fleet = [line for line in done.stdout.splitlines() if line.startswith("fleet")]
+    assert any("40 devices provisioned" in line and "0 failed" in line for line in fleet), fleet
+    assert any(line.startswith("fleet reconciliation:") and line.endswith("-> exact") for line in fleet), (
+        fleet
+    )

@@ -51,14 +51,18 @@ def provision(settings: Settings, servers: Servers, devices: int) -> tuple[list[
         servers.restart_broker(settings.database_url)
         asyncio.run(until_subscribed(settings, next(iter(cohort[0].devices.values())).device_id))
     else:
-        cohort = asyncio.run(_with_admin(settings, patients))
+        cohort = asyncio.run(admin_cohort(settings, patients))
     return cohort, time.perf_counter() - began
 
 
-async def _with_admin(settings: Settings, patients: int) -> list[SimPatient]:
+async def admin_cohort(settings: Settings, patients: int, first: int = 0) -> list[SimPatient]:
+    """The bench's patients, their device logins added through the broker's admin commands
+    (fine for the few hundred the other phases use)."""
     assert settings.database_url
     async with device_logins(settings) as logins:
-        return await ensure_cohort(settings.database_url, patients, logins=logins, care_team="bench")
+        return await ensure_cohort(
+            settings.database_url, patients, logins=logins, care_team="bench", first=first
+        )
 
 
 async def fleet(

@@ -26,7 +26,8 @@ from uuid import UUID
 import httpx
 import psycopg
 
-from bench.run import _cohort, end_to_end, load_address
+from bench.fleet import admin_cohort
+from bench.run import end_to_end, load_address
 from launcher.embedded import free_port
 from launcher.stack import Servers, Services, wait_http_ok
 from telehealth.settings import Settings
@@ -128,7 +129,7 @@ def run(readings: int, uploader_count: int, concurrency: int, publishers: int) -
             os.environ["TELEHEALTH_NIGHTSCOUT_REQUESTS_PER_MIN"] = str(10**9)
             assert settings.database_url
             migrate(settings.database_url)
-            cohort = asyncio.run(_cohort(settings, max(1, uploader_count)))
+            cohort = asyncio.run(admin_cohort(settings, max(1, uploader_count)))
             ids = [d.device_id for p in cohort for d in p.devices.values()]
             secrets = asyncio.run(
                 _uploaders(settings.database_url, [p.patient_id for p in cohort], uploader_count)

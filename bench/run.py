@@ -22,7 +22,7 @@ import psycopg
 
 from bench import research
 from bench.baselines import copy_alone, kafka_alone, mqtt_relay, publish_readings
-from bench.fleet import fleet, provision
+from bench.fleet import admin_cohort, fleet, provision
 from bench.gateway_alone import gateway_alone, until_subscribed
 from bench.latency import Latency, measure
 from bench.queries import QueryLoad, add_clinician, seed, token
@@ -31,8 +31,6 @@ from bench.rss import RssSampler
 from bench.sweep import SweepPoint, sweep
 from launcher.embedded import free_port
 from launcher.stack import Servers, Services, service_env, wait_http_ok
-from simulators.cohort import SimPatient, ensure_cohort
-from telehealth.broker.admin import device_logins
 from telehealth.broker.dynsec import RELAY_USER
 from telehealth.mqtt import with_login
 from telehealth.settings import Settings
@@ -189,14 +187,6 @@ def end_to_end(
     return stored / (finished - started), stored
 
 
-async def _cohort(settings: Settings, patients: int, first: int = 0) -> list[SimPatient]:
-    assert settings.database_url
-    async with device_logins(settings) as logins:
-        return await ensure_cohort(
-            settings.database_url, patients, logins=logins, care_team="bench", first=first
-        )
-
-
 #: the alert-latency probes' patients are numbered from here, apart from the load's cohort
 PROBE_FIRST = 90_000
 
@@ -244,7 +234,7 @@ def run(
             settings = servers.start(settings)
             assert settings.database_url and settings.mqtt_url and settings.kafka_bootstrap
             migrate(settings.database_url)
-            cohort = asyncio.run(_cohort(settings, max(1, devices // 2)))
+            cohort = asyncio.run(admin_cohort(settings, max(1, devices // 2)))
             ids = [d.device_id for p in cohort for d in p.devices.values()][:devices]
             if readings:
                 print(f"baselines ({readings} each) ...", flush=True)
@@ -318,7 +308,7 @@ def run(
                     print("alert latency ...", flush=True)
                     probes = [
                         (p.patient_id, p.devices["oximeter"].device_id)
-                        for p in asyncio.run(_cohort(settings, 2 * latency_probes, first=PROBE_FIRST))
+                        for p in asyncio.run(admin_cohort(settings, 2 * latency_probes, first=PROBE_FIRST))
                         if "oximeter" in p.devices
                     ][:latency_probes]
                     username = asyncio.run(add_clinician(settings.database_url, "bench"))

@@ -25,8 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
-
+from telehealth import stackfile
 from telehealth.broker.dynsec import DeviceLogin, config_document
 from telehealth.broker.logins import ServiceLogins
 from telehealth.tls import ensure_server_certificate
@@ -132,17 +131,9 @@ def _forget_dead_handles(pgdata: Path) -> None:
     handles = pgdata / ".handle_pids.json"
     with contextlib.suppress(FileNotFoundError, ValueError):
         pids = json.loads(handles.read_text())
-        alive = [pid for pid in pids if isinstance(pid, int) and _running(pid)]
+        alive = [pid for pid in pids if isinstance(pid, int) and stackfile.alive(pid)]
         if alive != pids:
             handles.write_text(json.dumps(alive))
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a killed parent nobody has reaped yet is dead)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 class EmbeddedKafka:

@@ -63,6 +63,14 @@ def remove(settings: Settings) -> None:
         path_of(settings).unlink()
 
 
+def alive(pid: int) -> bool:
+    """The process runs and is not a zombie (killed, and nobody has reaped it yet: dead)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def read_live(settings: Settings) -> dict[str, Any] | None:
     """The running stack's record under the data dir, or None (none, unreadable, or stale)."""
     try:
@@ -70,7 +78,7 @@ def read_live(settings: Settings) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     pid = document.get("pid")
-    if not isinstance(pid, int) or not psutil.pid_exists(pid):
+    if not isinstance(pid, int) or not alive(pid):
         return None
     return document
 

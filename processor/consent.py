@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -77,7 +76,10 @@ class ConsentCache:
 
     async def sync(self, conn: Conn) -> int:
         """Bring the cache up to the clock as `conn` sees it; returns that clock value."""
-        now = await consent_store.clock(conn)
+        return await self.catch_up(conn, await consent_store.clock(conn))
+
+    async def catch_up(self, conn: Conn, now: int) -> int:
+        """Bring the cache up to clock value `now`, read on `conn` in its current transaction."""
         if now == self.seq:
             return now
         async with self._lock:
@@ -117,11 +119,9 @@ class ConsentStage:
         """Decide and record eligibility of the batch's new observations; returns research rows."""
         if not observations:
             return 0
-        await self.cache.sync(conn)
-        cur = await conn.execute("SELECT clock_timestamp() AS at")  # when it is processed
-        row = await cur.fetchone()
-        assert row is not None
-        at: datetime = row["at"]
+        # The clock and the moment of processing in one statement, so one snapshot.
+        seq, at = await consent_store.clock_at(conn)
+        await self.cache.catch_up(conn, seq)
         decisions: list[tuple[Any, ...]] = []
         research: list[tuple[Any, ...]] = []
         eligible: dict[str, int] = {}

@@ -142,14 +142,11 @@ class Pipeline:
             await _apply_statuses(conn, batch.statuses)
             new_obs = [o for o in observations if (o.device_id, o.seq) in fresh]
             patients = {o.patient_id for o in new_obs if o.live} | {r.patient_id for r in reports}
-            open_now = await alert_store.open_alerts(conn, list(patients))
+            state = await alert_store.alert_state(conn, list(patients))
             await self._seed_trends(conn, new_obs)
             derived = self._trends.derive(new_obs)
-            own_rules = await alert_store.patient_rules(conn, list(patients))
-            episodes = await alert_store.glucose_episodes(conn, list(patients))
-            actions = self._engine.evaluate(new_obs + derived, open_now, own_rules, episodes)
-            sources = await alert_store.device_alert_sources(conn, list({r.patient_id for r in reports}))
-            actions += status_actions(reports, open_now, sources)
+            actions = self._engine.evaluate(new_obs + derived, state.open, state.rules, state.episodes)
+            actions += status_actions(reports, state.open, state.sources)
             touched = await alert_store.apply(conn, actions)
             await self.consent.apply(conn, new_obs)
 

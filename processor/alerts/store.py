@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from aiokafka import AIOKafkaProducer
-from psycopg.rows import tuple_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from processor.alerts.device import Silence
@@ -37,21 +38,58 @@ _CHANGE: dict[Act, alerts.Change] = {
 
 async def open_alerts(conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]) -> dict[Key, Severity]:
     """The alerts not yet resolved for these patients: the engine's view of what is open."""
-    return {
-        (r["patient_id"], r["rule"]): Severity(r["severity"])
-        for r in await alerts.unresolved(conn, patient_ids)
-    }
+    return _severities(await alerts.unresolved(conn, patient_ids))
 
 
-async def device_alert_sources(
-    conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]
-) -> dict[Key, str | None]:
-    """Which device each open device alert (offline, battery) is about."""
-    return {
-        (r["patient_id"], r["rule"]): r["device_id"]
-        for r in await alerts.unresolved(conn, patient_ids)
-        if r["rule"] in ("device_offline", "battery_low")
-    }
+def _severities(rows: list[dict[str, Any]]) -> dict[Key, Severity]:
+    return {(r["patient_id"], r["rule"]): Severity(r["severity"]) for r in rows}
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """What the rules need to know of a batch's patients, read in one round trip."""
+
+    #: every unresolved alert's severity: what is open
+    open: dict[Key, Severity]
+    #: which device each open device alert (offline, battery) is about
+    sources: dict[Key, str | None]
+    #: each patient's unresolved hypoglycaemia alert: its stage, and whether it was acknowledged
+    episodes: dict[UUID, EpisodeView]
+    #: rule sets of the patients whose thresholds differ from the defaults
+    rules: dict[UUID, RuleSet]
+
+
+async def alert_state(conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]) -> AlertState:
+    """The unresolved alerts and own thresholds of these patients, both queries sent together
+    (pipeline mode) inside the caller's transaction."""
+    if not patient_ids:
+        return AlertState({}, {}, {}, {})
+    async with conn.pipeline():
+        open_cur = conn.cursor(row_factory=dict_row)
+        await open_cur.execute(alerts.UNRESOLVED, (patient_ids,))
+        rules_cur = conn.cursor(row_factory=tuple_row)
+        await rules_cur.execute(
+            """SELECT DISTINCT ON (patient_id) patient_id, settings FROM patient_thresholds
+               WHERE patient_id = ANY(%s) ORDER BY patient_id, version DESC""",
+            (patient_ids,),
+        )
+    rows = await open_cur.fetchall()
+    return AlertState(
+        open=_severities(rows),
+        sources={
+            (r["patient_id"], r["rule"]): r["device_id"]
+            for r in rows
+            if r["rule"] in ("device_offline", "battery_low")
+        },
+        episodes={
+            r["patient_id"]: EpisodeView(
+                Stage.of(Severity(r["severity"]), r["code"]), r["status"] == "acknowledged", r["triggered_at"]
+            )
+            for r in rows
+            if r["rule"] == LOW_RULE
+        },
+        rules={r[0]: rules_for(Thresholds.model_validate(r[1])) for r in await rules_cur.fetchall()},
+    )
 
 
 async def apply(conn: psycopg.AsyncConnection[Any], actions: list[Action]) -> list[int]:
@@ -68,32 +106,6 @@ async def apply(conn: psycopg.AsyncConnection[Any], actions: list[Action]) -> li
         if alert_id is not None:
             touched.append(alert_id)
     return touched
-
-
-async def patient_rules(conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]) -> dict[UUID, RuleSet]:
-    """Rule sets of the patients, among these, whose thresholds differ from the defaults."""
-    if not patient_ids:
-        return {}
-    async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(
-            """SELECT DISTINCT ON (patient_id) patient_id, settings FROM patient_thresholds
-               WHERE patient_id = ANY(%s) ORDER BY patient_id, version DESC""",
-            (patient_ids,),
-        )
-        return {r[0]: rules_for(Thresholds.model_validate(r[1])) for r in await cur.fetchall()}
-
-
-async def glucose_episodes(
-    conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]
-) -> dict[UUID, EpisodeView]:
-    """Each patient's unresolved hypoglycaemia alert: its stage, and whether it was acknowledged."""
-    return {
-        r["patient_id"]: EpisodeView(
-            Stage.of(Severity(r["severity"]), r["code"]), r["status"] == "acknowledged", r["triggered_at"]
-        )
-        for r in await alerts.unresolved(conn, patient_ids)
-        if r["rule"] == LOW_RULE
-    }
 
 
 async def silences(conn: psycopg.AsyncConnection[Any]) -> list[Silence]:

@@ -106,16 +106,17 @@ async def change(
     return alert_id
 
 
+#: `unresolved`'s query, for callers that send it in a pipeline with others
+UNRESOLVED = """SELECT patient_id, rule, severity, code, status, device_id, triggered_at FROM alerts
+               WHERE status <> 'resolved' AND patient_id = ANY(%s)"""
+
+
 async def unresolved(conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]) -> list[dict[str, Any]]:
     """The alerts not yet resolved for these patients: rule, severity, code, status, device."""
     if not patient_ids:
         return []
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """SELECT patient_id, rule, severity, code, status, device_id, triggered_at FROM alerts
-               WHERE status <> 'resolved' AND patient_id = ANY(%s)""",
-            (patient_ids,),
-        )
+        await cur.execute(UNRESOLVED, (patient_ids,))
         return await cur.fetchall()
 
 

@@ -109,6 +109,15 @@ async def in_force_now(conn: Conn) -> dict[UUID, ConsentVersion]:
         return {r["patient_id"]: _version(r) for r in await cur.fetchall()}
 
 
+async def clock_at(conn: Conn) -> tuple[int, datetime]:
+    """The consent clock and `clock_timestamp()`, read by one statement."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT seq, clock_timestamp() AS at FROM consent_clock")
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row["seq"]), row["at"]
+
+
 async def clock(conn: Conn) -> int:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute("SELECT seq FROM consent_clock")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -32,6 +34,7 @@ from dashboard_api.routes import (
 )
 from telehealth.settings import Settings, get_settings
 from telehealth.storage import open_pool
+from telehealth.storage.consent_cache import ConsentCache
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,6 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pool = await open_pool(settings.database_url, max_size=10, autocommit=True)
         app.state.alert_hub = AlertHub(settings.database_url)
         await app.state.alert_hub.start()
+        # Research releases decide their cohort's consent from memory, kept current by LISTEN
+        # and checked against the consent clock in each release's transaction.
+        app.state.consent = ConsentCache()
+        stop_consent = asyncio.Event()
+        consent_listener = asyncio.create_task(app.state.consent.listen(settings.database_url, stop_consent))
         # Nightscout uploads produce to Kafka; connected in the background, only if configured
         app.state.intake = Intake(settings)
         app.state.intake.start()
@@ -54,6 +62,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.intake.stop()
+            stop_consent.set()
+            consent_listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consent_listener
             await app.state.alert_hub.stop()
             await app.state.pool.close()
 

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 
 from telehealth.settings import Settings
+from telehealth.storage.consent_cache import ConsentCache
 from telehealth.storage.db import checkout
 from telehealth.storage.people import User, user_for_token
 
@@ -34,8 +35,14 @@ async def get_conn(
         yield conn
 
 
+def get_consent(request: Request) -> ConsentCache:
+    consent: ConsentCache = request.app.state.consent
+    return consent
+
+
 ConnDep = Annotated[psycopg.AsyncConnection[Any], Depends(get_conn)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ConsentDep = Annotated[ConsentCache, Depends(get_consent)]
 
 
 async def get_current_user(

@@ -4,19 +4,13 @@ Decided in the batch's own transaction against the consent version in force at t
 and written with that version (`reading_consent`); eligible, clean observations are copied,
 clamped to the plausible range, into `research_readings`, which feeds the hourly rollup.
 
-Consent state is cached in memory but never trusted blindly. Every change bumps
-`consent_clock` in its own transaction (commit-ordered by the clock's row lock), and each
-batch reads the clock inside its transaction: if the cache is behind, the missing changes
-are loaded before any decision (the version check), so a committed change cannot be missed.
-LISTEN consent_changed loads changes as soon as they commit, so the batch path rarely has to.
-If the state cannot be brought up to date the batch fails and is retried: nothing is ever
+Consent state comes from a `ConsentCache` (`telehealth.storage.consent_cache`), brought up
+to the consent clock inside the batch's transaction before any decision: nothing is ever
 decided against stale consent (fail closed).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 from uuid import UUID
@@ -26,9 +20,10 @@ from prometheus_client import Counter
 
 from processor.normalise import NormalisedObservation
 from telehealth.codes import CODES
-from telehealth.consent import ConsentVersion, eligible_purposes
+from telehealth.consent import eligible_purposes
 from telehealth.storage import consent as consent_store
 from telehealth.storage.bulk import Columns, copy_in
+from telehealth.storage.consent_cache import ConsentCache
 
 log = logging.getLogger(__name__)
 
@@ -61,53 +56,6 @@ RESEARCH = Columns(
         ("consent_version", "int4"),
     ),
 )
-
-
-class ConsentCache:
-    """Every patient's consent history, current up to `seq` of the consent clock."""
-
-    def __init__(self) -> None:
-        self.seq = -1  # nothing loaded yet: the first sync loads everything
-        self._histories: dict[UUID, list[ConsentVersion]] = {}
-        self._lock = asyncio.Lock()
-
-    def history(self, patient_id: UUID) -> list[ConsentVersion]:
-        return self._histories.get(patient_id, [])
-
-    async def sync(self, conn: Conn) -> int:
-        """Bring the cache up to the clock as `conn` sees it; returns that clock value."""
-        return await self.catch_up(conn, await consent_store.clock(conn))
-
-    async def catch_up(self, conn: Conn, now: int) -> int:
-        """Bring the cache up to clock value `now`, read on `conn` in its current transaction."""
-        if now == self.seq:
-            return now
-        async with self._lock:
-            if now > self.seq:
-                changes = await consent_store.histories(conn, after_seq=max(self.seq, 0), upto_seq=now)
-                for patient_id, versions in changes.items():
-                    known = {v.version: v for v in self._histories.get(patient_id, [])}
-                    known.update({v.version: v for v in versions})
-                    self._histories[patient_id] = list(known.values())
-                self.seq = now
-        return now
-
-    async def listen(self, url: str, stop: asyncio.Event) -> None:
-        """Load changes as soon as they are committed; reconnects after a database outage."""
-        while not stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                    await conn.execute("LISTEN consent_changed")
-                    await self.sync(conn)  # whatever committed before LISTEN took effect
-                    gen = conn.notifies()
-                    async for _ in gen:
-                        await self.sync(conn)
-                        if stop.is_set():
-                            break
-            except psycopg.OperationalError as exc:
-                log.warning("consent listener disconnected (%s); batches still check the clock", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
 
 
 class ConsentStage:

@@ -26,11 +26,12 @@ from processor.alerts.device import DeviceReport, status_actions
 from processor.alerts.engine import ThresholdEngine
 from processor.alerts.rules import rules_for
 from processor.alerts.trend import TrendTracker, fit_for_trend
-from processor.consent import ConsentCache, ConsentStage
+from processor.consent import ConsentStage
 from processor.normalise import NormalisedObservation, normalise
 from processor.sink import ReadingSink
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent, describe
 from telehealth.settings import Settings
+from telehealth.storage.consent_cache import ConsentCache
 from telehealth.storage.devices import CachedRegistry
 from telehealth.thresholds import Thresholds
 

@@ -3,6 +3,11 @@
     TelehealthError
     ├── DeviceExists          provisioning an id that is taken (storage.devices)
     ├── DeviceBelongsToAnother  a new secret asked for another patient's device (storage.devices)
+    ├── AlertNotFound         no such alert in the caller's care teams (storage.alerts)
+    ├── AlertStateConflict    the alert's state does not allow the transition (storage.alerts)
+    ├── MigrationError        database and migration files disagree (storage.migrate)
+    ├── BrokerAdminError      the broker refused an admin command (broker.admin)
+    ├── RollupMismatch        a research cell without its histogram (research.hourly)
     └── StorageError          the database refused or is away (retriable)
         └── RegistryUnavailable   device registry unreachable and the device not cached
 

@@ -10,12 +10,14 @@ import psycopg
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel
 
-from dashboard_api.deps import AdminUser, ConnDep, CurrentUser, SettingsDep
+from dashboard_api.deps import AdminUser, ConnDep, ConsentDep, CurrentUser, SettingsDep
 from dashboard_api.routes.patients import parse_bucket
 from telehealth.research import export
 from telehealth.research.cells import GroupBy
 from telehealth.research.projects import Project, ProjectIn, create_project, get_project
 from telehealth.research.release import Ask, BudgetSpent, release
+from telehealth.settings import Settings
+from telehealth.storage.consent_cache import ConsentCache
 
 router = APIRouter(prefix="/api/v1/research", tags=["research"])
 
@@ -71,13 +73,20 @@ def _percentiles(text: str) -> list[int]:
     return values
 
 
-async def _release(conn: ConnDep, settings: SettingsDep, ctx: ResearchContext, ask: Ask) -> Any:
+async def _release(
+    conn: psycopg.AsyncConnection[Any],
+    settings: Settings,
+    consent: ConsentCache,
+    ctx: ResearchContext,
+    ask: Ask,
+) -> Any:
     if ctx.project.epsilon_per_release and ask.group_by == "condition":
         raise HTTPException(422, "differentially private releases cannot group by condition")
     try:
         return await release(
             conn,
             ask,
+            consent,
             default_permit=settings.consent_default == "permit",
             epsilon_cap=settings.epsilon_cap_per_patient,
         )
@@ -103,6 +112,7 @@ async def my_project(ctx: Researcher) -> Project:
 async def aggregates(
     conn: ConnDep,
     settings: SettingsDep,
+    consent: ConsentDep,
     ctx: Researcher,
     code: str,
     bucket: Annotated[str | None, Query(description="the project's bucket size (default), e.g. 1h")] = None,
@@ -143,7 +153,7 @@ async def aggregates(
         _percentiles(percentiles),
         ctx.username,
     )
-    outcome = await _release(conn, settings, ctx, ask)
+    outcome = await _release(conn, settings, consent, ctx, ask)
     return {
         "project": ctx.project.slug,
         "purpose": ctx.project.purpose,
@@ -162,6 +172,7 @@ async def aggregates(
 async def stream(
     conn: ConnDep,
     settings: SettingsDep,
+    consent: ConsentDep,
     ctx: Researcher,
     code: str,
     cursor: Annotated[datetime | None, Query(description="next_cursor of the previous pull")] = None,
@@ -193,7 +204,7 @@ async def stream(
             [10, 50, 90],
             ctx.username,
         )
-        outcome = await _release(conn, settings, ctx, ask)
+        outcome = await _release(conn, settings, consent, ctx, ask)
         cells, release_id, epsilon = outcome.cells, outcome.release_id, outcome.epsilon
     body, media = export.encode(cells, format)
     headers = {

@@ -20,13 +20,15 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from telehealth.consent import Purpose, decide
+from telehealth.consent import Purpose, decide, in_force
 from telehealth.research import dp
-from telehealth.research.cells import GroupBy, fast_cells, fast_members, members, raw_cells, rollup_available
+from telehealth.research.cells import GroupBy, members, raw_cells
 from telehealth.research.disclosure import control, round_count
+from telehealth.research.hourly import fast_cells, fast_members, rollup_available
 from telehealth.research.projects import Project, cohort_patients
 from telehealth.research.pseudonym import pseudonym
-from telehealth.storage import consent as consent_store
+from telehealth.storage.bulk import Columns, copy_in
+from telehealth.storage.consent_cache import ConsentCache
 
 Conn = psycopg.AsyncConnection[Any]
 _LOCK_CLASS = 7_301_943
@@ -58,21 +60,22 @@ class BudgetSpent(Exception):
 
 
 async def eligible_now(
-    conn: Conn, project: Project, code: str, *, default_permit: bool
+    conn: Conn, project: Project, code: str, consent: ConsentCache, *, default_permit: bool
 ) -> tuple[dict[UUID, int | None], set[UUID]]:
     """Cohort patients whose consent in force now permits the project's purpose for `code`
-    (with the version that permits it), and every patient with a consent version in force."""
+    (with the version that permits it), and every patient with a consent version in force.
+    `consent` is brought up to the consent clock this transaction sees first (fail closed)."""
+    await consent.sync(conn)
     now = datetime.now(UTC)
     cohort = await cohort_patients(conn, project.cohort, now.date())
-    current = await consent_store.in_force_now(conn)
     purpose = Purpose(project.purpose)
     out: dict[UUID, int | None] = {}
     for patient_id in cohort:
-        version = current.get(patient_id)
-        d = decide([version] if version else [], purpose, code, now, default_permit=default_permit)
+        d = decide(consent.history(patient_id), purpose, code, now, default_permit=default_permit)
         if d.eligible:
             out[patient_id] = d.version
-    return out, set(current)
+    recorded = {patient_id for patient_id, history in consent.items() if in_force(history, now)}
+    return out, recorded
 
 
 async def _frozen(conn: Conn, ask: Ask) -> list[dict[str, Any]]:
@@ -86,13 +89,17 @@ async def _frozen(conn: Conn, ask: Ask) -> list[dict[str, Any]]:
         return [r["body"] for r in await cur.fetchall()]
 
 
-async def release(conn: Conn, ask: Ask, *, default_permit: bool, epsilon_cap: float) -> Outcome:
+async def release(
+    conn: Conn, ask: Ask, consent: ConsentCache, *, default_permit: bool, epsilon_cap: float
+) -> Outcome:
     """Released and frozen cells for the asked range, newest computed only where not yet released."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, ask.project.id))
         frozen = await _frozen(conn, ask)
         done = {datetime.fromisoformat(b["bucket"]) for b in frozen}
-        eligible, recorded = await eligible_now(conn, ask.project, ask.code, default_permit=default_permit)
+        eligible, recorded = await eligible_now(
+            conn, ask.project, ask.code, consent, default_permit=default_permit
+        )
         fast = await _rollup_applies(conn, ask)
         if fast:
             # Their rows may be in the rollups (eligible when processed), but not now: taken out.
@@ -254,9 +261,11 @@ async def _record(
 async def _contributors(
     conn: Conn, ask: Ask, release_id: int, contributors: list[UUID], eligible: dict[UUID, int | None]
 ) -> None:
-    async with (
-        conn.cursor() as cur,
-        cur.copy("COPY release_contributors (release_id, pseudonym, consent_version) FROM STDIN") as copy,
-    ):
-        for patient_id in contributors:
-            await copy.write_row((release_id, pseudonym(ask.key, patient_id), eligible.get(patient_id)))
+    rows = ((release_id, pseudonym(ask.key, p), eligible.get(p)) for p in contributors)
+    async with conn.cursor() as cur:
+        await copy_in(cur, CONTRIBUTORS, rows)
+
+
+CONTRIBUTORS = Columns(
+    "release_contributors", (("release_id", "int8"), ("pseudonym", "text"), ("consent_version", "int4"))
+)

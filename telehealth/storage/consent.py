@@ -99,16 +99,6 @@ async def histories(
     return dict(out)
 
 
-async def in_force_now(conn: Conn) -> dict[UUID, ConsentVersion]:
-    """Every patient's version in force now (newest whose `applies_from` has passed)."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"""SELECT DISTINCT ON (patient_id) patient_id, {_COLUMNS} FROM patient_consents
-                WHERE applies_from <= now() ORDER BY patient_id, version DESC"""
-        )
-        return {r["patient_id"]: _version(r) for r in await cur.fetchall()}
-
-
 async def clock_at(conn: Conn) -> tuple[int, datetime]:
     """The consent clock and `clock_timestamp()`, read by one statement."""
     async with conn.cursor(row_factory=dict_row) as cur:

@@ -12,8 +12,9 @@ import pytest
 
 from launcher.stack import Services
 from simulators.publisher import Publisher
-from telehealth.research.cells import fast_cells, fast_members, members, raw_cells
+from telehealth.research.cells import members, raw_cells
 from telehealth.research.disclosure import RawCell
+from telehealth.research.hourly import fast_cells, fast_members
 from telehealth.settings import Settings
 from tests.factories import make_device, make_user
 from tests.research_support import RESEARCH_GLUCOSE, closed_hour, cohort_patient, put_consent
@@ -147,3 +148,33 @@ async def test_rollup_cells_equal_the_per_patient_scan(
         assert scan, "the scan found no cells: the test's readings are missing"
         assert _key(fast) == _key(_binned(scan)), group_by
         assert fast_totals == scan_totals == {h: 12 for h in hours}
+
+        # With nobody to take out, the histograms are read as stored where their rows are the
+        # asked cells' bins already: the same as the scan of everyone with rollup rows.
+        async with db.transaction():
+            everyone, _ = await raw_cells(
+                db, bucket=timedelta(hours=1), group_by=group_by, patients=[*eligible, withdrawn],  # type: ignore[arg-type]
+                percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+            )  # fmt: skip
+        as_stored, _ = await fast_cells(
+            db, group_by=group_by, sexes=[], excluded=[],  # type: ignore[arg-type]
+            percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+        )  # fmt: skip
+        assert _key(as_stored) == _key(_binned(everyone)), group_by
+        assert _key(as_stored) != _key(fast), "the withdrawn patient changed nothing: a weak test"
+
+    # A cohort of women only, ungrouped: the per-sex histogram summed over the one sex asked
+    # (the withdrawn patient is a man, so taking him out changes nothing here).
+    women = [p for i, p in enumerate(people) if p in eligible and i % 3 != 0]
+    async with db.transaction():
+        scan, _ = await raw_cells(
+            db, bucket=timedelta(hours=1), group_by="none", patients=women,
+            percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+        )  # fmt: skip
+    assert scan and all(c.patients == len(women) for c in scan)
+    for excluded in ([withdrawn], []):
+        fast, _ = await fast_cells(
+            db, group_by="none", sexes=["female"], excluded=excluded,
+            percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+        )  # fmt: skip
+        assert _key(fast) == _key(_binned(scan)), excluded

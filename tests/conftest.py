@@ -43,6 +43,15 @@ def _fresh_database(url: str) -> tuple[str, str]:
     return name, psycopg.conninfo.make_conninfo(url, dbname=name)
 
 
+@pytest.fixture
+def scratch(database_url: str) -> Iterator[str]:
+    """An empty database of its own on the test server, dropped afterwards."""
+    name, url = _fresh_database(database_url)
+    yield url
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def postgres(data_dir: Path) -> Iterator[EmbeddedPostgres | None]:
     """The embedded server, or None when the suite was pointed at an external database."""

@@ -1,4 +1,3 @@
-from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
@@ -7,7 +6,6 @@ import pytest
 
 from telehealth.storage import migrate
 from telehealth.storage.migrate import Migration, MigrationError, available
-from tests.conftest import _fresh_database
 
 
 def test_every_migration_pairs_with_its_optional_timescale_variant() -> None:
@@ -28,15 +26,6 @@ async def test_migrate_is_idempotent_and_records_the_path(database_url: str, set
         has_timescale = (await cur.fetchone())[0] == 1  # type: ignore[index]
         assert all(r[1] == has_timescale for r in rows)
         assert [r[2] for r in rows] == [m.checksum(has_timescale) for m in available()]
-
-
-@pytest.fixture
-def scratch(database_url: str) -> Iterator[str]:
-    """An empty database of its own on the test server."""
-    name, url = _fresh_database(database_url)
-    yield url
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _tables(url: str) -> set[str]:

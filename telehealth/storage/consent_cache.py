@@ -77,6 +77,6 @@ class ConsentCache:
                         if stop.is_set():
                             break
             except psycopg.OperationalError as exc:
-                log.warning("consent listener disconnected (%s); batches still check the clock", exc)
+                log.warning("consent listener disconnected (%s); readers still check the clock", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)

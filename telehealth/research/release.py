@@ -20,7 +20,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from telehealth.consent import Purpose, decide, in_force
+from telehealth.consent import Purpose, decide_under, in_force
 from telehealth.research import dp
 from telehealth.research.cells import GroupBy, members, raw_cells
 from telehealth.research.disclosure import control, round_count
@@ -68,14 +68,17 @@ async def eligible_now(
     await consent.sync(conn)
     now = datetime.now(UTC)
     cohort = await cohort_patients(conn, project.cohort, now.date())
+    # every patient's version in force now, found once (the cohort's decisions and `recorded`)
+    current = {
+        pid: version for pid, history in consent.items() if (version := in_force(history, now)) is not None
+    }
     purpose = Purpose(project.purpose)
     out: dict[UUID, int | None] = {}
     for patient_id in cohort:
-        d = decide(consent.history(patient_id), purpose, code, now, default_permit=default_permit)
+        d = decide_under(current.get(patient_id), purpose, code, default_permit=default_permit)
         if d.eligible:
             out[patient_id] = d.version
-    recorded = {patient_id for patient_id, history in consent.items() if in_force(history, now)}
-    return out, recorded
+    return out, set(current)
 
 
 async def _frozen(conn: Conn, ask: Ask) -> list[dict[str, Any]]:

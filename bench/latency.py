@@ -1,8 +1,8 @@
-"""Alert latency: device publish -> the processor's batch that opened the alert, -> the
-`telehealth.alerts` topic, and -> the alert's event on the dashboard's live stream (SSE), the
-path a clinician's screen takes.
+"""Alert latency: device publish -> the gateway's receipt of the reading (its `received_at`),
+-> the processor's batch that opened the alert, -> the `telehealth.alerts` topic, and -> the
+alert's event on the dashboard's live stream (SSE), the path a clinician's screen takes.
 
-The first point is the alert event's `at`, PostgreSQL's `now()`: the start of the batch's
+The batch point is the alert event's `at`, PostgreSQL's `now()`: the start of the batch's
 transaction, not the moment of the insert or the commit. It says how long the reading took
 to reach a processor batch; the rest of the batch (storing, alerting, consent, commit) and
 the push to the screen are in the gap to the stream figure.
@@ -40,6 +40,8 @@ class Latency:
     background_readings_s: float
     #: publish -> the alert's event read off the dashboard's stream (empty: no API was running)
     sse_ms: list[float] = field(default_factory=list)
+    #: publish -> the gateway's receipt of the probe reading (its `received_at`)
+    gateway_ms: list[float] = field(default_factory=list)
 
     @staticmethod
     def _pct(values: list[float], q: float) -> float:
@@ -57,6 +59,7 @@ class Latency:
         return "\n".join(
             [
                 f"alert latency under {self.background_readings_s:,.0f} readings/s background load",
+                *([line("  publish -> gateway received", self.gateway_ms)] if self.gateway_ms else []),
                 line("  publish -> processor batch began (alert event time, transaction start)", self.row_ms),
                 line("  publish -> alerts topic", self.topic_ms),
                 *([line("  publish -> dashboard stream event (SSE)", self.sse_ms)] if self.sse_ms else []),
@@ -156,10 +159,16 @@ async def measure(
             ([p for p, _ in probes],),
         )
         committed = {str(r[0]): r[1].timestamp() for r in await cur.fetchall()}
+        cur = await conn.execute(
+            "SELECT patient_id, received_at FROM reading_receipts WHERE device_id = ANY(%s) AND seq = %s",
+            ([d for _, d in probes], base + 1),
+        )
+        received = {str(r[0]): r[1].timestamp() for r in await cur.fetchall()}
     return Latency(
         len(probes),
         [1000 * (arrived[p] - t) for p, t in sent_at.items() if p in arrived],
         [1000 * (committed[p] - t) for p, t in sent_at.items() if p in committed],
         background_readings_s,
         [1000 * (streamed[p] - t) for p, t in sent_at.items() if p in streamed],
+        [1000 * (received[p] - t) for p, t in sent_at.items() if p in received],
     )

@@ -3,13 +3,16 @@
     decode -> resolve device -> normalise + quality (artefacts) -> store (sink) -> alert engine
     -> consent filter (eligibility per purpose, with the consent version used)
 
-All database writes of a batch share one transaction; the caller commits Kafka offsets only
-after `process` returns, so a crash anywhere replays the batch and idempotency absorbs it.
+A batch's database writes share one transaction, except that the readings of patients who
+may have an urgent alert in it are stored and alerted on first, in a transaction of their
+own (`urgent_first`). The caller commits Kafka offsets only after `process` returns, so a
+crash anywhere replays the batch and idempotency absorbs what already landed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,6 +60,15 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A reading of a known device, normalised and checked for artefacts, not yet stored."""
+
+    reading: AcceptedReading
+    patient_id: UUID
+    observations: list[NormalisedObservation]
+
+
+@dataclass(frozen=True)
 class Report:
     received: int
     stored: int
@@ -84,6 +96,26 @@ def decode(records: list[ConsumerRecord[Any, Any]], settings: Settings) -> Batch
             detail = f"processor could not decode: {type(exc).__name__}: {exc}"
             batch.letters.append(record_letter(record, Reason.INTERNAL_ERROR, detail))
     return batch
+
+
+def urgent_first(
+    prepared: list[Prepared], may_be_urgent: Callable[[NormalisedObservation], bool]
+) -> list[list[Prepared]]:
+    """The batch as the transactions to run, in order: the readings of every patient with a
+    reading that may raise an urgent alert first, on their own, then the rest.
+
+    An urgent alert then reaches the screen when its own few readings are stored, not after
+    the whole batch. Each patient's readings stay together and in order, so this is the same
+    as two consecutive batches; it only decides what commits first. One part when nothing is
+    urgent or everything is.
+    """
+    urgent = {p.patient_id for p in prepared if any(may_be_urgent(o) for o in p.observations)}
+    if not urgent or len(urgent) == len({p.patient_id for p in prepared}):
+        return [prepared]
+    return [
+        [p for p in prepared if p.patient_id in urgent],
+        [p for p in prepared if p.patient_id not in urgent],
+    ]
 
 
 def record_letter(
@@ -116,8 +148,7 @@ class Pipeline:
 
     async def process(self, records: list[ConsumerRecord[Any, Any]]) -> Report:
         batch = decode(records, self._settings)
-        sink = ReadingSink()
-        observations: list[NormalisedObservation] = []
+        prepared: list[Prepared] = []
         orphans = 0
         for reading in batch.readings:
             entry = await self._registry.get(reading.device_id)
@@ -133,14 +164,37 @@ class Pipeline:
                 device_kind=entry.kind,
             )
             normalised = self._artefacts.mark(normalised, reading.context)
-            if sink.add(reading, entry.patient_id, normalised):
-                observations.extend(normalised)
-
+            prepared.append(Prepared(reading, entry.patient_id, normalised))
         reports = await self._device_reports(batch)
+
+        stored = alerts = 0
+        parts = urgent_first(prepared, self._engine.may_be_urgent)
+        for i, part in enumerate(parts):
+            rest = i == len(parts) - 1  # letters, statuses and device reports go with the rest
+            fresh, touched = await self._commit(part, batch if rest else Batch(), reports if rest else [])
+            stored += fresh
+            alerts += touched
+        duplicates = len(batch.readings) - orphans - stored
+        STORED.inc(stored)
+        DUPLICATES.inc(duplicates)
+        for lt in batch.letters:
+            DEAD.labels(lt.letter.reason.value).inc()
+        return Report(len(records), stored, duplicates, len(batch.letters), alerts)
+
+    async def _commit(
+        self, part: list[Prepared], extras: Batch, reports: list[DeviceReport]
+    ) -> tuple[int, int]:
+        """One transaction: store `part`, alert on it, decide its consent, with the letters and
+        statuses of `extras`; returns (readings newly stored, alerts touched)."""
+        sink = ReadingSink()
+        observations: list[NormalisedObservation] = []
+        for p in part:
+            if sink.add(p.reading, p.patient_id, p.observations):
+                observations.extend(p.observations)
         async with self._pool.connection() as conn, conn.transaction():
             fresh = await sink.flush(conn)
-            await store_letters(conn, batch.letters)
-            await _apply_statuses(conn, batch.statuses)
+            await store_letters(conn, extras.letters)
+            await _apply_statuses(conn, extras.statuses)
             new_obs = [o for o in observations if (o.device_id, o.seq) in fresh]
             patients = {o.patient_id for o in new_obs if o.live} | {r.patient_id for r in reports}
             state = await alert_store.alert_state(conn, list(patients))
@@ -150,13 +204,7 @@ class Pipeline:
             actions += status_actions(reports, state.open, state.sources)
             touched = await alert_store.apply(conn, actions)
             await self.consent.apply(conn, new_obs)
-
-        duplicates = len(batch.readings) - orphans - len(fresh)
-        STORED.inc(len(fresh))
-        DUPLICATES.inc(duplicates)
-        for lt in batch.letters:
-            DEAD.labels(lt.letter.reason.value).inc()
-        return Report(len(records), len(fresh), duplicates, len(batch.letters), len(touched))
+        return len(fresh), len(touched)
 
     async def poison(self, record: ConsumerRecord[Any, Any], error: Exception) -> None:
         """Record one record that cannot be processed as a dead letter, in its own transaction."""

@@ -1,0 +1,138 @@
+"""An urgent reading commits before the rest of its batch (`processor.pipeline.urgent_first`).
+
+The processor's pipeline is run here on records built by hand, against the real database, so
+that one batch is known to hold both: Kafka decides batches by timing, which a test cannot.
+The order is read off each reading's consent decision, whose `decided_at` is the clock of
+the transaction that stored it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from aiokafka.structs import ConsumerRecord
+
+from processor import sink
+from processor.pipeline import Pipeline, Report
+from telehealth.settings import Settings
+from telehealth.storage import open_pool
+from telehealth.storage.devices import CachedRegistry
+from tests.factories import make_device, make_patient
+
+
+def record(settings: Settings, offset: int, device: str, seq: int, spo2: float) -> ConsumerRecord[Any, Any]:
+    now = datetime.now(UTC).isoformat()
+    value = json.dumps(
+        {
+            "device_id": device,
+            "seq": seq,
+            "measured_at": now,
+            "received_at": now,
+            "observations": [
+                {"code": "spo2", "value": spo2, "unit": "%"},
+                {"code": "pulse", "value": 70, "unit": "/min"},
+            ],
+        }
+    ).encode()
+    return ConsumerRecord(
+        settings.readings_topic, 0, offset, 0, 0, device.encode(), value, None, 0, len(value), []
+    )
+
+
+async def run(settings: Settings, records: list[ConsumerRecord[Any, Any]]) -> Report:
+    assert settings.database_url
+    pool = await open_pool(settings.database_url, max_size=2, configure=sink.prepare)
+    registry = CachedRegistry(settings.database_url, settings.device_cache_ttl_s)
+    try:
+        return await Pipeline(settings, pool, registry).process(records)
+    finally:
+        await registry.close()
+        await pool.close()
+
+
+async def decisions(db: psycopg.AsyncConnection[Any], devices: list[str]) -> dict[str, set[datetime]]:
+    cur = await db.execute(
+        "SELECT device_id, decided_at FROM reading_consent WHERE device_id = ANY(%s)", (devices,)
+    )
+    out: dict[str, set[datetime]] = {}
+    for row in await cur.fetchall():
+        out.setdefault(row["device_id"], set()).add(row["decided_at"])
+    return out
+
+
+async def test_an_urgent_patients_readings_commit_before_the_rest_of_the_batch(
+    db: psycopg.AsyncConnection[Any], settings: Settings
+) -> None:
+    patients: list[UUID] = [await make_patient(db, "team-urgent-first") for _ in range(4)]
+    devices = [(await make_device(db, p, "oximeter")).device_id for p in patients]
+    calm, urgent = devices[:3], devices[3]
+    records = [record(settings, i, d, 1, 97) for i, d in enumerate(calm)]
+    records += [record(settings, 3, urgent, 1, 95), record(settings, 4, urgent, 2, 91)]
+    records += [record(settings, 5 + i, d, 2, 98) for i, d in enumerate(calm)]
+    report = await run(settings, records)
+    assert (report.stored, report.duplicates, report.dead_letters, report.alerts) == (8, 0, 0, 1)
+
+    decided = await decisions(db, devices)
+    # the urgent patient's readings, the calm one before the alarm included (95 then 91: a
+    # drop of 4, not a motion artefact), in one transaction
+    [first] = decided[urgent]
+    # every other reading of the batch in one later transaction
+    rest = set().union(*(decided[d] for d in calm))
+    assert len(rest) == 1 and first < min(rest), decided
+    cur = await db.execute(
+        """SELECT e.at FROM alerts a JOIN alert_events e ON e.alert_id = a.id
+           WHERE a.patient_id = %s AND a.rule = 'spo2_low' AND e.status = 'open'""",
+        (patients[3],),
+    )
+    [opened] = await cur.fetchall()
+    assert opened["at"] <= first < min(rest)
+
+
+async def test_a_batch_with_nothing_urgent_is_one_transaction(
+    db: psycopg.AsyncConnection[Any], settings: Settings
+) -> None:
+    devices = [
+        (await make_device(db, await make_patient(db, "team-urgent-first"), "oximeter")).device_id
+        for _ in range(3)
+    ]
+    records = [record(settings, i, d, 1, 97) for i, d in enumerate(devices)]
+    report = await run(settings, records)
+    assert report.stored == 3
+    decided = await decisions(db, devices)
+    assert len(set().union(*decided.values())) == 1, decided
+
+
+async def test_a_crash_between_the_two_transactions_replays_cleanly(
+    db: psycopg.AsyncConnection[Any], settings: Settings
+) -> None:
+    """The urgent part committed, then the processor died before the rest (so before the offset
+    commit): the whole batch comes again. Its urgent part is now duplicates, the rest is new, and
+    nothing is stored, alerted on or decided twice."""
+    patients = [await make_patient(db, "team-urgent-first") for _ in range(3)]
+    devices = [(await make_device(db, p, "oximeter")).device_id for p in patients]
+    urgent = devices[2]
+    records = [record(settings, 0, devices[0], 1, 97), record(settings, 1, devices[1], 1, 97)]
+    records += [record(settings, 2, urgent, 1, 95), record(settings, 3, urgent, 2, 91)]
+    landed = await run(settings, records[2:])  # what the first transaction of the batch wrote
+    assert (landed.stored, landed.alerts) == (2, 1)
+
+    replay = await run(settings, records)
+    assert (replay.stored, replay.duplicates, replay.alerts) == (2, 2, 0)
+    cur = await db.execute(
+        "SELECT device_id, count(*) AS n FROM reading_consent WHERE device_id = ANY(%s) GROUP BY 1",
+        (devices,),
+    )
+    # two observations (SpO2 and pulse) per reading, each decided once
+    assert {r["device_id"]: r["n"] for r in await cur.fetchall()} == {
+        devices[0]: 2,
+        devices[1]: 2,
+        urgent: 4,
+    }
+    cur = await db.execute(
+        "SELECT count(*) AS n FROM alerts WHERE patient_id = %s AND rule = 'spo2_low'", (patients[2],)
+    )
+    assert await cur.fetchone() == {"n": 1}

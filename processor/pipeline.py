@@ -4,15 +4,16 @@
     -> consent filter (eligibility per purpose, with the consent version used)
 
 A batch's database writes share one transaction, except that the readings of patients who
-may have an urgent alert in it are stored and alerted on first, in a transaction of their
-own (`urgent_first`). The caller commits Kafka offsets only after `process` returns, so a
-crash anywhere replays the batch and idempotency absorbs what already landed.
+may have an urgent alert in it are normalised, stored and alerted on first, in a transaction
+of their own (`urgent_first`), before the rest of the batch is even normalised. The caller
+commits Kafka offsets only after `process` returns, so a crash anywhere replays the batch and
+idempotency absorbs what already landed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,10 +33,11 @@ from processor.alerts.trend import TrendTracker, fit_for_trend
 from processor.consent import ConsentStage
 from processor.normalise import NormalisedObservation, normalise
 from processor.sink import ReadingSink
+from telehealth.codes import CODES
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent, describe
 from telehealth.settings import Settings
 from telehealth.storage.consent_cache import ConsentCache
-from telehealth.storage.devices import CachedRegistry
+from telehealth.storage.devices import CachedRegistry, DeviceEntry
 from telehealth.thresholds import Thresholds
 
 log = logging.getLogger(__name__)
@@ -99,23 +101,29 @@ def decode(records: list[ConsumerRecord[Any, Any]], settings: Settings) -> Batch
 
 
 def urgent_first(
-    prepared: list[Prepared], may_be_urgent: Callable[[NormalisedObservation], bool]
-) -> list[list[Prepared]]:
-    """The batch as the transactions to run, in order: the readings of every patient with a
-    reading that may raise an urgent alert first, on their own, then the rest.
+    readings: list[AcceptedReading],
+    patient_of: Callable[[str], UUID | None],
+    may_be_urgent: Callable[[str, float], bool],
+) -> list[list[AcceptedReading]]:
+    """The batch's readings as the transactions to run, in order: those of every patient with
+    a reading that may raise an urgent alert first, on their own, then the rest.
 
-    An urgent alert then reaches the screen when its own few readings are stored, not after
-    the whole batch. Each patient's readings stay together and in order, so this is the same
-    as two consecutive batches; it only decides what commits first. One part when nothing is
-    urgent or everything is.
+    An urgent alert then reaches the screen when its own few readings are normalised and
+    stored, not after the whole batch. Each patient's readings stay together and in order, so
+    this is the same as two consecutive batches; it only decides what commits first. The guess
+    is made on the decoded values in canonical units, before quality checks. One part when
+    nothing is urgent or everything is; readings of unknown devices are never urgent.
     """
-    urgent = {p.patient_id for p in prepared if any(may_be_urgent(o) for o in p.observations)}
-    if not urgent or len(urgent) == len({p.patient_id for p in prepared}):
-        return [prepared]
-    return [
-        [p for p in prepared if p.patient_id in urgent],
-        [p for p in prepared if p.patient_id not in urgent],
-    ]
+    urgent = {
+        patient
+        for r in readings
+        if (patient := patient_of(r.device_id)) is not None
+        and any(may_be_urgent(o.code, CODES[o.code].to_canonical(o.value, o.unit)) for o in r.observations)
+    }
+    first = [r for r in readings if patient_of(r.device_id) in urgent]
+    if not first or len(first) == len(readings):
+        return [readings]
+    return [first, [r for r in readings if patient_of(r.device_id) not in urgent]]
 
 
 def record_letter(
@@ -145,35 +153,47 @@ class Pipeline:
         self._late_after = timedelta(seconds=settings.late_after_s)
         self._future = timedelta(seconds=settings.future_tolerance_s)
         self.consent = ConsentStage(ConsentCache(), default_permit=settings.consent_default == "permit")
+        #: called when an urgent part changed an alert, before the rest of the batch: the service
+        #: publishes the alert outbox then, so the alerts topic need not wait for the rest either
+        self.urgent_committed: Callable[[], Awaitable[None]] | None = None
 
     async def process(self, records: list[ConsumerRecord[Any, Any]]) -> Report:
         batch = decode(records, self._settings)
-        prepared: list[Prepared] = []
-        orphans = 0
+        entries: dict[str, DeviceEntry | None] = {}
         for reading in batch.readings:
-            entry = await self._registry.get(reading.device_id)
-            if entry is None:
-                batch.letters.append(self._orphan(reading))
-                orphans += 1
-                continue
-            normalised = normalise(
-                reading,
-                entry.patient_id,
-                late_after=self._late_after,
-                future_tolerance=self._future,
-                device_kind=entry.kind,
-            )
-            normalised = self._artefacts.mark(normalised, reading.context)
-            prepared.append(Prepared(reading, entry.patient_id, normalised))
-        reports = await self._device_reports(batch)
+            if reading.device_id not in entries:
+                entries[reading.device_id] = await self._registry.get(reading.device_id)
 
-        stored = alerts = 0
-        parts = urgent_first(prepared, self._engine.may_be_urgent)
-        for i, part in enumerate(parts):
+        def patient_of(device_id: str) -> UUID | None:
+            entry = entries.get(device_id)
+            return entry.patient_id if entry is not None else None
+
+        stored = alerts = orphans = 0
+        parts = urgent_first(batch.readings, patient_of, self._engine.may_be_urgent)
+        for i, readings in enumerate(parts):
             rest = i == len(parts) - 1  # letters, statuses and device reports go with the rest
-            fresh, touched = await self._commit(part, batch if rest else Batch(), reports if rest else [])
+            prepared: list[Prepared] = []
+            for reading in readings:
+                entry = entries[reading.device_id]
+                if entry is None:
+                    batch.letters.append(self._orphan(reading))
+                    orphans += 1
+                    continue
+                normalised = normalise(
+                    reading,
+                    entry.patient_id,
+                    late_after=self._late_after,
+                    future_tolerance=self._future,
+                    device_kind=entry.kind,
+                )
+                normalised = self._artefacts.mark(normalised, reading.context)
+                prepared.append(Prepared(reading, entry.patient_id, normalised))
+            reports = await self._device_reports(batch) if rest else []
+            fresh, touched = await self._commit(prepared, batch if rest else Batch(), reports)
             stored += fresh
             alerts += touched
+            if touched and not rest and self.urgent_committed is not None:
+                await self.urgent_committed()
         duplicates = len(batch.readings) - orphans - stored
         STORED.inc(stored)
         DUPLICATES.inc(duplicates)

@@ -66,6 +66,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await producer.start()
     await consumer.start()
     pipeline = Pipeline(settings, pool, CachedRegistry(settings.database_url, settings.device_cache_ttl_s))
+    pipeline.urgent_committed = lambda: _publish(pool, producer, settings.alerts_topic)
     listener = asyncio.create_task(pipeline.consent.cache.listen(settings.database_url, stop))
     log.info("processor %s consuming as group %s", instance_name(), settings.processor_group)
     loop = asyncio.get_running_loop()

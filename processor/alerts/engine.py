@@ -73,14 +73,15 @@ class ThresholdEngine:
         self._streaks: dict[Key, int] = {}
         self._lows = LowEpisodes()
 
-    def may_be_urgent(self, obs: NormalisedObservation) -> bool:
-        """Whether a live reading breaches an urgent band of the default rules: a guess made
-        before any state is read, at which readings to store first (`processor.pipeline.
-        urgent_first`). Patients with their own thresholds are judged on the defaults here;
-        a wrong guess changes only which transaction commits first, never an alert."""
-        return obs.live and any(
-            band.severity is Severity.URGENT and band.matches(obs.value)
-            for rule in self._default.get(obs.code, ())
+    def may_be_urgent(self, code: str, value: float) -> bool:
+        """Whether a value (canonical units) is in an urgent band of the default rules: a
+        guess made before any state is read or quality checked, at which readings to store
+        first (`processor.pipeline.urgent_first`). Patients with their own thresholds are
+        judged on the defaults here; a wrong guess changes only which transaction commits
+        first, never an alert."""
+        return any(
+            band.severity is Severity.URGENT and band.matches(value)
+            for rule in self._default.get(code, ())
             for band in rule.bands
         )
 

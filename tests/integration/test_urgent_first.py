@@ -9,6 +9,7 @@ the transaction that stored it.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -43,12 +44,18 @@ def record(settings: Settings, offset: int, device: str, seq: int, spo2: float) 
     )
 
 
-async def run(settings: Settings, records: list[ConsumerRecord[Any, Any]]) -> Report:
+async def run(
+    settings: Settings,
+    records: list[ConsumerRecord[Any, Any]],
+    urgent_committed: Callable[[], Awaitable[None]] | None = None,
+) -> Report:
     assert settings.database_url
     pool = await open_pool(settings.database_url, max_size=2, configure=sink.prepare)
     registry = CachedRegistry(settings.database_url, settings.device_cache_ttl_s)
     try:
-        return await Pipeline(settings, pool, registry).process(records)
+        pipeline = Pipeline(settings, pool, registry)
+        pipeline.urgent_committed = urgent_committed
+        return await pipeline.process(records)
     finally:
         await registry.close()
         await pool.close()
@@ -73,8 +80,24 @@ async def test_an_urgent_patients_readings_commit_before_the_rest_of_the_batch(
     records = [record(settings, i, d, 1, 97) for i, d in enumerate(calm)]
     records += [record(settings, 3, urgent, 1, 95), record(settings, 4, urgent, 2, 91)]
     records += [record(settings, 5 + i, d, 2, 98) for i, d in enumerate(calm)]
-    report = await run(settings, records)
+    between: dict[str, int] = {}
+
+    async def urgent_committed() -> None:  # the service publishes the alert outbox here
+        for name, query, arg in [
+            (
+                "calm readings stored",
+                "SELECT count(*) AS n FROM reading_receipts WHERE device_id = ANY(%s)",
+                calm,
+            ),
+            ("alerts", "SELECT count(*) AS n FROM alerts WHERE patient_id = %s", patients[3]),
+        ]:
+            cur = await db.execute(query, (arg,))
+            row = await cur.fetchone()
+            between[name] = row["n"] if row else -1
+
+    report = await run(settings, records, urgent_committed)
     assert (report.stored, report.duplicates, report.dead_letters, report.alerts) == (8, 0, 0, 1)
+    assert between == {"calm readings stored": 0, "alerts": 1}
 
     decided = await decisions(db, devices)
     # the urgent patient's readings, the calm one before the alarm included (95 then 91: a

@@ -6,62 +6,70 @@ from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 from processor.alerts.engine import ThresholdEngine
-from processor.normalise import NormalisedObservation, Quality
-from processor.pipeline import Prepared, urgent_first
+from processor.pipeline import urgent_first
 from telehealth.contracts import AcceptedReading
 
-T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 UNITS = {"glucose": "mmol/L", "spo2": "%", "pulse": "/min"}
 engine = ThresholdEngine()
 
 
-def obs(code: str, value: float, quality: tuple[Quality, ...] = ()) -> NormalisedObservation:
-    return NormalisedObservation(uuid4(), "dev", 1, T0, T0, code, value, UNITS[code], "", None, quality)
-
-
 def test_an_urgent_band_of_the_default_rules_is_a_guess_that_a_reading_may_be_urgent() -> None:
-    assert engine.may_be_urgent(obs("spo2", 85))
-    assert engine.may_be_urgent(obs("glucose", 2.9))
-    assert engine.may_be_urgent(obs("pulse", 150))
-    assert not engine.may_be_urgent(obs("spo2", 97))
-    assert not engine.may_be_urgent(obs("spo2", 92))  # a warning (at or below 93), not urgent
-    assert not engine.may_be_urgent(obs("glucose", 3.5))
-    # late or flagged readings never alarm, so they are never urgent either
-    assert not engine.may_be_urgent(obs("spo2", 85, (Quality.LATE,)))
+    assert engine.may_be_urgent("spo2", 85)
+    assert engine.may_be_urgent("spo2", 91)  # urgent at or below 91 % on scale 1
+    assert engine.may_be_urgent("glucose", 2.9)
+    assert engine.may_be_urgent("pulse", 150)
+    assert engine.may_be_urgent("pulse", 35)
+    assert not engine.may_be_urgent("spo2", 97)
+    assert not engine.may_be_urgent("spo2", 92)  # a warning (at or below 93), not urgent
+    assert not engine.may_be_urgent("glucose", 3.5)
+    assert not engine.may_be_urgent("glucose", 25.0)  # high is a warning only
 
 
-def prepared(patient: UUID, seq: int, code: str, value: float) -> Prepared:
-    reading = AcceptedReading.model_validate(
+def reading(device: str, seq: int, code: str, value: float, unit: str | None = None) -> AcceptedReading:
+    now = datetime.now(UTC)
+    return AcceptedReading.model_validate(
         {
-            "device_id": f"dev-{patient}",
+            "device_id": device,
             "seq": seq,
-            "measured_at": datetime.now(UTC),
-            "received_at": datetime.now(UTC),
-            "observations": [{"code": code, "value": value, "unit": UNITS[code]}],
+            "measured_at": now,
+            "received_at": now,
+            "observations": [{"code": code, "value": value, "unit": unit or UNITS[code]}],
         }
     )
-    o = NormalisedObservation(patient, reading.device_id, seq, T0, T0, code, value, UNITS[code], "", None, ())
-    return Prepared(reading, patient, [o])
+
+
+def keys(readings: list[AcceptedReading]) -> list[tuple[str, int]]:
+    return [(r.device_id, r.seq) for r in readings]
 
 
 def test_patients_with_an_urgent_reading_go_first_with_all_their_readings_in_order() -> None:
     calm, urgent, other = uuid4(), uuid4(), uuid4()
+    owner = {"calm-ox": calm, "urgent-ox": urgent, "urgent-cgm": urgent, "other-ox": other}
     batch = [
-        prepared(calm, 1, "spo2", 97),
-        prepared(urgent, 1, "pulse", 80),  # not urgent itself, but its patient's is
-        prepared(other, 1, "spo2", 96),
-        prepared(urgent, 2, "spo2", 84),
-        prepared(calm, 2, "spo2", 98),
-        prepared(urgent, 3, "spo2", 95),
+        reading("calm-ox", 1, "spo2", 97),
+        reading("urgent-cgm", 1, "glucose", 6.0),  # not urgent itself, but its patient is
+        reading("other-ox", 1, "spo2", 96),
+        reading("urgent-ox", 2, "spo2", 84),
+        reading("calm-ox", 2, "spo2", 98),
+        reading("urgent-ox", 3, "spo2", 95),
+        reading("unknown", 1, "spo2", 70),  # no patient: never urgent, becomes a letter later
     ]
-    first, rest = urgent_first(batch, engine.may_be_urgent)
-    assert [(p.patient_id, p.reading.seq) for p in first] == [(urgent, 1), (urgent, 2), (urgent, 3)]
-    assert [(p.patient_id, p.reading.seq) for p in rest] == [(calm, 1), (other, 1), (calm, 2)]
+    first, rest = urgent_first(batch, owner.get, engine.may_be_urgent)
+    assert keys(first) == [("urgent-cgm", 1), ("urgent-ox", 2), ("urgent-ox", 3)]
+    assert keys(rest) == [("calm-ox", 1), ("other-ox", 1), ("calm-ox", 2), ("unknown", 1)]
+
+
+def test_the_guess_is_made_in_canonical_units() -> None:
+    patient: dict[str, UUID] = {"meter": uuid4(), "ox": uuid4()}
+    low = reading("meter", 1, "glucose", 50, "mg/dL")  # 2.8 mmol/L: urgent low
+    first, rest = urgent_first([reading("ox", 1, "spo2", 97), low], patient.get, engine.may_be_urgent)
+    assert keys(first) == [("meter", 1)] and keys(rest) == [("ox", 1)]
 
 
 def test_one_transaction_when_nothing_or_everything_is_urgent() -> None:
-    calm = [prepared(uuid4(), 1, "spo2", 97), prepared(uuid4(), 1, "glucose", 6.0)]
-    assert urgent_first(calm, engine.may_be_urgent) == [calm]
-    alarming = [prepared(uuid4(), 1, "spo2", 80), prepared(uuid4(), 1, "glucose", 2.5)]
-    assert urgent_first(alarming, engine.may_be_urgent) == [alarming]
-    assert urgent_first([], engine.may_be_urgent) == [[]]
+    owner = {d: uuid4() for d in ("a", "b")}
+    calm = [reading("a", 1, "spo2", 97), reading("b", 1, "glucose", 6.0)]
+    assert urgent_first(calm, owner.get, engine.may_be_urgent) == [calm]
+    alarming = [reading("a", 2, "spo2", 80), reading("b", 2, "glucose", 2.5)]
+    assert urgent_first(alarming, owner.get, engine.may_be_urgent) == [alarming]
+    assert urgent_first([], owner.get, engine.may_be_urgent) == [[]]

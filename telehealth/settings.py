@@ -88,7 +88,9 @@ class Settings(BaseSettings):
         " (changed rows only; the whole table every 60 s)",
     )
     alert_warning_after: int = Field(2, ge=1, description="consecutive breaching readings to open a warning")
-    alert_sweep_s: float = Field(10, description="how often stale data and escalations are checked")
+    alert_sweep_s: float = Field(
+        10, description="how often each patient is checked for stale data (a tenth of them at a time)"
+    )
     alert_escalate_after_s: float = Field(300, description="unacknowledged urgent alerts escalate after")
     retention: str = Field("2 years", description="TimescaleDB retention for readings")
     consent_default: Literal["deny", "permit"] = Field(

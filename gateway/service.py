@@ -134,6 +134,7 @@ class Gateway:
         if (context := ssl_context(address)) is not None:
             client.tls_set_context(context)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         return client
 
@@ -143,7 +144,16 @@ class Gateway:
             return
         group = self._settings.gateway_share_group or None
         client.subscribe([(shared(READINGS_FILTER, group), 1), (shared(STATUS_FILTER, group), 1)])
-        log.info("connected to MQTT, subscribed (share group %s)", group)
+        log.info("connected to MQTT, subscribing (share group %s)", group)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[Any], _p: Any) -> None:
+        """Logged on the broker's answer, so "subscribed" means messages now reach this gateway."""
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.error("MQTT subscription refused: %s (check the gateway's broker login)", ", ".join(refused))
+        else:
+            group = self._settings.gateway_share_group or None
+            log.info("subscribed to the device topics (share group %s)", group)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         self._inbox.append(message)

@@ -3,10 +3,12 @@ and valid readings behind it are all stored. Real broker, gateway, Kafka, proces
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -254,6 +256,10 @@ async def test_kafka_refusing_a_record_turns_it_into_a_dead_letter_not_a_stall(
     services.start("gateway-small", "gateway", env=env)
     try:
         await eventually(lambda: _two_gateways(db), timeout=30)
+        # a heartbeat can come before the subscription: what is published earlier never
+        # reaches this gateway (the race made this test fail once, in a full CI run)
+        log = services.log_dir / "gateway-small.log"
+        await eventually(lambda: _logged(log, "subscribed to the device topics"), timeout=30)
         big = {"context": {f"k{i}": "x" * 400 for i in range(8)}}
         publisher.publish_raw(readings_topic(device.device_id), encoded(reading(device.device_id, 1, **big)))
         publisher.publish_raw(readings_topic(device.device_id), encoded(reading(device.device_id, 2, **big)))
@@ -271,6 +277,10 @@ async def test_kafka_refusing_a_record_turns_it_into_a_dead_letter_not_a_stall(
         assert not services.dead()
     finally:
         services.stop("gateway-small")
+
+
+async def _logged(path: Path, text: str) -> bool:
+    return await asyncio.to_thread(lambda: path.exists() and text in path.read_text(errors="replace"))
 
 
 async def _two_gateways(db: psycopg.AsyncConnection[Any]) -> bool:

@@ -3,8 +3,9 @@
 Append-only and hash-chained. Every row's `hash` is SHA-256 over the previous row's hash and
 this row's canonical content (`canonical_content`), and row ids run 1, 2, 3, ... without gaps,
 so changing, removing or reordering a row breaks the chain at that row. The database refuses
-UPDATE, DELETE and TRUNCATE on the table (a trigger), and appends are serialised by an
-advisory lock so the chain stays linear across processes.
+UPDATE, DELETE and TRUNCATE on the table (a trigger), and appends go through the database
+function `audit_append()`, which serialises them under an advisory lock of the chain's own, so
+the chain stays linear across processes, in one round trip per append.
 
 Use from anywhere that touches patient data::
 
@@ -30,13 +31,12 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 Conn = psycopg.AsyncConnection[Any]
 
 GENESIS = bytes(32)
-_LOCK_KEY = 7_301_943  # pg_advisory_xact_lock key serialising appends
 _PAGE = 5000
 
 #: The default purpose of use of each role; callers may pass a more specific one.
@@ -93,19 +93,55 @@ def canonical_content(
     detail: Mapping[str, Any],
 ) -> bytes:
     """The exact bytes a row's hash covers: sorted-key compact JSON, UTC microsecond time."""
-    content = {
-        "id": id,
-        "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
-        "actor_id": actor_id,
-        "actor": actor,
-        "role": role,
-        "purpose": purpose,
-        "patient_id": str(patient_id) if patient_id is not None else None,
+    before, after = canonical_parts(
+        at=at,
+        actor_id=actor_id,
+        actor=actor,
+        role=role,
+        purpose=purpose,
+        patient_id=patient_id,
+        action=action,
+        detail=detail,
+    )
+    return before + str(id).encode() + after
+
+
+def canonical_parts(
+    *,
+    at: datetime,
+    actor_id: int | None,
+    actor: str,
+    role: str,
+    purpose: str,
+    patient_id: UUID | None,
+    action: str,
+    detail: Mapping[str, Any],
+) -> tuple[bytes, bytes]:
+    """A row's canonical content in two parts, before and after its id.
+
+    The id is only known inside the database, under the chain's lock, so the writer sends the
+    parts and `audit_append()` hashes `before || id || after`. Sorted keys put `id` after
+    action, actor, actor_id, at and detail and before patient_id, purpose and role.
+    """
+    content: dict[str, Any] = {
         "action": action,
+        "actor": actor,
+        "actor_id": actor_id,
+        "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
         "detail": detail,
+        "patient_id": str(patient_id) if patient_id is not None else None,
+        "purpose": purpose,
+        "role": role,
     }
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.encode()
+    head = {k: v for k, v in content.items() if k < "id"}
+    tail = {k: v for k, v in content.items() if k > "id"}
+    before = _canonical_json(head).removesuffix("}") + ',"id":'
+    after = "," + _canonical_json(tail).removeprefix("{")
+    return before.encode(), after.encode()
+
+
+def _canonical_json(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def chain_hash(prev_hash: bytes, content: bytes) -> bytes:
@@ -150,34 +186,38 @@ async def record(
     """Append one audit row; returns its id. Raises if it cannot be written (fail closed)."""
     content = _clean_detail(detail)
     at = datetime.now(UTC)
-    # Pipeline mode sends BEGIN, the lock and the read of the last row together, then the
-    # insert and COMMIT together: two round trips instead of five, for every audited read.
-    async with conn.pipeline(), conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
-            last = await cur.fetchone()
-        prev_id, prev_hash = (last["id"], bytes(last["hash"])) if last else (0, GENESIS)
-        new_id: int = prev_id + 1
-        row: dict[str, Any] = {
-            "id": new_id,
-            "at": at,
-            "actor_id": actor.id,
-            "actor": actor.username,
-            "role": actor.role,
-            "purpose": purpose,
-            "patient_id": patient_id,
-            "action": action,
-            "detail": content,
-        }
-        digest = _row_hash(prev_hash, row)
-        await conn.execute(
-            """INSERT INTO audit_log (id, at, actor_id, actor, role, purpose, patient_id, action,
-                                      detail, prev_hash, hash)
-               VALUES (%(id)s, %(at)s, %(actor_id)s, %(actor)s, %(role)s, %(purpose)s,
-                       %(patient_id)s, %(action)s, %(detail)s, %(prev_hash)s, %(hash)s)""",
-            row | {"detail": Jsonb(content), "prev_hash": prev_hash, "hash": digest},
+    before, after = canonical_parts(
+        at=at,
+        actor_id=actor.id,
+        actor=actor.username,
+        role=actor.role,
+        purpose=purpose,
+        patient_id=patient_id,
+        action=action,
+        detail=content,
+    )
+    # One statement, so one round trip: the database takes the chain's lock, reads the newest
+    # row and inserts the next one (migration 0014_audit_append).
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            "SELECT audit_append(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                at,
+                actor.id,
+                actor.username,
+                actor.role,
+                purpose,
+                patient_id,
+                action,
+                Jsonb(content),
+                before,
+                after,
+            ),
         )
+        row = await cur.fetchone()
+    if row is None or row[0] is None:
+        raise RuntimeError("audit_append returned no id")
+    new_id: int = row[0]
     return new_id
 
 

@@ -183,6 +183,41 @@ async def test_concurrent_appends_keep_one_linear_chain(
     assert result.ok, result.problem
 
 
+async def test_an_append_does_not_wait_for_the_alert_streams_lock(
+    settings: Settings, db: psycopg.AsyncConnection[Any]
+) -> None:
+    """The alert stream numbers events at commit under advisory lock 7301943 (the trigger of
+    migration 0008). The chain used the same key until 0014, so every audited read waited for a
+    processor commit carrying alert events; the chain now has a key of its own."""
+    assert settings.database_url
+    user = await add_user(db, "audit-own-lock", "admin")
+    async with await psycopg.AsyncConnection.connect(settings.database_url) as holder:
+        await holder.execute("SELECT pg_advisory_xact_lock(7301943)")  # held until rollback
+        try:
+            row_id = await asyncio.wait_for(
+                audit.record(db, actor=user, purpose="administration", patient_id=None, action="test.lock"),
+                timeout=5,
+            )
+        finally:
+            await holder.rollback()
+    assert row_id == (await audit.head(db)).id
+    assert (await audit.verify(db)).ok
+
+
+async def test_an_append_in_the_callers_transaction_rolls_back_with_it(
+    db: psycopg.AsyncConnection[Any],
+) -> None:
+    user = await add_user(db, "audit-rollback", "admin")
+    before = await audit.head(db)
+    with pytest.raises(RuntimeError, match="the change failed"):
+        async with db.transaction():
+            await audit.record(db, actor=user, purpose="administration", patient_id=None, action="test.tx")
+            raise RuntimeError("the change failed")
+    assert await audit.head(db) == before
+    row_id = await audit.record(db, actor=user, purpose="administration", patient_id=None, action="test.tx")
+    assert row_id == before.id + 1 and (await audit.verify(db)).ok
+
+
 async def _tamper(db: psycopg.AsyncConnection[Any], sql: str, params: tuple[Any, ...]) -> None:
     """As the database superuser: the one way around the append-only trigger."""
     await db.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID
 
 import pytest
 from fastapi import HTTPException
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dashboard_api.routes.patients import parse_bucket
-from telehealth.storage.audit import GENESIS, _clean_detail, canonical_content, chain_hash
+from telehealth.storage.audit import GENESIS, _clean_detail, canonical_content, canonical_parts, chain_hash
 
 PATIENT = UUID("12345678-1234-5678-1234-567812345678")
 
@@ -79,3 +82,53 @@ def test_absurd_buckets_are_a_422_not_an_overflow(text: str) -> None:
 def test_buckets_in_range_parse() -> None:
     assert parse_bucket("5m") == timedelta(minutes=5)
     assert parse_bucket("31d") == timedelta(days=31)
+
+
+_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=20)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    id=st.integers(min_value=1, max_value=2**62),
+    actor=_text,
+    role=_text,
+    purpose=_text,
+    action=_text,
+    actor_id=st.none() | st.integers(min_value=1, max_value=2**62),
+    patient_id=st.none() | st.uuids(),
+    detail=st.dictionaries(_text, _json, max_size=4),
+)
+def test_the_parts_around_the_id_rebuild_the_canonical_json_rows_were_hashed_with(
+    id: int,
+    actor: str,
+    role: str,
+    purpose: str,
+    action: str,
+    actor_id: int | None,
+    patient_id: UUID | None,
+    detail: dict[str, object],
+) -> None:
+    """The database hashes before || id || after (audit_append); rows written before it did
+    were hashed over one json.dumps of the whole row, and must still verify."""
+    at = datetime(2026, 12, 6, 8, 0, 0, 1, tzinfo=UTC)
+    whole = {
+        "id": id,
+        "at": at.isoformat(timespec="microseconds"),
+        "actor_id": actor_id,
+        "actor": actor,
+        "role": role,
+        "purpose": purpose,
+        "patient_id": str(patient_id) if patient_id else None,
+        "action": action,
+        "detail": detail,
+    }
+    expected = json.dumps(whole, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    fields = dict(actor_id=actor_id, actor=actor, role=role, purpose=purpose, action=action)
+    before, after = canonical_parts(at=at, patient_id=patient_id, detail=detail, **fields)  # type: ignore[arg-type]
+    assert before + str(id).encode() + after == expected.encode()
+    whole_content = canonical_content(id=id, at=at, patient_id=patient_id, detail=detail, **fields)  # type: ignore[arg-type]
+    assert whole_content == expected.encode()

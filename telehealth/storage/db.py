@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import select
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -21,19 +22,34 @@ async def open_pool(
     configure: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None = None,
 ) -> AsyncConnectionPool:
     """`configure` runs once on every new connection (it must leave no transaction open)."""
-    # check_connection costs one round trip per checkout and spares callers the dead
-    # connections a database restart leaves in the pool.
     pool: AsyncConnectionPool = AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
         open=False,
         kwargs={"row_factory": dict_row, "autocommit": autocommit},
-        check=AsyncConnectionPool.check_connection,
+        check=check_unless_quiet,
         configure=configure,
     )
     await pool.open(wait=True, timeout=30)
     return pool
+
+
+async def check_unless_quiet(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The pool's check on checkout, without its round trip while the socket is quiet.
+
+    Checking spares callers the dead connections a database restart leaves in the pool. A
+    server that ends a session (restart, `pg_terminate_backend`, idle timeout) sends a notice
+    and closes the socket, which makes it readable; an idle healthy connection has nothing to
+    read. So only a connection with something waiting pays for psycopg's full check (an empty
+    query): it was one of six round trips in an audited API read.
+    """
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):  # data, end of file or an error: ask the server
+        await AsyncConnectionPool.check_connection(conn)
 
 
 @asynccontextmanager

@@ -8,12 +8,13 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from dashboard_api.auditing import Audit
 from dashboard_api.deps import AdminUser, ClinicianUser, ConnDep, CurrentUser
 from dashboard_api.problems import documented
 from dashboard_api.routes.access import authorize_patient
+from dashboard_api.rows import rows_response
 from dashboard_api.schemas import (
     AlertSummary,
     BucketPoint,
@@ -110,7 +111,7 @@ async def list_patients(conn: ConnDep, user: ClinicianUser, audit: Audit) -> lis
     return [_summary(row) for row in rows]
 
 
-@router.get("/{patient_id}/observations")
+@router.get("/{patient_id}/observations", response_model=list[ObservationPoint] | list[BucketPoint])
 async def observations(
     patient_id: UUID,
     conn: ConnDep,
@@ -124,7 +125,7 @@ async def observations(
     bucket: Annotated[
         str | None, Query(max_length=20, description="e.g. 5m, 1h, 1d; raw points when empty")
     ] = None,
-) -> list[ObservationPoint] | list[BucketPoint]:
+) -> Response:
     """Raw points (all, with quality flags) or buckets (implausible values left out)."""
     await authorize_patient(conn, user, patient_id)
     if code is not None and code not in CODES:
@@ -153,12 +154,14 @@ async def observations(
         f" AND (%(code)s::text IS NULL OR code = %(code)s) AND {SERVED}"
     )
     if bucket is None:
-        cur = await conn.execute(
-            f"""SELECT measured_at, code, value, unit, quality, device_id, seq FROM readings
-                WHERE {where} ORDER BY measured_at, code LIMIT {MAX_RAW_POINTS}""",
-            params,
-        )
-        return [ObservationPoint(**r) for r in await cur.fetchall()]
+        # Binary results: a day of CGM points loads in about two thirds of the text format's time.
+        async with conn.cursor(binary=True) as cur:
+            await cur.execute(
+                f"""SELECT measured_at, code, value, unit, quality, device_id, seq FROM readings
+                    WHERE {where} ORDER BY measured_at, code LIMIT {MAX_RAW_POINTS}""",
+                params,
+            )
+            return rows_response(await cur.fetchall(), ObservationPoint)
     params["bucket"] = size
     cur = await conn.execute(
         f"""SELECT date_bin(%(bucket)s, measured_at, TIMESTAMPTZ 'epoch') AS bucket, code,
@@ -168,4 +171,4 @@ async def observations(
             GROUP BY 1, 2 ORDER BY 1, 2""",
         params,
     )
-    return [BucketPoint(**r) for r in await cur.fetchall()]
+    return rows_response(await cur.fetchall(), BucketPoint)

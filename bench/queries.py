@@ -4,15 +4,22 @@ A seeded patient (14 days of 5-minute CGM glucose, written straight into the tab
 measures reads, not ingest) is read back the way the dashboard does: the last 24 h of
 observations and the 14-day glucose summary, each request timed from send to the last
 byte, over one keep-alive connection per query kind, while the bench's load publishes.
+
+Timings are kept per phase of the run (`during`): idle, the end-to-end burst (as fast as the
+publishers can: saturating), each step of the offered-load sweep. One figure over the whole
+run mixed an idle API with a saturated machine; per phase, the report says up to which load
+the queries keep their target.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import math
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -122,20 +129,32 @@ def token(host: str, port: int, username: str, password: str = PASSWORD) -> str:
 
 
 class QueryLoad:
-    """Threads that repeat each query back to back (with a short pause) until stopped."""
+    """Threads that repeat each query back to back (with a short pause) until stopped; a
+    request counts towards the phase it started in, and outside any phase not at all."""
 
     def __init__(self, host: str, port: int, patient: UUID, username: str, pause_s: float = 0.05) -> None:
         self._host, self._port, self._pause = host, port, pause_s
         self._headers = {"Authorization": f"Bearer {token(host, port, username)}"}
-        self.stats = {name: QueryStats() for name in QUERIES}
+        #: phase -> query name -> timings
+        self.stats: dict[str, dict[str, QueryStats]] = {}
+        self._phase: str | None = None
         self._paths = {name: path.format(patient=patient) for name, path in QUERIES.items()}
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, args=(n,), daemon=True) for n in QUERIES]
 
+    @contextlib.contextmanager
+    def during(self, phase: str) -> Iterator[None]:
+        self._phase = phase
+        try:
+            yield
+        finally:
+            self._phase = None
+
     def _loop(self, name: str) -> None:
-        stats, path = self.stats[name], self._paths[name]
+        path = self._paths[name]
         conn = http.client.HTTPConnection(self._host, self._port, timeout=30)
         while not self._stop.is_set():
+            phase = self._phase
             started = time.perf_counter()
             try:
                 conn.request("GET", path, headers=self._headers)
@@ -146,11 +165,13 @@ class QueryLoad:
                 conn.close()
                 conn = http.client.HTTPConnection(self._host, self._port, timeout=30)
                 ok = False
-            stats.requests += 1
-            if ok:
-                stats.ms.append(1000 * (time.perf_counter() - started))
-            else:
-                stats.errors += 1
+            if phase is not None:
+                stats = self.stats.setdefault(phase, {}).setdefault(name, QueryStats())
+                stats.requests += 1
+                if ok:
+                    stats.ms.append(1000 * (time.perf_counter() - started))
+                else:
+                    stats.errors += 1
             self._stop.wait(self._pause)
         conn.close()
 
@@ -164,5 +185,7 @@ class QueryLoad:
         for t in self._threads:
             t.join(timeout=35)
 
-    def summary(self) -> dict[str, dict[str, float]]:
-        return {name: s.summary() for name, s in self.stats.items()}
+    def summary(self) -> dict[str, dict[str, dict[str, float]]]:
+        return {
+            phase: {name: s.summary() for name, s in by_name.items()} for phase, by_name in self.stats.items()
+        }

@@ -104,16 +104,20 @@ def markdown(figures: Figures) -> str:
         lines.append("")
     if f.queries:
         lines += [
-            "Dashboard queries while ingest runs (one clinician, back-to-back requests, send to last byte):",
+            "Dashboard queries by phase of the run (one clinician, back-to-back requests, send to"
+            " last byte; end to end publishes as fast as it can, so it saturates the machine;"
+            " a sweep step includes draining its backlog):",
             "",
-            "| query | requests | errors | p50 ms | p99 ms | max ms |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            "| query | phase | requests | errors | p50 ms | p99 ms | max ms |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
         ]
-        for name, q in f.queries.items():
-            lines.append(
-                f"| {name} | {q['requests']:.0f} | {q['errors']:.0f} | {_num(q['p50_ms'], 1)} |"
-                f" {_num(q['p99_ms'], 1)} | {_num(q['max_ms'], 1)} |"
-            )
+        for name in dict.fromkeys(n for by_name in f.queries.values() for n in by_name):
+            for phase, by_name in f.queries.items():
+                if q := by_name.get(name):
+                    lines.append(
+                        f"| {name} | {phase} | {q['requests']:.0f} | {q['errors']:.0f} |"
+                        f" {_num(q['p50_ms'], 1)} | {_num(q['p99_ms'], 1)} | {_num(q['max_ms'], 1)} |"
+                    )
         lines.append("")
     if f.rss_mib:
         lines += [

@@ -67,8 +67,9 @@ class Figures:
     cpu_us_per_reading: dict[str, float] = field(default_factory=dict)
     load_after: list[float] = field(default_factory=list)
     sweep: list[SweepPoint] = field(default_factory=list)
-    #: query name -> requests, errors, p50_ms, p99_ms, max_ms (measured while ingest ran)
-    queries: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: phase ("idle", "end to end", "sweep 3,000/s") -> query name -> requests, errors,
+    #: p50_ms, p99_ms, max_ms
+    queries: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def report(self) -> str:
         lines = self._throughput() if self.readings else []
@@ -77,11 +78,12 @@ class Figures:
                 f"sweep: offered {p.offered_readings_s:,.0f}/s -> stored {p.achieved_readings_s:,.0f}"
                 f" readings/s, publish -> stored p50 {p.p50_ms:.0f} ms, p99 {p.p99_ms:.0f} ms"
             )
-        for name, q in self.queries.items():
-            lines.append(
-                f"query during ingest, {name}: p50 {q['p50_ms']:.1f} ms, p99 {q['p99_ms']:.1f} ms"
-                f" ({q['requests']:.0f} requests, {q['errors']:.0f} errors)"
-            )
+        for phase, by_name in self.queries.items():
+            for name, q in by_name.items():
+                lines.append(
+                    f"query {name}, {phase}: p50 {q['p50_ms']:.1f} ms, p99 {q['p99_ms']:.1f} ms"
+                    f" ({q['requests']:.0f} requests, {q['errors']:.0f} errors)"
+                )
         if self.cpu_us_per_reading:
             lines.append("CPU per stored reading (end to end): " + _per_reading(self.cpu_us_per_reading))
         lines.append("peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in self.rss_mib.items()))
@@ -189,6 +191,8 @@ def end_to_end(
 
 #: the alert-latency probes' patients are numbered from here, apart from the load's cohort
 PROBE_FIRST = 90_000
+#: seconds of dashboard queries with nothing published, the baseline for the ones under load
+IDLE_QUERY_S = 5
 
 
 def load_address(settings: Settings, tls: bool) -> tuple[str, str | None]:
@@ -279,9 +283,17 @@ def run(
             sampler.start()
             try:
                 with query_load:
+                    during = query_load.during if isinstance(query_load, QueryLoad) else None
+                    if during:
+                        print("queries with no ingest ...", flush=True)
+                        with during("idle"):
+                            time.sleep(IDLE_QUERY_S)
                     if readings:
                         print("end to end ...", flush=True)
-                        with _measured(services, profile_dir) as spent:
+                        with (
+                            during("end to end") if during else contextlib.nullcontext(),
+                            _measured(services, profile_dir) as spent,
+                        ):
                             figures.e2e_readings_s, figures.e2e_stored = end_to_end(
                                 settings,
                                 services,
@@ -301,6 +313,7 @@ def run(
                             sweep_rates,
                             sweep_seconds,
                             publishers,
+                            during,
                         )
                 if isinstance(query_load, QueryLoad):
                     figures.queries = query_load.summary()

@@ -9,8 +9,10 @@ transaction's start on the database clock: the same machine clock).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,11 +118,14 @@ def sweep(
     rates: list[float],
     seconds: float,
     publishers: int,
+    during: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
 ) -> list[SweepPoint]:
+    """`during(label)` wraps each step (label "sweep 3,000/s"), e.g. to time queries per load."""
     points = []
     for rate in rates:
         print(f"  sweep: offering {rate:,.0f} readings/s for {seconds:.0f} s ...", flush=True)
-        point = step(database_url, load, devices, rate, seconds, publishers)
+        with during(f"sweep {rate:,.0f}/s") if during else contextlib.nullcontext():
+            point = step(database_url, load, devices, rate, seconds, publishers)
         print(
             f"  sweep: achieved {point.achieved_readings_s:,.0f} readings/s,"
             f" p50 {point.p50_ms:.0f} ms, p99 {point.p99_ms:.0f} ms",

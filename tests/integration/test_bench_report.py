@@ -50,16 +50,18 @@ def test_bench_report_records_the_run_the_sweep_and_the_queries(tmp_path: Path) 
     assert point["offered_readings_s"] == 300
     assert point["stored"] == point["sent"] == 600
     assert point["p50_ms"] is not None and point["p50_ms"] <= point["p99_ms"] <= point["max_ms"]
-    for name in ("observations 24 h", "glucose summary 14 d"):
-        query = figures["queries"][name]
-        assert query["requests"] > 0 and query["errors"] == 0, (name, query)
+    assert set(figures["queries"]) == {"idle", "end to end", "sweep 300/s"}
+    for phase, by_name in figures["queries"].items():
+        for name in ("observations 24 h", "glucose summary 14 d"):
+            query = by_name[name]
+            assert query["requests"] > 0 and query["errors"] == 0, (phase, name, query)
     assert set(figures["rss_mib"]) == {"processor", "gateway-0", "api"}
     assert set(figures["cpu_us_per_reading"]) == {"processor", "gateway-0", "api"}
     assert figures["machine"]["cores"] == os.cpu_count()
     report = (out / "figures.md").read_text()
     assert "| gateway alone (MQTT -> gateway -> Kafka, no processor) |" in report
-    assert "| end to end, stored exactly once |" in report and "| observations 24 h |" in report
-    assert "query during ingest, observations 24 h" in done.stdout
+    assert "| end to end, stored exactly once |" in report and "| observations 24 h | idle |" in report
+    assert "query observations 24 h, sweep 300/s" in done.stdout
 
 
 def test_bench_times_every_probe_alert_to_the_row_the_topic_and_the_dashboard_stream(

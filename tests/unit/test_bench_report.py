@@ -29,7 +29,12 @@ def _figures() -> Figures:
         SweepPoint(4000, 3990, 0.0, 0, 20000, math.nan, math.nan, math.nan, math.nan),
     ]
     figures.queries = {
-        "observations 24 h": {"requests": 10, "errors": 1, "p50_ms": 20.0, "p99_ms": 90.0, "max_ms": 95.0}
+        "idle": {
+            "observations 24 h": {"requests": 50, "errors": 0, "p50_ms": 8.0, "p99_ms": 12.0, "max_ms": 13.0}
+        },
+        "sweep 1,000/s": {
+            "observations 24 h": {"requests": 10, "errors": 1, "p50_ms": 20.0, "p99_ms": 90.0, "max_ms": 95.0}
+        },
     }
     return figures
 
@@ -39,7 +44,8 @@ def test_markdown_has_ratios_sweep_queries_and_services() -> None:
     assert "| end to end, stored exactly once | 2,000 readings/s (1,000/1,000) | 0.25 of relay" in text
     assert "| 1,000 | 998 | 995 | 0.12 | 40 | 80 | 200 | 250 |" in text
     assert "| 4,000 | 3,990 | 0 | n/a | n/a | n/a | n/a | n/a |" in text  # nothing stored: no ratio
-    assert "| observations 24 h | 10 | 1 | 20.0 | 90.0 | 95.0 |" in text
+    assert "| observations 24 h | idle | 50 | 0 | 8.0 | 12.0 | 13.0 |" in text
+    assert "| observations 24 h | sweep 1,000/s | 10 | 1 | 20.0 | 90.0 | 95.0 |" in text
     assert "| gateway-0 | 80 | 95 |" in text
     assert "load average at start [1.0, 2.0, 3.0], at end [4.0, 3.0, 2.0]" in text
 

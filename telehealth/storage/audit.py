@@ -1,7 +1,7 @@
 """The audit trail: who read or changed which patient's data, why, and when.
 
 Append-only and hash-chained. Every row's `hash` is SHA-256 over the previous row's hash and
-this row's canonical content (`canonical_content`), and row ids run 1, 2, 3, ... without gaps,
+this row's canonical content (`Entry.canonical_content`), and row ids run 1, 2, 3, ... without gaps,
 so changing, removing or reordering a row breaks the chain at that row. The database refuses
 UPDATE, DELETE and TRUNCATE on the table (a trigger), and appends go through the database
 function `audit_append()`, which serialises them under an advisory lock of the chain's own, so
@@ -80,64 +80,50 @@ def purpose_for(user: Actor) -> str:
     return PURPOSES.get(user.role, "unspecified")
 
 
-def canonical_content(
-    *,
-    id: int,
-    at: datetime,
-    actor_id: int | None,
-    actor: str,
-    role: str,
-    purpose: str,
-    patient_id: UUID | None,
-    action: str,
-    detail: Mapping[str, Any],
-) -> bytes:
-    """The exact bytes a row's hash covers: sorted-key compact JSON, UTC microsecond time."""
-    before, after = canonical_parts(
-        at=at,
-        actor_id=actor_id,
-        actor=actor,
-        role=role,
-        purpose=purpose,
-        patient_id=patient_id,
-        action=action,
-        detail=detail,
-    )
-    return before + str(id).encode() + after
+@dataclass(frozen=True)
+class Entry:
+    """What an audit row says, apart from its id and hashes."""
 
+    at: datetime
+    actor_id: int | None
+    actor: str
+    role: str
+    purpose: str
+    patient_id: UUID | None
+    action: str
+    detail: Mapping[str, Any]
 
-def canonical_parts(
-    *,
-    at: datetime,
-    actor_id: int | None,
-    actor: str,
-    role: str,
-    purpose: str,
-    patient_id: UUID | None,
-    action: str,
-    detail: Mapping[str, Any],
-) -> tuple[bytes, bytes]:
-    """A row's canonical content in two parts, before and after its id.
+    def canonical_content(self, id: int) -> bytes:
+        """The exact bytes the row's hash covers: sorted-key compact JSON, UTC microsecond time."""
+        before, after = self.canonical_parts()
+        return before + str(id).encode() + after
 
-    The id is only known inside the database, under the chain's lock, so the writer sends the
-    parts and `audit_append()` hashes `before || id || after`. Sorted keys put `id` after
-    action, actor, actor_id, at and detail and before patient_id, purpose and role.
-    """
-    content: dict[str, Any] = {
-        "action": action,
-        "actor": actor,
-        "actor_id": actor_id,
-        "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
-        "detail": detail,
-        "patient_id": str(patient_id) if patient_id is not None else None,
-        "purpose": purpose,
-        "role": role,
-    }
-    head = {k: v for k, v in content.items() if k < "id"}
-    tail = {k: v for k, v in content.items() if k > "id"}
-    before = _canonical_json(head).removesuffix("}") + ',"id":'
-    after = "," + _canonical_json(tail).removeprefix("{")
-    return before.encode(), after.encode()
+    def canonical_parts(self) -> tuple[bytes, bytes]:
+        """The canonical content in two parts, before and after the row's id.
+
+        The id is only known inside the database, under the chain's lock, so the writer sends
+        the parts and `audit_append()` hashes `before || id || after`. Sorted keys put `id`
+        after action, actor, actor_id, at and detail and before patient_id, purpose and role.
+        """
+        content: dict[str, Any] = {
+            "action": self.action,
+            "actor": self.actor,
+            "actor_id": self.actor_id,
+            "at": self.at.astimezone(UTC).isoformat(timespec="microseconds"),
+            "detail": self.detail,
+            "patient_id": str(self.patient_id) if self.patient_id is not None else None,
+            "purpose": self.purpose,
+            "role": self.role,
+        }
+        head = {k: v for k, v in content.items() if k < "id"}
+        tail = {k: v for k, v in content.items() if k > "id"}
+        before = _canonical_json(head).removesuffix("}") + ',"id":'
+        after = "," + _canonical_json(tail).removeprefix("{")
+        return before.encode(), after.encode()
+
+    @classmethod
+    def of_row(cls, row: Mapping[str, Any]) -> Entry:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
 def _canonical_json(value: Mapping[str, Any]) -> str:
@@ -149,20 +135,7 @@ def chain_hash(prev_hash: bytes, content: bytes) -> bytes:
 
 
 def _row_hash(prev_hash: bytes, row: Mapping[str, Any]) -> bytes:
-    return chain_hash(
-        prev_hash,
-        canonical_content(
-            id=row["id"],
-            at=row["at"],
-            actor_id=row["actor_id"],
-            actor=row["actor"],
-            role=row["role"],
-            purpose=row["purpose"],
-            patient_id=row["patient_id"],
-            action=row["action"],
-            detail=row["detail"],
-        ),
-    )
+    return chain_hash(prev_hash, Entry.of_row(row).canonical_content(row["id"]))
 
 
 def _clean_detail(detail: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -184,32 +157,31 @@ async def record(
     detail: Mapping[str, Any] | None = None,
 ) -> int:
     """Append one audit row; returns its id. Raises if it cannot be written (fail closed)."""
-    content = _clean_detail(detail)
-    at = datetime.now(UTC)
-    before, after = canonical_parts(
-        at=at,
+    entry = Entry(
+        at=datetime.now(UTC),
         actor_id=actor.id,
         actor=actor.username,
         role=actor.role,
         purpose=purpose,
         patient_id=patient_id,
         action=action,
-        detail=content,
+        detail=_clean_detail(detail),
     )
+    before, after = entry.canonical_parts()
     # One statement, so one round trip: the database takes the chain's lock, reads the newest
     # row and inserts the next one (migration 0014_audit_append).
     async with conn.cursor(row_factory=tuple_row) as cur:
         await cur.execute(
             "SELECT audit_append(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
-                at,
-                actor.id,
-                actor.username,
-                actor.role,
-                purpose,
-                patient_id,
-                action,
-                Jsonb(content),
+                entry.at,
+                entry.actor_id,
+                entry.actor,
+                entry.role,
+                entry.purpose,
+                entry.patient_id,
+                entry.action,
+                Jsonb(entry.detail),
                 before,
                 after,
             ),

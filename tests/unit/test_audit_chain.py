@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dashboard_api.routes.patients import parse_bucket
-from telehealth.storage.audit import GENESIS, _clean_detail, canonical_content, canonical_parts, chain_hash
+from telehealth.storage.audit import GENESIS, Entry, _clean_detail, chain_hash
 
 PATIENT = UUID("12345678-1234-5678-1234-567812345678")
 
@@ -30,7 +30,9 @@ def _content(**change: object) -> bytes:
         "action": "observations.read",
         "detail": {"code": "glucose", "bucket": None},
     }
-    return canonical_content(**(fields | change))  # type: ignore[arg-type]
+    merged = fields | change
+    row_id = merged.pop("id")
+    return Entry(**merged).canonical_content(row_id)  # type: ignore[arg-type]
 
 
 def test_canonical_content_is_sorted_compact_json_in_utc() -> None:
@@ -127,8 +129,7 @@ def test_the_parts_around_the_id_rebuild_the_canonical_json_rows_were_hashed_wit
         "detail": detail,
     }
     expected = json.dumps(whole, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    fields = dict(actor_id=actor_id, actor=actor, role=role, purpose=purpose, action=action)
-    before, after = canonical_parts(at=at, patient_id=patient_id, detail=detail, **fields)  # type: ignore[arg-type]
+    entry = Entry(at, actor_id, actor, role, purpose, patient_id, action, detail)
+    before, after = entry.canonical_parts()
     assert before + str(id).encode() + after == expected.encode()
-    whole_content = canonical_content(id=id, at=at, patient_id=patient_id, detail=detail, **fields)  # type: ignore[arg-type]
-    assert whole_content == expected.encode()
+    assert entry.canonical_content(id) == expected.encode()

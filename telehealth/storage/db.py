@@ -46,10 +46,15 @@ async def check_unless_quiet(conn: psycopg.AsyncConnection[Any]) -> None:
     """
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("the connection is closed")
+    if has_input(conn):  # data, end of file or an error: ask the server
+        await AsyncConnectionPool.check_connection(conn)
+
+
+def has_input(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the connection's socket has something to read, without waiting."""
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
-    if poller.poll(0):  # data, end of file or an error: ask the server
-        await AsyncConnectionPool.check_connection(conn)
+    return bool(poller.poll(0))
 
 
 @asynccontextmanager

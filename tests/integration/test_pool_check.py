@@ -4,12 +4,14 @@ ended is still found and replaced before a caller gets it."""
 from __future__ import annotations
 
 import asyncio
-import select
+import os
+import tempfile
 from typing import Any
 
 import psycopg
+import pytest
 
-from telehealth.storage.db import check_unless_quiet, open_pool
+from telehealth.storage.db import check_unless_quiet, has_input, open_pool
 
 
 async def _terminate(database_url: str, pid: int) -> None:
@@ -18,13 +20,27 @@ async def _terminate(database_url: str, pid: int) -> None:
 
 
 async def _until_readable(conn: psycopg.AsyncConnection[Any]) -> None:
-    poller = select.poll()
-    poller.register(conn.fileno(), select.POLLIN)
     for _ in range(100):
-        if poller.poll(0):
+        if has_input(conn):
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the ended session never showed on the socket")
+
+
+async def test_a_healthy_idle_connection_is_checked_without_a_message_to_the_server(
+    database_url: str,
+) -> None:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        with tempfile.TemporaryFile() as trace:  # libpq's protocol trace: every message sent
+            conn.pgconn.trace(trace.fileno())
+            try:
+                await check_unless_quiet(conn)
+                quiet = os.fstat(trace.fileno()).st_size
+                await conn.execute("")  # psycopg's own check, to show the trace records it
+                asked = os.fstat(trace.fileno()).st_size
+            finally:
+                conn.pgconn.untrace()
+        assert quiet == 0 and asked > 0
 
 
 async def test_a_session_the_server_ended_fails_the_check(database_url: str) -> None:
@@ -32,12 +48,8 @@ async def test_a_session_the_server_ended_fails_the_check(database_url: str) -> 
         await check_unless_quiet(conn)
         await _terminate(database_url, conn.info.backend_pid)
         await _until_readable(conn)
-        try:
+        with pytest.raises(psycopg.OperationalError):
             await check_unless_quiet(conn)
-        except psycopg.OperationalError:
-            pass
-        else:
-            raise AssertionError("a terminated session passed the check")
 
 
 async def test_the_pool_replaces_a_connection_the_server_ended(database_url: str) -> None:

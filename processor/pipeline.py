@@ -120,10 +120,11 @@ def urgent_first(
         if (patient := patient_of(r.device_id)) is not None
         and any(may_be_urgent(o.code, CODES[o.code].to_canonical(o.value, o.unit)) for o in r.observations)
     }
-    first = [r for r in readings if patient_of(r.device_id) in urgent]
-    if not first or len(first) == len(readings):
-        return [readings]
-    return [first, [r for r in readings if patient_of(r.device_id) not in urgent]]
+    first: list[AcceptedReading] = []
+    rest: list[AcceptedReading] = []
+    for r in readings:
+        (first if patient_of(r.device_id) in urgent else rest).append(r)
+    return [first, rest] if first and rest else [readings]
 
 
 def record_letter(

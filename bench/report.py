@@ -71,7 +71,8 @@ def markdown(figures: Figures) -> str:
         e2e_msgs = f.e2e_readings_s / f.per_message
         lines += [
             f"{f.readings:,} readings, {f.per_message} per MQTT message, {f.publishers} publisher processes,"
-            f" {f.gateways} gateway process(es), {'TLS, ' if f.tls else ''}authenticated.",
+            f" {f.gateways} gateway process(es), {f.processors} processor process(es),"
+            f" {'TLS, ' if f.tls else ''}authenticated.",
             "",
             "| measure | figure | ratio |",
             "| --- | ---: | ---: |",

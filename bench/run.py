@@ -48,6 +48,7 @@ class Figures:
     publishers: int
     gateways: int
     tls: bool = False
+    processors: int = 1
     mqtt_relay_msgs_s: float = 0.0
     kafka_records_s: float = 0.0
     copy_rows_s: float = 0.0
@@ -101,7 +102,8 @@ class Figures:
         return [
             f"readings: {self.readings} ({self.per_message} per MQTT message,"
             f" {'over TLS, ' if self.tls else ''}authenticated,"
-            f" {self.publishers} publisher processes, {self.gateways} gateway processes)",
+            f" {self.publishers} publisher processes, {self.gateways} gateway processes,"
+            f" {self.processors} processor processes)",
             f"baseline MQTT relay (QoS 1):   {self.mqtt_relay_msgs_s:10,.0f} msg/s",
             f"baseline Kafka produce+consume:{self.kafka_records_s:10,.0f} records/s",
             f"baseline COPY into PostgreSQL: {self.copy_rows_s:10,.0f} rows/s",
@@ -214,6 +216,7 @@ def run(
     per_message: int,
     publishers: int,
     gateways: int = 1,
+    processors: int = 1,
     latency_load: float = 5000,
     latency_probes: int = 40,
     fleet_devices: int = 10_000,
@@ -228,7 +231,7 @@ def run(
     queries: bool = True,
     profile_dir: Path | None = None,
 ) -> Figures:
-    figures = Figures(readings, per_message, publishers, gateways, tls, machine=machine())
+    figures = Figures(readings, per_message, publishers, gateways, tls, processors, machine=machine())
     api = queries or bool(latency_load)  # the latency probe reads the dashboard's stream
     if api:
         settings = settings.model_copy(update={"api_port": free_port()})
@@ -268,7 +271,8 @@ def run(
                         )
                     )
                 figures.gateway_cpu_us_per_reading = _us_per(spent, figures.gateway_forwarded)
-            services.start("processor", "processor")
+            for n in range(processors):  # one consumer group: the topic's partitions are shared out
+                services.start("processor" if processors == 1 else f"processor-{n}", "processor")
             if readings:
                 wait_stored(settings.database_url, stored_before + figures.gateway_forwarded)
             query_load: QueryLoad | contextlib.AbstractContextManager[None] = contextlib.nullcontext()

@@ -313,6 +313,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         per_message=args.per_message,
         publishers=args.publishers,
         gateways=args.gateways,
+        processors=args.processors,
         latency_load=args.latency_load,
         latency_probes=args.latency_probes,
         fleet_devices=args.fleet_devices,
@@ -392,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-message", type=int, default=1, help="readings per MQTT message (1 = live)")
     p.add_argument("--publishers", type=int, default=2, help="publisher processes")
     p.add_argument("--gateways", type=int, default=1, help="gateway processes (shared subscription)")
+    p.add_argument("--processors", type=int, default=1, help="processor processes (one consumer group)")
     p.add_argument(
         "--latency-load",
         type=float,

@@ -86,7 +86,13 @@ async def measure(
     workers, _queue = background_publishers(  # the queue must outlive the workers' start
         settings.mqtt_relay_url(), background, background_readings_s, duration, per_message
     )
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        # as the processor's: a fetch parked on an empty partition must not hold the probe's
+        # alert back for aiokafka's default 500 ms
+        fetch_max_wait_ms=20,
+    )
     await consumer.start()
     await consumer.topics()  # fetches the cluster's metadata
     partitions = [

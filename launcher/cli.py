@@ -306,6 +306,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from bench.run import run
 
     logs.configure("bench")
+    # Python's default SIGTERM ends the process on the spot, leaving the embedded servers and
+    # the services running; as SystemExit it unwinds through the `finally` that stops them.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     figures = run(
         get_settings(),
         readings=args.readings,

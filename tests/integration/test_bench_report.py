@@ -6,12 +6,17 @@ queries answered), never how fast: the machine is shared.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -68,11 +73,12 @@ def test_bench_times_every_probe_alert_to_the_row_the_topic_and_the_dashboard_st
     tmp_path: Path,
 ) -> None:
     """The latency probe once timed nothing (one device alternating 88/97 % was judged a motion
-    artefact); every probe must now be seen at every point, its reading at the gateway included."""
+    artefact); every probe must now be seen at every point, its reading at the gateway included,
+    with two processors sharing the partitions."""
     out = tmp_path / "report"
     done = _bench(
         tmp_path,
-        *("--readings", "0", "--devices", "20", "--no-queries"),
+        *("--readings", "0", "--devices", "20", "--no-queries", "--processors", "2"),
         *("--latency-load", "200", "--latency-probes", "5"),
         *("--fleet-devices", "0", "--research-patients", "0", "--report", str(out)),
     )
@@ -82,6 +88,68 @@ def test_bench_times_every_probe_alert_to_the_row_the_topic_and_the_dashboard_st
         assert len(latency[point]) == 5, (point, latency)
         assert all(0 < ms < 30_000 for ms in latency[point]), (point, latency)
     assert "publish -> dashboard stream event (SSE)" in done.stdout
+    assert set(json.loads((out / "figures.json").read_text())["rss_mib"]) == {
+        "gateway-0",
+        "processor-0",
+        "processor-1",
+        "api",
+    }
+
+
+def test_bench_stopped_by_sigterm_stops_its_servers_and_services(tmp_path: Path) -> None:
+    """A bench stopped with SIGTERM (a CI timeout, `kill`) once left its embedded PostgreSQL
+    and its services running: Python's default SIGTERM skipped the clean-up."""
+    # short: PostgreSQL's socket goes in here, and a socket's path is at most 107 bytes
+    scratch = Path(tempfile.mkdtemp(prefix="bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")} | {"TMPDIR": str(scratch)}
+    with (tmp_path / "stderr").open("w") as stderr:
+        bench = subprocess.Popen(
+            [str(Path(sys.executable).parent / "telehealth"), "bench", *_QUICK_PROBE],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        assert bench.stdout is not None
+        for line in bench.stdout:  # the servers and services are up once the probe begins
+            if line.startswith("alert latency"):
+                break
+        started = psutil.Process(bench.pid).children(recursive=True)
+        ours = [p for p in psutil.process_iter() if str(scratch) in _cmdline(p)]
+        assert any(p.name() == "postgres" for p in ours), (tmp_path / "stderr").read_text()[-2000:]
+        assert len(started) >= 3  # gateway, processor, api, publishers
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=120) == 128 + signal.SIGTERM
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+        if bench.stdout is not None:
+            bench.stdout.close()
+    alive: list[psutil.Process] = []
+    try:
+        _, alive = psutil.wait_procs([*started, *ours], timeout=30)
+        assert not alive, [(p.pid, _cmdline(p)) for p in alive]
+    finally:
+        for leftover in alive:  # this test's failure must not leave servers to the next ones
+            with contextlib.suppress(psutil.Error):
+                leftover.kill()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+_QUICK_PROBE = (
+    *("--readings", "0", "--no-queries", "--latency-load", "200", "--latency-probes", "20"),
+    *("--fleet-devices", "0", "--research-patients", "0"),
+)
+
+
+def _cmdline(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
 
 
 def test_bench_fleet_provisions_every_device_login_and_reconciles_exactly(tmp_path: Path) -> None:

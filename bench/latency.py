@@ -15,6 +15,7 @@ publishers load the pipeline meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
 import time
@@ -30,6 +31,8 @@ from bench.load import background_publishers
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
 
+FELL_BEHIND = "FELL BEHIND: the load is past capacity, the figures time a growing queue"
+
 
 @dataclass
 class Latency:
@@ -42,6 +45,16 @@ class Latency:
     sse_ms: list[float] = field(default_factory=list)
     #: publish -> the gateway's receipt of the probe reading (its `received_at`)
     gateway_ms: list[float] = field(default_factory=list)
+    #: the processors' backlog (Kafka records not yet stored, from their heartbeats) while
+    #: the probes ran: the largest, and the last before the background load stopped
+    backlog_max: int = 0
+    backlog_last: int = 0
+
+    @property
+    def kept_up(self) -> bool:
+        """Whether the pipeline kept up with the background load: a backlog of more than one
+        second of it at the end means the figures time a growing queue, not the pipeline."""
+        return self.backlog_last <= self.background_readings_s
 
     @staticmethod
     def _pct(values: list[float], q: float) -> float:
@@ -63,6 +76,8 @@ class Latency:
                 line("  publish -> processor batch began (alert event time, transaction start)", self.row_ms),
                 line("  publish -> alerts topic", self.topic_ms),
                 *([line("  publish -> dashboard stream event (SSE)", self.sse_ms)] if self.sse_ms else []),
+                f"  processor backlog during the probes: max {self.backlog_max:,} records, at the end"
+                f" {self.backlog_last:,} ({'kept up' if self.kept_up else FELL_BEHIND})",
             ]
         )
 
@@ -136,7 +151,22 @@ async def measure(
                 if patient in sent_at:
                     streamed.setdefault(patient, event.received)
 
+    backlog: list[int] = []
+    database_url = settings.database_url
+
+    async def watch_backlog() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            while True:
+                cur = await conn.execute(
+                    "SELECT coalesce(sum(backlog), 0) FROM service_heartbeats"
+                    " WHERE service = 'processor' AND beat_at > now() - interval '5 seconds'"
+                )
+                row = await cur.fetchone()
+                backlog.append(int(row[0]) if row else 0)
+                await asyncio.sleep(0.5)
+
     listener = asyncio.create_task(listen())
+    backlogs = asyncio.create_task(watch_backlog())
     watcher = asyncio.create_task(watch(*stream)) if stream else None
     if watcher is not None:
         await asyncio.wait_for(ready.wait(), 30)
@@ -149,6 +179,9 @@ async def measure(
             device, base + 1, [{"code": "spo2", "value": 88, "unit": "%"}], measured_at=datetime.now(UTC)
         )
         await asyncio.sleep(interval_s)
+    backlogs.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await backlogs
     await asyncio.sleep(3)
     listener.cancel()
     if watcher is not None:
@@ -177,4 +210,6 @@ async def measure(
         background_readings_s,
         [1000 * (streamed[p] - t) for p, t in sent_at.items() if p in streamed],
         [1000 * (received[p] - t) for p, t in sent_at.items() if p in received],
+        max(backlog, default=0),
+        backlog[-1] if backlog else 0,
     )

@@ -88,6 +88,8 @@ def test_bench_times_every_probe_alert_to_the_row_the_topic_and_the_dashboard_st
         assert len(latency[point]) == 5, (point, latency)
         assert all(0 < ms < 30_000 for ms in latency[point]), (point, latency)
     assert "publish -> dashboard stream event (SSE)" in done.stdout
+    assert "processor backlog during the probes: max" in done.stdout  # read off the heartbeats
+    assert latency["backlog_max"] >= latency["backlog_last"] >= 0
     assert set(json.loads((out / "figures.json").read_text())["rss_mib"]) == {
         "gateway-0",
         "processor-0",

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from bench.latency import Latency
 from bench.profile import top
 from bench.report import markdown, write
 from bench.run import Figures
@@ -85,3 +86,14 @@ def test_top_of_an_empty_profile_says_so(tmp_path: Path) -> None:
     empty = tmp_path / "processor.txt"
     empty.write_text("")
     assert top(empty) == "processor.txt: no samples"
+
+
+def test_latency_report_says_when_the_pipeline_fell_behind() -> None:
+    """A probe run whose background load outran the pipeline times a growing queue; its report
+    must say so rather than leave it to be read off the p99."""
+    common = {"probes": 2, "topic_ms": [40.0, 60.0], "row_ms": [20.0, 30.0], "background_readings_s": 5000}
+    kept = Latency(**common, backlog_max=900, backlog_last=300)
+    behind = Latency(**common, backlog_max=60_000, backlog_last=55_000)
+    assert kept.kept_up and not behind.kept_up
+    assert "at the end 300 (kept up)" in kept.report()
+    assert "max 60,000 records, at the end 55,000 (FELL BEHIND" in behind.report()

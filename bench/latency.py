@@ -20,7 +20,7 @@ import json
 import statistics
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import psycopg
@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench import sse
 from bench.load import background_publishers
 from simulators.publisher import Publisher
+from telehealth import heartbeat
 from telehealth.settings import Settings
 
 FELL_BEHIND = "FELL BEHIND: the load is past capacity, the figures time a growing queue"
@@ -157,12 +158,8 @@ async def measure(
     async def watch_backlog() -> None:
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             while True:
-                cur = await conn.execute(
-                    "SELECT coalesce(sum(backlog), 0) FROM service_heartbeats"
-                    " WHERE service = 'processor' AND beat_at > now() - interval '5 seconds'"
-                )
-                row = await cur.fetchone()
-                backlog.append(int(row[0]) if row else 0)
+                _, beats = await heartbeat.recent(conn, timedelta(seconds=5))
+                backlog.append(sum(b.backlog for b in beats if b.service == "processor"))
                 await asyncio.sleep(0.5)
 
     listener = asyncio.create_task(listen())

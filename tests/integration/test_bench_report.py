@@ -113,6 +113,8 @@ def test_bench_stopped_by_sigterm_stops_its_servers_and_services(tmp_path: Path)
             stderr=stderr,
             text=True,
         )
+    started: list[psutil.Process] = []
+    ours: list[psutil.Process] = []
     try:
         assert bench.stdout is not None
         for line in bench.stdout:  # the servers and services are up once the probe begins

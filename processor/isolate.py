@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import psycopg
 from aiokafka.structs import ConsumerRecord
 
-from processor.pipeline import Report
+from processor.pipeline import Batch, Report
 from telehealth.storage.devices import RegistryUnavailable
 
 log = logging.getLogger(__name__)
@@ -28,15 +28,16 @@ Records = list[ConsumerRecord[Any, Any]]
 
 
 class Stages(Protocol):
-    async def process(self, records: Records) -> Report: ...
+    async def process(self, records: Records, decoded: Batch | None = None) -> Report: ...
 
     async def poison(self, record: ConsumerRecord[Any, Any], error: Exception) -> None: ...
 
 
-async def isolate(stages: Stages, records: Records) -> Report:
-    """Process `records`; on a data-borne failure bisect and dead-letter the culprit(s)."""
+async def isolate(stages: Stages, records: Records, decoded: Batch | None = None) -> Report:
+    """Process `records` (`decoded`: decoded ahead); on a data-borne failure bisect and
+    dead-letter the culprit(s)."""
     try:
-        return await stages.process(records)
+        return await stages.process(records, decoded)
     except OUTAGES:
         raise
     except Exception as exc:

@@ -8,12 +8,17 @@ may have an urgent alert in it are normalised, stored and alerted on first, in a
 of their own (`urgent_first`), before the rest of the batch is even normalised. The caller
 commits Kafka offsets only after `process` returns, so a crash anywhere replays the batch and
 idempotency absorbs what already landed.
+
+`express` does the same for records taken while a batch is still in flight
+(`processor.ahead`): an urgent patient with nothing in that batch has their readings stored
+and alerted on at once, beside it; the records stay in the next batch, where they are
+duplicates.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,6 +50,12 @@ log = logging.getLogger(__name__)
 STORED = Counter("telehealth_processor_readings_stored", "Readings stored for the first time")
 DUPLICATES = Counter("telehealth_processor_duplicates", "Readings already stored (redelivery, replay)")
 DEAD = Counter("telehealth_processor_dead_letters", "Dead letters recorded", ["reason"])
+#: readings remembered as stored ahead, at most (a bound for metrics only: see `process`)
+STORED_AHEAD_MAX = 100_000
+EXPRESS = Counter(
+    "telehealth_processor_express_commits",
+    "Urgent patients' readings stored ahead, while a batch was in flight",
+)
 
 
 @dataclass
@@ -59,6 +70,18 @@ class Batch:
     readings: list[AcceptedReading] = field(default_factory=list)
     letters: list[LetterAt] = field(default_factory=list)
     statuses: list[StatusEvent] = field(default_factory=list)
+
+    def extend(self, later: Batch) -> None:
+        """Append what was decoded from later records (each partition's order is kept)."""
+        self.readings += later.readings
+        self.letters += later.letters
+        self.statuses += later.statuses
+
+    def copy(self) -> Batch:
+        return Batch(list(self.readings), list(self.letters), list(self.statuses))
+
+    def devices(self) -> set[str]:
+        return {r.device_id for r in self.readings} | {s.device_id for s in self.statuses}
 
 
 @dataclass(frozen=True)
@@ -117,14 +140,20 @@ def urgent_first(
     urgent = {
         patient
         for r in readings
-        if (patient := patient_of(r.device_id)) is not None
-        and any(may_be_urgent(o.code, CODES[o.code].to_canonical(o.value, o.unit)) for o in r.observations)
+        if (patient := patient_of(r.device_id)) is not None and urgent_guess(r, may_be_urgent)
     }
     first: list[AcceptedReading] = []
     rest: list[AcceptedReading] = []
     for r in readings:
         (first if patient_of(r.device_id) in urgent else rest).append(r)
     return [first, rest] if first and rest else [readings]
+
+
+def urgent_guess(reading: AcceptedReading, may_be_urgent: Callable[[str, float], bool]) -> bool:
+    """Whether any of the reading's values, in canonical units, may be urgent."""
+    return any(
+        may_be_urgent(o.code, CODES[o.code].to_canonical(o.value, o.unit)) for o in reading.observations
+    )
 
 
 def record_letter(
@@ -157,13 +186,14 @@ class Pipeline:
         #: called when an urgent part changed an alert, before the rest of the batch: the service
         #: publishes the alert outbox then, so the alerts topic need not wait for the rest either
         self.urgent_committed: Callable[[], Awaitable[None]] | None = None
+        #: (device_id, seq) stored by `express`, until the batch that holds them counts them
+        self._stored_ahead: set[tuple[str, int]] = set()
 
-    async def process(self, records: list[ConsumerRecord[Any, Any]]) -> Report:
-        batch = decode(records, self._settings)
-        entries: dict[str, DeviceEntry | None] = {}
-        for reading in batch.readings:
-            if reading.device_id not in entries:
-                entries[reading.device_id] = await self._registry.get(reading.device_id)
+    async def process(self, records: list[ConsumerRecord[Any, Any]], decoded: Batch | None = None) -> Report:
+        """Store, alert on and decide `records`; `decoded` is what `decode` made of them, if the
+        caller decoded them ahead (it is not changed)."""
+        batch = decoded.copy() if decoded is not None else decode(records, self._settings)
+        entries = await self._entries(batch.readings)
 
         def patient_of(device_id: str) -> UUID | None:
             entry = entries.get(device_id)
@@ -173,40 +203,95 @@ class Pipeline:
         parts = urgent_first(batch.readings, patient_of, self._engine.may_be_urgent)
         for i, readings in enumerate(parts):
             rest = i == len(parts) - 1  # letters, statuses and device reports go with the rest
-            prepared: list[Prepared] = []
-            for reading in readings:
-                entry = entries[reading.device_id]
-                if entry is None:
-                    batch.letters.append(self._orphan(reading))
-                    orphans += 1
-                    continue
-                normalised = normalise(
-                    reading,
-                    entry.patient_id,
-                    late_after=self._late_after,
-                    future_tolerance=self._future,
-                    device_kind=entry.kind,
-                )
-                normalised = self._artefacts.mark(normalised, reading.context)
-                prepared.append(Prepared(reading, entry.patient_id, normalised))
+            unknown = [self._orphan(r) for r in readings if entries[r.device_id] is None]
+            batch.letters += unknown
+            orphans += len(unknown)
+            prepared = self._prepare(readings, entries)
             reports = await self._device_reports(batch) if rest else []
             fresh, touched = await self._commit(prepared, batch if rest else Batch(), reports)
-            stored += fresh
+            stored += len(fresh)
             alerts += touched
             if touched and not rest and self.urgent_committed is not None:
                 await self.urgent_committed()
+        # Readings stored ahead by `express` come back here; they are not redeliveries.
+        ahead = {(r.device_id, r.seq) for r in batch.readings} & self._stored_ahead
+        self._stored_ahead -= ahead
+        stored += len(ahead)
         duplicates = len(batch.readings) - orphans - stored
-        STORED.inc(stored)
+        STORED.inc(stored - len(ahead))
         DUPLICATES.inc(duplicates)
         for lt in batch.letters:
             DEAD.labels(lt.letter.reason.value).inc()
         return Report(len(records), stored, duplicates, len(batch.letters), alerts)
 
+    async def express(
+        self, held: Batch, taken: Sequence[AcceptedReading], busy_devices: Collection[str]
+    ) -> int:
+        """Store and alert on the held readings of every patient with a reading in `taken` that
+        may be urgent, in one transaction, unless the patient has a device in the batch in flight
+        (`busy_devices`): their readings must commit after that batch's. Returns alerts touched.
+
+        `held` is everything taken since the batch in flight, in order, so an urgent patient's
+        earlier held readings are stored first (the artefact filter and the trend need them).
+        Nothing is removed from `held`: the next batch finds these readings already stored.
+        """
+        owners = await self._entries(taken)
+        urgent = {
+            e.patient_id
+            for r in taken
+            if (e := owners[r.device_id]) is not None and urgent_guess(r, self._engine.may_be_urgent)
+        }
+        if urgent:
+            busy = await self._entries([*busy_devices])
+            urgent -= {e.patient_id for e in busy.values() if e is not None}
+        if not urgent:
+            return 0
+        entries = await self._entries(held.readings)
+        readings = [
+            r for r in held.readings if (e := entries[r.device_id]) is not None and e.patient_id in urgent
+        ]
+        fresh, touched = await self._commit(self._prepare(readings, entries), Batch(), [])
+        STORED.inc(len(fresh))
+        if len(self._stored_ahead) > STORED_AHEAD_MAX:  # taken by another processor since: forget
+            self._stored_ahead.clear()
+        self._stored_ahead |= fresh
+        EXPRESS.inc()
+        return touched
+
+    async def _entries(self, items: Sequence[AcceptedReading | str]) -> dict[str, DeviceEntry | None]:
+        """Registry entries of the readings' (or the named) devices; None: not provisioned."""
+        entries: dict[str, DeviceEntry | None] = {}
+        for item in items:
+            device_id = item if isinstance(item, str) else item.device_id
+            if device_id not in entries:
+                entries[device_id] = await self._registry.get(device_id)
+        return entries
+
+    def _prepare(
+        self, readings: list[AcceptedReading], entries: dict[str, DeviceEntry | None]
+    ) -> list[Prepared]:
+        """Normalise and check for artefacts the readings of known devices (others are skipped)."""
+        prepared: list[Prepared] = []
+        for reading in readings:
+            entry = entries[reading.device_id]
+            if entry is None:
+                continue
+            normalised = normalise(
+                reading,
+                entry.patient_id,
+                late_after=self._late_after,
+                future_tolerance=self._future,
+                device_kind=entry.kind,
+            )
+            normalised = self._artefacts.mark(normalised, reading.context)
+            prepared.append(Prepared(reading, entry.patient_id, normalised))
+        return prepared
+
     async def _commit(
         self, part: list[Prepared], extras: Batch, reports: list[DeviceReport]
-    ) -> tuple[int, int]:
+    ) -> tuple[set[tuple[str, int]], int]:
         """One transaction: store `part`, alert on it, decide its consent, with the letters and
-        statuses of `extras`; returns (readings newly stored, alerts touched)."""
+        statuses of `extras`; returns (keys of the readings newly stored, alerts touched)."""
         sink = ReadingSink()
         observations: list[NormalisedObservation] = []
         for p in part:
@@ -225,7 +310,7 @@ class Pipeline:
             actions += status_actions(reports, state.open, state.sources)
             touched = await alert_store.apply(conn, actions)
             await self.consent.apply(conn, new_obs)
-        return len(fresh), len(touched)
+        return fresh, len(touched)
 
     async def poison(self, record: ConsumerRecord[Any, Any], error: Exception) -> None:
         """Record one record that cannot be processed as a dead letter, in its own transaction."""

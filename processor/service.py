@@ -17,10 +17,11 @@ from aiokafka.structs import ConsumerRecord
 from psycopg_pool import AsyncConnectionPool
 
 from processor import metrics, sink
+from processor.ahead import Ahead, offsets
 from processor.alerts import store as alert_store
 from processor.alerts.device import stale_actions
 from processor.isolate import isolate
-from processor.pipeline import Pipeline, Report
+from processor.pipeline import Batch, Pipeline, Report
 from telehealth import logs
 from telehealth.heartbeat import Progress, beat, instance_name
 from telehealth.kafka import ensure_topics, make_producer
@@ -66,42 +67,54 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await producer.start()
     await consumer.start()
     pipeline = Pipeline(settings, pool, CachedRegistry(settings.database_url, settings.device_cache_ttl_s))
-    pipeline.urgent_committed = lambda: _publish(pool, producer, settings.alerts_topic)
+    publishing = asyncio.Lock()  # one outbox read at a time: batches and express commits both publish
+
+    async def publish() -> None:
+        async with publishing:
+            await _publish(pool, producer, settings.alerts_topic)
+
+    pipeline.urgent_committed = publish
     listener = asyncio.create_task(pipeline.consent.cache.listen(settings.database_url, stop))
     log.info("processor %s consuming as group %s", instance_name(), settings.processor_group)
     loop = asyncio.get_running_loop()
     next_sweep = next_publish = loop.time()
     next_slice = 0
-    lag = Lag(consumer)
-    metrics.IN_FLIGHT.set_function(lambda: lag.in_flight)
+    ahead = Ahead(consumer, pipeline, settings, publish)
+    lag = Lag(consumer, ahead)
+    metrics.IN_FLIGHT.set_function(lambda: lag.in_flight + len(ahead))
     _watch_assignment(consumer, settings)
     heart = asyncio.create_task(
         beat(settings.database_url, "processor", lag.progress, stop, settings.heartbeat_s)
     )
     try:
         while not stop.is_set():
+            held = len(ahead)
             batches = await consumer.getmany(
-                timeout_ms=settings.processor_batch_wait_ms, max_records=settings.processor_batch_max
+                timeout_ms=0 if held else settings.processor_batch_wait_ms,
+                max_records=max(1, settings.processor_batch_max - held),
             )
-            records = [r for part in batches.values() for r in part]
+            ahead.add([r for part in batches.values() for r in part])
+            records, decoded = ahead.take(consumer.assignment())
             lag.in_flight = len(records)
             await lag.refresh()
             if records:
                 began = time.monotonic()
                 with logs.context(batch_id=batch_id(records)):
                     _count(records)
-                    report = await _until_durable(pipeline, records, stop)
+                    work = asyncio.ensure_future(_until_durable(pipeline, records, decoded, stop))
+                    try:  # meanwhile: take, decode and store urgent readings ahead
+                        await ahead.while_in_flight(work, decoded.devices())
+                    finally:
+                        await asyncio.wait({work})  # the batch in flight ends, whatever happened ahead
+                    report = work.result()
                     if report is None:
                         break
                     metrics.BATCH_SECONDS.observe(time.monotonic() - began)
                     if report.alerts:  # alerts first: latency
-                        await _publish(pool, producer, settings.alerts_topic)
-                    try:
-                        await consumer.commit()
-                        lag.in_flight = 0
-                        lag.progress.moved()
-                    except CommitFailedError as exc:
-                        log.warning("offset commit refused after a rebalance (%s); batch will replay", exc)
+                        await publish()
+                    await _commit(consumer, records)
+                    lag.in_flight = 0
+                    lag.progress.moved()
             swept = loop.time() >= next_sweep
             if swept:
                 next_sweep = loop.time() + settings.alert_sweep_s / SWEEP_SLICES
@@ -112,7 +125,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             # through the API, a send that failed) is published on a timer, not every batch.
             if swept or loop.time() >= next_publish:
                 next_publish = loop.time() + PUBLISH_EVERY_S
-                await _publish(pool, producer, settings.alerts_topic)
+                await publish()
     finally:
         heart.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -124,15 +137,17 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 
 class Lag:
-    """The processor's backlog for its heartbeat: records in flight plus what the broker holds
-    beyond our position on the partitions we own (refreshed at most once a second)."""
+    """The processor's backlog for its heartbeat: records in flight and taken ahead, plus what
+    the broker holds beyond our position on the partitions we own (refreshed at most once a
+    second)."""
 
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, ahead: Ahead) -> None:
         self._consumer = consumer
+        self._ahead = ahead
         self.in_flight = 0
         self.behind = 0
         self._next = 0.0
-        self.progress = Progress(lambda: self.in_flight + self.behind)
+        self.progress = Progress(lambda: self.in_flight + len(self._ahead) + self.behind)
 
     async def refresh(self) -> None:
         if time.monotonic() < self._next:
@@ -187,8 +202,20 @@ def _watch_assignment(consumer: AIOKafkaConsumer, settings: Settings) -> None:
         metrics.PARTITIONS.labels(topic).set_function(held(topic))
 
 
+async def _commit(consumer: AIOKafkaConsumer, records: list[ConsumerRecord[Any, Any]]) -> None:
+    """Commit the batch's own offsets (not the consumer's position: records taken ahead are
+    not durable yet), for the partitions still ours."""
+    assigned = consumer.assignment()
+    mine = {tp: at for tp, at in offsets(records).items() if tp in assigned}
+    try:
+        if mine:
+            await consumer.commit(mine)
+    except CommitFailedError as exc:
+        log.warning("offset commit refused after a rebalance (%s); batch will replay", exc)
+
+
 async def _until_durable(
-    pipeline: Pipeline, records: list[ConsumerRecord[Any, Any]], stop: asyncio.Event
+    pipeline: Pipeline, records: list[ConsumerRecord[Any, Any]], decoded: Batch, stop: asyncio.Event
 ) -> Report | None:
     """Retry the batch while the database is away; None if asked to stop before it landed.
 
@@ -197,7 +224,7 @@ async def _until_durable(
     delay = 0.2
     while not stop.is_set():
         try:
-            report = await isolate(pipeline, records)
+            report = await isolate(pipeline, records, decoded)
             log.debug("batch %s", report)
             return report
         except (psycopg.OperationalError, RegistryUnavailable) as exc:

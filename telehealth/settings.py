@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     processor_group: str = Field("processor", description="Kafka consumer group of the processors")
     processor_batch_max: int = Field(2000, description="most records one batch takes from Kafka")
     processor_batch_wait_ms: int = Field(20, description="longest wait for a batch to fill")
+    processor_express: bool = Field(
+        True,
+        description="store and alert on an urgent reading taken while a batch is in flight at once,"
+        " in a transaction of its own, instead of after that batch",
+    )
 
     late_after_s: float = Field(600, description="older than this on arrival: late, no alarms")
     future_tolerance_s: float = Field(300, description="measured further ahead: flagged future")

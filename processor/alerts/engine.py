@@ -70,6 +70,10 @@ def _by_code(rules: RuleSet) -> dict[str, list[ThresholdRule]]:
 class ThresholdEngine:
     def __init__(self, rules: RuleSet = DEFAULT_RULES) -> None:
         self._default = _by_code(rules)
+        self._urgent_bands = {
+            code: [b for rule in grouped for b in rule.bands if b.severity is Severity.URGENT]
+            for code, grouped in self._default.items()
+        }
         self._streaks: dict[Key, int] = {}
         self._lows = LowEpisodes()
 
@@ -79,11 +83,7 @@ class ThresholdEngine:
         first (`processor.pipeline.urgent_first`). Patients with their own thresholds are
         judged on the defaults here; a wrong guess changes only which transaction commits
         first, never an alert."""
-        return any(
-            band.severity is Severity.URGENT and band.matches(value)
-            for rule in self._default.get(code, ())
-            for band in rule.bands
-        )
+        return any(band.matches(value) for band in self._urgent_bands.get(code, ()))
 
     def evaluate(
         self,

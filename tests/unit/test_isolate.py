@@ -8,7 +8,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from processor.isolate import isolate
-from processor.pipeline import Report
+from processor.pipeline import Batch, Report
 
 
 def record(offset: int) -> ConsumerRecord[Any, Any]:
@@ -24,9 +24,11 @@ class Stages:
         self.committed: list[int] = []
         self.letters: list[tuple[int, str]] = []
         self.attempts = 0
+        self.decoded: list[Batch | None] = []
 
-    async def process(self, records: list[ConsumerRecord[Any, Any]]) -> Report:
+    async def process(self, records: list[ConsumerRecord[Any, Any]], decoded: Batch | None = None) -> Report:
         self.attempts += 1
+        self.decoded.append(decoded)
         if any(r.offset in self.bad for r in records):
             raise self.error
         self.committed += [r.offset for r in records]
@@ -64,3 +66,12 @@ async def test_an_outage_fails_the_whole_batch_for_a_retry() -> None:
     with pytest.raises(psycopg.OperationalError):
         await isolate(stages, [record(i) for i in range(8)])
     assert stages.letters == [] and stages.committed == [] and stages.attempts == 1
+
+
+async def test_what_was_decoded_ahead_serves_the_whole_batch_only() -> None:
+    """The batch decoded ahead stands for all its records: the halves of a split decode their own."""
+    stages = Stages({5})
+    ahead = Batch()
+    await isolate(stages, [record(i) for i in range(8)], ahead)
+    assert stages.decoded[0] is ahead
+    assert stages.decoded[1:] and all(d is None for d in stages.decoded[1:])

@@ -14,7 +14,7 @@ from psycopg.rows import tuple_row
 
 from processor.normalise import NormalisedObservation
 from telehealth.contracts import AcceptedReading
-from telehealth.storage.bulk import Columns, copy_in
+from telehealth.storage.bulk import Columns, copy_in, remember_small_values
 
 Key = tuple[str, int]
 
@@ -28,7 +28,9 @@ CREATE TEMP TABLE IF NOT EXISTS staging_readings
 
 async def prepare(conn: psycopg.AsyncConnection[Any]) -> None:
     """Create this session's staging tables, committed, once per new pooled connection (not
-    in each batch's transaction: a batch that rolls back would take them with it)."""
+    in each batch's transaction: a batch that rolls back would take them with it), and let
+    its COPYs reuse the bytes of repeated `text[]` and `jsonb` values."""
+    remember_small_values(conn)
     await conn.execute(_STAGING)
     await conn.commit()
 

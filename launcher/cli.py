@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -28,9 +29,24 @@ T = TypeVar("T")
 ROLES = ("admin", "clinician", "researcher", "patient")
 
 
+#: CPython's cyclic collector runs after every 700 net allocations by default: about 700 times a
+#: second in the processor at 5,000 readings/s, 10 % of its time (measured with gc.callbacks),
+#: though almost nothing it allocates is in a cycle (refcounting frees it). 10,000 brought that
+#: to about 1 %, in pauses of 1-6 ms.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Collect cycles less often, and never rescan what start-up built (it lives as long as
+    the process): for the services that handle every reading."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_until_signal(service: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
     """Run a service coroutine until SIGINT or SIGTERM, then let it stop cleanly."""
     logs.configure(service)
+    tune_gc()
 
     async def runner() -> None:
         stop = asyncio.Event()

@@ -22,7 +22,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
-from processor.pipeline import Batch, Pipeline, decode
+from processor.decode import Batch, decode
+from processor.pipeline import Pipeline
 from telehealth.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 import psycopg
 from aiokafka.structs import ConsumerRecord
 
-from processor.pipeline import Batch, Report
+from processor.decode import Batch
+from processor.pipeline import Report
 from telehealth.storage.devices import RegistryUnavailable
 
 log = logging.getLogger(__name__)

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
-from pydantic import ValidationError
 
 from processor.alerts import store as alert_store
 from processor.alerts.artefact import ArtefactFilter
@@ -36,10 +35,11 @@ from processor.alerts.engine import ThresholdEngine
 from processor.alerts.rules import rules_for
 from processor.alerts.trend import TrendTracker, fit_for_trend
 from processor.consent import ConsentStage
+from processor.decode import Batch, LetterAt, decode, record_letter
 from processor.normalise import NormalisedObservation, normalise
 from processor.sink import ReadingSink
 from telehealth.codes import CODES
-from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent, describe
+from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
 from telehealth.settings import Settings
 from telehealth.storage.consent_cache import ConsentCache
 from telehealth.storage.devices import CachedRegistry, DeviceEntry
@@ -58,32 +58,6 @@ EXPRESS = Counter(
 )
 
 
-@dataclass
-class LetterAt:
-    letter: DeadLetter
-    #: unique origin ("kafka:<partition>:<offset>", ...): replays record a letter once
-    origin: str
-
-
-@dataclass
-class Batch:
-    readings: list[AcceptedReading] = field(default_factory=list)
-    letters: list[LetterAt] = field(default_factory=list)
-    statuses: list[StatusEvent] = field(default_factory=list)
-
-    def extend(self, later: Batch) -> None:
-        """Append what was decoded from later records (each partition's order is kept)."""
-        self.readings += later.readings
-        self.letters += later.letters
-        self.statuses += later.statuses
-
-    def copy(self) -> Batch:
-        return Batch(list(self.readings), list(self.letters), list(self.statuses))
-
-    def devices(self) -> set[str]:
-        return {r.device_id for r in self.readings} | {s.device_id for s in self.statuses}
-
-
 @dataclass(frozen=True)
 class Prepared:
     """A reading of a known device, normalised and checked for artefacts, not yet stored."""
@@ -100,27 +74,6 @@ class Report:
     duplicates: int
     dead_letters: int
     alerts: int
-
-
-def decode(records: list[ConsumerRecord[Any, Any]], settings: Settings) -> Batch:
-    """Stage 1: Kafka records to typed items; what does not decode becomes a dead letter."""
-    batch = Batch()
-    for record in records:
-        try:
-            if record.topic == settings.readings_topic:
-                batch.readings.append(AcceptedReading.model_validate_json(record.value))
-            elif record.topic == settings.deadletter_topic:
-                letter = DeadLetter.model_validate_json(record.value)
-                batch.letters.append(LetterAt(letter, f"kafka:{record.partition}:{record.offset}"))
-            elif record.topic == settings.status_topic:
-                batch.statuses.append(StatusEvent.model_validate_json(record.value))
-        except ValidationError as exc:
-            reason, detail = describe(exc)
-            batch.letters.append(record_letter(record, reason, f"processor could not decode: {detail}"))
-        except Exception as exc:  # any record, however malformed, is isolated as a letter
-            detail = f"processor could not decode: {type(exc).__name__}: {exc}"
-            batch.letters.append(record_letter(record, Reason.INTERNAL_ERROR, detail))
-    return batch
 
 
 def urgent_first(
@@ -154,22 +107,6 @@ def urgent_guess(reading: AcceptedReading, may_be_urgent: Callable[[str, float],
     return any(
         may_be_urgent(o.code, CODES[o.code].to_canonical(o.value, o.unit)) for o in reading.observations
     )
-
-
-def record_letter(
-    record: ConsumerRecord[Any, Any], reason: Reason, detail: str, kind: str = "undecodable"
-) -> LetterAt:
-    """A Kafka record as a dead letter, keyed by its position so a replay records it once."""
-    raw = record.value if isinstance(record.value, bytes) else b""
-    letter = DeadLetter.capture(
-        reason,
-        detail,
-        source_topic=record.topic,
-        device_id=(record.key or b"").decode(errors="replace") or None,
-        received_at=datetime.now(UTC),
-        raw=raw,
-    )
-    return LetterAt(letter, f"{kind}:{record.topic}:{record.partition}:{record.offset}")
 
 
 class Pipeline:

@@ -20,8 +20,9 @@ from processor import metrics, sink
 from processor.ahead import Ahead, offsets
 from processor.alerts import store as alert_store
 from processor.alerts.device import stale_actions
+from processor.decode import Batch
 from processor.isolate import isolate
-from processor.pipeline import Batch, Pipeline, Report
+from processor.pipeline import Pipeline, Report
 from telehealth import logs
 from telehealth.heartbeat import Progress, beat, instance_name
 from telehealth.kafka import ensure_topics, make_producer

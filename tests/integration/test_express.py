@@ -20,7 +20,8 @@ from aiokafka.structs import ConsumerRecord
 
 from launcher.stack import Services
 from processor import sink
-from processor.pipeline import Batch, Pipeline, decode
+from processor.decode import Batch, decode
+from processor.pipeline import Pipeline
 from telehealth.contracts import wire_time
 from telehealth.settings import Settings
 from telehealth.storage import open_pool

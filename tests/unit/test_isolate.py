@@ -7,8 +7,9 @@ import psycopg
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from processor.decode import Batch
 from processor.isolate import isolate
-from processor.pipeline import Batch, Report
+from processor.pipeline import Report
 
 
 def record(offset: int) -> ConsumerRecord[Any, Any]:

@@ -96,9 +96,8 @@ class Ahead:
             if await self._pipeline.express(self.batch, decoded.readings, busy_devices):
                 await self._alerted()
         except Exception as exc:  # an optimisation only: the next batch stores these anyway
-            log.warning(
-                "urgent readings not stored ahead (%s: %s); the next batch will", type(exc).__name__, exc
-            )
+            name = type(exc).__name__
+            log.warning("urgent readings not stored ahead (%s: %s); the next batch stores them", name, exc)
 
 
 def offsets(records: Records) -> dict[TopicPartition, OffsetAndMetadata]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from launcher.supervise import Supervisor
 from telehealth import stackfile
 from telehealth.broker.dynsec import DeviceLogin
 from telehealth.broker.logins import load_or_create
+from telehealth.security import url_safe_secret
 from telehealth.settings import Settings
 from telehealth.storage import migrate
 
@@ -217,7 +217,7 @@ async def _demo_accounts(url: str) -> dict[str, tuple[str, str]]:
     accounts = {}
     async with await connect(url) as conn:
         for username, role, teams in (("admin", "admin", []), ("clinician", "clinician", [DEMO_TEAM])):
-            password = secrets.token_urlsafe(9)
+            password = url_safe_secret(9)
             user = await add_user(conn, username, role, password=password, care_teams=teams)
             accounts[username] = (password, await issue_token(conn, user.id))
     return accounts

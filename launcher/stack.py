@@ -261,7 +261,8 @@ def up(
         assert settings.database_url
         accounts = asyncio.run(_demo_accounts(settings.database_url))
 
-        metrics = {"gateway": free_port(), "processor": free_port()}
+        gateway_metrics = free_port()
+        metrics = {"gateway": gateway_metrics, "processor": free_port(gateway_metrics)}
         services = Services(settings, data_dir / "logs", metrics_ports=metrics)
         services.start("processor", "processor")
         services.start("gateway", "gateway")

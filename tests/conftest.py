@@ -151,7 +151,9 @@ def settings(
 def services(settings: Settings, data_dir: Path) -> Iterator[Services]:
     """Gateway, processor and API as real child processes, as in production."""
     # Gateway and processors serve Prometheus metrics (tests read counters and assignments).
-    ports = {name: free_port() for name in ("gateway", "processor", "processor-2")}
+    ports: dict[str, int] = {}
+    for name in ("gateway", "processor", "processor-2"):
+        ports[name] = free_port(*ports.values())
     running = Services(settings, data_dir / "logs", metrics_ports=ports)
     running.start("processor", "processor")
     running.start("gateway", "gateway")

@@ -28,7 +28,7 @@ from gateway.mqtt_loop import LoopDriver
 from telehealth import logs
 from telehealth.broker.dynsec import GATEWAY_USER
 from telehealth.checks import check_readings, check_status
-from telehealth.contracts import DeadLetter, Reason
+from telehealth.contracts import DeadLetter, Reason, accepted_json
 from telehealth.heartbeat import Progress, beat
 from telehealth.kafka import ensure_topics, make_producer
 from telehealth.metrics import serve_metrics
@@ -239,7 +239,7 @@ class Gateway:
                     Outgoing(
                         settings.readings_topic,
                         reading.device_id.encode(),
-                        reading.model_dump_json().encode(),
+                        accepted_json(reading, verdict.received_at),
                     )
                 )
             ACCEPTED.inc(len(verdict.accepted))

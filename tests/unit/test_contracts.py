@@ -62,6 +62,15 @@ def test_array_splits_good_from_bad_elements() -> None:
         (b"{not json", Reason.UNPARSEABLE),
         (b"[]", Reason.SCHEMA_INVALID),
         (encode(reading(seq=-1)), Reason.SCHEMA_INVALID),
+        # Numbers are JSON numbers: not true (which is 1 to Python), not text, not a float sequence.
+        (encode(reading(seq=True)), Reason.SCHEMA_INVALID),
+        (encode(reading(seq="1042")), Reason.SCHEMA_INVALID),
+        (encode(reading(seq=1042.0)), Reason.SCHEMA_INVALID),
+        (encode(reading(battery_pct=True)), Reason.SCHEMA_INVALID),
+        (encode(reading(battery_pct="71")), Reason.SCHEMA_INVALID),
+        (encode(reading(observations=[{"code": "spo2", "value": True, "unit": "%"}])), Reason.SCHEMA_INVALID),
+        (encode(reading(observations=[{"code": "spo2", "value": "94", "unit": "%"}])), Reason.SCHEMA_INVALID),
+        (encode(reading(measured_at=1_795_000_000)), Reason.SCHEMA_INVALID),  # Unix time, not RFC 3339
         (encode(reading(measured_at="2026-11-23T08:15:02")), Reason.SCHEMA_INVALID),
         (encode(reading(observations=[])), Reason.SCHEMA_INVALID),
         (encode(reading(battery_pct=101)), Reason.SCHEMA_INVALID),
@@ -88,6 +97,17 @@ def test_rejections_carry_a_reason(payload: bytes, reason: Reason) -> None:
     assert readings == []
     assert [r.reason for r in rejections] == [reason]
     assert rejections[0].detail
+
+
+def test_numbers_a_device_may_send() -> None:
+    """An integer value, a whole-number battery from a device that computes it, a fraction."""
+    for document in (
+        reading(battery_pct=71.0),
+        reading(observations=[{"code": "spo2", "value": 94, "unit": "%"}]),
+        reading(observations=[{"code": "spo2", "value": 94.5, "unit": "%"}]),
+    ):
+        readings, rejections = parse_payload(encode(document))
+        assert rejections == [] and len(readings) == 1
 
 
 def compact(i: int) -> dict[str, object]:

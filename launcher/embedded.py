@@ -45,7 +45,8 @@ PORT_ATTEMPTS = 3
 def free_port(*avoid: int) -> int:
     """A port nothing is bound to now (and not one of `avoid`). Another process can still take
     it before our server binds it: any outgoing connection gets its local port from the same
-    range. Servers that chose their port this way retry on another (`PortTaken`)."""
+    range. Servers that chose their port this way start again on another when that happened
+    (`ServerExited.port_taken`)."""
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -63,7 +64,10 @@ class ServerExited(RuntimeError):
 
     @property
     def port_taken(self) -> bool:
-        return "address in use" in self.log_tail.lower() or "address already in use" in self.log_tail.lower()
+        """Whether it failed to bind: Tansu says "Address in use", Mosquitto and amqtt "address
+        already in use"."""
+        tail = self.log_tail.lower()
+        return any(words in tail for words in ("address in use", "address already in use"))
 
 
 def wait_for_port(

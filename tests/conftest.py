@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,25 @@ from launcher.embedded import EmbeddedKafka, EmbeddedMqtt, EmbeddedPostgres, fre
 from launcher.stack import EMBEDDED_SESSION_TIMEOUT_MS, Services, start_broker, wait_http_ok
 from telehealth.settings import Settings
 from telehealth.storage import migrate
+
+_OWN_BASETEMP = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this run a temporary root of its own. pytest's default root is shared by every run
+    of one user and keeps only the last three: a second suite started on the same machine
+    removed the first one's embedded PostgreSQL mid-run. Kept after a failed run, for its
+    logs; removed after a passing one."""
+    if config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix="telehealth-tests-")
+        config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    own = session.config.stash.get(_OWN_BASETEMP, None)
+    if own is not None and exitstatus == 0:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

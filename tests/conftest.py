@@ -20,11 +20,21 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from launcher.embedded import EmbeddedKafka, EmbeddedMqtt, EmbeddedPostgres, free_port
 from launcher.stack import EMBEDDED_SESSION_TIMEOUT_MS, Services, start_broker, wait_http_ok
 from telehealth.settings import Settings
 from telehealth.storage import migrate
+
+# Property tests judge what the code does, never how fast: Hypothesis's per-example deadline
+# and its "input generation is slow" check are timings, and failed a correct test on a loaded
+# machine (2 cores shared with other work).
+hypothesis_settings.register_profile(
+    "telehealth", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("telehealth")
 
 _OWN_BASETEMP = pytest.StashKey[Path]()
 

@@ -1,23 +1,28 @@
 """`telehealth bench --clinical`: the low-glucose alarms of this engine and of Nightscout's AR2
-on one seeded simulated cohort, scored against the consensus definitions of hypoglycaemia.
+on seeded cohorts, scored against the consensus definitions of hypoglycaemia.
 
-Traces: type 1 patients (and a share of type 2) from `simulators.physiology` (meals, insulin
-mismatch, dawn, exercise), with insulin overdoses drawn at random so severe lows occur, seen
-through the noisy, lagging CGM every 5 minutes. Both alarms see every reading live, in order.
+Two cohorts, both seen by a noisy, lagging CGM every 5 minutes, every reading live, in order:
+- `own`: the project's simulator (`simulators.physiology`: type 1 patients and every fifth
+  type 2, meals, insulin mismatch, exercise, random insulin overdoses). The alarm settings
+  were chosen on this one.
+- `uva`: the UVA/Padova type 1 model through `simglucose` (`bench.uva_padova`), a physiology
+  written by others; held out, never used to choose anything.
 
 Episodes (on the CGM trace, the international consensus on CGM outcomes): level 1 starts with
 15 min or more below 3.9 mmol/L, level 2 with 15 min or more below 3.0; either ends with 15 min
 or more at or above 3.9. A reading stands for the 5 minutes it samples (3 readings = 15 min).
 
-Scores:
-- low-side alerts per patient-day: alerts that notify (opened, or re-notified); AR2: each time
-  its low alarm starts;
-- false: an alert with no level 1 episode under way or starting within 30 min;
-- level 1 lead: for each episode, first alert between the previous episode's end (at most
-  60 min back) and the episode's end, relative to its first reading below 3.9 (positive = before);
-- level 2 urgent lead: the same for a new urgent notification (opened, escalated or
-  re-notified as urgent; AR2: its urgent low alarm starting), relative to the first reading below
-  3.0; episodes with none are counted.
+Scores (a notification is an alert that reaches the clinician: opened, upgraded or
+re-notified; AR2: its low alarm starting, or turning urgent):
+- alerts per patient-day: notifications on the low side;
+- false: a notification with no level 1 episode under way or starting within 30 min;
+- level 1 warned before onset: episodes whose own first notification (after the previous
+  episode's end, at most 60 min back) came before their first reading below 3.9; an alert
+  still showing from an earlier dip does not count, it was not news of this one;
+- level 1 lead: that first notification relative to the first reading below 3.9 (positive =
+  before), over the episodes notified at all;
+- level 2 urgent lead: the same for the first urgent notification and the first reading below
+  3.0; episodes with none are counted as missed.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import itertools
 import random
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid5
@@ -42,6 +47,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STEP_MIN = 5
 FALSE_WITHIN_MIN = 30
 LOOK_BACK_MIN = 60
+URGENT_LEAD_MIN = 10
 NS = UUID(int=11)
 
 
@@ -61,11 +67,8 @@ class Alarms:
     spans: list[tuple[float, float]] = field(default_factory=list)
 
     def first_in(self, after: float, until: float, urgent: bool = False) -> float | None:
-        """The first notification in (after, until]; for lows, an alert still showing at `after`
-        (the episode is already in the inbox) counts from `after`."""
-        times = [t for t in (self.urgent if urgent else self.alerts) if after < t <= until]
-        if not urgent and any(a <= after < b for a, b in self.spans):
-            times.append(after)
+        """The first notification in (after, until]."""
+        times = (t for t in (self.urgent if urgent else self.alerts) if after < t <= until)
         return min(times, default=None)
 
 
@@ -75,26 +78,44 @@ class Score:
     patient_days: float = 0.0
     alerts: int = 0
     false_alerts: int = 0
+    l1_episodes: int = 0
+    l1_before: int = 0
     l1_leads: list[float] = field(default_factory=list)
-    l1_missed: int = 0
     l2_leads: list[float] = field(default_factory=list)
     l2_missed: int = 0
     longest_open: float = 0.0
+
+    @property
+    def warned_before_share(self) -> float:
+        return self.l1_before / self.l1_episodes if self.l1_episodes else 0.0
+
+    @property
+    def false_share(self) -> float:
+        return self.false_alerts / self.alerts if self.alerts else 0.0
+
+    @property
+    def alerts_per_day(self) -> float:
+        return self.alerts / self.patient_days if self.patient_days else 0.0
+
+    @property
+    def l1_median_lead(self) -> float | None:
+        return statistics.median(self.l1_leads) if self.l1_leads else None
 
     def row(self) -> dict[str, str]:
         def median(xs: list[float]) -> str:
             return f"{statistics.median(xs):+.0f} min" if xs else "n/a"
 
         l2 = len(self.l2_leads) + self.l2_missed
+        early = sum(1 for lead in self.l2_leads if lead >= URGENT_LEAD_MIN)
         return {
-            "low-side alerts per patient-day": f"{self.alerts / self.patient_days:.2f}",
-            "false low alerts (no episode within 30 min)": (
-                f"{100 * self.false_alerts / self.alerts:.0f} %" if self.alerts else "n/a"
-            ),
+            "low-side alerts per patient-day": f"{self.alerts_per_day:.2f}",
+            "false low alerts (no episode within 30 min)": f"{100 * self.false_share:.0f} %",
             "false low alerts per patient-day": f"{self.false_alerts / self.patient_days:.2f}",
-            "level 1 median lead before the first reading < 3.9": median(self.l1_leads)
-            + (f" ({self.l1_missed} not alerted)" if self.l1_missed else ""),
+            "level 1 warned before onset": f"{100 * self.warned_before_share:.0f} %"
+            f" ({self.l1_before} of {self.l1_episodes})",
+            "level 1 median lead before the first reading < 3.9": median(self.l1_leads),
             "level 2: urgent relative to the first reading < 3.0": median(self.l2_leads),
+            f"level 2: urgent >= {URGENT_LEAD_MIN} min before onset": f"{early} of {l2}",
             "level 2 episodes that got no new urgent alert": f"{self.l2_missed} of {l2}",
             "longest a low alert stayed open": f"{self.longest_open / 60:.1f} h",
         }
@@ -135,9 +156,11 @@ def episodes(readings: list[tuple[float, float]], below: float, end_at: float = 
     return found
 
 
-def run_engine(readings: list[tuple[float, float]], patient: UUID) -> Alarms:
+def run_engine(
+    readings: list[tuple[float, float]], patient: UUID, engine: ThresholdEngine | None = None
+) -> Alarms:
     """The processor's trend and threshold engine, every reading live, the database simulated."""
-    engine, trends = ThresholdEngine(), TrendTracker()
+    engine, trends = engine or ThresholdEngine(), TrendTracker()
     open_now: dict[tuple[UUID, str], Severity] = {}
     views: dict[UUID, EpisodeView] = {}
     alarms = Alarms()
@@ -163,9 +186,8 @@ def run_engine(readings: list[tuple[float, float]], patient: UUID) -> Alarms:
             if action.rule != RULE:
                 continue
             views[action.patient_id] = EpisodeView(Stage.of(action.severity, action.code), False, at)
-            if action.act in (Act.OPEN, Act.RENOTIFY):
-                alarms.alerts.append(minute)
-                opened = minute if opened is None else opened
+            alarms.alerts.append(minute)  # opened, upgraded or re-notified: each reaches the screen
+            opened = minute if opened is None else opened
             if action.severity is Severity.URGENT:
                 alarms.urgent.append(minute)
     if opened is not None:
@@ -174,17 +196,21 @@ def run_engine(readings: list[tuple[float, float]], patient: UUID) -> Alarms:
 
 
 def run_ar2(readings: list[tuple[float, float]], target_bottom_mgdl: float = 70) -> Alarms:
-    """AR2 on the same readings: an alert each time its low (or urgent low) alarm starts."""
+    """AR2 on the same readings: a notification each time its low alarm starts or turns urgent."""
     alarms = Alarms()
     low = urgent = False
+    started = 0.0
     for prev, current in itertools.pairwise(readings):
         alarm = ar2.check(prev, current, target_bottom_mgdl)
         now_low = alarm.event == "low"
         now_urgent = now_low and alarm.level == "urgent"
         if now_low and not low:
             alarms.alerts.append(current[0])
+            started = current[0]
+        elif now_urgent and not urgent:
+            alarms.alerts.append(current[0])
         if low and not now_low:
-            alarms.spans.append((alarms.alerts[-1], current[0]))
+            alarms.spans.append((started, current[0]))
         if now_urgent and not urgent:
             alarms.urgent.append(current[0])
         low, urgent = now_low, now_urgent
@@ -197,22 +223,31 @@ def score(score: Score, alarms: Alarms, l1: list[Episode], l2: list[Episode]) ->
     for t in alarms.alerts:
         if not any(e.start - FALSE_WITHIN_MIN <= t <= e.end for e in l1):
             score.false_alerts += 1
-    for episodes_, urgent, leads, missed in (
-        (l1, False, score.l1_leads, "l1_missed"),
-        (l2, True, score.l2_leads, "l2_missed"),
-    ):
-        previous_end = float("-inf")
-        for e in episodes_:
-            first = alarms.first_in(max(previous_end, e.start - LOOK_BACK_MIN), e.end, urgent)
-            if first is None:
-                setattr(score, missed, getattr(score, missed) + 1)
-            else:
-                leads.append(e.start - first)
-            previous_end = e.end
+    previous_end = float("-inf")
+    for e in l1:
+        score.l1_episodes += 1
+        first = alarms.first_in(max(previous_end, e.start - LOOK_BACK_MIN), e.end)
+        if first is not None:
+            score.l1_leads.append(e.start - first)
+            score.l1_before += first < e.start
+        previous_end = e.end
+    previous_end = float("-inf")
+    for e in l2:
+        first = alarms.first_in(max(previous_end, e.start - LOOK_BACK_MIN), e.end, urgent=True)
+        if first is None:
+            score.l2_missed += 1
+        else:
+            score.l2_leads.append(e.start - first)
+        previous_end = e.end
+
+
+Trace = tuple[UUID, list[tuple[float, float]]]
+COHORTS = {"own": "the project's simulator", "uva": "UVA/Padova virtual patients (simglucose), held out"}
 
 
 @dataclass
 class Result:
+    cohort: str
     patients: int
     days: int
     l1_episodes: int
@@ -226,9 +261,9 @@ class Result:
         width = max(len(n) for n in names)
         cols = [max(len(s.name), *(len(r[n]) for n in names)) for s, r in zip(self.scores, rows, strict=True)]
         lines = [
-            f"clinical: {self.patients} simulated patients x {self.days} days, CGM every {STEP_MIN} min;"
-            f" {self.l1_episodes} level 1 and {self.l2_episodes} level 2 episodes (consensus definitions),"
-            f" the longest {self.longest_episode_min / 60:.1f} h",
+            f"clinical, {COHORTS.get(self.cohort, self.cohort)}: {self.patients} patients x {self.days} days,"
+            f" CGM every {STEP_MIN} min; {self.l1_episodes} level 1 and {self.l2_episodes} level 2 episodes"
+            f" (consensus definitions), the longest {self.longest_episode_min / 60:.1f} h",
             "| "
             + " " * width
             + " | "
@@ -247,20 +282,47 @@ class Result:
         return "\n".join(lines)
 
 
-def patients(count: int, days: int, seed: int) -> Iterator[tuple[UUID, list[tuple[float, float]]]]:
+def patients(count: int, days: int, seed: int) -> Iterator[Trace]:
     for p in range(count):
         yield uuid5(NS, f"{seed}:{p}"), trace(p, days, seed)
 
 
-def run(count: int = 100, days: int = 6, seed: int = 1) -> Result:
-    engine, nightscout = Score("this engine"), Score("Nightscout AR2")
+def cohort(name: str, count: int, days: int, seed: int) -> list[Trace]:
+    """The traces of one cohort (`own` or `uva`)."""
+    if name == "uva":
+        from bench import uva_padova
+
+        return list(uva_padova.patients(count, days, seed))
+    if name != "own":
+        raise ValueError(f"unknown cohort {name!r}; known: {', '.join(COHORTS)}")
+    return list(patients(count, days, seed))
+
+
+def evaluate(
+    traces: list[Trace],
+    days: int,
+    name: str = "own",
+    make_engine: Callable[[], ThresholdEngine] = ThresholdEngine,
+    with_ar2: bool = True,
+) -> Result:
+    """Both alarms (or the engine alone) over the traces, scored."""
+    engine = Score("this engine")
+    nightscout = Score("Nightscout AR2")
     n1 = n2 = 0
     longest = 0.0
-    for patient, readings in patients(count, days, seed):
+    for patient, readings in traces:
         l1, l2 = episodes(readings, 3.9), episodes(readings, 3.0)
         n1, n2 = n1 + len(l1), n2 + len(l2)
         longest = max([longest, *(e.end - e.start for e in l1)])
-        for s, alarms in ((engine, run_engine(readings, patient)), (nightscout, run_ar2(readings))):
+        runs = [(engine, run_engine(readings, patient, make_engine()))]
+        if with_ar2:
+            runs.append((nightscout, run_ar2(readings)))
+        for s, alarms in runs:
             s.patient_days += days
             score(s, alarms, l1, l2)
-    return Result(count, days, n1, n2, longest, [engine, nightscout])
+    scores = [engine, nightscout] if with_ar2 else [engine]
+    return Result(name, len(traces), days, n1, n2, longest, scores)
+
+
+def run(count: int = 100, days: int = 6, seed: int = 1, name: str = "own") -> Result:
+    return evaluate(cohort(name, count, days, seed), days, name)

@@ -142,6 +142,18 @@ class DeviceRevoked(BaseModel):
     revoked: bool
 
 
+class CurrentValue(BaseModel):
+    """The patient's latest credible reading of what the alert is about, beside the value that
+    opened (or last raised) it."""
+
+    value: float
+    unit: str
+    measured_at: datetime
+    rate_per_min: float | None = Field(
+        None, description="change per minute over the reading before, if that was within 15 min"
+    )
+
+
 class Alert(BaseModel):
     id: int
     patient_id: UUID
@@ -162,6 +174,7 @@ class Alert(BaseModel):
     resolution: str | None = Field(None, description="auto (back in range) or manual")
     escalated_at: datetime | None = Field(None, description="urgent and unacknowledged too long")
     time_to_acknowledge_s: float | None = None
+    current: CurrentValue | None = Field(None, description="the latest reading of the alert's code")
 
 
 class TokenOut(BaseModel):

@@ -31,7 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 from processor.alerts import store as alert_store
 from processor.alerts.artefact import ArtefactFilter
 from processor.alerts.device import DeviceReport, status_actions
-from processor.alerts.engine import ThresholdEngine
+from processor.alerts.engine import ThresholdEngine, alarmable
 from processor.alerts.rules import rules_for
 from processor.alerts.trend import TrendTracker, fit_for_trend
 from processor.consent import ConsentStage
@@ -65,6 +65,8 @@ class Prepared:
     reading: AcceptedReading
     patient_id: UUID
     observations: list[NormalisedObservation]
+    #: what the artefact filter derived for the engine alone (never stored)
+    derived: list[NormalisedObservation]
 
 
 @dataclass(frozen=True)
@@ -220,8 +222,8 @@ class Pipeline:
                 future_tolerance=self._future,
                 device_kind=entry.kind,
             )
-            normalised = self._artefacts.mark(normalised, reading.context)
-            prepared.append(Prepared(reading, entry.patient_id, normalised))
+            marked = self._artefacts.mark(normalised, reading.context)
+            prepared.append(Prepared(reading, entry.patient_id, marked.observations, marked.derived))
         return prepared
 
     async def _commit(
@@ -231,19 +233,24 @@ class Pipeline:
         statuses of `extras`; returns (keys of the readings newly stored, alerts touched)."""
         sink = ReadingSink()
         observations: list[NormalisedObservation] = []
+        flagged: list[NormalisedObservation] = []
         for p in part:
             if sink.add(p.reading, p.patient_id, p.observations):
                 observations.extend(p.observations)
+                flagged.extend(p.derived)
         async with self._pool.connection() as conn, conn.transaction():
             fresh = await sink.flush(conn)
             await store_letters(conn, extras.letters)
             await _apply_statuses(conn, extras.statuses)
             new_obs = [o for o in observations if (o.device_id, o.seq) in fresh]
-            patients = {o.patient_id for o in new_obs if o.live} | {r.patient_id for r in reports}
+            # derived for the engine alone: never stored, never research data
+            for_engine = [o for o in flagged if (o.device_id, o.seq) in fresh]
+            patients = {o.patient_id for o in new_obs + for_engine if alarmable(o)}
+            patients |= {r.patient_id for r in reports}
             state = await alert_store.alert_state(conn, list(patients))
             await self._seed_trends(conn, new_obs)
-            derived = self._trends.derive(new_obs)
-            actions = self._engine.evaluate(new_obs + derived, state.open, state.rules, state.episodes)
+            for_engine += self._trends.derive(new_obs)
+            actions = self._engine.evaluate(new_obs + for_engine, state.open, state.rules, state.episodes)
             actions += status_actions(reports, state.open, state.sources)
             touched = await alert_store.apply(conn, actions)
             await self.consent.apply(conn, new_obs)

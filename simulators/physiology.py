@@ -203,8 +203,10 @@ class Oximeter:
                 spo2 -= depth * math.sin(math.pi * (minute - start) / length)
                 pulse += depth * 2
         perfusion = self._rng.uniform(1.0, 6.0)
-        self.last_artefact = self._rng.random() < self.artefact_rate
-        if self.last_artefact:  # a loose probe or a moving hand
+        # A loose probe or a moving hand: one reading, recovered at the next. (Two low readings
+        # in a row are a confirmed low to the alert engine, by design: see docs/alerts.md.)
+        self.last_artefact = self._rng.random() < self.artefact_rate and not self.last_artefact
+        if self.last_artefact:
             spo2 -= self._rng.uniform(8, 20)
             pulse += self._rng.uniform(20, 50)
             if self._rng.random() < 0.7:  # most probes notice the weak pulsatile signal

@@ -43,6 +43,12 @@ class Thresholds(BaseModel):
     glucose_episode_end_minutes: int = Field(
         15, ge=1, le=120, description="minutes at or above the low line that end a hypoglycaemia episode"
     )
+    glucose_urgent_renotify_minutes: int = Field(
+        30,
+        ge=5,
+        le=240,
+        description="an acknowledged urgent low still below the urgent line is notified again after this",
+    )
 
     @property
     def predicted_low_line(self) -> float:

@@ -37,8 +37,13 @@ const RULES = {
   device_offline: "Device offline", battery_low: "Battery low",
 };
 
+/** Measured urgent (0) before predicted urgent (1, a forecast) before warnings (2): as the server orders. */
+function alertClass(a) {
+  if (a.severity !== "urgent") return 2;
+  return (a.code || "").endsWith("forecast") ? 1 : 0;
+}
 function rank(a) {
-  return [a.severity === "urgent" ? 0 : 1, a.escalated_at ? 0 : 1, a.status === "open" ? 0 : 1, -Date.parse(a.opened_at)];
+  return [alertClass(a), a.escalated_at ? 0 : 1, a.status === "open" ? 0 : 1, -Date.parse(a.triggered_at)];
 }
 function compareAlerts(a, b) {
   const x = rank(a);
@@ -58,24 +63,45 @@ function button(label, attrs) {
 function alertRow(a) {
   const tr = document.createElement("tr");
   tr.dataset.alert = a.id;
-  for (const cls of ["sev", "patient", "msg", "since", "status", "actions"]) tr.insertCell().className = cls;
+  for (const cls of ["sev", "patient", "msg", "now", "since", "status", "actions"]) tr.insertCell().className = cls;
   const name = button(a.patient_name, { patient: a.patient_id });
   name.className = "link";
   tr.cells[1].append(name);
-  tr.cells[5].append(
+  tr.cells[6].append(
     button("Acknowledge", { action: "acknowledge", alert: a.id }),
     button("Resolve", { action: "resolve", alert: a.id }),
   );
   return tr;
 }
 
+// Trend arrows by rate per minute: glucose at 1, 2 and 3 mg/dL/min (as CGM apps draw them).
+const ARROW_STEPS = { "mmol/L": [0.056, 0.111, 0.167] };
+function arrow(rate, unit) {
+  if (rate == null) return "";
+  const [flat, single, double] = ARROW_STEPS[unit] || [0.5, 1, 2];
+  const size = Math.abs(rate);
+  if (size < flat) return "→";
+  if (size < single) return rate < 0 ? "↘" : "↗";
+  if (size < double) return rate < 0 ? "↓" : "↑";
+  return rate < 0 ? "⇊" : "⇈";
+}
+function currentText(a) {
+  const c = a.current;
+  if (!c) return "–";
+  const digits = c.unit === "mmol/L" ? 1 : 0;
+  const rate = c.rate_per_min == null ? "" : ` ${arrow(c.rate_per_min, c.unit)} ${c.rate_per_min >= 0 ? "+" : ""}${c.rate_per_min.toFixed(digits + 1)}/min`;
+  const raised = a.value != null ? `; raised at ${a.value.toFixed(digits)}` : "";
+  return `${c.value.toFixed(digits)} ${c.unit}${rate}${raised}`;
+}
+
 function updateAlertRow(tr, a) {
   tr.className = `${a.severity} ${a.status}${a.escalated_at ? " escalated" : ""}`;
-  tr.cells[0].textContent = a.severity;
+  tr.cells[0].textContent = alertClass(a) === 1 ? "urgent (predicted)" : a.severity;
   tr.cells[2].textContent = a.message;
-  setTime(tr.cells[3], a.opened_at);
+  tr.cells[3].textContent = currentText(a);
+  setTime(tr.cells[4], a.opened_at);
   const who = a.status === "acknowledged" && a.acknowledged_by ? ` by ${a.acknowledged_by}` : "";
-  tr.cells[4].textContent = `${a.status}${who}${a.escalated_at ? " · escalated" : ""}`;
+  tr.cells[5].textContent = `${a.status}${who}${a.escalated_at ? " · escalated" : ""}`;
   const ack = tr.querySelector('[data-action="acknowledge"]');
   if (a.status !== "open" && document.activeElement === ack) tr.querySelector('[data-action="resolve"]').focus();
   ack.hidden = a.status !== "open";
@@ -124,7 +150,6 @@ function applyAlertEvent({ event, alert }) {
 }
 
 // ---- triage list ---------------------------------------------------------------------
-const SEVERITY = { urgent: 0, warning: 1 };
 /** The live inbox knows every active alert, so it decides a patient's worst one at once. */
 function worstAlert(p) {
   const own = [...alerts.values()].filter((a) => a.patient_id === p.id && a.status !== "resolved");
@@ -133,9 +158,8 @@ function worstAlert(p) {
 function comparePatients(a, b) {
   const wa = worstAlert(a);
   const wb = worstAlert(b);
-  const x = wa ? SEVERITY[wa.severity] : 2;
-  const y = wb ? SEVERITY[wb.severity] : 2;
-  return x - y || a.name.localeCompare(b.name);
+  if (wa && wb) return compareAlerts(wa, wb) || a.name.localeCompare(b.name);
+  return (wa ? 0 : 1) - (wb ? 0 : 1) || a.name.localeCompare(b.name);
 }
 
 function observationCell(cell, p, code) {
@@ -274,6 +298,12 @@ function startStream() {
         renderPatients();
       } else if (name === "alert") {
         applyAlertEvent(data);
+      } else if (name === "values") {
+        for (const [id, current] of Object.entries(data.values)) {
+          const a = alerts.get(Number(id));
+          if (a) a.current = current;
+        }
+        renderInbox();
       }
     },
   });

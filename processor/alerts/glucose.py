@@ -1,20 +1,27 @@
-"""Hypoglycaemia as one episode: one alert per episode that is upgraded as it deepens. Pure: no I/O.
+"""Hypoglycaemia as episodes: one alert per episode, upgraded as it deepens. Pure: no I/O.
 
 An episode's alert (rule `glucose_low`) climbs four stages and never steps down:
 
-1. predicted low  (warning) the CGM forecast is below the predicted-low line (3.0) within the
-                            horizon (25 min);
-2. low            (warning) measured below 3.9 on `warning_after` consecutive readings, or for
-                            `min_duration` (15 min) without coming back above 3.9 + margin,
-                            so a patient hovering 3.8 / 4.0 / 3.8 / 4.0 is flagged once;
+1. predicted low  (warning) the CGM forecast is below the predicted-low line (3.9) within the
+                            horizon (20 min);
+2. low            (warning) measured below 3.9 on `warning_after` consecutive readings of one
+                            CGM (each within 15 min of the one before), or for `min_duration`
+                            (15 min) without coming back above 3.9 + margin, so a patient
+                            hovering 3.8 / 4.0 / 3.8 / 4.0 is flagged once; a finger-prick
+                            below 3.9 is deliberate and alerts at once;
 3. urgent low soon (urgent) the forecast is below the urgent line (3.0) within the urgent horizon;
 4. urgent low     (urgent)  measured below 3.0: on the first reading.
 
-The episode ends by the consensus rule: every reading for `end_after` (15 min) at or above
-3.9 and the forecast no longer low. A new severe low after that is a new urgent alert; inside
-an episode, a severe low that follows 15 min at or above 3.0 re-notifies (the clinician may
-have acknowledged the first). Which alert is open, at which stage, comes from the database
-per batch (`EpisodeView`); only the running counts live here.
+A forecast whose rate is beyond what physiology allows (`max_rate`) is sensor noise and
+raises nothing; measured values always count.
+
+The alert resolves by the consensus rule: every reading for `end_after` (15 min) at or above
+3.9 and the forecast no longer low. Every dip is seen: when the consensus says the dip is
+over but the alert is still open (the forecast kept it), the next dip re-notifies it; a
+severe low that follows 15 min at or above 3.0 re-notifies; an acknowledged urgent low still
+below 3.0 re-notifies after `renotify_after` (30 min). Which alert is open, at which stage,
+and when it was acknowledged, comes from the database per batch (`EpisodeView`); only the
+running counts live here.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ MEASURED_CODE = "glucose"
 FORECAST_CODE = "glucose_forecast"
 ROC_CODE = "glucose_roc"
 LEVEL_CODE = "glucose_level"
+#: the fastest a glucose level really changes, mmol/L/min (5 mg/dL/min; docs/alerts.md): a
+#: CGM trend faster than this is sensor noise (a compression low, a calibration jump)
+MAX_PHYSIOLOGICAL_RATE = 0.28
 
 
 class Stage(IntEnum):
@@ -48,6 +58,10 @@ class Stage(IntEnum):
     def code(self) -> str:
         return FORECAST_CODE if self in (Stage.PREDICTED, Stage.URGENT_SOON) else MEASURED_CODE
 
+    @property
+    def measured(self) -> bool:
+        return self.code == MEASURED_CODE
+
     @staticmethod
     def of(severity: Severity, code: str | None) -> Stage:
         """The stage of a stored alert: its severity and what raised it (forecast or glucose)."""
@@ -64,6 +78,7 @@ class EpisodeView:
     stage: Stage
     acknowledged: bool
     triggered_at: datetime
+    acknowledged_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,8 @@ class LowConfig:
     low: float = 3.9
     urgent_low: float = 3.0
     warning_after: int = 2
+    #: readings of one device count as consecutive when each is at most this after the last
+    consecutive_within: timedelta = timedelta(minutes=15)
     min_duration: timedelta = timedelta(minutes=15)
     #: a spell below the line lasts until a reading is at least this far above it
     spell_margin: float = 0.3
@@ -78,15 +95,17 @@ class LowConfig:
     #: consecutive forecasts below a line before they count (the filter already smooths)
     forecast_after: int = 1
     #: a low is predicted when the forecast is below `predicted_low` within `horizon_min`, an
-    #: urgent low soon when it is below `urgent_low` within `urgent_horizon_min`. Well below
-    #: the low line and a little further ahead: a fall that levels off near the line (most near
-    #: misses) is not called, a real descent still is (docs/alerts.md). The nearer forecast is
-    #: the surer one, so it is the one that makes an alert urgent.
-    predicted_low: float = 3.0
-    horizon_min: int = 25
-    urgent_horizon_min: int = 15
+    #: urgent low soon when it is below `urgent_low` within `urgent_horizon_min`
+    #: (docs/alerts.md: how they were chosen, and what they achieve on two cohorts)
+    predicted_low: float = 3.9
+    horizon_min: int = 20
+    urgent_horizon_min: int = 20
     #: forecasts count only while glucose is below this: far above the line, a fall is not yet news
-    predict_below: float = 6.0
+    predict_below: float = 7.0
+    #: a CGM rate beyond this (mmol/L/min, either way) is sensor noise, never a forecast alarm
+    max_rate: float = MAX_PHYSIOLOGICAL_RATE
+    #: an acknowledged urgent low still below the urgent line is notified again after this
+    renotify_after: timedelta = timedelta(minutes=30)
 
 
 DEFAULT_LOW = LowConfig()
@@ -114,17 +133,26 @@ class Decision:
 
 @dataclass
 class _State:
+    #: consecutive readings below the low line, of `streak_device`, the last at `streak_at`
     streak: int = 0
+    streak_device: str | None = None
+    streak_at: datetime | None = None
     spell_start: datetime | None = None
     above_since: datetime | None = None
     urgent_ok_since: datetime | None = None
     urgent_seen: bool = False
-    #: the CGM trend of the latest reading (None: none yet, or the reading was not from a CGM)
+    #: a reading below the low line since the alert opened or last re-notified
+    dipped: bool = False
+    #: that dip is over by the consensus rule while the alert stayed open: the next dip is news
+    dip_over: bool = False
+    #: the CGM trend of the latest reading (None: none yet, not from a CGM, or noise)
     trend: Forecast | None = None
     forecast_low_streak: int = 0
     forecast_urgent_streak: int = 0
     opened_at: datetime | None = None
     last_at: datetime | None = None
+    #: the acknowledgement an urgent low was last re-notified for
+    renotified_ack: datetime | None = None
 
 
 class LowEpisodes:
@@ -143,24 +171,41 @@ class LowEpisodes:
         *,
         cgm: bool,
         forecast: Forecast | None = None,
+        device: str = "",
+        deliberate: bool = False,
     ) -> Decision | None:
         """One live glucose reading; a CGM reading comes with its forecast if the trend has one.
-        A finger-prick leaves the forecast counts alone."""
+        A `deliberate` reading (a finger-prick) leaves the forecast counts alone and alerts at
+        once when low."""
         s = self._state.setdefault(patient, _State())
         if s.last_at is not None and at < s.last_at:
             return None  # older than what was judged already: it is context, not news
+        if s.last_at is not None and at - s.last_at > cfg.consecutive_within:
+            s.spell_start = None  # a gap: nothing says the spell went on through it
         s.last_at = at
         if cgm:
-            s.trend = forecast
-            gated = forecast if forecast is not None and value < cfg.predict_below else None
+            credible = forecast is not None and abs(forecast.rate) <= cfg.max_rate
+            s.trend = forecast if credible else None
+            gated = s.trend if value < cfg.predict_below else None
             low_soon = gated is not None and gated.low < cfg.predicted_low
             urgent_soon = gated is not None and gated.urgent < cfg.urgent_low
             s.forecast_low_streak = s.forecast_low_streak + 1 if low_soon else 0
             s.forecast_urgent_streak = s.forecast_urgent_streak + 1 if urgent_soon else 0
         if value < cfg.low:
-            s.streak += 1
+            if deliberate:
+                s.streak = cfg.warning_after  # a finger-prick needs no second reading
+            elif (
+                s.streak_device == device
+                and s.streak_at is not None
+                and at - s.streak_at <= cfg.consecutive_within
+            ):
+                s.streak += 1
+            else:
+                s.streak = 1
+            s.streak_device, s.streak_at = device, at
             s.spell_start = s.spell_start or at
             s.above_since = None
+            s.dipped = True
         else:
             s.streak = 0
             s.above_since = s.above_since or at
@@ -172,14 +217,20 @@ class LowEpisodes:
             s.urgent_ok_since = None
         else:
             s.urgent_ok_since = s.urgent_ok_since or at
-        return self._decide(s, at, value, view, cfg)
+        return self._decide(s, at, value, view, cfg, deliberate)
 
     def _decide(
-        self, s: _State, at: datetime, value: float, view: EpisodeView | None, cfg: LowConfig
+        self,
+        s: _State,
+        at: datetime,
+        value: float,
+        view: EpisodeView | None,
+        cfg: LowConfig,
+        deliberate: bool,
     ) -> Decision | None:
         current = view.stage if view is not None else Stage.NONE
         if view is None:
-            s.opened_at = None
+            s.opened_at, s.dip_over = None, False
         elif s.opened_at is None:  # an episode this process has not seen before (a restart)
             s.opened_at = view.triggered_at
             s.urgent_seen = view.stage is Stage.URGENT
@@ -204,22 +255,55 @@ class LowEpisodes:
                 return None
             s.opened_at = at
             s.urgent_seen = target is Stage.URGENT
-            return self._decision("open", target, value, s, cfg)
+            s.dipped, s.dip_over = value < cfg.low, False
+            return self._decision("open", target, value, s, cfg, deliberate)
+        if s.dipped and s.above_since is not None and at - s.above_since >= cfg.end_after:
+            s.dipped, s.dip_over = False, True  # the consensus says this dip is over
+        if s.dip_over and target is not Stage.NONE:
+            minutes = cfg.end_after.total_seconds() / 60
+            s.dip_over, s.dipped = False, value < cfg.low
+            s.urgent_seen = target is Stage.URGENT
+            return self._decision(
+                "renotify",
+                target,
+                value,
+                s,
+                cfg,
+                deliberate,
+                f"; a new dip after {minutes:.0f} min at or above {cfg.low:.1f}",
+            )
         if target > current:
             s.urgent_seen = s.urgent_seen or target is Stage.URGENT
-            return self._decision("upgrade", target, value, s, cfg)
+            return self._decision("upgrade", target, value, s, cfg, deliberate)
         if target is Stage.URGENT and not s.urgent_seen:
             s.urgent_seen = True
-            decision = self._decision("renotify", Stage.URGENT, value, s, cfg)
             minutes = cfg.end_after.total_seconds() / 60
             again = f" again, after {minutes:.0f} min or more at or above {cfg.urgent_low:.1f}"
-            return Decision(decision.act, decision.stage, decision.message + again, decision.code, value)
+            return self._decision("renotify", Stage.URGENT, value, s, cfg, deliberate, again)
+        acknowledged = view.acknowledged_at if view is not None and view.acknowledged else None
+        if (
+            acknowledged is not None
+            and measured is Stage.URGENT
+            and current is Stage.URGENT
+            and at - acknowledged >= cfg.renotify_after
+            and s.renotified_ack != acknowledged
+        ):
+            s.renotified_ack = acknowledged
+            minutes = (at - acknowledged).total_seconds() / 60
+            still = f"; still below {cfg.urgent_low:.1f} {minutes:.0f} min after it was acknowledged"
+            return self._decision("renotify", Stage.URGENT, value, s, cfg, deliberate, still)
         forecast_ok = s.trend is None or s.trend.low >= cfg.predicted_low
         if s.above_since is not None and forecast_ok:
             since = max(s.above_since, s.opened_at or s.above_since)
             if at - since >= cfg.end_after:
                 minutes = (at - s.above_since).total_seconds() / 60
-                s.opened_at, s.urgent_seen, s.spell_start = None, False, None
+                s.opened_at, s.urgent_seen, s.spell_start, s.dipped, s.dip_over = (
+                    None,
+                    False,
+                    None,
+                    False,
+                    False,
+                )
                 return Decision(
                     "resolve",
                     current,
@@ -230,33 +314,46 @@ class LowEpisodes:
                 )
         return None
 
-    def _decision(self, act: str, stage: Stage, value: float, s: _State, cfg: LowConfig) -> Decision:
+    def _decision(
+        self,
+        act: str,
+        stage: Stage,
+        value: float,
+        s: _State,
+        cfg: LowConfig,
+        deliberate: bool,
+        suffix: str = "",
+    ) -> Decision:
         projected = None
         if stage.code == FORECAST_CODE and s.trend is not None:
             projected = s.trend.urgent if stage is Stage.URGENT_SOON else s.trend.low
         shown = projected if projected is not None else value
-        return Decision(act, stage, self._message(stage, value, s, cfg, projected), stage.code, shown)
+        message = self._message(stage, value, s, cfg, projected, deliberate) + suffix
+        return Decision(act, stage, message, stage.code, shown)
 
     @staticmethod
-    def _message(stage: Stage, value: float, s: _State, cfg: LowConfig, projected: float | None) -> str:
-        rate = s.trend.rate if s.trend is not None else None
-        trend = f", falling {-rate:.2f} mmol/L/min" if rate is not None and rate < 0 else ""
+    def _message(
+        stage: Stage, value: float, s: _State, cfg: LowConfig, projected: float | None, deliberate: bool
+    ) -> str:
+        """What fired, with the line and horizon that fired it."""
         if stage is Stage.URGENT:
             return f"Glucose urgent low: {value:g} mmol/L (below {cfg.urgent_low:.1f})"
         if stage is Stage.LOW:
-            spell = ""
-            if s.spell_start is not None and s.last_at is not None:
-                spell = (
-                    f", below {cfg.low:.1f} for {(s.last_at - s.spell_start).total_seconds() / 60:.0f} min"
-                )
-            return f"Glucose low: {value:g} mmol/L{spell}"
+            if deliberate:
+                why = ", finger-prick"
+            elif s.spell_start is not None and s.last_at is not None and s.streak < cfg.warning_after:
+                why = f", below {cfg.low:.1f} for {(s.last_at - s.spell_start).total_seconds() / 60:.0f} min"
+            else:
+                why = f", {s.streak} readings in a row"
+            return f"Glucose low: {value:g} mmol/L (below {cfg.low:.1f}){why}"
+        rate = s.trend.rate if s.trend is not None else None
+        trend = f", falling {-rate:.2f} mmol/L/min" if rate is not None and rate < 0 else ""
         line, name, within = (
             (cfg.urgent_low, "urgent low", cfg.urgent_horizon_min)
             if stage is Stage.URGENT_SOON
-            else (cfg.low, "low", cfg.horizon_min)
+            else (cfg.predicted_low, "low", cfg.horizon_min)
         )
-        reach = f" (forecast {projected:.1f})" if projected is not None else ""
+        reach = f"forecast {projected:.1f} mmol/L" if projected is not None else "forecast"
         return (
-            f"Glucose {name} soon: {value:g} mmol/L now{trend};"
-            f" predicted below {line:.1f} mmol/L within {within} min{reach}"
+            f"Glucose {name} soon: {value:g} mmol/L now{trend}; {reach} within {within} min, below {line:.1f}"
         )

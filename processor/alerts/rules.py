@@ -14,6 +14,9 @@ from enum import StrEnum
 
 from telehealth.thresholds import Thresholds
 
+#: cyclic desaturation: repeated SpO2 dips (processor.alerts.engine)
+DIPS_RULE = "spo2_dips"
+
 
 class Severity(StrEnum):
     WARNING = "warning"
@@ -61,6 +64,8 @@ class ThresholdRule:
     end_after: timedelta | None = None
     #: glucose_low: a CGM forecast below this line within this many minutes is a predicted low
     predicted: tuple[float, int] | None = None
+    #: glucose_low: an acknowledged urgent low still below the urgent line is notified again after this
+    renotify_after: timedelta | None = None
 
     def evaluate(self, value: float) -> Band | None:
         return next((band for band in self.bands if band.matches(value)), None)
@@ -87,6 +92,7 @@ def rules_for(t: Thresholds) -> tuple[ThresholdRule, ...]:
             min_duration=timedelta(minutes=t.glucose_low_minutes),
             end_after=timedelta(minutes=t.glucose_episode_end_minutes),
             predicted=(t.predicted_low_line, t.glucose_predicted_minutes),
+            renotify_after=timedelta(minutes=t.glucose_urgent_renotify_minutes),
         ),
         ThresholdRule(
             "glucose_high",
@@ -104,6 +110,14 @@ def rules_for(t: Thresholds) -> tuple[ThresholdRule, ...]:
             ),
             clear_margin=1.0,
             warning_after=n,
+        ),
+        # dips to 1 below the urgent line (90 % on scale 1): two within 10 minutes warn
+        ThresholdRule(
+            DIPS_RULE,
+            "spo2",
+            (Band(Severity.WARNING, "SpO2 repeated dips", le=spo2_urgent - 1),),
+            clear_margin=0.0,
+            warning_after=2,
         ),
         ThresholdRule(
             "pulse",

@@ -83,7 +83,10 @@ async def alert_state(conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID
         },
         episodes={
             r["patient_id"]: EpisodeView(
-                Stage.of(Severity(r["severity"]), r["code"]), r["status"] == "acknowledged", r["triggered_at"]
+                Stage.of(Severity(r["severity"]), r["code"]),
+                r["status"] == "acknowledged",
+                r["triggered_at"],
+                r["acknowledged_at"],
             )
             for r in rows
             if r["rule"] == LOW_RULE

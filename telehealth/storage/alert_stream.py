@@ -14,7 +14,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 
 from telehealth.storage.alerts import COLUMNS as ALERT_COLUMNS
-from telehealth.storage.alerts import WORST_FIRST
+from telehealth.storage.alerts import CURRENT, WORST_FIRST
 
 #: The channel the trigger of migration 0008 notifies on every commit that added events.
 CHANNEL = "alert_events"
@@ -71,3 +71,14 @@ async def snapshot(conn: psycopg.AsyncConnection[Any], teams: list[str]) -> tupl
             )
             alerts = await cur.fetchall()
     return position, alerts
+
+
+async def current_values(conn: psycopg.AsyncConnection[Any], teams: list[str]) -> dict[int, dict[str, Any]]:
+    """Each active alert's current value (`alerts.CURRENT`), with its patient, by alert id."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            f"""SELECT a.id, a.patient_id, {CURRENT} FROM alerts a JOIN patients p ON p.id = a.patient_id
+                WHERE p.care_team = ANY(%s) AND a.status <> 'resolved' LIMIT 1000""",
+            (teams,),
+        )
+        return {row[0]: {"patient_id": row[1], "current": row[2]} for row in await cur.fetchall()}

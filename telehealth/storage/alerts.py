@@ -22,14 +22,35 @@ from telehealth.errors import TelehealthError
 
 Change = Literal["open", "upgrade", "renotify", "resolve"]
 
-#: The inbox order: unresolved first, urgent, escalated, not yet acknowledged, newest.
-WORST_FIRST = """(a.status = 'resolved'), (a.severity = 'urgent') DESC, (a.escalated_at IS NOT NULL) DESC,
-                 (a.status = 'open') DESC, a.opened_at DESC"""
+#: The inbox order: unresolved first; then measured urgent, predicted urgent (a forecast, code
+#: `*_forecast`), warnings; within each, escalated, not yet acknowledged, latest change first.
+#: A measured emergency is never listed below a predicted one.
+WORST_FIRST = """(a.status = 'resolved'),
+                 CASE WHEN a.severity <> 'urgent' THEN 2
+                      WHEN coalesce(a.code, '') LIKE '%%forecast' THEN 1 ELSE 0 END,
+                 (a.escalated_at IS NOT NULL) DESC, (a.status = 'open') DESC, a.triggered_at DESC"""
 
-COLUMNS = """a.id, a.patient_id, p.name AS patient_name, a.rule, a.severity, a.status, a.message,
+#: The patient's latest credible reading of the alert's code (a forecast's: the measured code),
+#: and its rate of change per minute over the reading before it, if that was within 15 min.
+CURRENT = """(SELECT json_build_object(
+                  'value', r.value, 'unit', r.unit, 'measured_at', r.measured_at,
+                  'rate_per_min', CASE WHEN b.measured_at >= r.measured_at - interval '15 minutes'
+                      THEN (r.value - b.value) / (extract(epoch FROM r.measured_at - b.measured_at) / 60) END)
+              FROM (SELECT value, unit, measured_at FROM readings
+                    WHERE patient_id = a.patient_id AND code = split_part(a.code, '_', 1)
+                      AND NOT quality && '{future,artefact}'
+                    ORDER BY measured_at DESC LIMIT 1) r
+              LEFT JOIN LATERAL (
+                    SELECT value, measured_at FROM readings
+                    WHERE patient_id = a.patient_id AND code = split_part(a.code, '_', 1)
+                      AND NOT quality && '{future,artefact}' AND measured_at < r.measured_at
+                    ORDER BY measured_at DESC LIMIT 1) b ON true)"""
+
+COLUMNS = f"""a.id, a.patient_id, p.name AS patient_name, a.rule, a.severity, a.status, a.message,
              a.code, a.value, a.device_id, a.triggered_at, a.opened_at, a.acknowledged_at,
              a.acknowledged_by, a.resolved_at, a.resolved_by, a.resolution, a.escalated_at,
-             extract(epoch FROM a.acknowledged_at - a.opened_at)::float AS time_to_acknowledge_s"""
+             extract(epoch FROM a.acknowledged_at - a.opened_at)::float AS time_to_acknowledge_s,
+             {CURRENT} AS current"""
 
 _CHANGE_SQL: dict[Change, str] = {
     "open": """
@@ -48,9 +69,10 @@ WHERE patient_id = %(patient_id)s AND rule = %(rule)s AND status <> 'resolved'
   AND (severity = 'warning' OR %(severity)s = 'urgent')
   AND (severity <> %(severity)s OR code IS DISTINCT FROM %(code)s)
 RETURNING id""",
-    # The same episode, a new severe low: back in the inbox as open, and pushed again.
+    # A new dip or severe low, or an urgent low still there long after it was acknowledged:
+    # back in the inbox as open, and pushed again.
     "renotify": """
-UPDATE alerts SET status = 'open', severity = 'urgent', message = %(message)s, code = %(code)s,
+UPDATE alerts SET status = 'open', severity = %(severity)s, message = %(message)s, code = %(code)s,
                   value = %(value)s, device_id = %(device_id)s, seq = %(seq)s,
                   triggered_at = %(measured_at)s, acknowledged_at = NULL, acknowledged_by = NULL,
                   published_at = NULL
@@ -107,7 +129,8 @@ async def change(
 
 
 #: `unresolved`'s query, for callers that send it in a pipeline with others
-UNRESOLVED = """SELECT patient_id, rule, severity, code, status, device_id, triggered_at FROM alerts
+UNRESOLVED = """SELECT patient_id, rule, severity, code, status, device_id, triggered_at, acknowledged_at
+               FROM alerts
                WHERE status <> 'resolved' AND patient_id = ANY(%s)"""
 
 

@@ -53,7 +53,8 @@ def raised_by_engine(
             future_tolerance=timedelta(minutes=5),
             device_kind=sample.kind,
         )
-        obs = filter_.mark(obs, reading.context)
+        marked = filter_.mark(obs, reading.context)
+        obs = marked.observations
         flagged = any(Quality.ARTEFACT in o.quality for o in obs)
         for name, hit in (
             ("labelled", sample.artefact),
@@ -61,7 +62,7 @@ def raised_by_engine(
             ("both", sample.artefact and flagged),
         ):
             counts[name] = counts.get(name, 0) + hit
-        for action in engine.evaluate(obs + trends.derive(obs), open_now, rules):
+        for action in engine.evaluate(obs + marked.derived + trends.derive(obs), open_now, rules):
             key = (action.patient_id, action.rule)
             if action.act is Act.RESOLVE:
                 open_now.pop(key, None)

@@ -9,9 +9,10 @@ for 30 virtual patients (10 children, 10 adolescents, 10 adults), seen through i
 
 Each simulated day: simglucose's random meals (breakfast, lunch, dinner and snacks), a
 basal-bolus therapy from the patient's own carbohydrate ratio and correction factor (the
-model's `Quest` table), and the errors of real self-management that cause lows: carbohydrate
-counting off by +-30 %, now and then a bolus for a meal that is then half eaten, and a basal
-rate a little above what the patient needs. Deterministic under a seed.
+model's `Quest` table), and the errors of real self-management that cause lows and highs:
+carbohydrate counting off by up to 25 % either way, now and then (1 meal in 20) a bolus for a
+meal that is then half eaten, and a basal rate between 85 % and 105 % of what holds the
+patient steady. Deterministic under a seed.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def trace(index: int, days: int, seed: int) -> list[tuple[float, float]]:
         meals.random_gen = np.random.RandomState(seed * 17 + index)
     cr, cf = float(row.CR), float(row.CF)
     params = patient._params
-    basal = params.u2ss * params.BW / 6000 * rng.uniform(1.0, 1.2)  # U/min
+    basal = params.u2ss * params.BW / 6000 * rng.uniform(0.85, 1.05)  # U/min
     readings: list[tuple[float, float]] = []
     for _day in range(days):
         plan = meals.create_scenario()["meal"]
@@ -81,10 +82,10 @@ def trace(index: int, days: int, seed: int) -> list[tuple[float, float]]:
             carbs = at.get(minute_of_day, 0.0)
             bolus = 0.0
             if carbs:
-                counted = carbs * rng.uniform(0.7, 1.3)
+                counted = carbs * rng.uniform(0.75, 1.25)
                 glucose = sensor._last_CGM or params.Gb
                 bolus = counted / cr + max(glucose - TARGET_MGDL, 0) / cf * (glucose > CORRECT_ABOVE_MGDL)
-                if rng.random() < 0.08:  # bolused for the meal, ate half of it
+                if rng.random() < 0.05:  # bolused for the meal, ate half of it
                     carbs /= 2
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -365,7 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="start the whole system with embedded servers and a demo cohort")
     p.add_argument("--patients", type=int, default=20, help="simulated patients (default 20)")
-    p.add_argument("--speed", type=float, default=30.0, help="simulated time speed-up (default 30)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="simulated time speed-up (default 1: true rates; faster makes every trend that much"
+        " steeper, so forecasts see falls that physiology does not allow)",
+    )
     p.add_argument("--scenario", default="hypo", help="simulator scenario (default hypo)")
     p.add_argument(
         "--insecure-broker",

@@ -16,13 +16,13 @@ import heapq
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from simulators.cohort import SimPatient
 from simulators.device import SimulatedDevice
 from simulators.link import Link
 from simulators.report import Report
-from simulators.scenario import START_MIN, Cohort, Kind, Scenario
+from simulators.scenario import HISTORY_MIN, START_MIN, Cohort, Kind, Scenario
 from telehealth.mqtt import MqttAddress
 
 log = logging.getLogger(__name__)
@@ -135,11 +135,15 @@ class Fleet:
         began = loop.time()
         report.connect_s = began - connecting
         period_s = len(self.members) / rate if rate else None
+        start = START_MIN + self.scenario.start_min
         if period_s is not None:
-            minute_of = [START_MIN + m.phase * period_s * speed / 60 for m in self.members]
+            minute_of = [start + m.phase * period_s * speed / 60 for m in self.members]
         else:
-            minute_of = [self._next(m, START_MIN - 1e-9, speed, None) for m in self.members]
-        queue = [((minute - START_MIN) * 60 / speed, i) for i, minute in enumerate(minute_of)]
+            history = min(HISTORY_MIN, self.scenario.start_min)
+            if history > 0:
+                await self._history(start - history, start, speed)
+            minute_of = [self._next(m, start - 1e-9, speed, None) for m in self.members]
+        queue = [((minute - start) * 60 / speed, i) for i, minute in enumerate(minute_of)]
         heapq.heapify(queue)
         try:
             while queue and not stop.is_set():
@@ -154,7 +158,7 @@ class Fleet:
                 m = self.members[i]
                 await self._measure(m, minute_of[i])
                 minute_of[i] = self._next(m, minute_of[i], speed, period_s)
-                heapq.heappush(queue, ((minute_of[i] - START_MIN) * 60 / speed, i))
+                heapq.heappush(queue, ((minute_of[i] - start) * 60 / speed, i))
         finally:
             for m in self.members:
                 for message in m.device.finish():
@@ -167,9 +171,21 @@ class Fleet:
         report.publish_failures = sum(link.failed for link in self.links)
         return report
 
-    async def _measure(self, m: _Member, minute: float) -> None:
+    async def _history(self, since: float, until: float, speed: float) -> None:
+        """What each interval device measured in (since, until), sent with the times it was
+        measured: the recent past a device uploads when it first connects."""
+        now = datetime.now(UTC)
+        for m in self.members:
+            if self.cohort.interval(m.patient, m.kind) is None:
+                continue  # spot checks and finger-pricks keep their clock times
+            minute = self._next(m, since, speed, None)
+            while minute < until:
+                await self._measure(m, minute, now - timedelta(seconds=(until - minute) * 60 / speed))
+                minute = self._next(m, minute, speed, None)
+
+    async def _measure(self, m: _Member, minute: float, at: datetime | None = None) -> None:
         sample = self.cohort.sample(m.patient, m.kind, minute)
-        step = m.device.step(minute, sample.observations, datetime.now(UTC), sample.context)
+        step = m.device.step(minute, sample.observations, at or datetime.now(UTC), sample.context)
         if step.reconnect and self.per_device:
             await m.link.connect()
         for message in step.messages:

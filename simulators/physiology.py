@@ -42,13 +42,15 @@ T2 = GlucoseProfile("t2", baseline=8.5, mmol_per_10g=0.45, insulin_cover=0.45, d
 
 class GlucoseEvent(BaseModel):
     """A scripted episode: `overdose` or `exercise` lowers glucose by `size` mmol/L at its
-    peak, about 40 minutes after `at_min`."""
+    peak, `peak_min` minutes after `at_min` (40 by default; a rapid-acting insulin overdose
+    acts over hours, so a slower peak keeps the fall at rates glucose really falls)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["overdose", "exercise"]
     at_min: float
     size: float = Field(gt=0, le=15)
+    peak_min: float = Field(40, ge=10, le=240)
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class Glucose:
                 start, intensity = schedule.exercise
                 level -= intensity * _kernel(minute - (d * DAY + start), 40)
         for event in self.events:
-            level -= event.size * _kernel(minute - event.at_min, 40)
+            level -= event.size * _kernel(minute - event.at_min, event.peak_min)
         return min(max(level, 1.2), 30.0)
 
 

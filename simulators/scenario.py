@@ -30,6 +30,8 @@ from simulators.physiology import (
 from telehealth.thresholds import Thresholds
 
 START_MIN = 8 * 60  # scenarios start at 08:00 on day 0
+#: what interval devices upload when a live run starts into a scenario (minutes, at most)
+HISTORY_MIN = 30.0
 PROFILES = {"t1": T1, "t2": T2}
 OXIMETRY = {"healthy": HEALTHY, "copd": COPD}
 SPOT_CHECKS = (8 * 60, 14 * 60, 20 * 60)  # spot-check oximetry: three times a day
@@ -116,6 +118,10 @@ class Scenario(BaseModel):
     name: str
     description: str
     duration_min: int = Field(gt=0)
+    #: a live run (`telehealth simulate`, `up`) begins this far into the scenario, near its
+    #: event, at true physiological rates; devices first upload what they measured in the
+    #: `HISTORY_MIN` before (store-and-forward), so charts and trends have context at once
+    start_min: float = Field(0, ge=0)
     patients: list[PatientSpec] = Field(min_length=1)
     expected_alerts: list[ExpectedAlert]
 

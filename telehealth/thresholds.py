@@ -24,10 +24,10 @@ class Thresholds(BaseModel):
         ge=0.5,
         le=40,
         description="mmol/L: a CGM forecast below this within glucose_predicted_minutes is a predicted"
-        " low; default: glucose_urgent_low",
+        " low; default: glucose_low",
     )
     glucose_predicted_minutes: int = Field(
-        25, ge=5, le=60, description="how far ahead the CGM forecast looks for a predicted low"
+        20, ge=5, le=60, description="how far ahead the CGM forecast looks for a predicted low"
     )
     spo2_scale: Literal[1, 2] = Field(1, description="NEWS2 scale; 2 for confirmed hypercapnic failure")
     spo2_warning: float | None = Field(None, ge=50, le=100, description="% at or below; default by scale")
@@ -52,7 +52,7 @@ class Thresholds(BaseModel):
 
     @property
     def predicted_low_line(self) -> float:
-        return self.glucose_urgent_low if self.glucose_predicted_low is None else self.glucose_predicted_low
+        return self.glucose_low if self.glucose_predicted_low is None else self.glucose_predicted_low
 
     @property
     def spo2_limits(self) -> tuple[float, float]:

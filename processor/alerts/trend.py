@@ -15,6 +15,10 @@ range a CGM reports (2.2-22.2 mmol/L).
 - `glucose_level`: the filtered glucose level (mmol/L) at the reading;
 - `glucose_roc`: the filtered rate of change (mmol/L/min).
 
+A reading that moved faster than glucose can (`MAX_PHYSIOLOGICAL_RATE`, against any reading of
+the last 15 minutes at least 5 minutes before it) gets no trend: a compression low or a
+dislodged sensor is noise, and never drives a forecast. Its value still counts as measured.
+
 The alert engine projects them with `project` as far ahead as the patient's rule asks.
 """
 
@@ -27,7 +31,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from processor.alerts.glucose import LEVEL_CODE, ROC_CODE
+from processor.alerts.glucose import LEVEL_CODE, MAX_PHYSIOLOGICAL_RATE, ROC_CODE
 from processor.normalise import NormalisedObservation, Quality
 
 __all__ = [
@@ -117,6 +121,24 @@ def project(level: float, rate: float, minutes: float) -> float:
     return min(max(level * math.exp(rate / level * minutes), low), high)
 
 
+#: how far back a reading's own jump is judged
+JUMP_WITHIN = timedelta(minutes=15)
+JUMP_AFTER = timedelta(minutes=5)
+
+
+def physiological(series: list[tuple[datetime, float]]) -> bool:
+    """Whether the newest point of a time-ordered series changed no faster than glucose can,
+    against every point from 5 to 15 minutes before it."""
+    at, value = series[-1]
+    for t, v in series[:-1]:
+        gap = at - t
+        if JUMP_AFTER <= gap <= JUMP_WITHIN and abs(value - v) / (gap.total_seconds() / 60) > (
+            MAX_PHYSIOLOGICAL_RATE
+        ):
+            return False
+    return True
+
+
 class TrendTracker:
     def __init__(
         self,
@@ -150,6 +172,8 @@ class TrendTracker:
             if not obs.live:
                 continue
             upto = [p for p in series if obs.measured_at - self.window <= p[0] <= obs.measured_at]
+            if not physiological(upto):
+                continue
             fit = self._fit(upto)
             if fit is None:
                 continue

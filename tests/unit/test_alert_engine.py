@@ -211,11 +211,12 @@ def test_per_patient_thresholds_and_spo2_scale_2() -> None:
     ]
 
 
-def test_a_patient_can_have_the_predicted_low_called_earlier() -> None:
-    """A steady fall of 0.06 mmol/L/min: by default (forecast below 3.0 within 25 min) it is
-    called at 4.2; a clinician who wants the earlier, noisier rule "below 3.9 within 20 min"
-    (e.g. for hypoglycaemia unawareness) gets it at 4.8."""
-    fall = [6.0, 5.7, 5.4, 5.1, 4.8, 4.5, 4.2, 3.9]
+def test_a_patient_can_have_the_predicted_low_called_earlier_or_later() -> None:
+    """A steady fall of 0.06 mmol/L/min: by default (forecast below 3.9 within 20 min) it is
+    called at 4.8; looking 30 min ahead calls it earlier, and a quieter rule ("below 3.0 within
+    25 min", for a patient whose many near misses are known) later, still before the first
+    low reading."""
+    fall = [6.6, 6.3, 6.0, 5.7, 5.4, 5.1, 4.8, 4.5, 4.2, 3.9]
 
     def opened_at(thresholds: Thresholds) -> float:
         observations = cgm(uuid4(), fall, every_min=5)
@@ -225,9 +226,9 @@ def test_a_patient_can_have_the_predicted_low_called_earlier() -> None:
         return next(o.value for o in observations if o.seq == first.seq)
 
     default = opened_at(Thresholds())
-    earlier = opened_at(Thresholds(glucose_predicted_low=3.9, glucose_predicted_minutes=20))
-    assert earlier > default, (earlier, default)
-    assert default >= 3.9, "still called before the first low reading"
+    earlier = opened_at(Thresholds(glucose_predicted_minutes=30))
+    quieter = opened_at(Thresholds(glucose_predicted_low=3.0, glucose_predicted_minutes=25))
+    assert earlier > default > quieter >= 3.9, (earlier, default, quieter)
 
 
 def test_each_patient_gets_their_own_rules() -> None:

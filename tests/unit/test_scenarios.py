@@ -152,3 +152,59 @@ def test_the_hypo_demo_is_warned_before_each_line_is_crossed() -> None:
     assert acts[0] is Act.OPEN and Act.OPEN not in acts[1:], "one alert for the episode"
     assert min(first_stage.values()) < first_below[3.9]  # the fall is steep: it opens as urgent soon
     assert first_stage["urgent"] < first_below[3.0]
+
+
+def live_run(
+    scenario: Scenario, patients: int, minutes: float, seed: int = 1
+) -> list[tuple[float, int, str]]:
+    """What the engine raises in the first `minutes` of a live run of the scenario, as `telehealth
+    up` plays it: at true rates from `start_min`, after the devices upload the half hour before
+    (readings older than 10 minutes arrive late). (minute of the live run, patient, rule)."""
+    from simulators.scenario import HISTORY_MIN, START_MIN
+
+    start = START_MIN + scenario.start_min
+    engine, trends, filter_ = ThresholdEngine(), TrendTracker(), ArtefactFilter()
+    ids = {i: uuid5(NS, str(i)) for i in range(max(patients, len(scenario.patients)))}
+    index = {v: k for k, v in ids.items()}
+    rules = {ids[i]: rules_for(t) for i in ids if (t := scenario.patient(i).thresholds) is not None}
+    open_now: dict[tuple[UUID, str], Severity] = {}
+    raised = []
+    for seq, sample in enumerate(readings(scenario, seed=seed, patients=patients)):
+        if sample.minute > start + minutes:
+            break
+        if sample.minute < start - min(HISTORY_MIN, scenario.start_min):
+            continue
+        at = DAY0 + timedelta(minutes=sample.minute)
+        reading = AcceptedReading(
+            device_id=f"{sample.kind}-{sample.patient}",
+            seq=seq,
+            measured_at=at,
+            received_at=max(at, DAY0 + timedelta(minutes=start)),  # the history arrives at the start
+            observations=[Observation(**o) for o in sample.observations],
+            context=sample.context,
+        )
+        obs = normalise(
+            reading,
+            ids[sample.patient],
+            late_after=timedelta(minutes=10),
+            future_tolerance=timedelta(minutes=5),
+            device_kind=sample.kind,
+        )
+        marked = filter_.mark(obs, reading.context)
+        derived = trends.derive(marked.observations)
+        for action in engine.evaluate(marked.observations + marked.derived + derived, open_now, rules):
+            open_now[(action.patient_id, action.rule)] = action.severity
+            if action.act is Act.RESOLVE:
+                del open_now[(action.patient_id, action.rule)]
+            else:
+                raised.append((max(sample.minute, start) - start, index[action.patient_id], action.rule))
+    return raised
+
+
+def test_the_demo_runs_at_true_rates_quiet_patients_stay_quiet_and_the_hypo_shows_at_once() -> None:
+    """`telehealth up`'s default cohort (20 patients, scenario hypo, speed 1): over its first
+    15 minutes no alert for anyone but patient 0, whose low is warned within 2 minutes."""
+    raised = live_run(load("hypo"), patients=20, minutes=15)
+    assert {p for _, p, _ in raised} == {0}, raised
+    first = min(minute for minute, p, rule in raised if p == 0 and rule == "glucose_low")
+    assert first <= 2, raised

@@ -27,21 +27,24 @@ re-notified; AR2: its low alarm starting, or turning urgent):
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID, uuid5
 
 from bench import ar2
 from processor.alerts.engine import Act, ThresholdEngine
 from processor.alerts.glucose import RULE, EpisodeView, Stage
-from processor.alerts.rules import Severity
+from processor.alerts.rules import Severity, rules_for
 from processor.alerts.trend import TrendTracker
 from processor.normalise import NormalisedObservation
 from simulators.physiology import DAY, T1, T2, CgmSensor, Glucose, GlucoseEvent
+from telehealth.thresholds import Thresholds
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STEP_MIN = 5
@@ -156,15 +159,15 @@ def episodes(readings: list[tuple[float, float]], below: float, end_at: float = 
     return found
 
 
-def run_engine(
-    readings: list[tuple[float, float]], patient: UUID, engine: ThresholdEngine | None = None
-) -> Alarms:
-    """The processor's trend and threshold engine, every reading live, the database simulated."""
-    engine, trends = engine or ThresholdEngine(), TrendTracker()
-    open_now: dict[tuple[UUID, str], Severity] = {}
-    views: dict[UUID, EpisodeView] = {}
-    alarms = Alarms()
-    opened: float | None = None
+#: one trace's readings as the engine sees them: (minute, the reading and its derived trend)
+Steps = list[tuple[float, list[NormalisedObservation]]]
+
+
+def steps(readings: list[tuple[float, float]], patient: UUID) -> Steps:
+    """Each reading with the trend the processor derives for it (the costly part, computed once
+    and shared by every setting the engine is run with)."""
+    trends = TrendTracker()
+    out: Steps = []
     for seq, (minute, value) in enumerate(readings):
         at = T0 + timedelta(minutes=minute)
         obs = [
@@ -172,7 +175,20 @@ def run_engine(
                 patient, "cgm", seq, at, at, "glucose", value, "mmol/L", "105272-9", "cgm", ()
             )
         ]
-        for action in engine.evaluate(obs + trends.derive(obs), open_now, None, views):
+        out.append((minute, obs + trends.derive(obs)))
+    return out
+
+
+def run_engine(readings: Steps, engine: ThresholdEngine | None = None) -> Alarms:
+    """The processor's threshold engine over a trace, every reading live, the database simulated."""
+    engine = engine or ThresholdEngine()
+    open_now: dict[tuple[UUID, str], Severity] = {}
+    views: dict[UUID, EpisodeView] = {}
+    alarms = Alarms()
+    opened: float | None = None
+    for minute, obs in readings:
+        at = T0 + timedelta(minutes=minute)
+        for action in engine.evaluate(obs, open_now, None, views):
             key = (action.patient_id, action.rule)
             if action.act is Act.RESOLVE:
                 open_now.pop(key, None)
@@ -190,7 +206,7 @@ def run_engine(
             opened = minute if opened is None else opened
             if action.severity is Severity.URGENT:
                 alarms.urgent.append(minute)
-    if opened is not None:
+    if opened is not None and readings:
         alarms.spans.append((opened, readings[-1][0]))
     return alarms
 
@@ -290,39 +306,153 @@ def patients(count: int, days: int, seed: int) -> Iterator[Trace]:
 def cohort(name: str, count: int, days: int, seed: int) -> list[Trace]:
     """The traces of one cohort (`own` or `uva`)."""
     if name == "uva":
-        from bench import uva_padova
-
+        try:
+            from bench import uva_padova
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise SystemExit("the uva cohort needs simglucose: pip install -e '.[clinical]'") from exc
         return list(uva_padova.patients(count, days, seed))
     if name != "own":
         raise ValueError(f"unknown cohort {name!r}; known: {', '.join(COHORTS)}")
     return list(patients(count, days, seed))
 
 
+@dataclass(frozen=True)
+class Cohort:
+    """A cohort's traces, ready for any number of engine settings."""
+
+    name: str
+    days: int
+    traces: list[tuple[UUID, list[tuple[float, float]], Steps]]
+
+
+def prepare(name: str, traces: list[Trace], days: int) -> Cohort:
+    return Cohort(name, days, [(patient, readings, steps(readings, patient)) for patient, readings in traces])
+
+
 def evaluate(
-    traces: list[Trace],
-    days: int,
-    name: str = "own",
+    prepared: Cohort,
     make_engine: Callable[[], ThresholdEngine] = ThresholdEngine,
     with_ar2: bool = True,
 ) -> Result:
-    """Both alarms (or the engine alone) over the traces, scored."""
+    """Both alarms (or the engine alone) over the cohort, scored."""
     engine = Score("this engine")
     nightscout = Score("Nightscout AR2")
     n1 = n2 = 0
     longest = 0.0
-    for patient, readings in traces:
+    for _, readings, trace_steps in prepared.traces:
         l1, l2 = episodes(readings, 3.9), episodes(readings, 3.0)
         n1, n2 = n1 + len(l1), n2 + len(l2)
         longest = max([longest, *(e.end - e.start for e in l1)])
-        runs = [(engine, run_engine(readings, patient, make_engine()))]
+        runs = [(engine, run_engine(trace_steps, make_engine()))]
         if with_ar2:
             runs.append((nightscout, run_ar2(readings)))
         for s, alarms in runs:
-            s.patient_days += days
+            s.patient_days += prepared.days
             score(s, alarms, l1, l2)
     scores = [engine, nightscout] if with_ar2 else [engine]
-    return Result(name, len(traces), days, n1, n2, longest, scores)
+    return Result(prepared.name, len(prepared.traces), prepared.days, n1, n2, longest, scores)
 
 
 def run(count: int = 100, days: int = 6, seed: int = 1, name: str = "own") -> Result:
-    return evaluate(cohort(name, count, days, seed), days, name)
+    return evaluate(prepare(name, cohort(name, count, days, seed), days))
+
+
+#: the settings the trade-off curve sweeps: (predicted-low line, horizon in minutes)
+CURVE = ((3.9, 10), (3.9, 15), (3.9, 20), (3.9, 25), (3.9, 30), (3.0, 25))
+
+
+@dataclass(frozen=True)
+class Point:
+    label: str
+    false_per_day: float
+    warned_share: float
+    median_lead: float | None
+
+
+def curve(prepared: Cohort, settings: tuple[tuple[float, int], ...] = CURVE) -> list[Point]:
+    """The engine at each predicted-low setting, and AR2: what each costs in false alerts per
+    patient-day against how many level 1 episodes it warns of before onset."""
+    points = []
+    ar2_score: Score | None = None
+    for line, horizon in settings:
+        rules = rules_for(Thresholds(glucose_predicted_low=line, glucose_predicted_minutes=horizon))
+        result = evaluate(prepared, functools.partial(ThresholdEngine, rules), with_ar2=ar2_score is None)
+        if ar2_score is None:
+            ar2_score = result.scores[1]
+        e = result.scores[0]
+        points.append(
+            Point(
+                f"{line:g} in {horizon} min",
+                e.false_alerts / e.patient_days,
+                e.warned_before_share,
+                e.l1_median_lead,
+            )
+        )
+    assert ar2_score is not None
+    points.append(
+        Point(
+            "AR2",
+            ar2_score.false_alerts / ar2_score.patient_days,
+            ar2_score.warned_before_share,
+            ar2_score.l1_median_lead,
+        )
+    )
+    return points
+
+
+def curve_table(name: str, points: list[Point]) -> str:
+    lines = [
+        f"trade-off, {COHORTS.get(name, name)}: predicted low below <line> within <horizon>",
+        "| setting | false alerts per patient-day | level 1 warned before onset | median lead |",
+        "|---|---|---|---|",
+    ]
+    for p in points:
+        lead = f"{p.median_lead:+.0f} min" if p.median_lead is not None else "n/a"
+        lines.append(f"| {p.label} | {p.false_per_day:.2f} | {100 * p.warned_share:.1f} % | {lead} |")
+    return "\n".join(lines)
+
+
+def plot(curves: dict[str, list[Point]], path: Path) -> Path:
+    """Warned before onset against false alerts per patient-day, a line per cohort."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in curves.items():
+        engine = [p for p in points if p.label != "AR2"]
+        line = ax.plot(
+            [p.false_per_day for p in engine],
+            [100 * p.warned_share for p in engine],
+            "o-",
+            label=f"engine, {name}",
+        )[0]
+        for p in engine:
+            ax.annotate(
+                p.label,
+                (p.false_per_day, 100 * p.warned_share),
+                fontsize=7,
+                xytext=(3, -9),
+                textcoords="offset points",
+            )
+        ar2_point = next(p for p in points if p.label == "AR2")
+        ax.plot(
+            ar2_point.false_per_day,
+            100 * ar2_point.warned_share,
+            "s",
+            color=line.get_color(),
+            markersize=9,
+            label=f"Nightscout AR2, {name}",
+        )
+    ax.axhline(95, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("false low alerts per patient-day")
+    ax.set_ylabel("level 1 episodes warned before onset (%)")
+    ax.set_title("Low-glucose alarms: warning against false alerts")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

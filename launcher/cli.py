@@ -317,7 +317,21 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.clinical:
         from bench import clinical
 
-        print(clinical.run(args.clinical_patients, args.clinical_days, args.clinical_seed).report())
+        names = ["own", "uva"] if args.clinical_cohort == "both" else [args.clinical_cohort]
+        curves = {}
+        for name in names:
+            count = args.clinical_patients or (30 if name == "uva" else 100)
+            traces = clinical.cohort(name, count, args.clinical_days, args.clinical_seed)
+            prepared = clinical.prepare(name, traces, args.clinical_days)
+            print(clinical.evaluate(prepared).report() + "\n", flush=True)
+            if args.clinical_curve is not None:
+                curves[name] = clinical.curve(prepared)
+                print(clinical.curve_table(name, curves[name]) + "\n", flush=True)
+        if args.clinical_curve is not None:
+            try:
+                print(f"plot: {clinical.plot(curves, args.clinical_curve / 'alerts-tradeoff.png')}")
+            except ImportError:
+                print("plot: matplotlib is not installed (pip install -e '.[plots]')")
         return
     from bench.run import run
 
@@ -465,9 +479,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: score low-glucose alarms (this engine beside Nightscout's AR2) on a simulated cohort",
     )
-    p.add_argument("--clinical-patients", type=int, default=100)
+    p.add_argument(
+        "--clinical-cohort",
+        choices=("own", "uva", "both"),
+        default="both",
+        help="the project's simulator (settings chosen on it), UVA/Padova via simglucose (held out), or both",
+    )
+    p.add_argument(
+        "--clinical-patients", type=int, default=None, help="patients per cohort (default: own 100, uva 30)"
+    )
     p.add_argument("--clinical-days", type=int, default=6)
     p.add_argument("--clinical-seed", type=int, default=1)
+    p.add_argument(
+        "--clinical-curve",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also sweep the predicted-low setting and plot warned-before-onset against false alerts",
+    )
     p.set_defaults(func=cmd_bench)
 
     db = sub.add_parser("db", help="database administration").add_subparsers(dest="db_command", required=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
@@ -264,20 +265,41 @@ def test_consensus_episodes() -> None:
     assert clinical.episodes([(0.0, 3.8), (5.0, 3.8), (10.0, 4.5)], 3.9) == []
 
 
-def test_bench_clinical_prints_both_alarms_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.timeout(900)  # the UVA/Padova model integrates its equations minute by minute
+def test_bench_clinical_prints_both_alarms_side_by_side_on_both_cohorts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     from launcher.cli import main
 
-    main(["bench", "--clinical", "--clinical-patients", "4", "--clinical-days", "2", "--clinical-seed", "3"])
+    main(
+        [
+            "bench",
+            "--clinical",
+            "--clinical-patients",
+            "2",
+            "--clinical-days",
+            "1",
+            "--clinical-seed",
+            "3",
+            "--clinical-curve",
+            str(tmp_path),
+        ]
+    )
     out = capsys.readouterr().out
-    header = next(line for line in out.splitlines() if "this engine" in line)
-    assert "Nightscout AR2" in header
+    headers = [line for line in out.splitlines() if "this engine" in line]
+    assert len(headers) == 2 and all("Nightscout AR2" in h for h in headers), out
+    assert "the project's simulator" in out and "UVA/Padova virtual patients" in out
     for row in (
         "low-side alerts per patient-day",
         "false low alerts (no episode within 30 min)",
+        "level 1 warned before onset",
         "level 1 median lead before the first reading < 3.9",
         "level 2: urgent relative to the first reading < 3.0",
+        "level 2: urgent >= 10 min before onset",
         "level 2 episodes that got no new urgent alert",
     ):
-        assert row in out, out
+        assert sum(line.startswith(f"| {row} ") for line in out.splitlines()) == 2, (row, out)
+    assert out.count("| 3.9 in 20 min |") == 2 and out.count("| AR2 |") == 2, out
     result = clinical.run(4, 2, 3)
     assert result.l1_episodes > 0 and all(s.alerts > 0 for s in result.scores), result.report()
+    assert "2 patients x 1 days" in out and out.count("CGM every 5 min") == 2, out

@@ -11,7 +11,7 @@ from importlib import resources
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from dashboard_api import hardening, metrics, problems
+from dashboard_api import docs_page, hardening, metrics, problems
 from dashboard_api.intake import Intake
 from dashboard_api.live import AlertHub
 from dashboard_api.routes import (
@@ -21,6 +21,7 @@ from dashboard_api.routes import (
     consent,
     data_uses,
     devices,
+    glance,
     glucose,
     health,
     nightscout_read,
@@ -74,18 +75,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Remote monitoring for direct care, consent-aware secondary use.",
         lifespan=lifespan,
+        docs_url=None,  # served from pip-installed files under the app's CSP: docs_page
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     problems.install(app)
     hardening.install(app, max_body_bytes=settings.api_max_body_bytes)
     metrics.install(app)  # outermost: every answer counts, refusals included
     for module in (health, page):
         app.include_router(module.router)
-    for module in (auth, patients, glucose, thresholds, devices, stream, alerts, audit):
+    for module in (auth, patients, glance, glucose, thresholds, devices, stream, alerts, audit):
         app.include_router(module.router, responses=problems.RESPONSES)
     for module in (consent, data_uses, research, register):
         app.include_router(module.router, responses=problems.RESPONSES)
     for module in (nightscout_upload, nightscout_read):
         app.include_router(module.router)
+    docs_page.install(app)
     static = resources.files("dashboard_api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     return app

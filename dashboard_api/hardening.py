@@ -20,14 +20,8 @@ CSP = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
-# FastAPI's interactive docs (/docs, /redoc) load Swagger UI / ReDoc from jsDelivr with an
-# inline bootstrap script; only those two pages get this policy.
-DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-    "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-)
-_DOCS = ("/docs", "/redoc")
+_PAGES = ("/", "/agp", "/register", "/docs")
+_CSP_BYTES = CSP.encode()
 _HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -49,8 +43,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        csp = DOCS_CSP if path.startswith(_DOCS) else CSP
-        no_store = path.startswith("/api/") or path.endswith(".html") or path == "/"
+        no_store = path.startswith("/api/") or path.endswith(".html") or path in _PAGES
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -59,7 +52,7 @@ class SecurityHeaders:
                     for k, v in message.get("headers", [])
                     if not (no_store and k.lower() == b"cache-control")
                 ]
-                headers += [*_HEADERS, (b"content-security-policy", csp.encode())]
+                headers += [*_HEADERS, (b"content-security-policy", _CSP_BYTES)]
                 if no_store:
                     headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}

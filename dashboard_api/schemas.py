@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from telehealth.contracts import DEVICE_ID_PATTERN
+from telehealth.glucose_ranges import Trend, trend_of
 from telehealth.nhs import nhs_number_valid, normalise_nhs_number
+from telehealth.zones import check_zone
 
 
 def _no_nul(value: str) -> str:
@@ -29,6 +31,14 @@ class PatientIn(BaseModel):
     sex: Literal["female", "male", "other", "unknown"]
     conditions: list[Annotated[Text, Field(max_length=100)]] = Field(default_factory=list, max_length=20)
     care_team: Text = Field(min_length=1, max_length=100)
+    time_zone: str | None = Field(
+        None, max_length=64, examples=["Europe/London"], description="IANA zone; default: the deployment's"
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else check_zone(value)
 
     @field_validator("nhs_number")
     @classmethod
@@ -53,6 +63,18 @@ class PatientOut(BaseModel):
     sex: str
     conditions: list[str]
     care_team: str
+    time_zone: str | None = Field(None, description="the patient's own IANA zone; null: the deployment's")
+
+
+class TimeZoneIn(BaseModel):
+    time_zone: str | None = Field(
+        max_length=64, examples=["Europe/London"], description="IANA zone; null: the deployment's default"
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else check_zone(value)
 
 
 class LatestObservation(BaseModel):
@@ -152,6 +174,13 @@ class CurrentValue(BaseModel):
     rate_per_min: float | None = Field(
         None, description="change per minute over the reading before, if that was within 15 min"
     )
+    trend: Trend | None = Field(None, description="glucose: the arrow a CGM would show for that rate")
+
+    @model_validator(mode="after")
+    def _arrow(self) -> Self:
+        if self.trend is None and self.rate_per_min is not None and self.unit == "mmol/L":
+            self.trend = trend_of(self.rate_per_min)
+        return self
 
 
 class Alert(BaseModel):

@@ -232,6 +232,8 @@ def up(
     insecure_broker: bool = False,
     show_passwords: bool = False,
 ) -> None:
+    from simulators.cohort import DEMO_TEAM
+
     began = time.monotonic()
     data_dir = settings.data_dir.resolve()
     if (running := stackfile.read_live(settings)) is not None:
@@ -286,6 +288,8 @@ def up(
             f"  dashboard:  {base}/\n  API docs:   {base}/docs\n"
             f"  clinician:  username clinician  password {accounts['clinician'][0]}\n"
             f"              token {accounts['clinician'][1]}\n"
+            f"  care team:  {DEMO_TEAM} (the simulated patients' team: a new clinician joins it with\n"
+            f"              telehealth users add --username NAME --role clinician --care-team {DEMO_TEAM})\n"
             + (
                 f"  admin:      username admin      password {accounts['admin'][0]}\n"
                 f"              token {accounts['admin'][1]}\n"

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from telehealth.broker.dynsec import RELAY_USER
@@ -132,6 +132,14 @@ class Settings(BaseSettings):
     nightscout_requests_per_min: int = Field(
         120, ge=1, description="requests one Nightscout uploader credential may make per minute (per API)"
     )
+    patient_time_zone: str = Field(
+        "Europe/London",
+        description="IANA time zone of patients without one of their own: the days and times of day of"
+        " their AGP and daily glucose profiles",
+    )
+    glucose_unit: Literal["mmol/L", "mg/dL"] = Field(
+        "mmol/L", description="glucose unit of dashboard users who have not chosen one"
+    )
     metrics_port: int | None = Field(
         None, description="gateway and processor serve Prometheus metrics on this port (`up`: a free one)"
     )
@@ -140,6 +148,13 @@ class Settings(BaseSettings):
         "text", description="json: one object per line, with device_id, seq and batch_id fields"
     )
     log_level: str = Field("INFO", description="DEBUG also logs each reading forwarded and each batch")
+
+    @field_validator("patient_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from telehealth.zones import check_zone
+
+        return check_zone(value)
 
     @property
     def readings_topic(self) -> str:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from dashboard_api.auditing import Audit
 from dashboard_api.deps import AdminUser, ConnDep, CurrentUser
 from dashboard_api.routes.access import authorize_patient
+from telehealth.audit_actions import describe
 from telehealth.storage import audit as audit_log
 from telehealth.storage.people import revoke_user_tokens, user_by_name
 
@@ -26,6 +27,7 @@ class AccessEntry(BaseModel):
     role: str
     purpose: str = Field(description="why: direct-care, self-access, administration, research")
     action: str = Field(description="what, e.g. observations.read, thresholds.update, access.denied")
+    description: str = Field(description="the action in words, e.g. 'read your readings'")
     detail: dict[str, Any]
 
 
@@ -54,7 +56,7 @@ async def access_log(
         for entry in entries:
             if entry["role"] == "patient" and entry["actor"] != user.username:
                 entry["actor"] = "another patient"
-    return [AccessEntry(**e) for e in entries]
+    return [AccessEntry(**e, description=describe(e["action"])) for e in entries]
 
 
 @router.get("/api/v1/audit/head")

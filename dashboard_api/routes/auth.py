@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials
@@ -22,7 +23,14 @@ from dashboard_api.problems import documented
 from dashboard_api.schemas import Text, TokenOut
 from telehealth.settings import Settings
 from telehealth.storage import audit, logins
-from telehealth.storage.people import User, authenticate, issue_token, revoke_token, set_password
+from telehealth.storage.people import (
+    User,
+    authenticate,
+    issue_token,
+    revoke_token,
+    set_glucose_unit,
+    set_password,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -120,11 +128,33 @@ async def change_password(
     return await _new_token(conn, settings, user)
 
 
-@router.get("/me")
-async def me(user: CurrentUser) -> dict[str, object]:
+class Preferences(BaseModel):
+    glucose_unit: Literal["mmol/L", "mg/dL"] | None = Field(
+        description="the unit the dashboard shows and takes glucose in; null: the deployment's default"
+    )
+
+
+def _me(user: User, settings: Settings) -> dict[str, object]:
     return {
         "username": user.username,
         "role": user.role,
         "care_teams": list(user.care_teams),
         "patient_id": str(user.patient_id) if user.patient_id else None,
+        "glucose_unit": user.glucose_unit or settings.glucose_unit,
+        "glucose_unit_chosen": user.glucose_unit is not None,
     }
+
+
+@router.get("/me")
+async def me(user: CurrentUser, settings: SettingsDep) -> dict[str, object]:
+    """Who the token belongs to, and their preferences (glucose unit)."""
+    return _me(user, settings)
+
+
+@router.put("/me/preferences")
+async def set_preferences(
+    body: Preferences, user: CurrentUser, conn: ConnDep, settings: SettingsDep
+) -> dict[str, object]:
+    """The user's own preferences; answers as GET /me does."""
+    await set_glucose_unit(conn, user.id, body.glucose_unit)
+    return _me(replace(user, glucose_unit=body.glucose_unit), settings)

@@ -24,10 +24,11 @@ from dashboard_api.schemas import (
     PatientIn,
     PatientOut,
     PatientSummary,
+    TimeZoneIn,
 )
 from telehealth.codes import CODES
 from telehealth.storage.alerts import WORST_FIRST
-from telehealth.storage.people import add_patient
+from telehealth.storage.people import add_patient, set_patient_time_zone
 
 router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
 
@@ -63,7 +64,37 @@ async def register(body: PatientIn, conn: ConnDep, _: AdminUser, audit: Audit) -
             await audit("patient.register", row["id"], care_team=row["care_team"])
     except psycopg.errors.UniqueViolation as exc:
         raise HTTPException(409, "a patient with this NHS number is already registered") from exc
+    except psycopg.errors.InvalidParameterValue as exc:
+        raise HTTPException(422, f"time zone {body.time_zone!r} is unknown to the database") from exc
     return PatientOut(**row)
+
+
+@router.get("/{patient_id}")
+async def one_patient(patient_id: UUID, conn: ConnDep, user: CurrentUser, audit: Audit) -> PatientOut:
+    """One patient's record (clinicians of the care team, or the patient)."""
+    await authorize_patient(conn, user, patient_id)
+    await audit("patient.read", patient_id)
+    cur = await conn.execute("SELECT * FROM patients WHERE id = %s", (patient_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise HTTPException(404, f"no patient {patient_id} in your care")
+    return PatientOut(**{k: row[k] for k in PatientOut.model_fields})
+
+
+@router.put("/{patient_id}/time-zone")
+async def set_time_zone(
+    patient_id: UUID, body: TimeZoneIn, conn: ConnDep, user: CurrentUser, audit: Audit
+) -> TimeZoneIn:
+    """The patient's time zone: the days and times of day of their AGP and daily profiles
+    (clinicians of the care team, admins, or the patient)."""
+    await authorize_patient(conn, user, patient_id, roles=("clinician", "patient", "admin"))
+    try:
+        async with conn.transaction():
+            await set_patient_time_zone(conn, patient_id, body.time_zone)
+            await audit("patient.time_zone.update", patient_id, time_zone=body.time_zone)
+    except psycopg.errors.InvalidParameterValue as exc:
+        raise HTTPException(422, f"time zone {body.time_zone!r} is unknown to the database") from exc
+    return body
 
 
 _SUMMARY = f"""

@@ -28,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from dashboard_api.live import AlertHub
-from dashboard_api.schemas import Alert
+from dashboard_api.schemas import Alert, CurrentValue
 from telehealth.storage import audit
 from telehealth.storage.alert_stream import current_values, events_after, snapshot
 from telehealth.storage.db import checkout
@@ -148,7 +148,9 @@ async def _changed_values(
     if patients:
         await _audit(pool, user, "alerts.stream.values", None, patients=patients)
         audited.update(patients)
-    return {str(i): v["current"] for i, v in changed.items()}
+    return {
+        str(i): CurrentValue.model_validate(v["current"]).model_dump(mode="json") for i, v in changed.items()
+    }
 
 
 @router.get(

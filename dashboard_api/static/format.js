@@ -45,3 +45,16 @@ export function setTime(container, iso) {
 export function refreshRelative(root = document) {
   for (const rel of root.querySelectorAll(".rel[data-at]")) rel.textContent = ` (${relative(rel.dataset.at)})`;
 }
+
+/** Minutes as "1 h 5 min" / "25 min" / "40 s". */
+export function duration(minutes) {
+  if (minutes < 1) return `${Math.round(minutes * 60)} s`;
+  const m = Math.round(minutes);
+  if (m < 60) return `${m} min`;
+  return m % 60 ? `${Math.floor(m / 60)} h ${m % 60} min` : `${m / 60} h`;
+}
+
+/** A time in another time zone (the patient's): "14:05". */
+export function clockIn(iso, timeZone) {
+  return new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", timeZone }).format(new Date(iso));
+}

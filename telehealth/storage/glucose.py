@@ -1,45 +1,71 @@
-"""The consensus CGM summary of one patient, computed in SQL.
+"""The consensus CGM summary of one patient and their daily glucose profiles, computed in SQL.
 
 Metrics of the International Consensus on Time in Range (Battelino et al., Diabetes Care
-2019): time in range 3.9-10.0 mmol/L (70-180 mg/dL, inclusive), below 3.9 and below 3.0,
-above 10.0 and above 13.9 (each "below"/"above" share includes the more extreme one), mean,
-GMI (3.31 + 0.02392 x mean in mg/dL), coefficient of variation, the share of expected CGM
-readings present, and the ambulatory glucose profile: the 5th, 25th, 50th, 75th and 95th
-percentiles by time of day.
+2019): time in the five ranges (below 54, 54-69, 70-180, 181-250 and above 250 mg/dL, decided
+on whole mg/dL: `telehealth.glucose_ranges`), mean, GMI (3.31 + 0.02392 x mean in mg/dL),
+coefficient of variation, the share of expected CGM readings present and whether it reaches
+the consensus minimum of 70 %, the days with data, and the ambulatory glucose profile: the 5th,
+25th, 50th, 75th and 95th percentiles by time of day in the patient's time zone.
+
+A period of N days is N calendar days in the patient's time zone, today (so far) included: the
+days of the daily profiles, so "days with data" and the report's day panels always agree.
 
 Only CGM glucose counts (`source = 'cgm'`, or a reading without a source from a CGM device);
-finger-prick readings and values flagged implausible or future-dated are left out.
+finger-prick readings and values flagged implausible or future-dated are left out. A reading
+counts once per device and measured time: one sent again under a new sequence number (a
+resend after a lost acknowledgement, a Nightscout re-upload) is the same reading.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections import defaultdict
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.rows import dict_row
 
 from telehealth.codes import MG_DL_PER_MMOL_L
+from telehealth.glucose_ranges import (
+    LOW_MG_DL,
+    TARGET_HIGH_MG_DL,
+    VERY_HIGH_MG_DL,
+    VERY_LOW_MG_DL,
+    Band,
+    band_of,
+    whole_mg_dl_sql,
+)
 
 #: Expected CGM interval when the patient has no CGM device on record (most CGMs: 5 min).
 DEFAULT_CGM_INTERVAL_S = 300
 PERCENTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+#: the consensus minimum share of CGM data for a 14-day report
+SUFFICIENT_PCT = 70.0
 
-_CGM = """
+# One row per device and measured time (the first stored: lowest sequence number).
+_CGM = f"""
 WITH g AS (
-    SELECT r.measured_at, r.value
+    SELECT DISTINCT ON (r.device_id, r.measured_at)
+           r.measured_at, r.value, {whole_mg_dl_sql("r.value")} AS mg
     FROM readings r LEFT JOIN devices d ON d.id = r.device_id
     WHERE r.patient_id = %(patient)s AND r.code = 'glucose'
       AND r.measured_at >= %(start)s AND r.measured_at < %(end)s
       AND (r.source = 'cgm' OR (r.source IS NULL AND d.kind = 'cgm'))
       AND NOT (r.quality && ARRAY['implausible', 'future'])
+    ORDER BY r.device_id, r.measured_at, r.seq
 )
 """
 
+
+def _share(condition: str) -> str:
+    return f"100.0::float8 * count(*) FILTER (WHERE {condition}) / nullif(count(g.value), 0)"
+
+
 _METRICS = (
     _CGM
-    + """,
+    + f""",
 step AS (
     SELECT coalesce(min(expected_interval_s), %(default_interval)s) AS s
     FROM devices WHERE patient_id = %(patient)s AND kind = 'cgm'
@@ -50,16 +76,18 @@ SELECT count(g.value) AS readings,
            AS expected_readings,
        count(DISTINCT date_bin(make_interval(secs => step.s), g.measured_at, TIMESTAMPTZ 'epoch'))
            AS slots_with_data,
-       100.0::float8 * count(*) FILTER (WHERE g.value >= 3.9 AND g.value <= 10.0) / nullif(count(g.value), 0)
-           AS in_range_pct,
-       100.0::float8 * count(*) FILTER (WHERE g.value < 3.9) / nullif(count(g.value), 0) AS below_3_9_pct,
-       100.0::float8 * count(*) FILTER (WHERE g.value < 3.0) / nullif(count(g.value), 0) AS below_3_0_pct,
-       100.0::float8 * count(*) FILTER (WHERE g.value > 10.0) / nullif(count(g.value), 0) AS above_10_pct,
-       100.0::float8 * count(*) FILTER (WHERE g.value > 13.9) / nullif(count(g.value), 0) AS above_13_9_pct,
+       count(DISTINCT (g.measured_at AT TIME ZONE %(tz)s)::date) AS days_with_data,
+       {_share(f"g.mg >= {LOW_MG_DL} AND g.mg <= {TARGET_HIGH_MG_DL}")} AS in_range_pct,
+       {_share(f"g.mg < {LOW_MG_DL}")} AS below_3_9_pct,
+       {_share(f"g.mg < {VERY_LOW_MG_DL}")} AS below_3_0_pct,
+       {_share(f"g.mg > {TARGET_HIGH_MG_DL}")} AS above_10_pct,
+       {_share(f"g.mg > {VERY_HIGH_MG_DL}")} AS above_13_9_pct,
+       {_share(f"g.mg >= {VERY_LOW_MG_DL} AND g.mg < {LOW_MG_DL}")} AS low_pct,
+       {_share(f"g.mg > {TARGET_HIGH_MG_DL} AND g.mg <= {VERY_HIGH_MG_DL}")} AS high_pct,
        avg(g.value) AS mean_mmol_l,
        stddev_samp(g.value) AS sd_mmol_l,
        100.0::float8 * stddev_samp(g.value) / nullif(avg(g.value), 0) AS cv_pct,
-       3.31 + 0.02392 * avg(g.value) * %(mg_dl)s AS gmi_pct
+       3.31 + 0.02392 * avg(g.value) * %(mg_dl)s::float8 AS gmi_pct
 FROM step LEFT JOIN g ON true
 GROUP BY step.s
 """
@@ -77,6 +105,27 @@ FROM g GROUP BY 1 ORDER BY 1
 """
 )
 
+_DAYS = (
+    _CGM
+    + """
+SELECT (g.measured_at AT TIME ZONE %(tz)s)::date AS day,
+       extract(epoch FROM (g.measured_at AT TIME ZONE %(tz)s)::time)::float8 / 60 AS minute_of_day,
+       g.measured_at, g.value
+FROM g ORDER BY g.measured_at
+"""
+)
+
+
+def _params(patient_id: UUID, start: datetime, end: datetime, tz: str) -> dict[str, Any]:
+    return {
+        "patient": patient_id,
+        "start": start,
+        "end": end,
+        "tz": tz,
+        "mg_dl": MG_DL_PER_MMOL_L,
+        "default_interval": DEFAULT_CGM_INTERVAL_S,
+    }
+
 
 async def glucose_summary(
     conn: psycopg.AsyncConnection[Any],
@@ -88,16 +137,7 @@ async def glucose_summary(
     bin_minutes: int = 30,
 ) -> dict[str, Any]:
     """Metrics over [start, end) and the AGP in `bin_minutes` slices of the day in `tz`."""
-    params = {
-        "patient": patient_id,
-        "start": start,
-        "end": end,
-        "tz": tz,
-        "bin": bin_minutes,
-        "percentiles": list(PERCENTILES),
-        "mg_dl": MG_DL_PER_MMOL_L,
-        "default_interval": DEFAULT_CGM_INTERVAL_S,
-    }
+    params = _params(patient_id, start, end, tz) | {"bin": bin_minutes, "percentiles": list(PERCENTILES)}
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_METRICS, params)
         metrics = await cur.fetchone()
@@ -106,9 +146,20 @@ async def glucose_summary(
     assert metrics is not None  # one row: step always has one
     expected = metrics["expected_readings"] or 0
     sufficiency = min(100.0, 100.0 * metrics["slots_with_data"] / expected) if expected else 0.0
+    mean = metrics["mean_mmol_l"]
+    shares = {
+        Band.VERY_LOW.value: metrics["below_3_0_pct"],
+        Band.LOW.value: metrics["low_pct"],
+        Band.TARGET.value: metrics["in_range_pct"],
+        Band.HIGH.value: metrics["high_pct"],
+        Band.VERY_HIGH.value: metrics["above_13_9_pct"],
+    }
     return {
-        **{k: metrics[k] for k in metrics if k not in ("slots_with_data",)},
+        **{k: metrics[k] for k in metrics if k not in ("slots_with_data", "low_pct", "high_pct")},
+        "mean_mg_dl": None if mean is None else mean * MG_DL_PER_MMOL_L,
+        "time_in_ranges": shares if metrics["readings"] else None,
         "data_sufficiency_pct": sufficiency,
+        "sufficient": sufficiency >= SUFFICIENT_PCT,
         "agp": [
             {
                 "minute_of_day": row["minute_of_day"],
@@ -118,3 +169,46 @@ async def glucose_summary(
             for row in agp
         ],
     }
+
+
+def local_days(end: datetime, days: int, tz: str) -> tuple[list[date], datetime]:
+    """The last `days` calendar days in `tz` up to `end` (today included, oldest first), and the
+    moment the first of them began."""
+    zone = ZoneInfo(tz)
+    today = end.astimezone(zone).date()
+    dates = [today - timedelta(days=n) for n in range(days - 1, -1, -1)]
+    return dates, datetime.combine(dates[0], time(0), tzinfo=zone)
+
+
+async def daily_profiles(
+    conn: psycopg.AsyncConnection[Any], patient_id: UUID, end: datetime, *, days: int = 14, tz: str = "UTC"
+) -> list[dict[str, Any]]:
+    """Each of the last `days` calendar days in `tz`: its CGM readings by minute of the day and
+    its time in range; days without readings are listed too (empty), so gaps show."""
+    dates, start = local_days(end, days, tz)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_DAYS, _params(patient_id, start, end, tz))
+        rows = await cur.fetchall()
+    by_day: dict[date, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_day[row["day"]].append(row)
+    out = []
+    for day in dates:
+        own = by_day.get(day, [])
+        in_range = sum(band_of(r["value"]) is Band.TARGET for r in own)
+        out.append(
+            {
+                "date": day,
+                "readings": len(own),
+                "in_range_pct": 100.0 * in_range / len(own) if own else None,
+                "points": [
+                    {
+                        "minute_of_day": r["minute_of_day"],
+                        "measured_at": r["measured_at"],
+                        "value": r["value"],
+                    }
+                    for r in own
+                ],
+            }
+        )
+    return out

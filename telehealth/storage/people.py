@@ -27,6 +27,8 @@ class User:
     patient_id: UUID | None
     #: a researcher's one research project
     project_id: int | None = None
+    #: the glucose unit the user chose for the dashboard (None: the deployment's default)
+    glucose_unit: str | None = None
 
 
 def _user(row: dict[str, Any]) -> User:
@@ -37,6 +39,7 @@ def _user(row: dict[str, Any]) -> User:
         tuple(row["care_teams"]),
         row["patient_id"],
         row.get("project_id"),
+        row.get("glucose_unit"),
     )
 
 
@@ -152,13 +155,36 @@ async def add_patient(
     sex: str,
     conditions: list[str],
     care_team: str,
+    time_zone: str | None = None,
 ) -> dict[str, Any]:
     async with conn.cursor(row_factory=dict_row) as cur:
+        if time_zone is not None:  # one PostgreSQL knows too, or InvalidParameterValue
+            await cur.execute("SELECT now() AT TIME ZONE %s", (time_zone,))
         await cur.execute(
-            """INSERT INTO patients (nhs_number, name, birth_date, sex, conditions, care_team)
-               VALUES (%s, %s, %s, %s, %s, %s) RETURNING *""",
-            (nhs_number, name, birth_date, sex, conditions, care_team),
+            """INSERT INTO patients (nhs_number, name, birth_date, sex, conditions, care_team, time_zone)
+               VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *""",
+            (nhs_number, name, birth_date, sex, conditions, care_team, time_zone),
         )
         row = await cur.fetchone()
     assert row is not None
     return row
+
+
+async def set_glucose_unit(conn: Conn, user_id: int, unit: str | None) -> None:
+    await conn.execute("UPDATE users SET glucose_unit = %s WHERE id = %s", (unit, user_id))
+
+
+async def patient_time_zone(conn: Conn, patient_id: UUID) -> str | None:
+    """The patient's own IANA time zone, or None (the deployment's default applies)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT time_zone FROM patients WHERE id = %s", (patient_id,))
+        row = await cur.fetchone()
+    return None if row is None or row["time_zone"] is None else str(row["time_zone"])
+
+
+async def set_patient_time_zone(conn: Conn, patient_id: UUID, time_zone: str | None) -> None:
+    """Set (or with None, clear) the patient's time zone. The name must be one PostgreSQL knows
+    too: psycopg.errors.InvalidParameterValue otherwise."""
+    if time_zone is not None:
+        await conn.execute("SELECT now() AT TIME ZONE %s", (time_zone,))
+    await conn.execute("UPDATE patients SET time_zone = %s WHERE id = %s", (time_zone, patient_id))

@@ -61,7 +61,7 @@ async def test_patient_sees_who_read_their_data(
         await expect(page.locator("#who")).to_have_text("page-patient")
         row = page.locator("#log tbody tr", has_text=doctor)
         await expect(row).to_contain_text("read your readings")
-        await expect(row).to_contain_text("direct-care")
+        await expect(row).to_contain_text("direct care")
         await page.click("#logout")
         await expect(page.locator("#login")).to_be_visible()
         await browser.close()

@@ -202,6 +202,8 @@ async def test_password_login(db: psycopg.AsyncConnection[Any], http: httpx.Asyn
         "role": "clinician",
         "care_teams": ["t"],
         "patient_id": None,
+        "glucose_unit": "mmol/L",  # the deployment's default until the user chooses
+        "glucose_unit_chosen": False,
     }
 
 

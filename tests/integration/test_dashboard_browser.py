@@ -115,7 +115,7 @@ async def test_clinician_sees_alert_live_acknowledges_and_reads_the_patient(
         await expect(glucose.locator('rect[data-band="low"] title')).to_have_text("Warning: below 3.9 mmol/L")
         await expect(glucose.locator("circle.dot")).to_have_count(25)
         await expect(glucose.locator("text.tick.x").first).to_be_visible()
-        await expect(page.locator("#cgm-summary")).to_contain_text("Time in range")
+        await expect(page.locator("#cgm-summary .tir-list")).to_contain_text("Target range")
 
         # Thresholds edited in the form redraw the band.
         await page.fill("#thresholds-form input[name=glucose_low]", "4.5")

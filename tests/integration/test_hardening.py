@@ -157,5 +157,9 @@ async def test_security_headers(db: psycopg.AsyncConnection[Any], http: httpx.As
     refused = await http.get("/api/v1/patients")
     assert refused.status_code == 401 and refused.headers["cache-control"] == "no-store"
     assert "server" not in api.headers
+    # The API docs too: Swagger UI from the pip package, no CDN, the same strict policy.
     docs = await http.get("/docs")
-    assert docs.status_code == 200 and "frame-ancestors 'none'" in docs.headers["content-security-policy"]
+    assert docs.status_code == 200 and docs.headers["content-security-policy"] == csp
+    assert "http" not in docs.text.replace("http-equiv", "")
+    assert (await http.get("/docs-assets/swagger-ui-bundle.js")).status_code == 200
+    assert (await http.get("/redoc")).status_code == 404

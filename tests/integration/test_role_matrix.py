@@ -101,6 +101,16 @@ ENDPOINTS: list[tuple[str, str, Any, dict[str, int]]] = [
         _expect(admin=200, patient_self=200, patient_other=404),
     ),
     ("GET", "/api/v1/patients/{patient}/glucose-summary", None, READER),
+    ("GET", "/api/v1/patients/{patient}/glucose-days", None, READER),
+    ("GET", "/api/v1/patients/{patient}/now", None, READER),
+    ("GET", "/api/v1/patients/{patient}", None, READER),
+    (
+        "PUT",
+        "/api/v1/patients/{patient}/time-zone",
+        {"time_zone": "Europe/London"},
+        _expect(admin=200, clinician=200, clinician_other_team=404, patient_self=200, patient_other=404),
+    ),
+    ("PUT", "/api/v1/auth/me/preferences", {"glucose_unit": "mmol/L"}, LOGGED_IN),
     (
         "GET",
         "/api/v1/patients/{patient}/consent",

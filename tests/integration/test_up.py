@@ -63,6 +63,10 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
                 break
             time.sleep(0.5)
         assert len(patients) == 3 and all(p["latest"] for p in patients), patients
+        # The care team a new clinician must join to see them is printed, with the command.
+        team = re.search(r"care team:\s+(\S+) .*\n\s+telehealth users add .*--care-team (\S+)\)", text)
+        assert team and team.group(1) == team.group(2), text
+        assert {p["care_team"] for p in patients} == {team.group(1)}
 
         # Admin commands with no URLs configured find this stack through its data dir.
         stack = tmp_path / "data" / "stack.json"

@@ -158,7 +158,8 @@ def test_the_forecast_is_clamped_to_what_a_cgm_reports() -> None:
 
     falling = forecasts([6.0, 5.0, 4.0, 3.0, 2.4])
     assert falling and min(falling) == 2.2
-    assert max(forecasts([10, 13, 16, 19, 22])) == 22.2
+    # a fast but physiological rise (0.25 mmol/L/min) would pass the top of the range
+    assert max(forecasts([17.0, 18.25, 19.5, 20.75, 22.0])) == 22.2
     assert project(1.0, -0.1, 25) == 2.2  # a level below the range stays at its floor
 
 

@@ -1,7 +1,9 @@
 """One batch through the processor's stages.
 
     decode -> resolve device -> normalise + quality (artefacts) -> store (sink) -> alert engine
-    -> consent filter (eligibility per purpose, with the consent version used)
+
+then, in a transaction of its own that direct care never waits for, the consent step
+(`processor.consent`: eligibility per purpose, with the consent version used).
 
 A batch's database writes share one transaction, except that the readings of patients who
 may have an urgent alert in it are normalised, stored and alerted on first, in a transaction
@@ -121,7 +123,12 @@ class Pipeline:
         self._artefacts = ArtefactFilter()
         self._late_after = timedelta(seconds=settings.late_after_s)
         self._future = timedelta(seconds=settings.future_tolerance_s)
-        self.consent = ConsentStage(ConsentCache(), default_permit=settings.consent_default == "permit")
+        self.consent = ConsentStage(
+            ConsentCache(),
+            default_permit=settings.consent_default == "permit",
+            lock_timeout_ms=settings.consent_lock_timeout_ms,
+            statement_timeout_ms=settings.consent_statement_timeout_ms,
+        )
         #: called when an urgent part changed an alert, before the rest of the batch: the service
         #: publishes the alert outbox then, so the alerts topic need not wait for the rest either
         self.urgent_committed: Callable[[], Awaitable[None]] | None = None
@@ -129,8 +136,8 @@ class Pipeline:
         self._stored_ahead: set[tuple[str, int]] = set()
 
     async def process(self, records: list[ConsumerRecord[Any, Any]], decoded: Batch | None = None) -> Report:
-        """Store, alert on and decide `records`; `decoded` is what `decode` made of them, if the
-        caller decoded them ahead (it is not changed)."""
+        """Store and alert on `records` (their consent is decided after, by `consent`);
+        `decoded` is what `decode` made of them, if the caller decoded them ahead (not changed)."""
         batch = decoded.copy() if decoded is not None else decode(records, self._settings)
         entries = await self._entries(batch.readings)
 
@@ -229,8 +236,9 @@ class Pipeline:
     async def _commit(
         self, part: list[Prepared], extras: Batch, reports: list[DeviceReport]
     ) -> tuple[set[tuple[str, int]], int]:
-        """One transaction: store `part`, alert on it, decide its consent, with the letters and
-        statuses of `extras`; returns (keys of the readings newly stored, alerts touched)."""
+        """One transaction: store `part` (queueing its consent decisions), alert on it, with the
+        letters and statuses of `extras`; returns (keys of the readings newly stored, alerts
+        touched). Nothing here touches the consent tables."""
         sink = ReadingSink()
         observations: list[NormalisedObservation] = []
         flagged: list[NormalisedObservation] = []
@@ -253,7 +261,8 @@ class Pipeline:
             actions = self._engine.evaluate(new_obs + for_engine, state.open, state.rules, state.episodes)
             actions += status_actions(reports, state.open, state.sources)
             touched = await alert_store.apply(conn, actions)
-            await self.consent.apply(conn, new_obs)
+        if fresh:
+            self.consent.wake.set()
         return fresh, len(touched)
 
     async def poison(self, record: ConsumerRecord[Any, Any], error: Exception) -> None:

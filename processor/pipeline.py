@@ -139,6 +139,7 @@ class Pipeline:
         """Store and alert on `records` (their consent is decided after, by `consent`);
         `decoded` is what `decode` made of them, if the caller decoded them ahead (not changed)."""
         batch = decoded.copy() if decoded is not None else decode(records, self._settings)
+        await self._registry.current()  # every registry change committed before these were accepted
         entries = await self._entries(batch.readings)
 
         def patient_of(device_id: str) -> UUID | None:
@@ -149,7 +150,7 @@ class Pipeline:
         parts = urgent_first(batch.readings, patient_of, self._engine.may_be_urgent)
         for i, readings in enumerate(parts):
             rest = i == len(parts) - 1  # letters, statuses and device reports go with the rest
-            unknown = [self._orphan(r) for r in readings if entries[r.device_id] is None]
+            unknown = [self._refused(r) for r in readings if entries[r.device_id] is None]
             batch.letters += unknown
             orphans += len(unknown)
             prepared = self._prepare(readings, entries)
@@ -181,6 +182,7 @@ class Pipeline:
         earlier held readings are stored first (the artefact filter and the trend need them).
         Nothing is removed from `held`: the next batch finds these readings already stored.
         """
+        await self._registry.current()
         owners = await self._entries(taken)
         urgent = {
             e.patient_id
@@ -205,12 +207,14 @@ class Pipeline:
         return touched
 
     async def _entries(self, items: Sequence[AcceptedReading | str]) -> dict[str, DeviceEntry | None]:
-        """Registry entries of the readings' (or the named) devices; None: not provisioned."""
+        """Registry entries of the readings' (or the named) devices; None: not provisioned or
+        revoked (nothing of theirs is attributed to anyone). Call `current` first."""
         entries: dict[str, DeviceEntry | None] = {}
         for item in items:
             device_id = item if isinstance(item, str) else item.device_id
             if device_id not in entries:
-                entries[device_id] = await self._registry.get(device_id)
+                entry = await self._registry.get(device_id)
+                entries[device_id] = entry if entry is not None and not entry.revoked else None
         return entries
 
     def _prepare(
@@ -307,7 +311,20 @@ class Pipeline:
             )
             self._trends.seed(patient_id, [(r["measured_at"], r["value"]) for r in await cur.fetchall()])
 
-    def _orphan(self, reading: AcceptedReading) -> LetterAt:
+    def _refused(self, reading: AcceptedReading) -> LetterAt:
+        """The dead letter of a reading no patient may have: its device was revoked after the
+        gateway accepted it, or is not provisioned."""
+        entry = self._registry.peek(reading.device_id)
+        if entry is not None and entry.revoked:
+            letter = DeadLetter.capture(
+                Reason.REVOKED_DEVICE,
+                f"device {reading.device_id!r} has been revoked (checked at the processor)",
+                source_topic=self._settings.readings_topic,
+                device_id=reading.device_id,
+                received_at=reading.received_at,
+                raw=reading.model_dump_json().encode(),
+            )
+            return LetterAt(letter, f"revoked:{reading.device_id}:{reading.seq}")
         letter = DeadLetter.capture(
             Reason.UNKNOWN_DEVICE,
             f"device {reading.device_id!r} is not provisioned (checked at the processor)",

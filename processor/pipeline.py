@@ -106,6 +106,13 @@ def urgent_first(
     return [first, rest] if first and rest else [readings]
 
 
+def owner(reading: AcceptedReading, entries: dict[str, DeviceEntry | None]) -> DeviceEntry | None:
+    """The registry entry the reading is attributed by: None if its device is unknown or
+    revoked, or was given to its current patient after the reading was received."""
+    entry = entries[reading.device_id]
+    return None if entry is None or entry.predates(reading.received_at) else entry
+
+
 def urgent_guess(reading: AcceptedReading, may_be_urgent: Callable[[str, float], bool]) -> bool:
     """Whether any of the reading's values, in canonical units, may be urgent."""
     return any(
@@ -150,10 +157,10 @@ class Pipeline:
         parts = urgent_first(batch.readings, patient_of, self._engine.may_be_urgent)
         for i, readings in enumerate(parts):
             rest = i == len(parts) - 1  # letters, statuses and device reports go with the rest
-            unknown = [self._refused(r) for r in readings if entries[r.device_id] is None]
+            unknown = [self._refused(r) for r in readings if owner(r, entries) is None]
             batch.letters += unknown
             orphans += len(unknown)
-            prepared = self._prepare(readings, entries)
+            prepared = self._prepare([r for r in readings if owner(r, entries) is not None], entries)
             reports = await self._device_reports(batch) if rest else []
             fresh, touched = await self._commit(prepared, batch if rest else Batch(), reports)
             stored += len(fresh)
@@ -187,7 +194,7 @@ class Pipeline:
         urgent = {
             e.patient_id
             for r in taken
-            if (e := owners[r.device_id]) is not None and urgent_guess(r, self._engine.may_be_urgent)
+            if (e := owner(r, owners)) is not None and urgent_guess(r, self._engine.may_be_urgent)
         }
         if urgent:
             busy = await self._entries([*busy_devices])
@@ -196,7 +203,7 @@ class Pipeline:
             return 0
         entries = await self._entries(held.readings)
         readings = [
-            r for r in held.readings if (e := entries[r.device_id]) is not None and e.patient_id in urgent
+            r for r in held.readings if (e := owner(r, entries)) is not None and e.patient_id in urgent
         ]
         fresh, touched = await self._commit(self._prepare(readings, entries), Batch(), [])
         STORED.inc(len(fresh))
@@ -315,6 +322,17 @@ class Pipeline:
         """The dead letter of a reading no patient may have: its device was revoked after the
         gateway accepted it, or is not provisioned."""
         entry = self._registry.peek(reading.device_id)
+        if entry is not None and not entry.revoked and entry.predates(reading.received_at):
+            letter = DeadLetter.capture(
+                Reason.REASSIGNED_DEVICE,
+                f"device {reading.device_id!r} was given to another patient at {entry.assigned_at}, after"
+                " this reading was received: it is not theirs (checked at the processor)",
+                source_topic=self._settings.readings_topic,
+                device_id=reading.device_id,
+                received_at=reading.received_at,
+                raw=reading.model_dump_json().encode(),
+            )
+            return LetterAt(letter, f"reassigned:{reading.device_id}:{reading.seq}")
         if entry is not None and entry.revoked:
             letter = DeadLetter.capture(
                 Reason.REVOKED_DEVICE,

@@ -26,6 +26,13 @@ class DeviceEntry:
     patient_id: UUID
     kind: str
     revoked: bool
+    #: when the device was given to `patient_id` (None: provisioned to them); a reading
+    #: received before then is not theirs
+    assigned_at: datetime | None = None
+
+    def predates(self, received_at: datetime) -> bool:
+        """Whether a reading received then was received before the current assignment."""
+        return self.assigned_at is not None and received_at < self.assigned_at
 
 
 @dataclass(frozen=True)
@@ -144,7 +151,7 @@ async def load_registry(
     after `after_seq` (a value of the device clock)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            """SELECT id, patient_id, kind, revoked_at FROM devices
+            """SELECT id, patient_id, kind, revoked_at, assigned_at FROM devices
                WHERE (%(id)s::text IS NULL OR id = %(id)s)
                  AND (%(since)s::timestamptz IS NULL OR changed_at > %(since)s)
                  AND (%(seq)s::bigint IS NULL OR change_seq > %(seq)s)""",
@@ -152,7 +159,10 @@ async def load_registry(
         )
         rows = await cur.fetchall()
     return {
-        r["id"]: DeviceEntry(r["id"], r["patient_id"], r["kind"], r["revoked_at"] is not None) for r in rows
+        r["id"]: DeviceEntry(
+            r["id"], r["patient_id"], r["kind"], r["revoked_at"] is not None, r["assigned_at"]
+        )
+        for r in rows
     }
 
 

@@ -7,17 +7,22 @@ catch the race between the change and the processor's device cache."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import psycopg
 import pytest
+from aiokafka.structs import ConsumerRecord
 
 from launcher.stack import Services
+from processor import sink
+from processor.pipeline import Pipeline
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
-from telehealth.storage.devices import reassign, revoke
+from telehealth.storage import open_pool
+from telehealth.storage.devices import CachedRegistry, reassign, revoke
 from tests.conftest import eventually
 from tests.factories import make_device, make_patient
 
@@ -97,3 +102,56 @@ async def test_a_reading_right_after_revocation_is_refused(
             "SELECT count(*) AS n FROM readings WHERE device_id = %s AND seq = 2", (device,)
         )
         assert await cur.fetchone() == {"n": 0}
+
+
+async def _database_now(db: psycopg.AsyncConnection[Any]) -> datetime:
+    cur = await db.execute("SELECT clock_timestamp() AS now")
+    row = await cur.fetchone()
+    assert row is not None
+    now: datetime = row["now"]
+    return now
+
+
+def _record(settings: Settings, device: str, seq: int, received_at: datetime) -> ConsumerRecord[Any, Any]:
+    """A reading as the gateway forwards it, received at `received_at`."""
+    value = json.dumps(
+        {
+            "device_id": device,
+            "seq": seq,
+            "measured_at": received_at.isoformat(),
+            "received_at": received_at.isoformat(),
+            "observations": glucose(3.5),
+        }
+    ).encode()
+    return ConsumerRecord(
+        settings.readings_topic, 0, seq, 0, 0, device.encode(), value, None, 0, len(value), []
+    )
+
+
+async def test_a_reading_received_before_a_reassignment_goes_to_neither_patient(
+    db: psycopg.AsyncConnection[Any], settings: Settings
+) -> None:
+    """A reading the gateway received under the old owner, processed only after the device was
+    given to someone else (a backlog, a processor restart): never the new patient's, and
+    dead-lettered rather than guessed. The pipeline runs by hand here, on records built with the
+    receipt times a test needs (the gateway stamps its own clock)."""
+    assert settings.database_url
+    old, new = await make_patient(db, "team-attribution"), await make_patient(db, "team-attribution")
+    device = (await make_device(db, old, "cgm")).device_id
+    before = await _database_now(db)
+    await reassign(db, device, new)
+    after = await _database_now(db)
+    pool = await open_pool(settings.database_url, max_size=2, configure=sink.prepare)
+    registry = CachedRegistry(settings.database_url, settings.device_cache_ttl_s)
+    try:
+        report = await Pipeline(settings, pool, registry).process(
+            [_record(settings, device, 1, before), _record(settings, device, 2, after)]
+        )
+    finally:
+        await registry.close()
+        await pool.close()
+    assert (report.stored, report.dead_letters) == (1, 1)
+    assert await _owner(db, device, 1) is None
+    assert await _owner(db, device, 2) == new
+    cur = await db.execute("SELECT reason, origin FROM dead_letters WHERE device_id = %s", (device,))
+    assert await cur.fetchall() == [{"reason": "reassigned_device", "origin": f"reassigned:{device}:1"}]

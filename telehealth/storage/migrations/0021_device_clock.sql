@@ -12,10 +12,17 @@ INSERT INTO device_clock (id, seq) VALUES (TRUE, 0);
 
 ALTER TABLE devices ADD COLUMN change_seq bigint NOT NULL DEFAULT 0;
 CREATE INDEX devices_change_seq ON devices (change_seq);
+-- When the device was given to its current patient (NULL: since it was provisioned). A
+-- reading received before then belongs to an earlier owner: the processor dead-letters it
+-- rather than give it to the current one.
+ALTER TABLE devices ADD COLUMN assigned_at timestamptz;
 
 CREATE FUNCTION devices_tick() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE device_clock SET seq = seq + 1 RETURNING seq INTO NEW.change_seq;
+    IF TG_OP = 'UPDATE' AND OLD.patient_id IS DISTINCT FROM NEW.patient_id THEN
+        NEW.assigned_at := clock_timestamp();
+    END IF;
     RETURN NEW;
 END;
 $$;

@@ -60,7 +60,7 @@ async def test_a_reading_right_after_reassignment_goes_to_the_new_patient(
     # stored under the first patient: the processor's cache now holds that entry
     assert await eventually(lambda: _owner(db, device, 1)) == patients[0]
     for seq in range(2, 2 + ROUNDS):
-        owner = patients[seq % 2]
+        owner = patients[(seq + 1) % 2]  # the other patient each round, starting with the second
         await reassign(db, device, owner)  # committed (autocommit) when this returns
         device_publisher.publish_reading(device, seq, glucose(6.0 + seq / 10))
         assert await device_publisher.drain()

@@ -60,7 +60,7 @@ STEP_ROWS = 5000
 IDLE_CHECK_S = 1.0
 #: after a failed step, wait this long before the next (doubling up to `RETRY_MAX_S`)
 RETRY_FIRST_S = 0.25
-RETRY_MAX_S = 5.0
+RETRY_MAX_S = 1.0
 
 DECISIONS = Columns(
     "reading_consent",
@@ -134,12 +134,14 @@ class ConsentStage:
                 "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
                 (f"{self._lock_timeout_ms}ms", f"{self._statement_timeout_ms}ms"),
             )
+            # The clock first: a lock on the consent tables stops the step before it takes anything.
+            clock = await consent_store.clock_at(conn)
             async with conn.cursor(row_factory=tuple_row) as cur:
                 await cur.execute(_TAKE, (STEP_ROWS,))
                 taken = [Pending(*row) for row in await cur.fetchall()]
             if not taken:
                 return 0
-            await self.decide(conn, taken)
+            await self.decide(conn, taken, clock)
         return len(taken)
 
     async def drain(self, pool: AsyncConnectionPool) -> int:
@@ -156,28 +158,38 @@ class ConsentStage:
         off and retry, for as long as the processor runs."""
         delay = 0.0
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), IDLE_CHECK_S)
+            if not delay:  # after a failure, retry as soon as the backoff is over
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), IDLE_CHECK_S)
             self.wake.clear()
             if stop.is_set():
                 break
             try:
                 await self.drain(pool)
                 delay = 0.0
-            except (psycopg.Error, OSError) as exc:  # rolled back: everything stays queued
+            except Exception as exc:  # rolled back: everything stays queued, to be tried again
                 FAILURES.inc()
                 delay = min(max(RETRY_FIRST_S, delay * 2), RETRY_MAX_S)
-                log.warning("consent step failed (%s); research waits, retrying in %.2fs", exc, delay)
+                expected = isinstance(exc, psycopg.Error | OSError)
+                log.warning(
+                    "consent step failed (%s); research waits, retrying in %.2fs",
+                    exc,
+                    delay,
+                    exc_info=not expected,
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
 
-    async def decide(self, conn: Conn, observations: list[Pending]) -> int:
-        """Decide and record eligibility of `observations` in `conn`'s open transaction;
-        returns research rows."""
+    async def decide(
+        self, conn: Conn, observations: list[Pending], clock: tuple[int, datetime] | None = None
+    ) -> int:
+        """Decide and record eligibility of `observations` in `conn`'s open transaction, as of
+        `clock` (the consent clock and the moment, read in that transaction; read now if not
+        given); returns research rows."""
         if not observations:
             return 0
         # The clock and the moment of deciding in one statement, so one snapshot.
-        seq, at = await consent_store.clock_at(conn)
+        seq, at = clock if clock is not None else await consent_store.clock_at(conn)
         await self.cache.catch_up(conn, seq)
         decisions: list[tuple[Any, ...]] = []
         research: list[tuple[Any, ...]] = []

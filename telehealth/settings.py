@@ -101,6 +101,15 @@ class Settings(BaseSettings):
     consent_default: Literal["deny", "permit"] = Field(
         "deny", description="secondary use for patients with no consent record (deny: opt-in)"
     )
+    consent_lock_timeout_ms: int = Field(
+        250,
+        gt=0,
+        description="the consent step's wait for a lock on the consent tables before it gives up"
+        " and retries (readings and alerts never wait for it)",
+    )
+    consent_statement_timeout_ms: int = Field(
+        5000, gt=0, description="longest statement of the consent step before it gives up and retries"
+    )
     research_watermark_s: float = Field(
         3600, description="a research bucket is released only this long after it closes (late data)"
     )

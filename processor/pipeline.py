@@ -35,7 +35,7 @@ from processor.alerts.artefact import ArtefactFilter
 from processor.alerts.device import DeviceReport, status_actions
 from processor.alerts.engine import ThresholdEngine, alarmable
 from processor.alerts.rules import rules_for
-from processor.alerts.trend import TrendTracker, fit_for_trend
+from processor.alerts.trend import LEVEL_CODE, ROC_CODE, TrendTracker, fit_for_trend
 from processor.consent import ConsentStage
 from processor.decode import Batch, LetterAt, decode, record_letter
 from processor.normalise import NormalisedObservation, normalise
@@ -43,6 +43,7 @@ from processor.sink import ReadingSink
 from telehealth.codes import CODES
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
 from telehealth.settings import Settings
+from telehealth.storage import trends
 from telehealth.storage.consent_cache import ConsentCache
 from telehealth.storage.devices import CachedRegistry, DeviceEntry
 from telehealth.thresholds import Thresholds
@@ -268,7 +269,9 @@ class Pipeline:
             patients |= {r.patient_id for r in reports}
             state = await alert_store.alert_state(conn, list(patients))
             await self._seed_trends(conn, new_obs)
-            for_engine += self._trends.derive(new_obs)
+            derived = self._trends.derive(new_obs)
+            await trends.store(conn, _newest_trends(derived))
+            for_engine += derived
             actions = self._engine.evaluate(new_obs + for_engine, state.open, state.rules, state.episodes)
             actions += status_actions(reports, state.open, state.sources)
             touched = await alert_store.apply(conn, actions)
@@ -390,3 +393,20 @@ async def _apply_statuses(conn: Any, statuses: list[StatusEvent]) -> None:
                WHERE id = %s AND (state_at IS NULL OR state_at <= %s)""",
             [(s.state, s.received_at, s.battery_pct, s.device_id, s.received_at) for s in statuses],
         )
+
+
+def _newest_trends(derived: list[NormalisedObservation]) -> list[trends.Trend]:
+    """The filtered level and rate the trend derived, one row per device: its newest."""
+    pairs: dict[tuple[str, int], dict[str, NormalisedObservation]] = {}
+    for o in derived:
+        if o.code in (LEVEL_CODE, ROC_CODE):
+            pairs.setdefault((o.device_id, o.seq), {})[o.code] = o
+    newest: dict[str, trends.Trend] = {}
+    for (device_id, seq), both in pairs.items():
+        level, rate = both.get(LEVEL_CODE), both.get(ROC_CODE)
+        if level is None or rate is None:
+            continue
+        row = trends.Trend(device_id, seq, level.patient_id, level.measured_at, level.value, rate.value)
+        if device_id not in newest or row.measured_at >= newest[device_id].measured_at:
+            newest[device_id] = row
+    return list(newest.values())

@@ -20,6 +20,7 @@ import pytest
 from simulators.publisher import Publisher
 from telehealth.codes import CODES
 from telehealth.settings import Settings
+from telehealth.storage import trends
 from telehealth.storage.people import add_user
 from telehealth.thresholds import Thresholds
 from tests.factories import make_device, make_patient
@@ -78,37 +79,6 @@ async def seed(db: psycopg.AsyncConnection[Any], team: str) -> tuple[UUID, str]:
             )
         )
     newest = rows[0]
-    # What the processor's trend stage derives for a live CGM reading (level, rate).
-    rows.append(
-        (
-            patient,
-            newest[1],
-            "glucose_level",
-            newest[3],
-            "mmol/L",
-            "-",
-            "cgm",
-            cgm.device_id,
-            newest[8],
-            now,
-            [],
-        )
-    )
-    rows.append(
-        (
-            patient,
-            newest[1],
-            "glucose_roc",
-            -0.2,
-            "mmol/L/min",
-            "-",
-            "cgm",
-            cgm.device_id,
-            newest[8],
-            now,
-            [],
-        )
-    )
     for k in range(36):
         at = now - timedelta(minutes=2 + 5 * k)
         flags = ["artefact"] if k == 7 else []
@@ -132,6 +102,8 @@ async def seed(db: psycopg.AsyncConnection[Any], team: str) -> tuple[UUID, str]:
         )
     async with db.cursor() as cur:
         await cur.executemany(_INSERT, rows)
+    # What the processor's trend stage stores for the newest live CGM reading (level, rate).
+    await trends.store(db, [trends.Trend(cgm.device_id, newest[8], patient, newest[1], newest[3], -0.2)])
     return patient, oxi.device_id
 
 

@@ -15,7 +15,7 @@ from dashboard_api.routes.patients import parse_bucket
 from telehealth.research import export
 from telehealth.research.cells import GroupBy
 from telehealth.research.projects import Project, ProjectIn, create_project, get_project
-from telehealth.research.release import Ask, BudgetSpent, release
+from telehealth.research.release import Ask, BudgetSpent, OutOfScope, approved_period, release
 from telehealth.settings import Settings
 from telehealth.storage.consent_cache import ConsentCache
 
@@ -50,6 +50,13 @@ Researcher = Annotated[ResearchContext, Depends(researcher)]
 
 def floor_to(at: datetime, bucket: timedelta) -> datetime:
     return EPOCH + ((at - EPOCH) // bucket) * bucket
+
+
+def first_bucket(project: Project, size: timedelta) -> datetime:
+    """Start of the first whole bucket inside the approved period."""
+    start = approved_period(project)[0]
+    floored = floor_to(start, size)
+    return floored if floored == start else floored + size
 
 
 def horizon(bucket: timedelta, watermark_s: float) -> datetime:
@@ -92,6 +99,8 @@ async def _release(
         )
     except BudgetSpent as exc:
         raise HTTPException(403, f"privacy budget spent: {exc}") from exc
+    except OutOfScope as exc:
+        raise HTTPException(403, str(exc)) from exc
 
 
 @router.post("/projects", status_code=status.HTTP_201_CREATED)
@@ -131,7 +140,8 @@ async def aggregates(
         )
     closed = horizon(size, settings.research_watermark_s)
     end = min(to or closed, closed)
-    start = from_ or end - timedelta(days=7)
+    # The default week never reaches before the approved period; an explicit `from` that does is refused.
+    start = from_ or max(end - timedelta(days=7), first_bucket(ctx.project, size))
     if start.tzinfo is None or end.tzinfo is None:
         raise HTTPException(422, "from and to need a UTC offset, e.g. 2026-11-23T08:00:00Z")
     start, end = floor_to(start, size), floor_to(end + size - timedelta(microseconds=1), size)
@@ -184,11 +194,13 @@ async def stream(
     once after the watermark delay; `X-Next-Cursor` says where the next pull starts."""
     size = timedelta(hours=ctx.project.bucket_hours)
     _check_code(ctx, code)
-    project_start = datetime.combine(ctx.project.starts_on, datetime.min.time(), UTC)
-    start = floor_to(max(cursor or project_start, project_start), size)
-    if start.tzinfo is None:
+    project_start, project_end = approved_period(ctx.project)
+    if cursor is not None and cursor.tzinfo is None:
         raise HTTPException(422, "cursor needs a UTC offset")
-    end = min(start + size * max_buckets, horizon(size, settings.research_watermark_s))
+    start = max(floor_to(cursor or project_start, size), first_bucket(ctx.project, size))
+    end = min(
+        start + size * max_buckets, horizon(size, settings.research_watermark_s), floor_to(project_end, size)
+    )
     cells: list[dict[str, Any]] = []
     release_id, epsilon = None, 0.0
     if start < end:

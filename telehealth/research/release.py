@@ -59,6 +59,29 @@ class BudgetSpent(Exception):
     """The project's epsilon budget, or a contributor's cap across projects, would be exceeded."""
 
 
+class OutOfScope(Exception):
+    """The ask leaves what the project was approved for: its period or its codes."""
+
+
+def approved_period(project: Project) -> tuple[datetime, datetime]:
+    """The project's approved period as [first instant, end) in UTC: starts_on to ends_on inclusive."""
+    first = datetime.combine(project.starts_on, datetime.min.time(), UTC)
+    return first, datetime.combine(project.ends_on, datetime.min.time(), UTC) + timedelta(days=1)
+
+
+def check_scope(project: Project, code: str, start: datetime, end: datetime) -> None:
+    """The one check every release path passes (aggregates, stream, pull, DP): the code is
+    approved and the asked range lies inside the approved period."""
+    if code not in project.codes:
+        raise OutOfScope(f"project {project.slug} is approved for {', '.join(project.codes)} only")
+    first, stop = approved_period(project)
+    if start < first or end > stop:
+        raise OutOfScope(
+            f"project {project.slug} is approved for data from {project.starts_on} to {project.ends_on}"
+            f" (UTC); asked {start.isoformat()} to {end.isoformat()}"
+        )
+
+
 async def eligible_now(
     conn: Conn, project: Project, code: str, consent: ConsentCache, *, default_permit: bool
 ) -> tuple[dict[UUID, int | None], set[UUID]]:
@@ -96,6 +119,7 @@ async def release(
     conn: Conn, ask: Ask, consent: ConsentCache, *, default_permit: bool, epsilon_cap: float
 ) -> Outcome:
     """Released and frozen cells for the asked range, newest computed only where not yet released."""
+    check_scope(ask.project, ask.code, ask.start, ask.end)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, ask.project.id))
         frozen = await _frozen(conn, ask)

@@ -14,6 +14,7 @@ from dashboard_api.deps import AdminUser, ConnDep, ConsentDep, CurrentUser, Sett
 from dashboard_api.routes.patients import parse_bucket
 from telehealth.research import export
 from telehealth.research.cells import GroupBy
+from telehealth.research.disclosure import QUARTILES
 from telehealth.research.projects import Project, ProjectIn, create_project, get_project
 from telehealth.research.release import Ask, BudgetSpent, OutOfScope, approved_period, release
 from telehealth.settings import Settings
@@ -71,12 +72,17 @@ def _check_code(ctx: ResearchContext, code: str) -> None:
 
 
 def _percentiles(text: str) -> list[int]:
+    """A subset of the quartiles: any other percentile (and min or max) sits at or near one
+    patient's value, so it is never released."""
+    allowed = ", ".join(str(q) for q in QUARTILES)
     try:
         values = sorted({int(p) for p in text.split(",") if p.strip()})
     except ValueError as exc:
-        raise HTTPException(422, "percentiles are integers between 1 and 99, e.g. 10,50,90") from exc
-    if not values or not all(1 <= p <= 99 for p in values):
-        raise HTTPException(422, "percentiles are integers between 1 and 99, e.g. 10,50,90")
+        raise HTTPException(422, f"percentiles are a subset of {allowed}") from exc
+    if not values or not set(values) <= set(QUARTILES):
+        raise HTTPException(
+            422, f"percentiles are a subset of {allowed}: others would reveal single patients"
+        )
     return values
 
 
@@ -128,7 +134,7 @@ async def aggregates(
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
     group_by: GroupBy = "none",
-    percentiles: Annotated[str, Query(description="comma-separated, 1..99")] = "10,50,90",
+    percentiles: Annotated[str, Query(description="comma-separated subset of 25,50,75")] = "25,50,75",
 ) -> dict[str, Any]:
     """Disclosure-controlled cells per closed bucket and cohort group, from eligible readings only."""
     _check_code(ctx, code)
@@ -213,7 +219,7 @@ async def stream(
             start,
             end,
             group_by,
-            [10, 50, 90],
+            list(QUARTILES),
             ctx.username,
         )
         outcome = await _release(conn, settings, consent, ctx, ask)

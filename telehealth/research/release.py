@@ -140,7 +140,6 @@ async def release(
                 group_by=ask.group_by,
                 sexes=list(ask.project.cohort.sex),
                 excluded=excluded,
-                percentiles=ask.percentiles,
                 skip=sorted(done),
             )
         else:
@@ -153,7 +152,6 @@ async def release(
                 end=ask.end,
                 group_by=ask.group_by,
                 patients=list(eligible),
-                percentiles=ask.percentiles,
                 skip=sorted(done),
             )
         fresh = [c for c in raw if c.bucket not in done]
@@ -167,7 +165,7 @@ async def release(
             buckets = math.ceil((ask.end - ask.start) / ask.bucket)
             bodies = dp.privatise(ask.code, fresh, epsilon, ask.bucket, buckets)
         else:
-            cells = control(ask.code, fresh, totals)
+            cells = control(ask.code, fresh, totals, percentiles=ask.percentiles)
             shown = [(c.bucket, c.group) for c in cells if not c.suppressed]
             contributors = await _members(conn, ask, fast, eligible, shown)
             bodies = [c.body for c in cells]

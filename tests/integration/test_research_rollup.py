@@ -37,33 +37,15 @@ def _key(cells: list[RawCell]) -> list[tuple[Any, ...]]:
             c.patients,
             c.readings,
             round(c.mean, 6),
-            round(c.min, 1),
-            round(c.max, 1),
-            tuple(round(v, 1) for v in c.percentiles.values()),
+            c.histogram,
         )
         for c in cells
     )
 
 
 def _binned(cells: list[RawCell]) -> list[RawCell]:
-    """The scan's statistics at the released precision (the rollup keeps them binned)."""
-    return [
-        RawCell(
-            c.bucket,
-            c.group,
-            c.patients,
-            c.readings,
-            c.mean,
-            _r(c.min),
-            _r(c.max),
-            {k: _r(v) for k, v in c.percentiles.items()},
-        )
-        for c in cells
-    ]
-
-
-def _r(value: float) -> float:
-    return ((value / 0.1 + 0.5) // 1) * 0.1
+    """The scan's cells (its histogram is binned at the released precision, as the rollup's)."""
+    return cells
 
 
 async def test_rollup_cells_equal_the_per_patient_scan(
@@ -125,7 +107,7 @@ async def test_rollup_cells_equal_the_per_patient_scan(
         async with db.transaction():
             scan, scan_totals = await raw_cells(
                 db, bucket=timedelta(hours=1), group_by=group_by, patients=eligible,  # type: ignore[arg-type]
-                percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+                **common,  # type: ignore[arg-type]
             )  # fmt: skip
             # contributors to the cells of the first hour only
             first_hour = [(c.bucket, c.group) for c in scan if c.bucket == hours[0]]
@@ -143,7 +125,7 @@ async def test_rollup_cells_equal_the_per_patient_scan(
             assert set(women) == {p for i, p in enumerate(people) if p in eligible and i % 3 != 0}
         fast, fast_totals = await fast_cells(
             db, group_by=group_by, sexes=[], excluded=[withdrawn],  # type: ignore[arg-type]
-            percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+            **common,  # type: ignore[arg-type]
         )  # fmt: skip
         assert scan, "the scan found no cells: the test's readings are missing"
         assert _key(fast) == _key(_binned(scan)), group_by
@@ -154,11 +136,11 @@ async def test_rollup_cells_equal_the_per_patient_scan(
         async with db.transaction():
             everyone, _ = await raw_cells(
                 db, bucket=timedelta(hours=1), group_by=group_by, patients=[*eligible, withdrawn],  # type: ignore[arg-type]
-                percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+                **common,  # type: ignore[arg-type]
             )  # fmt: skip
         as_stored, _ = await fast_cells(
             db, group_by=group_by, sexes=[], excluded=[],  # type: ignore[arg-type]
-            percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+            **common,  # type: ignore[arg-type]
         )  # fmt: skip
         assert _key(as_stored) == _key(_binned(everyone)), group_by
         assert _key(as_stored) != _key(fast), "the withdrawn patient changed nothing: a weak test"
@@ -169,12 +151,12 @@ async def test_rollup_cells_equal_the_per_patient_scan(
     async with db.transaction():
         scan, _ = await raw_cells(
             db, bucket=timedelta(hours=1), group_by="none", patients=women,
-            percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+            **common,  # type: ignore[arg-type]
         )  # fmt: skip
     assert scan and all(c.patients == len(women) for c in scan)
     for excluded in ([withdrawn], []):
         fast, _ = await fast_cells(
             db, group_by="none", sexes=["female"], excluded=excluded,
-            percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+            **common,  # type: ignore[arg-type]
         )  # fmt: skip
         assert _key(fast) == _key(_binned(scan)), excluded

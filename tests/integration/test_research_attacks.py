@@ -1,0 +1,88 @@
+"""A motivated researcher's attacks on the running API: percentiles, DP side channels, and
+differencing across projects and groupings."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from launcher.stack import Services
+from simulators.publisher import Publisher
+from telehealth.settings import Settings
+from tests.factories import auth, make_user
+from tests.research_support import (
+    RESEARCH_GLUCOSE,
+    closed_hour,
+    cohort_patient,
+    project_with_researcher,
+    publish_glucose,
+    put_consent,
+)
+
+
+@pytest.fixture
+async def publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
+    assert settings.mqtt_url
+    pub = Publisher(settings.mqtt_relay_url(), client_id=f"attacks-{datetime.now().timestamp()}")
+    await pub.connect()
+    yield pub
+    await pub.close()
+
+
+def hourly(hour: datetime, value: float) -> list[tuple[datetime, float]]:
+    return [(hour + timedelta(minutes=m), value) for m in (5, 20, 40)]
+
+
+async def ask(
+    http: httpx.AsyncClient, token: str, start: datetime, hours: int = 1, **params: Any
+) -> httpx.Response:
+    query = {
+        "code": "glucose",
+        "from": start.isoformat(),
+        "to": (start + timedelta(hours=hours)).isoformat(),
+    }
+    return await http.get("/api/v1/research/aggregates", params=query | params, headers=auth(token))
+
+
+async def test_percentiles_cannot_enumerate_a_cells_patients(
+    db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, publisher: Publisher
+) -> None:
+    """Attack: percentiles 1..99 of a 12-patient cell list every patient's hourly mean; min and
+    max are single patients' values."""
+    admin = await make_user(db, "admin")
+    small = [await cohort_patient(db, "enumerate") for _ in range(12)]
+    large = [await cohort_patient(db, "enumerate") for _ in range(25)]
+    for p in small + large:
+        await put_consent(http, admin, p, RESEARCH_GLUCOSE)
+    first, second = closed_hour(4), closed_hour(3)
+    values = {p: 5.0 + 0.25 * i for i, p in enumerate(small)}
+    later = {p: 5.0 + 0.25 * i for i, p in enumerate(large)}
+    await publish_glucose(
+        db,
+        publisher,
+        {p: hourly(first, v) for p, v in values.items()} | {p: hourly(second, v) for p, v in later.items()},
+    )
+    _, researcher = await project_with_researcher(http, db, admin, "enumerate")
+
+    every = await ask(http, researcher, first, percentiles=",".join(str(p) for p in range(1, 100)))
+    assert every.status_code == 422 and "25, 50, 75" in every.json()["detail"], every.text
+    extreme = await ask(http, researcher, first, percentiles="1,99")
+    assert extreme.status_code == 422, extreme.text
+
+    [cell] = (await ask(http, researcher, first)).json()["cells"]
+    assert not cell["suppressed"]
+    assert "min" not in cell and "max" not in cell
+    assert cell["percentiles"] == {}  # 12 patients: too few for a window of 10 and 10 outside it
+    [cell] = (await ask(http, researcher, second)).json()["cells"]
+    assert set(cell["percentiles"]) == {"p50"}  # 25 patients: the median only
+    released = {v for v in (cell["mean"], *cell["percentiles"].values()) if v is not None}
+    assert released, cell
+    # each patient's hourly mean as released (0.1 mmol/L, half up), and unrounded
+    patient_values = {math.floor(v / 0.1 + 0.5) / 10 for v in later.values()} | set(later.values())
+    assert not released & patient_values, (released, sorted(patient_values))

@@ -154,10 +154,14 @@ async def release(
                 patients=list(eligible),
                 skip=sorted(done),
             )
+        epsilon = ask.project.epsilon_per_release or 0.0
         fresh = [c for c in raw if c.bucket not in done]
+        if epsilon:
+            # Every cell of the declared grid, empty ones too: which cells exist says nothing.
+            grid = [b for b in _buckets(ask) if b not in done]
+            fresh = dp.full_grid(fresh, grid, dp.grid_groups(ask.group_by, list(ask.project.cohort.sex)))
         if not fresh:
             return Outcome(None, 0.0, _ordered(frozen))
-        epsilon = ask.project.epsilon_per_release or 0.0
         if epsilon:
             # Everyone whose data enters the mechanism is charged, suppressed cells included.
             contributors = await _members(conn, ask, fast, eligible, [(c.bucket, c.group) for c in fresh])
@@ -169,7 +173,8 @@ async def release(
             shown = [(c.bucket, c.group) for c in cells if not c.suppressed]
             contributors = await _members(conn, ask, fast, eligible, shown)
             bodies = [c.body for c in cells]
-        release_id = await _record(conn, ask, bodies, len(contributors), epsilon)
+        # A DP release's register entry carries no patient count: the true one is not noised.
+        release_id = await _record(conn, ask, bodies, None if epsilon else len(contributors), epsilon)
         await _contributors(conn, ask, release_id, contributors, eligible)
         if epsilon:
             await conn.execute(
@@ -236,8 +241,16 @@ async def _charge(conn: Conn, project: Project, contributors: list[UUID], epsilo
         raise BudgetSpent(f"some patients' data would exceed the per-patient epsilon cap {cap:.3g}")
 
 
+def _buckets(ask: Ask) -> list[datetime]:
+    out, at = [], ask.start
+    while at < ask.end:
+        out.append(at)
+        at += ask.bucket
+    return out
+
+
 async def _record(
-    conn: Conn, ask: Ask, bodies: list[dict[str, Any]], contributors: int, epsilon: float
+    conn: Conn, ask: Ask, bodies: list[dict[str, Any]], contributors: int | None, epsilon: float
 ) -> int:
     cur = await conn.execute(
         """INSERT INTO research_releases (project_id, kind, code, bucket_seconds, group_by, period_start,
@@ -252,7 +265,7 @@ async def _record(
             ask.start,
             ask.end,
             len(bodies),
-            round_count(contributors),
+            None if contributors is None else round_count(contributors),
             epsilon,
             ask.released_to,
         ),

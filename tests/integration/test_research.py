@@ -248,10 +248,11 @@ async def test_budget_refuses_once_spent(
     first = await aggregates(http, researcher, hours[0])
     assert first["epsilon"] == 1.0 and all(c["epsilon"] == 1.0 for c in first["cells"])
     cell = first["cells"][0]
-    assert "min" not in cell and "percentiles" not in cell  # not released under DP
-    # Each noisy figure: scale = sensitivity / (epsilon / 3); one bucket here.
+    assert "min" not in cell and "max" not in cell  # never released
+    # Each noisy figure: scale = sensitivity / (epsilon / 4); one bucket here; the median private.
     if not cell["suppressed"]:
-        assert cell["noise_scale"]["patients"] == pytest.approx(3.0)
+        assert cell["noise_scale"]["patients"] == pytest.approx(4.0)
+        assert set(cell["percentiles"]) == {"p50"}
     repeat = await aggregates(http, researcher, hours[0])
     assert repeat["cells"] == first["cells"] and repeat["release_id"] is None  # frozen: costs nothing
     second = await aggregates(http, researcher, hours[1])

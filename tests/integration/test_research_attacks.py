@@ -86,3 +86,30 @@ async def test_percentiles_cannot_enumerate_a_cells_patients(
     # each patient's hourly mean as released (0.1 mmol/L, half up), and unrounded
     patient_values = {math.floor(v / 0.1 + 0.5) / 10 for v in later.values()} | set(later.values())
     assert not released & patient_values, (released, sorted(patient_values))
+
+
+async def test_a_dp_release_shows_no_cell_by_its_presence(
+    db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, publisher: Publisher
+) -> None:
+    """Attack: a DP release over an empty hour and an hour with one patient used to return a
+    cell only for that patient's hour; the register showed the true count rounded to 5."""
+    admin = await make_user(db, "admin")
+    him = await cohort_patient(db, "presence", sex="male")
+    await put_consent(http, admin, him, RESEARCH_GLUCOSE)
+    empty, his = closed_hour(4), closed_hour(3)
+    await publish_glucose(db, publisher, {him: hourly(his, 9.0)})
+    project, researcher = await project_with_researcher(http, db, admin, "presence", epsilon=(1.0, 10.0))
+
+    response = await ask(http, researcher, empty, hours=2)
+    assert response.status_code == 200, response.text
+    cells = response.json()["cells"]
+    assert [datetime.fromisoformat(c["bucket"]) for c in cells] == [empty, his]
+    assert all(c["epsilon"] == 1.0 for c in cells)
+    # Grouped by sex: every declared group of every hour, the empty ones included.
+    by_sex = (await ask(http, researcher, empty, hours=2, group_by="sex")).json()["cells"]
+    assert {(datetime.fromisoformat(c["bucket"]), c["group"]) for c in by_sex} == {
+        (h, s) for h in (empty, his) for s in ("female", "male", "other", "unknown")
+    }
+    register = (await http.get("/api/v1/research/register")).json()
+    [mine] = [p for p in register["projects"] if p["slug"] == project["slug"]]
+    assert [r["patients_rounded"] for r in mine["releases"]] == [None, None]

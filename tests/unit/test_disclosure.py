@@ -71,10 +71,26 @@ def test_dp_release_states_epsilon_and_adds_noise_of_the_stated_scale() -> None:
     bodies = dp.privatise("glucose", cells, 1.0, timedelta(hours=1), buckets=1)
     assert all(b["epsilon"] == 1.0 and "min" not in b for b in bodies)
     shown = [b for b in bodies if not b["suppressed"]]
-    assert shown and all(b["noise_scale"]["patients"] == pytest.approx(3.0) for b in shown)
-    # Laplace(scale 3) on 200: spread, not all equal (rounded to 5, a few distinct values)
+    assert shown and all(b["noise_scale"]["patients"] == pytest.approx(4.0) for b in shown)
+    # every patient's mean is 6.0: the private median lands near it
+    assert sum(abs(b["percentiles"]["p50"] - 6.0) <= 1.0 for b in shown) >= 0.9 * len(shown)
+    # Laplace(scale 4) on 200: spread, not all equal (rounded to 5, a few distinct values)
     assert len({b["patients"] for b in shown}) > 1
     assert all(150 <= b["patients"] <= 250 for b in shown)
+
+
+def test_a_dp_release_covers_the_whole_grid_with_noised_counts() -> None:
+    """An empty cell and a one-patient cell come out alike: both present, both noised."""
+    hours = [T0, T0 + timedelta(hours=1)]
+    grid = dp.full_grid([RawCell(hours[1], "all", 1, 3, 30.0, ((300, 1),))], hours, ("all",))
+    assert [(c.bucket, c.patients) for c in grid] == [(hours[0], 0), (hours[1], 1)]
+    draws = [dp.privatise("glucose", grid, 1.0, timedelta(hours=1), buckets=2) for _ in range(200)]
+    assert all(len(bodies) == 2 for bodies in draws)
+    # the noise is real: an empty cell passes the threshold now and then at this epsilon
+    assert any(not bodies[0]["suppressed"] for bodies in draws)
+    assert dp.grid_groups("sex", []) == dp.SEXES and dp.grid_groups("sex", ["female"]) == ("female",)
+    with pytest.raises(ValueError, match="condition"):
+        dp.grid_groups("condition", [])
 
 
 def test_exports_carry_the_same_rows() -> None:

@@ -21,9 +21,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from telehealth.consent import Purpose, decide_under, in_force
-from telehealth.research import dp
+from telehealth.research import differencing, dp
 from telehealth.research.cells import GroupBy, members, raw_cells
-from telehealth.research.disclosure import control, round_count
+from telehealth.research.disclosure import K_MIN, control, round_count
 from telehealth.research.hourly import fast_cells, fast_members, rollup_available
 from telehealth.research.projects import Project, cohort_patients
 from telehealth.research.pseudonym import pseudonym
@@ -169,13 +169,36 @@ async def release(
             buckets = math.ceil((ask.end - ask.start) / ask.bucket)
             bodies = dp.privatise(ask.code, fresh, epsilon, ask.bucket, buckets)
         else:
-            cells = control(ask.code, fresh, totals, percentiles=ask.percentiles)
+            # Compared with every cell released before, any project or grouping (one at a time per code).
+            await differencing.lock(conn, ask.code)
+            if fast:
+                await differencing.fast_cell_members(
+                    conn,
+                    purpose=ask.project.purpose,
+                    code=ask.code,
+                    group_by=ask.group_by,
+                    eligible=list(eligible),
+                    start=ask.start,
+                    end=ask.end,
+                    skip=sorted(done),
+                )
+            near = await differencing.near_duplicates(conn, code=ask.code, size=ask.bucket, k=K_MIN)
+            cells = control(ask.code, fresh, totals, percentiles=ask.percentiles, hidden_first=near)
             shown = [(c.bucket, c.group) for c in cells if not c.suppressed]
             contributors = await _members(conn, ask, fast, eligible, shown)
             bodies = [c.body for c in cells]
         # A DP release's register entry carries no patient count: the true one is not noised.
         release_id = await _record(conn, ask, bodies, None if epsilon else len(contributors), epsilon)
         await _contributors(conn, ask, release_id, contributors, eligible)
+        if not epsilon:
+            await differencing.record(
+                conn,
+                code=ask.code,
+                size=ask.bucket,
+                project_id=ask.project.id,
+                release_id=release_id,
+                released=shown,
+            )
         if epsilon:
             await conn.execute(
                 "INSERT INTO epsilon_ledger (project_id, release_id, epsilon) VALUES (%s, %s, %s)",

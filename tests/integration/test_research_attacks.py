@@ -113,3 +113,48 @@ async def test_a_dp_release_shows_no_cell_by_its_presence(
     register = (await http.get("/api/v1/research/register")).json()
     [mine] = [p for p in register["projects"] if p["slug"] == project["slug"]]
     assert [r["patients_rounded"] for r in mine["releases"]] == [None, None]
+
+
+async def test_differencing_across_projects_and_groupings_is_refused(
+    db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, publisher: Publisher
+) -> None:
+    """Attack: an all-patients project and a women-only project over the same hour differ by the
+    one man; so do a project's all-patients cell and, after he withdraws, its women's cell."""
+    admin = await make_user(db, "admin")
+    women = [await cohort_patient(db, "across") for _ in range(12)]
+    him = await cohort_patient(db, "across", sex="male")
+    for p in [*women, him]:
+        await put_consent(http, admin, p, RESEARCH_GLUCOSE)
+    hour, later = closed_hour(4), closed_hour(3)
+    await publish_glucose(
+        db,
+        publisher,
+        {p: hourly(hour, 6.0) + hourly(later, 6.0) for p in women}
+        | {him: hourly(hour, 30.0) + hourly(later, 30.0)},
+    )
+    _, everyone = await project_with_researcher(http, db, admin, "across", slug="across-all")
+    _, only_women = await project_with_researcher(
+        http, db, admin, "across", slug="across-women", cohort={"sex": ["female"]}
+    )
+
+    [all_cell] = (await ask(http, everyone, hour)).json()["cells"]
+    assert not all_cell["suppressed"]
+    [women_cell] = (await ask(http, only_women, hour)).json()["cells"]
+    assert women_cell["suppressed"] and "released before" in women_cell["reason"], women_cell
+    assert "mean" not in women_cell
+
+    # The same project, another grouping, after he withdraws: the women's cell of the later
+    # hour would be the all-patients cell less him.
+    [later_all] = (await ask(http, everyone, later)).json()["cells"]
+    assert not later_all["suppressed"]
+    await put_consent(http, admin, him, [])
+    by_sex = (await ask(http, everyone, later, group_by="sex")).json()["cells"]
+    assert by_sex and all(c["suppressed"] for c in by_sex), by_sex
+    # A set of patients disjoint from the earlier ones is no difference: released.
+    others = [await cohort_patient(db, "across-other") for _ in range(12)]
+    for p in others:
+        await put_consent(http, admin, p, RESEARCH_GLUCOSE)
+    await publish_glucose(db, publisher, {p: hourly(hour, 7.0) for p in others})
+    _, third = await project_with_researcher(http, db, admin, "across-other")
+    [other_cell] = (await ask(http, third, hour)).json()["cells"]
+    assert not other_cell["suppressed"], other_cell

@@ -13,6 +13,7 @@ import pytest
 from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.research.cells import members, raw_cells
+from telehealth.research.differencing import fast_cell_members
 from telehealth.research.disclosure import RawCell
 from telehealth.research.hourly import fast_cells, fast_members
 from telehealth.settings import Settings
@@ -41,6 +42,11 @@ def _key(cells: list[RawCell]) -> list[tuple[Any, ...]]:
         )
         for c in cells
     )
+
+
+async def _cell_members(db: psycopg.AsyncConnection[Any]) -> set[tuple[Any, ...]]:
+    cur = await db.execute("SELECT bucket, grp, patient_id FROM cell_members")
+    return {(r["bucket"], r["grp"], r["patient_id"]) for r in await cur.fetchall()}
 
 
 def _binned(cells: list[RawCell]) -> list[RawCell]:
@@ -112,6 +118,13 @@ async def test_rollup_cells_equal_the_per_patient_scan(
             # contributors to the cells of the first hour only
             first_hour = [(c.bucket, c.group) for c in scan if c.bucket == hours[0]]
             scanned_members = set(await members(db, first_hour))
+            scanned = await _cell_members(db)
+        async with db.transaction():
+            await fast_cell_members(
+                db, purpose="research", code="glucose", group_by=group_by,  # type: ignore[arg-type]
+                eligible=eligible, start=common["start"], end=common["end"], skip=[],  # type: ignore[arg-type]
+            )  # fmt: skip
+            assert await _cell_members(db) == scanned != set(), group_by
         fast_members_ = await fast_members(
             db, purpose="research", code="glucose", group_by=group_by,  # type: ignore[arg-type]
             eligible=eligible, released=first_hour,

@@ -171,18 +171,23 @@ async def release(
         else:
             # Compared with every cell released before, any project or grouping (one at a time per code).
             await differencing.lock(conn, ask.code)
-            if fast:
+            pairs = await differencing.candidates(
+                conn,
+                code=ask.code,
+                size=ask.bucket,
+                cells=[(c.bucket, c.group, c.patients) for c in fresh],
+                k=K_MIN,
+            )
+            if pairs and fast:
                 await differencing.fast_cell_members(
                     conn,
                     purpose=ask.project.purpose,
                     code=ask.code,
                     group_by=ask.group_by,
                     eligible=list(eligible),
-                    start=ask.start,
-                    end=ask.end,
-                    skip=sorted(done),
+                    cells=sorted({(p["bucket"], p["grp"]) for p in pairs}),
                 )
-            near = await differencing.near_duplicates(conn, code=ask.code, size=ask.bucket, k=K_MIN)
+            near = await differencing.near_duplicates(conn, pairs, k=K_MIN)
             cells = control(ask.code, fresh, totals, percentiles=ask.percentiles, hidden_first=near)
             shown = [(c.bucket, c.group) for c in cells if not c.suppressed]
             contributors = await _members(conn, ask, fast, eligible, shown)
@@ -191,13 +196,16 @@ async def release(
         release_id = await _record(conn, ask, bodies, None if epsilon else len(contributors), epsilon)
         await _contributors(conn, ask, release_id, contributors, eligible)
         if not epsilon:
+            sizes = {(c.bucket, c.group): c.patients for c in fresh}
             await differencing.record(
                 conn,
+                release_id=release_id,
                 code=ask.code,
                 size=ask.bucket,
-                project_id=ask.project.id,
-                release_id=release_id,
-                released=shown,
+                released=[(b, g, sizes[(b, g)]) for b, g in shown],
+                fast={"purpose": ask.project.purpose, "group_by": ask.group_by, "eligible": list(eligible)}
+                if fast
+                else None,
             )
         if epsilon:
             await conn.execute(

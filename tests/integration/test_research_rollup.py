@@ -122,7 +122,7 @@ async def test_rollup_cells_equal_the_per_patient_scan(
         async with db.transaction():
             await fast_cell_members(
                 db, purpose="research", code="glucose", group_by=group_by,  # type: ignore[arg-type]
-                eligible=eligible, start=common["start"], end=common["end"], skip=[],  # type: ignore[arg-type]
+                eligible=eligible, cells=sorted({(b, g) for b, g, _ in scanned}),
             )  # fmt: skip
             assert await _cell_members(db) == scanned != set(), group_by
         fast_members_ = await fast_members(

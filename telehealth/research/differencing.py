@@ -38,17 +38,48 @@ JOIN research_released_cells o
  AND o.patients > t.n - %(k)s AND o.patients < t.n + %(k)s
 """
 
-#: members of a candidate new cell (from `cell_members`) also in the earlier cell
+#: The new release's members as per-day bitmaps (bit h: in the cell of `grp` starting at hour h).
+_NEW_BITS_SCANNED = """
+CREATE TEMP TABLE new_bits ON COMMIT DROP AS
+SELECT grp, (bucket AT TIME ZONE 'UTC')::date AS day, patient_id,
+       bit_or(1 << extract(hour FROM bucket AT TIME ZONE 'UTC')::int) AS hours
+FROM cell_members GROUP BY 1, 2, 3
+"""
+_DAY_GROUP = {"none": "'all'", "sex": "p.sex", "age_band": "research_age_band(p.birth_date, s.day)"}
+_NEW_BITS_FAST = """
+CREATE TEMP TABLE new_bits ON COMMIT DROP AS
+SELECT {group} AS grp, s.day, s.patient_id, s.hours
+FROM research_patient_days s
+JOIN unnest(%(eligible)s::uuid[]) AS e(id) ON e.id = s.patient_id
+JOIN patients p ON p.id = s.patient_id
+WHERE s.purpose = %(purpose)s AND s.code = %(code)s AND s.day >= %(first)s AND s.day <= %(last)s
+"""
+
+#: Patients common to each candidate pair: the new and the old release's day bitmaps are joined
+#: once per (group, day, old release, old group, old day), their mask pairs counted, and each
+#: pair's count read off the bits of its two buckets' start hours.
 _COMMON = """
-SELECT c.i, count(r.patient_id)::int AS common
-FROM unnest(%(i)s::int[], %(buckets)s::timestamptz[], %(groups)s::text[], %(releases)s::int8[],
-            %(old_buckets)s::timestamptz[], %(old_groups)s::text[])
-     AS c(i, bucket, grp, release_id, old_bucket, old_grp)
-LEFT JOIN cell_members m ON m.bucket = c.bucket AND m.grp = c.grp
-LEFT JOIN research_released_members r
-  ON r.release_id = c.release_id AND r.grp = c.old_grp AND r.patient_id = m.patient_id
- AND r.day = (c.old_bucket AT TIME ZONE 'UTC')::date
- AND r.hours & (1 << extract(hour FROM c.old_bucket AT TIME ZONE 'UTC')::int) <> 0
+WITH c AS (
+    SELECT i, grp, (bucket AT TIME ZONE 'UTC')::date AS day,
+           extract(hour FROM bucket AT TIME ZONE 'UTC')::int AS h, release_id, old_grp,
+           (old_bucket AT TIME ZONE 'UTC')::date AS oday,
+           extract(hour FROM old_bucket AT TIME ZONE 'UTC')::int AS oh
+    FROM unnest(%(i)s::int[], %(buckets)s::timestamptz[], %(groups)s::text[], %(releases)s::int8[],
+                %(old_buckets)s::timestamptz[], %(old_groups)s::text[])
+         AS t(i, bucket, grp, release_id, old_bucket, old_grp)
+), keys AS (
+    SELECT DISTINCT grp, day, release_id, old_grp, oday FROM c
+), masks AS (
+    SELECT k.grp, k.day, k.release_id, k.old_grp, k.oday, n.hours AS nh, o.hours AS ohs, count(*)::int AS k
+    FROM keys k
+    JOIN new_bits n ON n.grp = k.grp AND n.day = k.day
+    JOIN research_released_members o
+      ON o.release_id = k.release_id AND o.grp = k.old_grp AND o.day = k.oday AND o.patient_id = n.patient_id
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+)
+SELECT c.i,
+       coalesce(sum(m.k) FILTER (WHERE m.nh & (1 << c.h) <> 0 AND m.ohs & (1 << c.oh) <> 0), 0)::int AS common
+FROM c LEFT JOIN masks m USING (grp, day, release_id, old_grp, oday)
 GROUP BY c.i
 """
 
@@ -57,44 +88,13 @@ INSERT INTO research_released_cells (release_id, code, bucket_start, bucket_end,
 SELECT %(release)s, %(code)s, t.bucket, t.bucket + %(size)s, t.grp, t.n
 FROM unnest(%(buckets)s::timestamptz[], %(groups)s::text[], %(ns)s::int[]) AS t(bucket, grp, n)
 """
-
-#: the per-patient scan's members, as day bitmaps
-_RECORD_SCANNED = """
+_RECORD_MEMBERS = """
 INSERT INTO research_released_members (release_id, grp, day, patient_id, hours)
-SELECT %(release)s, m.grp, (m.bucket AT TIME ZONE 'UTC')::date, m.patient_id,
-       bit_or(1 << extract(hour FROM m.bucket AT TIME ZONE 'UTC')::int)
-FROM cell_members m
-JOIN unnest(%(buckets)s::timestamptz[], %(groups)s::text[]) AS r(bucket, grp)
-  ON r.bucket = m.bucket AND r.grp = m.grp
-GROUP BY 1, 2, 3, 4
-"""
-
-_DAY_GROUP = {"none": "'all'", "sex": "p.sex", "age_band": "research_age_band(p.birth_date, s.day)"}
-
-#: the rollup path's members: each eligible patient's day bitmap masked by the released hours
-_RECORD_FAST = """
-INSERT INTO research_released_members (release_id, grp, day, patient_id, hours)
-SELECT %(release)s, r.grp, s.day, s.patient_id, s.hours & r.mask
-FROM research_patient_days s
-JOIN unnest(%(eligible)s::uuid[]) AS e(id) ON e.id = s.patient_id
-JOIN patients p ON p.id = s.patient_id
-JOIN unnest(%(masks_groups)s::text[], %(days)s::date[], %(masks)s::int[]) AS r(grp, day, mask)
-  ON r.day = s.day AND r.grp = {group}
-WHERE s.purpose = %(purpose)s AND s.code = %(code)s AND s.day >= %(first)s AND s.day <= %(last)s
-  AND s.hours & r.mask <> 0
-"""
-
-#: `cell_members` of some hourly cells from the per-day bitmaps (the rollup path)
-_FAST_MEMBERS = """
-CREATE TEMP TABLE cell_members ON COMMIT DROP AS
-SELECT r.bucket, r.grp, s.patient_id
-FROM unnest(%(buckets)s::timestamptz[], %(groups)s::text[]) AS r(bucket, grp)
-JOIN research_patient_days s
-  ON s.day = (r.bucket AT TIME ZONE 'UTC')::date
- AND s.hours & (1 << extract(hour FROM r.bucket AT TIME ZONE 'UTC')::int) <> 0
-JOIN unnest(%(eligible)s::uuid[]) AS e(id) ON e.id = s.patient_id
-JOIN patients p ON p.id = s.patient_id
-WHERE s.purpose = %(purpose)s AND s.code = %(code)s AND r.grp = {group}
+SELECT %(release)s, n.grp, n.day, n.patient_id, n.hours & r.mask
+FROM new_bits n
+JOIN unnest(%(groups)s::text[], %(days)s::date[], %(masks)s::int[]) AS r(grp, day, mask)
+  ON r.grp = n.grp AND r.day = n.day
+WHERE n.hours & r.mask <> 0
 """
 
 
@@ -128,7 +128,7 @@ async def candidates(
 async def near_duplicates(
     conn: Conn, pairs: list[dict[str, Any]], *, k: int
 ) -> dict[tuple[datetime, str], str]:
-    """Cells to suppress, (bucket, group) -> why; `cell_members` must hold the new cells of `pairs`."""
+    """Cells to suppress, (bucket, group) -> why (after `new_members`)."""
     if not pairs:
         return {}
     async with conn.cursor(row_factory=dict_row) as cur:
@@ -151,44 +151,47 @@ async def near_duplicates(
     return out
 
 
-async def fast_cell_members(
+async def new_members(
     conn: Conn,
     *,
+    fast: bool,
     purpose: str,
     code: str,
     group_by: GroupBy,
     eligible: list[UUID],
-    cells: list[tuple[datetime, str]],
+    start: datetime,
+    end: datetime,
 ) -> None:
-    """`cell_members` of the given hourly cells from the per-day bitmaps, as the scan makes it."""
+    """`new_bits`: the members of the release's cells as day bitmaps, from the per-patient
+    scan's `cell_members` or (rollup path) the eligible patients' `research_patient_days`."""
     async with conn.cursor() as cur:
-        await cur.execute("DROP TABLE IF EXISTS cell_members")
-        await cur.execute(
-            _FAST_MEMBERS.format(group=_DAY_GROUP[group_by]).encode(),
-            {
-                "buckets": [b for b, _ in cells],
-                "groups": [g for _, g in cells],
-                "eligible": eligible,
-                "purpose": purpose,
-                "code": code,
-            },
-        )
+        await cur.execute("DROP TABLE IF EXISTS new_bits")
+        if fast:
+            await cur.execute(
+                _NEW_BITS_FAST.format(group=_DAY_GROUP[group_by]).encode(),
+                {
+                    "eligible": eligible,
+                    "purpose": purpose,
+                    "code": code,
+                    "first": start.astimezone(UTC).date(),
+                    "last": end.astimezone(UTC).date(),
+                },
+            )
+        else:
+            await cur.execute(_NEW_BITS_SCANNED)
+        await cur.execute("ANALYZE new_bits")
 
 
 async def record(
-    conn: Conn,
-    *,
-    release_id: int,
-    code: str,
-    size: timedelta,
-    released: list[tuple[datetime, str, int]],
-    fast: dict[str, Any] | None,
+    conn: Conn, *, release_id: int, code: str, size: timedelta, released: list[tuple[datetime, str, int]]
 ) -> None:
-    """Keep the released cells and their members. `fast`: purpose, group_by and eligible of a
-    rollup-path release (members from the day bitmaps); None: from `cell_members`."""
+    """Keep the released cells and their members (from `new_bits`)."""
     if not released:
         return
-    buckets, groups = [b for b, _, _ in released], [g for _, g, _ in released]
+    masks: dict[tuple[str, Any], int] = {}
+    for bucket, grp, _ in released:
+        at = bucket.astimezone(UTC)
+        masks[(grp, at.date())] = masks.get((grp, at.date()), 0) | (1 << at.hour)
     async with conn.cursor() as cur:
         await cur.execute(
             _RECORD_CELLS,
@@ -196,29 +199,17 @@ async def record(
                 "release": release_id,
                 "code": code,
                 "size": size,
-                "buckets": buckets,
-                "groups": groups,
+                "buckets": [b for b, _, _ in released],
+                "groups": [g for _, g, _ in released],
                 "ns": [n for _, _, n in released],
             },
         )
-        if fast is None:
-            await cur.execute(_RECORD_SCANNED, {"release": release_id, "buckets": buckets, "groups": groups})
-            return
-        masks: dict[tuple[str, Any], int] = {}
-        for bucket, grp in zip(buckets, groups, strict=True):
-            at = bucket.astimezone(UTC)
-            masks[(grp, at.date())] = masks.get((grp, at.date()), 0) | (1 << at.hour)
         await cur.execute(
-            _RECORD_FAST.format(group=_DAY_GROUP[fast["group_by"]]).encode(),
+            _RECORD_MEMBERS,
             {
                 "release": release_id,
-                "eligible": fast["eligible"],
-                "masks_groups": [g for g, _ in masks],
+                "groups": [g for g, _ in masks],
                 "days": [d for _, d in masks],
                 "masks": list(masks.values()),
-                "purpose": fast["purpose"],
-                "code": code,
-                "first": min(d for _, d in masks),
-                "last": max(d for _, d in masks),
             },
         )

@@ -171,6 +171,16 @@ async def release(
         else:
             # Compared with every cell released before, any project or grouping (one at a time per code).
             await differencing.lock(conn, ask.code)
+            await differencing.new_members(
+                conn,
+                fast=fast,
+                purpose=ask.project.purpose,
+                code=ask.code,
+                group_by=ask.group_by,
+                eligible=list(eligible),
+                start=ask.start,
+                end=ask.end,
+            )
             pairs = await differencing.candidates(
                 conn,
                 code=ask.code,
@@ -178,15 +188,6 @@ async def release(
                 cells=[(c.bucket, c.group, c.patients) for c in fresh],
                 k=K_MIN,
             )
-            if pairs and fast:
-                await differencing.fast_cell_members(
-                    conn,
-                    purpose=ask.project.purpose,
-                    code=ask.code,
-                    group_by=ask.group_by,
-                    eligible=list(eligible),
-                    cells=sorted({(p["bucket"], p["grp"]) for p in pairs}),
-                )
             near = await differencing.near_duplicates(conn, pairs, k=K_MIN)
             cells = control(ask.code, fresh, totals, percentiles=ask.percentiles, hidden_first=near)
             shown = [(c.bucket, c.group) for c in cells if not c.suppressed]
@@ -203,9 +204,6 @@ async def release(
                 code=ask.code,
                 size=ask.bucket,
                 released=[(b, g, sizes[(b, g)]) for b, g in shown],
-                fast={"purpose": ask.project.purpose, "group_by": ask.group_by, "eligible": list(eligible)}
-                if fast
-                else None,
             )
         if epsilon:
             await conn.execute(

@@ -13,7 +13,7 @@ import pytest
 from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.research.cells import members, raw_cells
-from telehealth.research.differencing import fast_cell_members
+from telehealth.research.differencing import new_members
 from telehealth.research.disclosure import RawCell
 from telehealth.research.hourly import fast_cells, fast_members
 from telehealth.settings import Settings
@@ -44,9 +44,17 @@ def _key(cells: list[RawCell]) -> list[tuple[Any, ...]]:
     )
 
 
-async def _cell_members(db: psycopg.AsyncConnection[Any]) -> set[tuple[Any, ...]]:
-    cur = await db.execute("SELECT bucket, grp, patient_id FROM cell_members")
-    return {(r["bucket"], r["grp"], r["patient_id"]) for r in await cur.fetchall()}
+async def _new_bits(db: psycopg.AsyncConnection[Any], hours: list[datetime]) -> set[tuple[Any, ...]]:
+    """The release's member bitmaps, limited to the given hours."""
+    masks: dict[Any, int] = {}
+    for h in hours:
+        masks[h.date()] = masks.get(h.date(), 0) | (1 << h.hour)
+    cur = await db.execute("SELECT grp, day, patient_id, hours FROM new_bits")
+    return {
+        (r["grp"], r["day"], r["patient_id"], r["hours"] & masks.get(r["day"], 0))
+        for r in await cur.fetchall()
+        if r["hours"] & masks.get(r["day"], 0)
+    }
 
 
 def _binned(cells: list[RawCell]) -> list[RawCell]:
@@ -118,13 +126,15 @@ async def test_rollup_cells_equal_the_per_patient_scan(
             # contributors to the cells of the first hour only
             first_hour = [(c.bucket, c.group) for c in scan if c.bucket == hours[0]]
             scanned_members = set(await members(db, first_hour))
-            scanned = await _cell_members(db)
+            member_args = {
+                "purpose": "research", "code": "glucose", "group_by": group_by, "eligible": eligible,
+                "start": common["start"], "end": common["end"],
+            }  # fmt: skip
+            await new_members(db, fast=False, **member_args)  # type: ignore[arg-type]
+            scanned = await _new_bits(db, hours)
         async with db.transaction():
-            await fast_cell_members(
-                db, purpose="research", code="glucose", group_by=group_by,  # type: ignore[arg-type]
-                eligible=eligible, cells=sorted({(b, g) for b, g, _ in scanned}),
-            )  # fmt: skip
-            assert await _cell_members(db) == scanned != set(), group_by
+            await new_members(db, fast=True, **member_args)  # type: ignore[arg-type]
+            assert await _new_bits(db, hours) == scanned != set(), group_by
         fast_members_ = await fast_members(
             db, purpose="research", code="glucose", group_by=group_by,  # type: ignore[arg-type]
             eligible=eligible, released=first_hour,

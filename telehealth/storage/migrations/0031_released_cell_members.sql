@@ -19,8 +19,10 @@ CREATE INDEX research_released_cells_time ON research_released_cells (code, buck
 -- Membership as per-day bitmaps, like research_patient_days: bit h of `hours` = the patient
 -- is in the released cell of group `grp` whose bucket starts at hour h (UTC) of `day`.
 -- About one row per patient-day of a release, not one per patient-cell.
+-- (No foreign key: a release writes one row per patient-day, and the cells table holds the
+-- reference to research_releases already.)
 CREATE TABLE research_released_members (
-    release_id  bigint NOT NULL REFERENCES research_releases (id),
+    release_id  bigint NOT NULL,
     grp         text NOT NULL,
     day         date NOT NULL,
     patient_id  uuid NOT NULL,

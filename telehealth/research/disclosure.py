@@ -70,14 +70,29 @@ def _windows(n: int, percentiles: tuple[int, ...] | list[int], k: int) -> dict[i
     return out
 
 
+def _rank_sum(histogram: tuple[tuple[int, int], ...], first: int, last: int) -> int:
+    """Sum of the bins at ranks first..last (1-based, inclusive), walking the histogram."""
+    total, seen = 0, 0
+    for b, count in histogram:
+        overlap = min(seen + count, last) - max(seen + 1, first) + 1
+        if overlap > 0:
+            total += overlap * b
+        seen += count
+        if seen >= last:
+            break
+    return total
+
+
 def window_quantiles(
     histogram: tuple[tuple[int, int], ...], n: int, step: float, percentiles: list[int], *, k: int = K_MIN
 ) -> dict[str, float]:
     """Each allowed quantile as the mean of the `k` patient values around its nearest rank."""
-    values = [b * step for b, count in histogram for _ in range(count)]
-    if len(values) != n:
+    if sum(count for _, count in histogram) != n:
         return {}
-    return {f"p{p}": sum(values[a - 1 : b]) / k for p, (a, b) in sorted(_windows(n, percentiles, k).items())}
+    return {
+        f"p{p}": _rank_sum(histogram, a, b) * step / k
+        for p, (a, b) in sorted(_windows(n, percentiles, k).items())
+    }
 
 
 @dataclass(frozen=True)

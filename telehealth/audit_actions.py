@@ -34,6 +34,7 @@ LABELS: dict[str, str] = {
     "access.denied": "tried to open your records and was refused",
     "nightscout.entries.read": "read your glucose through a Nightscout app",
     "nightscout.status.read": "checked your Nightscout connection",
+    "nightscout.devicestatus.read": "read your devices' battery levels through a Nightscout app",
     "auth.password_change": "changed their password",
     "auth.revoke_tokens": "signed a user out everywhere",
 }

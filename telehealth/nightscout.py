@@ -26,7 +26,25 @@ from telehealth.contracts import Reason, wire_time
 ENTRY_SOURCES = {"sgv": "cgm", "mbg": "smbg"}
 _TYPE_INDEX = {"sgv": 0, "mbg": 1}
 #: entry fields kept with the reading (`context.nightscout`), and served back on reads
-KEPT_FIELDS = ("direction", "noise", "device", "filtered", "unfiltered", "rssi", "delta")
+KEPT_FIELDS = ("direction", "noise", "device", "filtered", "unfiltered", "rssi", "delta", "trend")
+#: Nightscout's numeric `trend` (Dexcom Share, CareLink) and its `direction` names
+TRENDS = {
+    0: "NONE",
+    1: "DoubleUp",
+    2: "SingleUp",
+    3: "FortyFiveUp",
+    4: "Flat",
+    5: "FortyFiveDown",
+    6: "SingleDown",
+    7: "DoubleDown",
+    8: "NOT COMPUTABLE",
+    9: "RATE OUT OF RANGE",
+}
+_DIRECTION_TREND = {name: number for number, name in TRENDS.items()}
+#: a served `delta` compares with the newest earlier CGM entry at least this old and at most...
+DELTA_MIN_GAP_MS = 120_000
+#: ...this old (a longer gap is no trend); the difference is scaled to 5 minutes, as Nightscout's
+DELTA_MAX_GAP_MS = 900_000
 _MMOL = {"mmol", "mmol/l"}
 _MGDL = {"mg/dl", "mgdl"}
 #: epoch ms beyond this cannot be a time at all (year ~2255) and would overflow `seq`
@@ -176,9 +194,35 @@ def to_entry(
         "device": kept.get("device", device_id),
     }
     if entry_type == "sgv":
-        entry["direction"] = kept.get("direction", "NONE")
+        trend = kept.get("trend")
+        direction = kept.get("direction")
+        if direction is None and isinstance(trend, int) and not isinstance(trend, bool):
+            direction = TRENDS.get(trend)
+        entry["direction"] = direction if direction is not None else "NONE"
+        if trend is None and isinstance(direction, str):
+            trend = _DIRECTION_TREND.get(direction)
+        if trend is not None:
+            entry["trend"] = trend
         entry["noise"] = kept.get("noise", 1)
     for field in ("filtered", "unfiltered", "rssi", "delta"):
         if field in kept:
             entry[field] = kept[field]
     return entry
+
+
+def add_deltas(entries: list[dict[str, Any]]) -> None:
+    """Give every CGM entry (newest first) that has no uploaded `delta` one: the change in mg/dL
+    from the newest earlier CGM entry 2 to 15 minutes before it, scaled to 5 minutes; `None`
+    when there is none (a gap is not a trend). Followers' apps show it and some require it."""
+    cgm = [e for e in entries if e["type"] == "sgv"]
+    for i, entry in enumerate(cgm):
+        if "delta" in entry:
+            continue
+        entry["delta"] = None
+        for earlier in cgm[i + 1 :]:
+            gap = entry["date"] - earlier["date"]
+            if gap < DELTA_MIN_GAP_MS:
+                continue
+            if gap <= DELTA_MAX_GAP_MS:
+                entry["delta"] = round((entry["sgv"] - earlier["sgv"]) * 300_000 / gap, 1)
+            break

@@ -12,6 +12,7 @@ from telehealth.checks import check_readings
 from telehealth.contracts import Reason
 from telehealth.nightscout import (
     EntryProblem,
+    add_deltas,
     api_secret_header,
     entry_id,
     secret_digest,
@@ -152,3 +153,35 @@ def test_rate_limiter_is_a_sliding_minute_per_key() -> None:
     assert limiter.wait("a", now=3.0) == pytest.approx(57.0)
     assert limiter.wait("b", now=3.0) == 0.0
     assert limiter.wait("a", now=60.5) == 0.0
+
+
+def _sgv(ms: int, sgv: int, **kept: object) -> dict[str, object]:
+    return to_entry(
+        device_id="up-1",
+        seq=ms * 2,
+        measured_at=datetime.fromtimestamp(ms / 1000, UTC),
+        value_mmol=sgv / 18.0182,
+        source="cgm",
+        context={"nightscout": kept},
+    )
+
+
+def test_a_delta_is_computed_from_the_previous_cgm_entry_scaled_to_five_minutes() -> None:
+    five = 300_000
+    entries = [
+        _sgv(MS, 130),
+        _sgv(MS - 30_000, 129),  # a second uploader's copy, 30 s apart: no trend from it
+        _sgv(MS - five, 120),
+        _sgv(MS - 3 * five, 110),
+        _sgv(MS - 7 * five, 100),
+        _sgv(MS - 8 * five, 90, delta=-1.5),
+    ]
+    add_deltas(entries)
+    assert [e["delta"] for e in entries] == [10.0, 10.0, 5.0, None, 10.0, -1.5]
+
+
+def test_a_numeric_trend_gives_the_direction_and_the_direction_a_trend() -> None:
+    assert (_sgv(MS, 100, trend=2)["direction"], _sgv(MS, 100, trend=2)["trend"]) == ("SingleUp", 2)
+    assert _sgv(MS, 100, direction="DoubleDown")["trend"] == 7
+    assert "trend" not in _sgv(MS, 100)
+    assert to_reading(dict(XDRIP, trend=5), "up-1")["context"]["nightscout"]["trend"] == 5

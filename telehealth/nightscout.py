@@ -9,18 +9,24 @@ mbg)`, per uploader device, so a re-upload hits the `(device_id, seq)` receipt a
 once. A corrected value re-uploaded under the same time keeps the first value stored.
 
 `to_reading` turns an entry into the MQTT reading document, so that it is then judged by the
-very checks the gateway applies (`telehealth.checks`).
+very checks the gateway applies (`telehealth.checks`); the whole entry first crosses the same
+bounds as an MQTT payload's free-form part (`check_bounds`), since fields that are not mapped
+must not carry what MQTT refuses either.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic_core import PydanticCustomError
+
+from telehealth.bounds import check_context, escape_unstorable
 from telehealth.codes import MG_DL_PER_MMOL_L
-from telehealth.contracts import Reason, wire_time
+from telehealth.contracts import MAX_PAYLOAD_BYTES, Reason, wire_time
 
 #: Nightscout entry types taken, with the observation source each becomes
 ENTRY_SOURCES = {"sgv": "cgm", "mbg": "smbg"}
@@ -47,6 +53,7 @@ DELTA_MIN_GAP_MS = 120_000
 DELTA_MAX_GAP_MS = 900_000
 _MMOL = {"mmol", "mmol/l"}
 _MGDL = {"mg/dl", "mgdl"}
+_BOUND_REASONS = {Reason.UNSTORABLE_TEXT.value, Reason.CONTEXT_TOO_LARGE.value}
 #: epoch ms beyond this cannot be a time at all (year ~2255) and would overflow `seq`
 _MAX_MS = 9_000_000_000_000
 
@@ -127,10 +134,29 @@ def _unit(entry: dict[str, Any]) -> str:
     raise EntryProblem(Reason.UNKNOWN_UNIT, f"units: {str(units)[:40]!r} is neither mg/dl nor mmol")
 
 
+def check_bounds(entry: dict[str, Any]) -> None:
+    """The boundary every device document crosses, whichever way it came: at most
+    `MAX_PAYLOAD_BYTES`, no NUL or lone surrogate in any key or value, and the bounds of an
+    MQTT reading's free-form `context` (depth, values, string length) over the whole entry,
+    with the same reasons. (The time window is the reading's own check, after mapping.)"""
+    try:
+        size = len(json.dumps(entry, separators=(",", ":")).encode())
+    except (ValueError, RecursionError):
+        raise EntryProblem(Reason.SCHEMA_INVALID, "the entry cannot be encoded as JSON") from None
+    if size > MAX_PAYLOAD_BYTES:
+        raise EntryProblem(Reason.OVERSIZED, f"entry is {size} bytes, the limit is {MAX_PAYLOAD_BYTES}")
+    try:
+        check_context(entry, root="entry")
+    except PydanticCustomError as error:
+        reason = Reason(error.type) if error.type in _BOUND_REASONS else Reason.SCHEMA_INVALID
+        raise EntryProblem(reason, escape_unstorable(error.message(), 500)) from None
+
+
 def to_reading(entry: Any, device_id: str) -> dict[str, Any]:
     """The MQTT reading document for one entry; raises `EntryProblem` for what is no reading."""
     if not isinstance(entry, dict):
         raise EntryProblem(Reason.SCHEMA_INVALID, "an entry must be a JSON object")
+    check_bounds(entry)
     entry_type = entry.get("type")
     if entry_type not in ENTRY_SOURCES:
         raise EntryProblem(

@@ -108,9 +108,61 @@ def test_what_is_no_reading_is_refused_with_a_reason(entry: object, reason: Reas
 
 def test_the_contract_bounds_still_judge_mapped_entries() -> None:
     old = to_reading({"type": "sgv", "sgv": 100, "date": 631152000000}, "up-1")  # 1990
-    surrogate = to_reading(dict(XDRIP, device="xDrip\ud800"), "up-1")
     assert _check(old) == (0, [Reason.TIME_OUT_OF_WINDOW])
-    assert _check(surrogate) == (0, [Reason.UNSTORABLE_TEXT])
+    with pytest.raises(EntryProblem) as surrogate:
+        to_reading(dict(XDRIP, device="xDrip\ud800"), "up-1")
+    assert surrogate.value.reason == Reason.UNSTORABLE_TEXT
+
+
+#: (what the MQTT device sends in its free-form context, the same in a Nightscout entry field)
+HOSTILE: dict[str, object] = {
+    "nul": "a\u0000b",
+    "lone surrogate": "\ud800",
+    "nul in a key": {"b\u0000": 1},
+    "long string": "x" * 600,
+    "deep nesting": {"a": {"b": {"c": {"d": 1}}}},
+    "many values": list(range(120)),
+    "oversized": ["y" * 500] * 140,
+}
+
+
+def _nightscout_path(entry: dict[str, object]) -> list[Reason]:
+    try:
+        document = to_reading(entry, "up-1")
+    except EntryProblem as problem:
+        return [problem.reason]
+    return _check(document)[1]
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_the_same_hostile_value_meets_the_same_refusal_on_both_paths(kind: str) -> None:
+    value = HOSTILE[kind]
+    mqtt = {
+        "device_id": "up-1",
+        "seq": 1,
+        "measured_at": "2025-11-23T12:13:20Z",
+        "observations": [{"code": "glucose", "value": 142, "unit": "mg/dL", "source": "cgm"}],
+        "context": {"note": value},
+    }
+    mqtt_reasons = _check(mqtt)[1]
+    assert len(mqtt_reasons) == 1, mqtt_reasons
+    assert _nightscout_path(dict(XDRIP, note=value)) == mqtt_reasons
+    if isinstance(value, str):  # in a field the entry maps, and in one it does not
+        assert _nightscout_path(dict(XDRIP, device=value)) == mqtt_reasons
+        assert _nightscout_path(dict(XDRIP, dateString=value)) == mqtt_reasons
+
+
+@pytest.mark.parametrize("at", ["1999-12-31T23:59:59Z", "2025-11-25T12:13:21Z"])
+def test_the_same_time_out_of_window_is_refused_on_both_paths(at: str) -> None:
+    mqtt = {
+        "device_id": "up-1",
+        "seq": 1,
+        "measured_at": at,
+        "observations": [{"code": "glucose", "value": 142, "unit": "mg/dL", "source": "cgm"}],
+    }
+    ms = round(datetime.fromisoformat(at).timestamp() * 1000)
+    assert _check(mqtt)[1] == [Reason.TIME_OUT_OF_WINDOW]
+    assert _nightscout_path(dict(XDRIP, date=ms, dateString=at)) == [Reason.TIME_OUT_OF_WINDOW]
 
 
 def test_a_stored_reading_reads_back_as_the_entry_it_came_from() -> None:

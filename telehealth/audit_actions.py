@@ -35,6 +35,8 @@ LABELS: dict[str, str] = {
     "nightscout.entries.read": "read your glucose through a Nightscout app",
     "nightscout.status.read": "checked your Nightscout connection",
     "nightscout.devicestatus.read": "read your devices' battery levels through a Nightscout app",
+    "nightscout.treatments.read": "read your treatments (insulin, carbs, notes) through a Nightscout app",
+    "treatments.read": "read your treatments (insulin, carbs, notes)",
     "auth.password_change": "changed their password",
     "auth.revoke_tokens": "signed a user out everywhere",
 }

@@ -34,7 +34,7 @@ LABELS: dict[str, str] = {
     "access.denied": "tried to open your records and was refused",
     "nightscout.entries.read": "read your glucose through a Nightscout app",
     "nightscout.status.read": "checked your Nightscout connection",
-    "nightscout.devicestatus.read": "read your devices' battery levels through a Nightscout app",
+    "nightscout.devicestatus.read": "read your devices' status (pump, loop) through a Nightscout app",
     "nightscout.treatments.read": "read your treatments (insulin, carbs, notes) through a Nightscout app",
     "treatments.read": "read your treatments (insulin, carbs, notes)",
     "auth.password_change": "changed their password",

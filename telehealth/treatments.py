@@ -154,6 +154,46 @@ def public_id(identifier: str) -> str:
     return hashlib.sha1(identifier.encode()).hexdigest()[:24]
 
 
+def check_document(document: Any, now: datetime) -> datetime:
+    """The boundary of any Nightscout document that is no entry (treatment, devicestatus,
+    profile): a JSON object of at most 64 KiB, storable text, bounded nesting, its time (or
+    now, if it has none) in the readings' window. Answers the time."""
+    if not isinstance(document, dict):
+        raise TreatmentProblem(Reason.SCHEMA_INVALID, "a document must be a JSON object")
+    size = len(json.dumps(document, separators=(",", ":")).encode())
+    if size > MAX_PAYLOAD_BYTES:
+        raise TreatmentProblem(
+            Reason.OVERSIZED, f"document is {size} bytes, the limit is {MAX_PAYLOAD_BYTES}"
+        )
+    _walk(document)
+    try:
+        at = when(document)
+    except TreatmentProblem as problem:
+        if problem.reason != Reason.SCHEMA_INVALID or "required" not in problem.detail:
+            raise
+        return now
+    _in_window(at, now)
+    return at
+
+
+def _in_window(at: datetime, now: datetime) -> None:
+    if at < EARLIEST or at - now > MAX_AHEAD:
+        raise TreatmentProblem(
+            Reason.TIME_OUT_OF_WINDOW, f"{at.isoformat()} is before 2000 or more than a day ahead"
+        )
+
+
+def document_identifier(document: dict[str, Any]) -> str:
+    """The client's identifier of a document, else a digest of the document itself (so the
+    same document uploaded again is the same one)."""
+    for name in IDENTIFIER_FIELDS:
+        value = document.get(name)
+        if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+            return str(value)[:MAX_IDENTIFIER]
+    raw = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+    return "ns-" + hashlib.sha1(raw).hexdigest()[:24]
+
+
 def to_treatment(document: Any, now: datetime) -> Treatment:
     """The treatment one uploaded document is; raises `TreatmentProblem` for what is not one."""
     if not isinstance(document, dict):
@@ -170,10 +210,7 @@ def to_treatment(document: Any, now: datetime) -> Treatment:
     if not isinstance(event_type, str) or len(event_type) > 64:
         raise TreatmentProblem(Reason.SCHEMA_INVALID, "eventType: text of at most 64 characters is required")
     created_at = when(document)
-    if created_at < EARLIEST or created_at - now > MAX_AHEAD:
-        raise TreatmentProblem(
-            Reason.TIME_OUT_OF_WINDOW, f"{created_at.isoformat()} is before 2000 or more than a day ahead"
-        )
+    _in_window(created_at, now)
     identifier = next(
         (
             str(document[f])

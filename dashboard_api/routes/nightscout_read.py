@@ -13,7 +13,8 @@ from dashboard_api.deps import ConnDep
 from dashboard_api.nightscout_auth import UploaderDep
 from dashboard_api.problems import documented
 from telehealth.nightscout import mg_dl, ms_of
-from telehealth.storage.nightscout_reads import EntryQuery, device_batteries, entries
+from telehealth.storage import nightscout_documents as documents
+from telehealth.storage.nightscout_reads import EntryQuery, entries
 
 router = APIRouter(prefix="/api/v1", tags=["nightscout"])
 
@@ -144,8 +145,8 @@ async def experiments_test(_: UploaderDep) -> dict[str, str]:
 @router.get("/devicestatus", responses=_RESPONSES)
 @router.get("/devicestatus.json", responses=_RESPONSES, include_in_schema=False)
 async def get_devicestatus(request: Request, conn: ConnDep, uploader: UploaderDep) -> list[dict[str, Any]]:
-    """The battery each of the patient's devices last reported, newest first, as devicestatus
-    documents (`uploader.battery`); pump and loop state are not kept, so never served."""
+    """The patient's devicestatus documents as their apps uploaded them (pump, loop, uploader
+    battery), newest first: `count` (10)."""
     raw = request.query_params.get("count", "10")
     try:
         count = int(raw)
@@ -153,7 +154,7 @@ async def get_devicestatus(request: Request, conn: ConnDep, uploader: UploaderDe
         raise HTTPException(400, f"count: {raw[:20]!r} is not a whole number") from None
     if not 1 <= count <= MAX_COUNT:
         raise HTTPException(400, f"count must be between 1 and {MAX_COUNT}")
-    found = await device_batteries(conn, uploader.patient_id, count)
+    found = await documents.search(conn, uploader.patient_id, "devicestatus", limit=count)
     await uploader.audit(conn, "nightscout.devicestatus.read", count=len(found))
     return found
 

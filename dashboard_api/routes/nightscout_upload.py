@@ -15,9 +15,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from fastapi import APIRouter, HTTPException, Request
 from prometheus_client import Counter
 
+from dashboard_api.deps import ConnDep
 from dashboard_api.intake import Intake, IntakeUnavailable
 from dashboard_api.nightscout_auth import UploaderActor, UploaderDep
 from dashboard_api.problems import documented
@@ -27,8 +29,10 @@ from telehealth.codes import CODES
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent, accept, accepted_json
 from telehealth.nightscout import EntryProblem, to_entry, to_reading, uploader_battery
 from telehealth.settings import Settings
+from telehealth.storage import nightscout_documents as documents
 from telehealth.storage.devices import DeviceEntry
 from telehealth.topics import readings_topic, status_topic
+from telehealth.treatments import TreatmentProblem, check_document, document_identifier
 
 router = APIRouter(prefix="/api/v1", tags=["nightscout"])
 
@@ -125,7 +129,7 @@ class _Upload:
     def status(self, item: Any) -> StatusEvent | None:
         battery = uploader_battery(item)
         if battery is None:
-            return None  # pump, loop and openaps status: not taken (docs/nightscout.md)
+            return None  # no uploader battery: the document is kept, no device status
         if isinstance(battery, float) and battery.is_integer():
             battery = int(battery)
         payload = json.dumps({"state": "online", "battery_pct": battery}).encode()
@@ -172,15 +176,39 @@ async def post_entries(request: Request, uploader: UploaderDep) -> list[dict[str
     return answers
 
 
+async def store_devicestatus(
+    conn: psycopg.AsyncConnection[Any], upload: _Upload, uploader: UploaderActor, item: Any
+) -> dict[str, Any]:
+    """Keep one devicestatus document (the uploader's battery also becomes a device status);
+    answer it stored, or refused and dead-lettered."""
+    try:
+        at = check_document(item, upload.now)
+    except TreatmentProblem as problem:
+        raw = _raw(item)
+        upload.letter(STATUS_SOURCE, problem.reason, problem.detail, raw)
+        return {
+            "_id": hashlib.sha1(raw).hexdigest()[:24],
+            "stored": False,
+            "dead_letter": problem.reason.value,
+            "detail": escape_unstorable(problem.detail, 500),
+        }
+    upload.status(item)
+    kept = await documents.store(
+        conn, uploader.patient_id, uploader.device_id, "devicestatus", document_identifier(item), at, item
+    )
+    return kept.document
+
+
 @router.post("/devicestatus", responses=_RESPONSES)
 @router.post("/devicestatus.json", responses=_RESPONSES, include_in_schema=False)
-async def post_devicestatus(request: Request, uploader: UploaderDep) -> list[dict[str, Any]]:
-    """Device status documents; the uploader phone's battery is taken, the rest is not.
-
-    Answers each document's `_id` only: nothing else of it is kept."""
+async def post_devicestatus(request: Request, conn: ConnDep, uploader: UploaderDep) -> list[dict[str, Any]]:
+    """Device status documents (pump, loop, uploader), kept as uploaded 30 days and served back
+    on reads; the uploader phone's battery also becomes the uploader's device status (so
+    `battery_low` opens as for any device). Answers one element per document, in order."""
     items = await _documents(request)
     upload = _Upload(request.app.state.settings, uploader)
-    for item in items:
-        upload.status(item)
-    await upload.send(request.app.state.intake)
-    return [{"_id": hashlib.sha1(_raw(item)).hexdigest()[:24]} for item in items]
+    answers = [await store_devicestatus(conn, upload, uploader, item) for item in items]
+    await conn.commit()
+    if upload.records:
+        await upload.send(request.app.state.intake)
+    return answers

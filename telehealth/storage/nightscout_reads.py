@@ -12,7 +12,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from telehealth.bounds import EARLIEST, MAX_AHEAD
-from telehealth.nightscout import add_deltas, entry_id, ms_of, to_entry
+from telehealth.nightscout import add_deltas, to_entry
 
 #: rows read beyond `count` so that the oldest entries served still get a `delta`
 _LOOKBACK = 3
@@ -76,28 +76,3 @@ async def entries(
     ]
     add_deltas(found)
     return found[: query.count]
-
-
-async def device_batteries(
-    conn: psycopg.AsyncConnection[Any], patient_id: UUID, count: int
-) -> list[dict[str, Any]]:
-    """The last battery level of each of the patient's devices that reported one, as
-    Nightscout devicestatus documents, newest first."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """SELECT id, state_at, battery_pct FROM devices
-               WHERE patient_id = %s AND battery_pct IS NOT NULL AND state_at IS NOT NULL
-               ORDER BY state_at DESC, id LIMIT %s""",
-            (patient_id, count),
-        )
-        rows = await cur.fetchall()
-    return [
-        {
-            "_id": entry_id(row["id"], -1 - ms_of(row["state_at"])),
-            "device": row["id"],
-            "created_at": row["state_at"].isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "mills": ms_of(row["state_at"]),
-            "uploader": {"battery": row["battery_pct"]},
-        }
-        for row in rows
-    ]

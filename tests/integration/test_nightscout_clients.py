@@ -137,26 +137,45 @@ async def test_share_and_carelink_trends_are_kept_and_every_cgm_entry_has_a_delt
     assert oldest.json()[0]["delta"] == 5.0
 
 
-async def test_devicestatus_reads_the_battery_the_uploader_reported(
+async def test_devicestatus_is_kept_as_uploaded_and_read_back_by_followers(
     http: httpx.AsyncClient, db: psycopg.AsyncConnection[Any]
 ) -> None:
+    """Loop posts its loop and pump state; followers (LoopFollow, Nightguard) read it back."""
     creds = await provision_uploader(http, db, await make_patient(db, "team-ns"))
     none_yet = await http.get("/api/v1/devicestatus.json", headers=secret(creds))
     assert none_yet.status_code == 200 and none_yet.json() == []
-    status = {"device": "xDrip-DexcomG6", "uploader": {"battery": 64}, "created_at": iso(now_ms())}
-    assert (await http.post("/api/v1/devicestatus", json=status, headers=secret(creds))).status_code == 200
+    t = now_ms()
+    loop = {
+        "device": "loop://iPhone",
+        "created_at": iso(t - 60_000),
+        "loop": {"iob": {"iob": 1.25, "timestamp": iso(t - 60_000)}, "cob": {"cob": 12}, "name": "Loop"},
+        "pump": {"reservoir": 120.5, "clock": iso(t - 60_000)},
+        "uploader": {"battery": 64, "name": "iPhone"},
+    }
+    xdrip = {"device": "xDrip-DexcomG6", "uploader": {"battery": 63}, "created_at": iso(t)}
+    posted = await http.post("/api/v1/devicestatus", json=[loop, xdrip], headers=secret(creds))
+    assert posted.status_code == 200, posted.text
+    assert [len(d["_id"]) for d in posted.json()] == [24, 24]
+    again = await http.post("/api/v1/devicestatus", json=[loop, xdrip], headers=secret(creds))
+    assert [d["_id"] for d in again.json()] == [d["_id"] for d in posted.json()]
 
-    async def batteries() -> list[Any]:
-        found = (await http.get("/api/v1/devicestatus", params={"count": "5"}, headers=secret(creds))).json()
-        return [(d["device"], d["uploader"]["battery"]) for d in found]
+    read = await http.get("/api/v1/devicestatus", params={"count": "5"}, headers=secret(creds))
+    found = read.json()
+    assert [d["device"] for d in found] == ["xDrip-DexcomG6", "loop://iPhone"]
+    assert found[1]["loop"]["iob"]["iob"] == 1.25 and found[1]["pump"]["reservoir"] == 120.5
 
-    await eventually(lambda: _is(batteries(), [(creds["device_id"], 64)]))
+    async def battery() -> Any:
+        cur = await db.execute("SELECT battery_pct FROM devices WHERE id = %s", (creds["device_id"],))
+        row = await cur.fetchone()
+        return row and row["battery_pct"]
+
+    await eventually(lambda: _is(battery(), 63))
     count = await db.execute(
         "SELECT count(*) AS n FROM audit_log WHERE action = 'nightscout.devicestatus.read' AND actor = %s",
         (f"nightscout:{creds['device_id']}",),
     )
     row = await count.fetchone()
-    assert row is not None and row["n"] >= 2
+    assert row is not None and row["n"] == 2
 
 
 async def test_an_upload_with_a_refused_entry_is_answered_entry_for_entry(

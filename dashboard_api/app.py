@@ -27,6 +27,7 @@ from dashboard_api.routes import (
     nightscout_read,
     nightscout_treatments,
     nightscout_upload,
+    nightscout_v3,
     page,
     patients,
     register,
@@ -90,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, responses=problems.RESPONSES)
     for module in (consent, data_uses, research, register, treatments):
         app.include_router(module.router, responses=problems.RESPONSES)
-    for module in (nightscout_upload, nightscout_read, nightscout_treatments):
+    for module in (nightscout_upload, nightscout_read, nightscout_treatments, nightscout_v3):
         app.include_router(module.router)
     docs_page.install(app)
     static = resources.files("dashboard_api") / "static"

@@ -109,6 +109,13 @@ async def get_uploader(request: Request, conn: ConnDep, settings: SettingsDep) -
         raise HTTPException(
             401, "send API-SECRET (SHA-1 of the uploader's secret) or an access token (?token= or Bearer)"
         )
+    return await authenticate(request, conn, settings, secret, token)
+
+
+async def authenticate(
+    request: Request, conn: ConnDep, settings: SettingsDep, secret: bytes | None, token: bytes | None
+) -> UploaderActor:
+    """The uploader of this secret or token digest; failures are throttled per address."""
     address = request.client.host if request.client else "unknown"
     key = f"nightscout:{address}"
     policy = logins.Policy(

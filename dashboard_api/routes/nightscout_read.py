@@ -75,7 +75,14 @@ def parse_query(request: Request, entry_type: str | None, count: int | None = No
         raise HTTPException(400, f"count must be between 1 and {MAX_COUNT}")
     if none_of_type:
         return None
-    return EntryQuery(count=count, entry_type=entry_type, **bounds)
+    return EntryQuery(
+        count=count,
+        entry_type=entry_type,
+        since=bounds.get("since"),
+        after=bounds.get("after"),
+        until=bounds.get("until"),
+        before=bounds.get("before"),
+    )
 
 
 async def _read(conn: ConnDep, uploader: UploaderDep, query: EntryQuery | None) -> list[dict[str, Any]]:

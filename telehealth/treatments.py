@@ -88,6 +88,8 @@ def _time(value: Any, field: str) -> datetime:
     """Epoch ms (or s, as API v3 allows), or ISO 8601 with an offset."""
     if isinstance(value, bool):
         raise TreatmentProblem(Reason.SCHEMA_INVALID, f"{field}: not a time")
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 15:
+        value = int(value)  # Loop sends `mills` as text
     if isinstance(value, int | float):
         ms = value * 1000 if value < 100_000_000_000 else value
         try:

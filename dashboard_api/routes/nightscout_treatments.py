@@ -1,4 +1,5 @@
-"""Nightscout API v1 treatments: `POST`, `GET`, `PUT` and `DELETE /api/v1/treatments`.
+"""Nightscout API v1 treatments (`POST`, `GET`, `PUT` and `DELETE /api/v1/treatments`) and
+profiles (`POST` and `GET /api/v1/profile`).
 
 Treatments (carbs, insulin, basal, notes, exercise, site changes) are stored per patient in
 PostgreSQL by the API itself, not through Kafka: they are never input to the alert rules, so
@@ -22,8 +23,16 @@ from dashboard_api.nightscout_auth import UploaderActor, UploaderDep
 from dashboard_api.problems import documented
 from dashboard_api.routes.nightscout_upload import _documents, _raw, _Upload
 from telehealth.bounds import escape_unstorable
+from telehealth.storage import nightscout_documents as documents
 from telehealth.storage import treatments as store
-from telehealth.treatments import IDENTIFIER_FIELDS, Treatment, TreatmentProblem, to_treatment
+from telehealth.treatments import (
+    IDENTIFIER_FIELDS,
+    Treatment,
+    TreatmentProblem,
+    check_document,
+    document_identifier,
+    to_treatment,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["nightscout"])
 
@@ -165,3 +174,52 @@ async def delete_treatment(treatment_id: str, conn: ConnDep, uploader: UploaderD
         raise HTTPException(404, "no such treatment")
     deleted = await store.delete(conn, uploader.patient_id, [identifier])
     return {"n": deleted, "ok": 1}
+
+
+@router.post("/profile", responses=_RESPONSES)
+@router.post("/profile.json", responses=_RESPONSES, include_in_schema=False)
+async def post_profile(request: Request, conn: ConnDep, uploader: UploaderDep) -> list[dict[str, Any]]:
+    """Therapy profiles (basal rates, ratios, targets) as Loop and Trio upload them: kept as
+    uploaded, by identifier or digest; answered one element per document, in order."""
+    items = await _documents(request)
+    upload = _Upload(request.app.state.settings, uploader)
+    answers: list[dict[str, Any]] = []
+    for item in items:
+        try:
+            at = check_document(item, upload.now)
+        except TreatmentProblem as problem:
+            raw = _raw(item)
+            upload.letter("nightscout:/api/v1/profile", problem.reason, problem.detail, raw)
+            answers.append(
+                {
+                    "_id": hashlib.sha1(raw).hexdigest()[:24],
+                    "stored": False,
+                    "dead_letter": problem.reason.value,
+                    "detail": escape_unstorable(problem.detail, 500),
+                }
+            )
+            continue
+        kept = await documents.store(
+            conn, uploader.patient_id, uploader.device_id, "profile", document_identifier(item), at, item
+        )
+        answers.append(kept.document)
+    await conn.commit()
+    if upload.records:
+        await upload.send(request.app.state.intake)
+    return answers
+
+
+@router.get("/profile", responses=_RESPONSES)
+@router.get("/profile.json", responses=_RESPONSES, include_in_schema=False)
+async def get_profiles(request: Request, conn: ConnDep, uploader: UploaderDep) -> list[dict[str, Any]]:
+    """The patient's profiles, newest first: `count` (10)."""
+    raw = request.query_params.get("count", "10")
+    try:
+        count = int(raw)
+    except ValueError:
+        raise HTTPException(400, f"count: {raw[:20]!r} is not a whole number") from None
+    if not 1 <= count <= MAX_COUNT:
+        raise HTTPException(400, f"count must be between 1 and {MAX_COUNT}")
+    found = await documents.search(conn, uploader.patient_id, "profile", limit=count)
+    await uploader.audit(conn, "nightscout.profile.read", count=len(found))
+    return found

@@ -229,3 +229,36 @@ async def test_the_care_team_reads_treatments_and_nobody_else_does(
     log = await http.get(f"/api/v1/patients/{patient}/access-log", headers=auth(creds["admin"]))
     actions = [e["action"] for e in log.json()]
     assert actions.count("treatments.read") == 1 and actions.count("access.denied") == 1
+
+
+async def test_loop_uploads_its_settings_as_a_profile_and_reads_it_back(
+    http: httpx.AsyncClient, db: psycopg.AsyncConnection[Any]
+) -> None:
+    creds = await provision_uploader(http, db, await make_patient(db, "team-tx"))
+    now = datetime.now(UTC)
+    profile = {
+        "defaultProfile": "Default",
+        "startDate": iso(now),
+        "mills": str(round(now.timestamp() * 1000)),
+        "units": "mg/dL",
+        "enteredBy": "Loop",
+        "store": {
+            "Default": {
+                "dia": 6,
+                "basal": [{"time": "00:00", "timeAsSeconds": 0, "value": 0.8}],
+                "carbratio": [{"time": "00:00", "timeAsSeconds": 0, "value": 10}],
+                "sens": [{"time": "00:00", "timeAsSeconds": 0, "value": 45}],
+                "target_low": [{"time": "00:00", "timeAsSeconds": 0, "value": 100}],
+                "target_high": [{"time": "00:00", "timeAsSeconds": 0, "value": 110}],
+                "units": "mg/dL",
+                "timezone": "Europe/London",
+            }
+        },
+        "loopSettings": {"maximumBolus": 8, "maximumBasalRatePerHour": 3, "dosingEnabled": True},
+    }
+    for _ in range(2):
+        posted = await http.post("/api/v1/profile.json", json=[profile], headers=secret(creds))
+        assert posted.status_code == 200, posted.text
+    read = await http.get("/api/v1/profile.json", headers=secret(creds))
+    assert [p["defaultProfile"] for p in read.json()] == ["Default"]
+    assert read.json()[0]["store"]["Default"]["basal"][0]["value"] == 0.8

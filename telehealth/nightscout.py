@@ -238,13 +238,15 @@ def to_entry(
 
 def add_deltas(entries: list[dict[str, Any]]) -> None:
     """Give every CGM entry (newest first) that has no uploaded `delta` one: the change in mg/dL
-    from the newest earlier CGM entry 2 to 15 minutes before it, scaled to 5 minutes; `None`
-    when there is none (a gap is not a trend). Followers' apps show it and some require it."""
+    from the newest earlier CGM entry 2 to 15 minutes before it, scaled to 5 minutes; `0` when
+    there is none. Followers show it, and some fail on an entry without a number there
+    (py-nightscout, and so Home Assistant's integration): a missing glucose is worse than a
+    `+0` beside it. The trend arrow (`direction`) stays as uploaded, `NONE` when unknown."""
     cgm = [e for e in entries if e["type"] == "sgv"]
     for i, entry in enumerate(cgm):
         if "delta" in entry:
             continue
-        entry["delta"] = None
+        entry["delta"] = 0
         for earlier in cgm[i + 1 :]:
             gap = entry["date"] - earlier["date"]
             if gap < DELTA_MIN_GAP_MS:

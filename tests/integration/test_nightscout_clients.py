@@ -127,7 +127,7 @@ async def test_share_and_carelink_trends_are_kept_and_every_cgm_entry_has_a_delt
         (100, 4, "Flat"),
     ]
     # computed from the previous entry, scaled to 5 minutes; the uploaded one kept; a 10-minute
-    # gap is still a trend (halved), none older than 15 minutes
+    # gap is still a trend (halved)
     assert [e["delta"] for e in entries] == [10.0, 10.0, 5.0, -2.5]
     oldest = await http.get(
         "/api/v1/entries.json",

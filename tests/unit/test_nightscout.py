@@ -229,7 +229,7 @@ def test_a_delta_is_computed_from_the_previous_cgm_entry_scaled_to_five_minutes(
         _sgv(MS - 8 * five, 90, delta=-1.5),
     ]
     add_deltas(entries)
-    assert [e["delta"] for e in entries] == [10.0, 10.0, 5.0, None, 10.0, -1.5]
+    assert [e["delta"] for e in entries] == [10.0, 10.0, 5.0, 0, 10.0, -1.5]
 
 
 def test_a_numeric_trend_gives_the_direction_and_the_direction_a_trend() -> None:

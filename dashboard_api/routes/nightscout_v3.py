@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from dashboard_api.deps import ConnDep, SettingsDep
 from dashboard_api.nightscout_auth import UploaderActor, UploaderDep, authenticate
+from dashboard_api.problems import documented
 from dashboard_api.routes.nightscout_read import NIGHTSCOUT_VERSION
 from dashboard_api.routes.nightscout_treatments import _known_as
 from dashboard_api.routes.nightscout_upload import _documents, _raw, _Upload, store_devicestatus
@@ -39,6 +40,16 @@ from telehealth.storage.nightscout_reads import (
 from telehealth.treatments import TreatmentProblem, check_document, document_identifier, to_treatment
 
 router = APIRouter(tags=["nightscout"])
+
+_AUTH: dict[int | str, dict[str, Any]] = {
+    401: documented("no credential, or an unknown, expired or revoked one"),
+    429: documented("too many requests or failed attempts"),
+}
+_RESPONSES = _AUTH | {
+    400: documented("a refused document (kept as a dead letter), or an unsupported filter"),
+    404: documented("a collection not served, or no such document"),
+    503: documented("Kafka is not configured or did not take the upload; upload again"),
+}
 
 API_VERSION = "3.0.4"
 COLLECTIONS = ("entries", "treatments", "devicestatus", "profile", "food", "settings")
@@ -139,7 +150,7 @@ async def _body(request: Request) -> dict[str, Any]:
     return document
 
 
-@router.get("/api/v2/authorization/request/{access_token}")
+@router.get("/api/v2/authorization/request/{access_token}", responses=_AUTH)
 async def authorization_request(
     access_token: str, request: Request, conn: ConnDep, settings: SettingsDep
 ) -> dict[str, Any]:
@@ -172,7 +183,7 @@ async def version() -> JSONResponse:
     return _ok(_version())
 
 
-@router.get("/api/v3/status")
+@router.get("/api/v3/status", responses=_AUTH)
 async def status(conn: ConnDep, uploader: UploaderDep) -> JSONResponse:
     """The version and what this credential may do: create, read, update, delete in every
     collection AndroidAPS syncs, for its one patient."""
@@ -180,7 +191,7 @@ async def status(conn: ConnDep, uploader: UploaderDep) -> JSONResponse:
     return _ok(_version() | {"apiPermissions": dict.fromkeys(COLLECTIONS, "crud")})
 
 
-@router.get("/api/v3/lastModified")
+@router.get("/api/v3/lastModified", responses=_AUTH)
 async def last_modified(conn: ConnDep, uploader: UploaderDep) -> JSONResponse:
     """When each collection last changed for this patient (ms; 0: never)."""
     collections = dict.fromkeys(COLLECTIONS, 0)
@@ -256,7 +267,7 @@ async def _create_document(
     return _created(kept.identifier, kept.created, kept.srv_modified)
 
 
-@router.post("/api/v3/{collection}")
+@router.post("/api/v3/{collection}", responses=_RESPONSES)
 async def create(collection: str, request: Request, conn: ConnDep, uploader: UploaderDep) -> JSONResponse:
     """One document: `201` with its `identifier`, or `200` with `isDeduplication: true` when
     it was stored before. A refused document is a dead letter and a `400` saying why."""
@@ -269,7 +280,7 @@ async def create(collection: str, request: Request, conn: ConnDep, uploader: Upl
     return await _create_document(request, uploader, conn, name, item)
 
 
-@router.get("/api/v3/{collection}")
+@router.get("/api/v3/{collection}", responses=_RESPONSES)
 async def search(collection: str, request: Request, conn: ConnDep, uploader: UploaderDep) -> JSONResponse:
     """Newest first, or oldest first with `sort=<time field>`; `limit` (100, at most 1,000)."""
     name = _collection(collection)
@@ -311,7 +322,7 @@ async def search(collection: str, request: Request, conn: ConnDep, uploader: Upl
     return _ok(found)
 
 
-@router.get("/api/v3/{collection}/history/{since}")
+@router.get("/api/v3/{collection}/history/{since}", responses=_RESPONSES)
 async def history(
     collection: str, since: str, request: Request, conn: ConnDep, uploader: UploaderDep
 ) -> JSONResponse:
@@ -336,7 +347,7 @@ def _http_date(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
-@router.get("/api/v3/{collection}/{identifier}")
+@router.get("/api/v3/{collection}/{identifier}", responses=_RESPONSES)
 async def read(collection: str, identifier: str, conn: ConnDep, uploader: UploaderDep) -> JSONResponse:
     name = _collection(collection)
     found: dict[str, Any] | None = None
@@ -353,7 +364,7 @@ async def read(collection: str, identifier: str, conn: ConnDep, uploader: Upload
     return _ok(found)
 
 
-@router.patch("/api/v3/{collection}/{identifier}")
+@router.patch("/api/v3/{collection}/{identifier}", responses=_RESPONSES)
 async def patch(
     collection: str, identifier: str, request: Request, conn: ConnDep, uploader: UploaderDep
 ) -> JSONResponse:
@@ -409,7 +420,7 @@ async def patch(
 _SERVER_FIELDS = {"_id", "identifier", "srvCreated", "srvModified", "subject", "modifiedBy", "isValid"}
 
 
-@router.delete("/api/v3/{collection}/{identifier}")
+@router.delete("/api/v3/{collection}/{identifier}", responses=_RESPONSES)
 async def delete(collection: str, identifier: str, conn: ConnDep, uploader: UploaderDep) -> Response:
     """Mark deleted (history hands the deletion on). Entries are readings: not deleted."""
     name = _collection(collection)

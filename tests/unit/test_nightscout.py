@@ -6,12 +6,17 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from dashboard_api.nightscout_auth import RateLimiter
+from telehealth.bounds import check_context
 from telehealth.checks import check_readings
 from telehealth.contracts import Reason
 from telehealth.nightscout import (
     EntryProblem,
+    _plainly_in_bounds,
     add_deltas,
     api_secret_header,
     entry_id,
@@ -237,3 +242,21 @@ def test_a_numeric_trend_gives_the_direction_and_the_direction_a_trend() -> None
     assert _sgv(MS, 100, direction="DoubleDown")["trend"] == 7
     assert "trend" not in _sgv(MS, 100)
     assert to_reading(dict(XDRIP, trend=5), "up-1")["context"]["nightscout"]["trend"] == 5
+
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=600)
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=8,
+)
+
+
+@given(st.dictionaries(st.text(max_size=600), _values, max_size=110))
+@hsettings(max_examples=300, deadline=None)
+def test_the_quick_bounds_check_never_passes_what_the_walk_refuses(entry: dict[str, object]) -> None:
+    """`check_bounds` skips the walk for plain entries; whatever it skips, the walk accepts."""
+    if _plainly_in_bounds(entry, json.dumps(entry, separators=(",", ":"))):
+        check_context(entry, root="entry")  # raises if the quick check was wrong

@@ -143,6 +143,23 @@ async def test_trio_saves_its_note_and_reads_others_carbs_with_its_filters(
     assert [(t["enteredBy"], t["carbs"]) for t in carbs.json()] == [("xdrip", 20)]
     notes = await http.get("/api/v1/treatments", params={"find[eventType]": "Note"}, headers=secret(trio))
     assert [t["notes"] for t in notes.json()] == ["Trio Started"]
+    # a temp target another app set, fetched as Trio does (its query's `+` reads as a space)
+    target = {
+        "eventType": "Temporary Target",
+        "created_at": iso(now - timedelta(minutes=5)),
+        "enteredBy": "nightscout",
+        "targetTop": 140,
+        "targetBottom": 140,
+        "duration": 60,
+        "reason": "Exercise",
+    }
+    assert (await http.post("/api/v1/treatments", json=target, headers=secret(xdrip))).status_code == 200
+    targets = await http.get(
+        "/api/v1/treatments.json?find[eventType]=Temporary+Target&find[enteredBy][$ne]=manual"
+        "&find[enteredBy][$ne]=Trio&find[duration][$exists]=true",
+        headers=secret(trio),
+    )
+    assert [(t["targetTop"], t["duration"]) for t in targets.json()] == [(140, 60)]
     refused = await http.get("/api/v1/treatments", params={"find[carbs][$gte]": "10"}, headers=secret(trio))
     assert refused.status_code == 400
     log = await scalar(
@@ -150,7 +167,7 @@ async def test_trio_saves_its_note_and_reads_others_carbs_with_its_filters(
         "SELECT count(*) FROM audit_log WHERE action = 'nightscout.treatments.read' AND patient_id = %s",
         patient,
     )
-    assert log == 2
+    assert log == 3
 
 
 async def test_androidaps_v1_site_change_and_exercise_and_a_refused_treatment(

@@ -1,10 +1,19 @@
-"""py-nightscout, the PyPI client (Home Assistant's Nightscout integration uses it), reading
-from the running system exactly as it reads from a Nightscout site."""
+"""The PyPI clients, unchanged, against the running system: py-nightscout (Home Assistant's
+Nightscout integration uses it) reading as from a Nightscout site, and nightscout-cli pushing
+and reading entries."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -62,3 +71,52 @@ async def test_py_nightscout_reads_glucose_status_treatments_devicestatus_and_pr
         assert devices["loop://iPhone"].uploader.battery == 80
         profiles = await api.get_profiles()
         assert profiles.profile_definitions[0].defaultProfile == "Default"
+
+
+def _cli(api_url: str, secret_sha1: str, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """nightscout-cli, the PyPI command, as a user runs it (its config file kept out of HOME)."""
+    url = urlsplit(api_url)
+    command = [_nightscout_cli(), "--host", str(url.hostname), "--port", str(url.port)]
+    return subprocess.run(
+        [*command, "--api-secret", secret_sha1, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": str(home)},
+        check=False,
+    )
+
+
+def _nightscout_cli() -> str:
+    found = shutil.which("nightscout", path=str(Path(sys.executable).parent))
+    assert found, "nightscout-cli is a test dependency: pip install -e '.[test]'"
+    return found
+
+
+async def test_nightscout_cli_pushes_gets_lists_and_reads_history(
+    http: httpx.AsyncClient, db: psycopg.AsyncConnection[Any], api_url: str, tmp_path: Path
+) -> None:
+    creds = await provision_uploader(http, db, await make_patient(db, "team-pypi"))
+    sha1 = creds["api_secret_sha1"]
+    pushed = await asyncio.to_thread(
+        _cli, api_url, sha1, tmp_path, "push", "134", "--direction", "FortyFiveUp"
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    earlier = await asyncio.to_thread(_cli, api_url, sha1, tmp_path, "push", "120", "--minutes-ago", "5")
+    assert earlier.returncode == 0, earlier.stderr
+    await eventually(lambda: _is(stored(db, creds["device_id"]), 2))
+
+    got = await asyncio.to_thread(_cli, api_url, sha1, tmp_path, "get", "2")
+    assert got.returncode == 0, got.stderr
+    assert [line.split()[1:] for line in got.stdout.splitlines()] == [
+        ["120", "mg/dL", "NONE"],
+        ["134", "mg/dL", "FortyFiveUp"],
+    ]
+    listed = await asyncio.to_thread(_cli, api_url, sha1, tmp_path, "list", "--count", "5")
+    assert listed.returncode == 0 and listed.stdout.splitlines()[0] == "id,timestamp,value"
+    assert [line.split(",")[2] for line in listed.stdout.splitlines()[1:]] == ["134", "120"]
+    today = await asyncio.to_thread(_cli, api_url, sha1, tmp_path, "history", "--days-ago", "0", "--jsonl")
+    assert today.returncode == 0, today.stderr
+    assert sorted(json.loads(line)["sgv"] for line in today.stdout.splitlines()) == [120, 134]
+    wrong = await asyncio.to_thread(_cli, api_url, "0" * 40, tmp_path, "get")
+    assert wrong.returncode == 1 and "401" in wrong.stderr

@@ -166,6 +166,19 @@ async def get_treatments(request: Request, conn: ConnDep, uploader: UploaderDep)
     return found
 
 
+@router.delete("/treatments", responses=_RESPONSES)
+@router.delete("/treatments.json", responses=_RESPONSES, include_in_schema=False)
+async def delete_treatments(request: Request, conn: ConnDep, uploader: UploaderDep) -> dict[str, Any]:
+    """Delete the treatments the `find[...]` filters select (as Trio deletes carbs), at most
+    `count` (100); kept as deleted. Without a filter nothing is deleted: `400`."""
+    if not any(key.startswith("find[") for key in request.query_params):
+        raise HTTPException(400, "name the treatments to delete with find[...] filters")
+    query = parse_query(request)
+    found = await store.query(conn, uploader.patient_id, query)
+    deleted = await store.delete(conn, uploader.patient_id, [t["identifier"] for t in found])
+    return {"n": deleted, "ok": 1}
+
+
 @router.delete("/treatments/{treatment_id}", responses=_RESPONSES | {404: documented("no such treatment")})
 async def delete_treatment(treatment_id: str, conn: ConnDep, uploader: UploaderDep) -> dict[str, Any]:
     """Delete one treatment by the `_id` it was served (or its identifier); kept as deleted."""

@@ -160,6 +160,16 @@ async def test_trio_saves_its_note_and_reads_others_carbs_with_its_filters(
         headers=secret(trio),
     )
     assert [(t["targetTop"], t["duration"]) for t in targets.json()] == [(140, 60)]
+    # Trio deletes its carbs by filter; a delete without one is refused, not "everything"
+    assert (await http.delete("/api/v1/treatments", headers=secret(trio))).status_code == 400
+    gone = await http.delete(
+        "/api/v1/treatments.json",
+        params={"find[carbs][$exists]": "true", "find[enteredBy]": "Trio"},
+        headers=secret(trio),
+    )
+    assert gone.status_code == 200 and gone.json()["n"] == 1
+    left = await http.get("/api/v1/treatments", params={"find[carbs][$exists]": "true"}, headers=secret(trio))
+    assert [t["enteredBy"] for t in left.json()] == ["xdrip"]
     refused = await http.get("/api/v1/treatments", params={"find[carbs][$gte]": "10"}, headers=secret(trio))
     assert refused.status_code == 400
     log = await scalar(
@@ -167,7 +177,7 @@ async def test_trio_saves_its_note_and_reads_others_carbs_with_its_filters(
         "SELECT count(*) FROM audit_log WHERE action = 'nightscout.treatments.read' AND patient_id = %s",
         patient,
     )
-    assert log == 3
+    assert log == 4
 
 
 async def test_androidaps_v1_site_change_and_exercise_and_a_refused_treatment(

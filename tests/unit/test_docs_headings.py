@@ -19,8 +19,10 @@ WEEKDAYS = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
 ORDINALS = (
     r"first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|\d+(?:st|nd|rd|th)"
 )
-#: "round" but not "round trip"
-DIARY_WORDS = r"sessions?|rounds?(?![- ]trips?)|sprints?|iterations?"
+#: "round" but not "round trip"; "session" but not a protocol's "session token", "session expiry"
+DIARY_WORDS = (
+    r"sessions?(?![- ](?:tokens?|expiry|persistence|state))|rounds?(?![- ]trips?)|sprints?|iterations?"
+)
 
 #: What no heading may carry.
 DATED_HEADING = [
@@ -196,6 +198,7 @@ def test_the_heading_check_catches_diary_headings(tmp_path: Path, heading: str) 
         "## May a researcher see rows?",
         "### Where the time goes (py-spy, 200 Hz)",
         "### The processor: binary COPY and fewer round trips",
+        "# API v3 with session tokens known by digest",
     ],
 )
 def test_the_heading_check_lets_plain_headings_pass(tmp_path: Path, heading: str) -> None:

@@ -39,6 +39,20 @@ def test_a_database_keeps_the_path_it_was_first_migrated_on() -> None:
         choose_path(available=True, preloaded=False, recorded=True)
 
 
+@pytest.mark.parametrize("licence", [None, "", "timescale"])
+def test_the_timescale_licence_or_the_default_allows_the_timescaledb_path(licence: str | None) -> None:
+    assert choose_path(available=True, preloaded=True, recorded=None, licence=licence).timescale
+
+
+def test_the_apache_licence_takes_the_plain_path_with_a_warning() -> None:
+    path = choose_path(available=True, preloaded=True, recorded=None, licence="apache")
+    assert not path.timescale and path.degraded and "apache" in path.why
+    # a database migrated with TimescaleDB cannot go on without compression and policies
+    with pytest.raises(MigrationError, match=r"timescaledb\.license"):
+        choose_path(available=True, preloaded=True, recorded=True, licence="apache")
+    assert not choose_path(available=True, preloaded=True, recorded=False, licence="apache").timescale
+
+
 M = Migration(3, "three", "CREATE TABLE t ();", "SELECT create_hypertable('t', 'at');")
 
 

@@ -2,7 +2,15 @@
 
 import pytest
 
-from telehealth.storage.migrate import Migration, MigrationError, choose_path, preloaded, verify_applied
+from telehealth.storage.migrate import (
+    SUPERSEDED,
+    Migration,
+    MigrationError,
+    available,
+    choose_path,
+    preloaded,
+    verify_applied,
+)
 
 
 @pytest.mark.parametrize(
@@ -68,3 +76,12 @@ def test_changed_files_are_refused_and_unrecorded_ones_adopted() -> None:
         verify_applied([M], {3: ("three", True, M.checksum(False))})
     # a version this code does not ship (a newer release migrated the database) is not an edit
     assert verify_applied([M], {9: ("nine", False, "abc")}) == []
+
+
+def test_a_comment_only_correction_is_adopted_not_refused() -> None:
+    """0005's TimescaleDB part had a wrong comment; databases that applied it are up to date."""
+    [five] = [m for m in available() if m.version == 5]
+    [earlier] = SUPERSEDED[(5, True)]
+    assert verify_applied([five], {5: (five.name, True, earlier)}) == [(5, five.checksum(True))]
+    with pytest.raises(MigrationError, match="0005_consent_research"):
+        verify_applied([five], {5: (five.name, False, earlier)})

@@ -36,9 +36,16 @@ def _extension_files(root: Path) -> list[Path]:
 
 def _unpack(source: Path, into: Path) -> Path:
     """The directory holding `lib/` and `share/extension/`: `source` itself, or where its
-    archive was unpacked."""
+    archive (`source`, or the one `timescaledb-*.tar.*` in directory `source`) was unpacked."""
     if source.is_dir():
-        return source
+        if _extension_files(source):
+            return source
+        archives = sorted(source.glob("timescaledb-*.tar.*"))
+        if len(archives) != 1:
+            raise TimescaleSourceError(
+                f"{source} holds neither lib/ and share/extension/ nor one timescaledb-*.tar.* archive"
+            )
+        source = archives[0]
     if not source.is_file():
         raise TimescaleSourceError(f"TimescaleDB build not found: {source}")
     into.mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     )
     alert_escalate_after_s: float = Field(300, description="unacknowledged urgent alerts escalate after")
     retention: str = Field("2 years", description="TimescaleDB retention for readings")
+    timescaledb: Path | None = Field(
+        None,
+        description="`up` only: a TimescaleDB build for the embedded PostgreSQL (directory with lib/ and"
+        " share/extension/, or its .tar.xz); unset runs plain PostgreSQL",
+    )
     consent_default: Literal["deny", "permit"] = Field(
         "deny", description="secondary use for patients with no consent record (deny: opt-in)"
     )

@@ -1,0 +1,181 @@
+"""Plain PostgreSQL against TimescaleDB: the same reads, writes and releases on each store.
+
+Starts an embedded PostgreSQL of its own (with `--timescaledb`, a copy with that build added
+and preloaded), migrates it, and writes `--patients` patients' CGM glucose every 5 minutes
+for `--days` days straight into `readings` (server-side INSERT ... SELECT: this measures the
+store, not the pipeline). Then times, for random patients, the dashboard's two reads (one
+patient's last 24 h, as `GET .../observations` queries it, and the 14-day glucose summary),
+reports the size of `readings`, and on TimescaleDB compresses the chunks older than 7 days
+and times the summary again. Last, the research bench (`bench.research`) releases 30 days
+hourly over `--research-patients` patients. `--before-migration N` migrates only the
+versions below N and runs the research release alone (what an older schema gave).
+
+    python -m bench.stores [--timescaledb PATH] [--patients 200] [--days 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import random
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from bench.research import measure as research
+from launcher.embedded import EmbeddedPostgres
+from telehealth.storage import migrate
+from telehealth.storage.glucose import glucose_summary
+from telehealth.storage.migrate import available
+
+_RAW_24H = """SELECT measured_at, code, value, unit, quality, device_id, seq FROM readings
+    WHERE patient_id = %(patient)s AND measured_at >= %(start)s AND measured_at < %(end)s
+      AND (%(code)s::text IS NULL OR code = %(code)s)
+      AND measured_at >= TIMESTAMPTZ '2000-01-01 00:00Z' AND measured_at < now() + INTERVAL '1 day'
+    ORDER BY measured_at, code LIMIT 20000"""
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def _times(label: str, values: list[float]) -> str:
+    return f"{label}: p50 {_pct(values, 0.5):.2f} ms, p99 {_pct(values, 0.99):.2f} ms ({len(values)} queries)"
+
+
+async def _seed(conn: psycopg.AsyncConnection[Any], patients: int, days: int) -> tuple[list[UUID], str]:
+    await conn.execute(
+        """INSERT INTO patients (nhs_number, name, birth_date, sex, care_team)
+           SELECT 'bench-s-' || i, 'Store ' || i, date '1950-01-01' + i, 'female', 'bench-stores'
+           FROM generate_series(1, %s) i""",
+        (patients,),
+    )
+    cur = await conn.execute("SELECT id FROM patients WHERE care_team = 'bench-stores' ORDER BY id")
+    ids = [row[0] for row in await cur.fetchall()]
+    await conn.commit()
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    started = time.perf_counter()
+    rows = 0
+    for day in range(days):  # a day per statement, committed, as a stream writes it
+        cur = await conn.execute(
+            """INSERT INTO readings (patient_id, measured_at, code, value, unit, loinc, source,
+                                     device_id, seq, received_at)
+               SELECT p.id, t, 'glucose', 4 + 6 * random(), 'mmol/L', '15074-8', 'cgm',
+                      'cgm-' || p.id, extract(epoch FROM t)::bigint, t
+               FROM patients p,
+                    generate_series(%s::timestamptz - interval '1 day' + interval '5 minutes', %s,
+                                    interval '5 minutes') t
+               WHERE p.care_team = 'bench-stores'""",
+            (end - timedelta(days=day), end - timedelta(days=day)),
+        )
+        rows += cur.rowcount
+        await conn.commit()
+    seconds = time.perf_counter() - started
+    await conn.set_autocommit(True)
+    await conn.execute("VACUUM (ANALYZE) readings")
+    await conn.set_autocommit(False)
+    return (
+        ids,
+        f"readings written: {rows:,} in {seconds:.1f} s ({rows / seconds:,.0f} rows/s, INSERT ... SELECT)",
+    )
+
+
+async def _reads(conn: psycopg.AsyncConnection[Any], ids: list[UUID], n: int, label: str) -> list[str]:
+    pick = random.Random(7)
+    raw: list[float] = []
+    summary: list[float] = []
+    now = datetime.now(UTC)
+    for _ in range(n):
+        patient = pick.choice(ids)
+        started = time.perf_counter()
+        async with conn.cursor(binary=True) as cur:
+            await cur.execute(
+                _RAW_24H, {"patient": patient, "start": now - timedelta(hours=24), "end": now, "code": None}
+            )
+            await cur.fetchall()
+        raw.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        await glucose_summary(conn, patient, now - timedelta(days=14), now)
+        summary.append((time.perf_counter() - started) * 1000)
+        await conn.commit()
+    return [_times(f"one patient's last 24 h{label}", raw), _times(f"14-day glucose summary{label}", summary)]
+
+
+async def _size(conn: psycopg.AsyncConnection[Any], timescale: bool) -> int:
+    query = "SELECT hypertable_size('readings')" if timescale else "SELECT pg_total_relation_size('readings')"
+    cur = await conn.execute(query)
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def run(url: str, args: argparse.Namespace) -> list[str]:
+    lines: list[str] = []
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute("SELECT bool_or(timescale) FROM schema_migrations")
+        row = await cur.fetchone()
+        timescale = bool(row and row[0])
+        lines.append(f"store: {'TimescaleDB' if timescale else 'plain PostgreSQL'}")
+        if args.before_migration is None:
+            ids, written = await _seed(conn, args.patients, args.days)
+            lines.append(written)
+            lines += await _reads(conn, ids, args.queries, "")
+            lines.append(f"readings on disk: {await _size(conn, timescale) / 1e6:,.0f} MB")
+            if timescale:
+                cur = await conn.execute(
+                    "SELECT count(compress_chunk(c))"
+                    " FROM show_chunks('readings', older_than => interval '7 days') c"
+                )
+                row = await cur.fetchone()
+                await conn.commit()
+                await conn.set_autocommit(True)
+                await conn.execute("ANALYZE readings")
+                await conn.set_autocommit(False)
+                lines.append(
+                    f"readings on disk, {row[0] if row else 0} chunks older than 7 days compressed:"
+                    f" {await _size(conn, timescale) / 1e6:,.0f} MB"
+                )
+                lines += await _reads(conn, ids, args.queries, " (old chunks compressed)")
+    lines.append(await research(url, patients=args.research_patients, days=args.days))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--timescaledb", type=Path, help="TimescaleDB build: directory or .tar.xz archive")
+    parser.add_argument("--patients", type=int, default=200)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--research-patients", type=int, default=1000)
+    parser.add_argument("--before-migration", type=int, help="apply only migrations below this version")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="telehealth-bench-stores-"))
+    scratch.chmod(0o755)  # the server may run as another user
+    server = EmbeddedPostgres(scratch, timescaledb=args.timescaledb)
+    try:
+        url = server.start()
+        todo = (
+            None
+            if args.before_migration is None
+            else [m for m in available() if m.version < args.before_migration]
+        )
+        migrate(url, migrations=todo)
+        for line in asyncio.run(run(url, args)):
+            print(line, flush=True)
+    finally:
+        server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

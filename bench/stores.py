@@ -8,7 +8,8 @@ patient's last 24 h, as `GET .../observations` queries it, and the 14-day glucos
 reports the size of `readings`, and on TimescaleDB compresses the chunks older than 7 days
 and times the summary again. Last, the research bench (`bench.research`) releases 30 days
 hourly over `--research-patients` patients. `--before-migration N` migrates only the
-versions below N and runs the research release alone (what an older schema gave).
+versions below N and runs the research release alone (what an older schema gave), as
+`--research-only` does on the current schema.
 
     python -m bench.stores [--timescaledb PATH] [--patients 200] [--days 30]
 """
@@ -124,7 +125,7 @@ async def run(url: str, args: argparse.Namespace) -> list[str]:
         row = await cur.fetchone()
         timescale = bool(row and row[0])
         lines.append(f"store: {'TimescaleDB' if timescale else 'plain PostgreSQL'}")
-        if args.before_migration is None:
+        if args.before_migration is None and not args.research_only:
             ids, written = await _seed(conn, args.patients, args.days)
             lines.append(written)
             lines += await _reads(conn, ids, args.queries, "")
@@ -158,6 +159,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--research-patients", type=int, default=1000)
     parser.add_argument("--before-migration", type=int, help="apply only migrations below this version")
+    parser.add_argument("--research-only", action="store_true", help="only the research release")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="telehealth-bench-stores-"))
     scratch.chmod(0o755)  # the server may run as another user

@@ -179,3 +179,15 @@ async def test_old_chunks_compress_and_read_the_same_and_late_readings_are_store
         summary, raw, _ = await _reads(conn, patient, now)
         assert summary["readings"] == before[0]["readings"] + 1
         assert (late_at, "glucose", 6.6, steps + 1) in raw
+
+
+def test_the_apache_licence_takes_the_plain_path(timescale_scratch: str) -> None:
+    """Under `timescaledb.license = 'apache'` compression and policies are missing: the
+    database is migrated plain instead of failing half-way."""
+    name = psycopg.conninfo.conninfo_to_dict(timescale_scratch)["dbname"]
+    with psycopg.connect(timescale_scratch, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE \"{name}\" SET timescaledb.license = 'apache'")
+    migrate(timescale_scratch)
+    with psycopg.connect(timescale_scratch) as conn:
+        assert conn.execute("SELECT DISTINCT timescale FROM schema_migrations").fetchall() == [(False,)]
+        assert conn.execute("SELECT extname FROM pg_extension WHERE extname = 'timescaledb'").fetchall() == []

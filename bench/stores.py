@@ -12,6 +12,7 @@ versions below N and runs the research release alone (what an older schema gave)
 `--research-only` does on the current schema.
 
     python -m bench.stores [--timescaledb PATH] [--patients 200] [--days 30]
+    python -m bench.stores --compare PATH [--rounds 7]   # releases on both stores, in turn
 """
 
 from __future__ import annotations
@@ -21,18 +22,25 @@ import asyncio
 import math
 import random
 import shutil
+import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
+from psycopg.rows import dict_row
 
 from bench.research import measure as research
 from launcher.embedded import EmbeddedPostgres
+from telehealth.consent import Purpose
+from telehealth.research.cells import GroupBy
+from telehealth.research.projects import Cohort, ProjectIn, create_project, get_project
+from telehealth.research.release import Ask, release
 from telehealth.storage import migrate
+from telehealth.storage.consent_cache import ConsentCache
 from telehealth.storage.glucose import glucose_summary
 from telehealth.storage.migrate import available
 
@@ -149,6 +157,75 @@ async def run(url: str, args: argparse.Namespace) -> list[str]:
     return lines
 
 
+async def _fresh_release(url: str, group_by: GroupBy, days: int) -> float:
+    """Milliseconds of one release of a new project (nothing frozen yet), as bench.research."""
+    async with await psycopg.AsyncConnection.connect(url, row_factory=dict_row) as conn:
+        today = datetime.now(UTC).date()
+        body = ProjectIn(
+            slug=f"compare-{uuid4().hex[:12]}", title="Compare: 30-day hourly glucose", owner="bench",
+            purpose=Purpose.RESEARCH, codes=["glucose"], cohort=Cohort(),
+            starts_on=today - timedelta(days=days + 2), ends_on=today + timedelta(days=1),
+        )  # fmt: skip
+        project = await create_project(conn, body, "bench")
+        await conn.commit()
+        found = await get_project(conn, project.id)
+        assert found is not None
+        consent = ConsentCache()
+        await consent.sync(conn)
+        await conn.commit()
+        end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+        ask = Ask(
+            found[0], found[1], "aggregates", "glucose", timedelta(hours=1),
+            end - timedelta(days=days), end, group_by, [10, 50, 90], "bench",
+        )  # fmt: skip
+        started = time.perf_counter()
+        await release(conn, ask, consent, default_permit=False, epsilon_cap=10.0)
+        took = (time.perf_counter() - started) * 1000
+        await conn.commit()
+    return took
+
+
+def compare(build: Path, args: argparse.Namespace) -> list[str]:
+    """Both stores at once, the same research data, fresh releases taken in turn: the machine's
+    load falls on both alike."""
+    scratch = Path(tempfile.mkdtemp(prefix="telehealth-bench-stores-"))
+    scratch.chmod(0o755)
+    plain = EmbeddedPostgres(scratch / "plain")
+    timescale = EmbeddedPostgres(scratch / "timescaledb", timescaledb=build)
+    servers = [plain, timescale]
+    urls: dict[str, str] = {}
+    try:
+        urls["plain PostgreSQL"] = plain.start()
+        # started second: from then on the library's programs come from the copy with the
+        # extension (the same PostgreSQL, so they stop the plain server as well)
+        urls["TimescaleDB"] = timescale.start()
+        if args.before_migration is not None:  # a third server: the older schema on TimescaleDB
+            older = EmbeddedPostgres(scratch / "older", timescaledb=build)
+            servers.append(older)
+            urls[f"TimescaleDB, migrations below {args.before_migration:04d}"] = older.start()
+        for store, url in urls.items():
+            below = args.before_migration if "below" in store else None
+            migrate(url, migrations=None if below is None else [m for m in available() if m.version < below])
+            asyncio.run(research(url, patients=args.research_patients, days=args.days))
+        times: dict[tuple[str, str], list[float]] = {}
+        for _ in range(args.rounds):
+            groupings: tuple[GroupBy, ...] = ("none", "sex")
+            for group_by in groupings:
+                for store, url in urls.items():
+                    took = asyncio.run(_fresh_release(url, group_by, args.days))
+                    times.setdefault((store, group_by), []).append(took)
+        return [
+            f"{store}, fresh release {args.days} d hourly, {args.research_patients:,} patients,"
+            f" group_by={group_by}: median {statistics.median(v):,.0f} ms, min {min(v):,.0f} ms,"
+            f" max {max(v):,.0f} ms ({len(v)} releases)"
+            for (store, group_by), v in sorted(times.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        ]
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -160,7 +237,15 @@ def main() -> None:
     parser.add_argument("--research-patients", type=int, default=1000)
     parser.add_argument("--before-migration", type=int, help="apply only migrations below this version")
     parser.add_argument("--research-only", action="store_true", help="only the research release")
+    parser.add_argument(
+        "--compare", type=Path, metavar="BUILD", help="fresh releases on both stores in turn (this build)"
+    )
+    parser.add_argument("--rounds", type=int, default=7, help="--compare: releases per store and grouping")
     args = parser.parse_args()
+    if args.compare is not None:
+        for line in compare(args.compare, args):
+            print(line, flush=True)
+        return
     scratch = Path(tempfile.mkdtemp(prefix="telehealth-bench-stores-"))
     scratch.chmod(0o755)  # the server may run as another user
     server = EmbeddedPostgres(scratch, timescaledb=args.timescaledb)

@@ -120,30 +120,6 @@ def cmd_migrate(_: argparse.Namespace) -> None:
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
 
-def cmd_users_add(args: argparse.Namespace) -> None:
-    from datetime import timedelta
-
-    from telehealth.storage.people import add_user, issue_token
-
-    if args.role == "researcher" and args.project_id is None:
-        sys.exit("telehealth: a researcher is bound to one project: give --project-id")
-
-    async def add(conn: AsyncConnection[Any]) -> str:
-        user = await add_user(
-            conn,
-            args.username,
-            args.role,
-            password=args.password,
-            care_teams=args.care_team,
-            patient_id=args.patient_id,
-            project_id=args.project_id,
-        )
-        return await issue_token(conn, user.id, ttl=timedelta(seconds=get_settings().token_ttl_s))
-
-    token = _with_connection(add)
-    print(f"user {args.username} ({args.role}); bearer token (shown once):\n{token}")
-
-
 def _with_logins(work: Callable[[AsyncConnection[Any], DeviceLogins], Awaitable[T]]) -> T:
     """Admin work that changes device logins: the database and the broker together."""
     from telehealth.broker.admin import device_logins
@@ -159,14 +135,41 @@ def _with_logins(work: Callable[[AsyncConnection[Any], DeviceLogins], Awaitable[
 
 
 def _print_credentials(creds: Credentials) -> None:
+    """Everything a device needs to connect, and a line to try it with."""
+    import json
+    from urllib.parse import urlsplit
+
+    from telehealth.topics import readings_topic
+
     settings = get_settings()
+    topic = readings_topic(creds.device_id)
     print(f"device {creds.device_id} for patient {creds.patient_id}")
     print(f"MQTT username: {creds.username}\nMQTT password (shown once): {creds.password}")
-    if settings.mqtt_device_url:
-        print(
-            f"broker: {settings.mqtt_device_url}"
-            + (f" (CA {settings.mqtt_ca_file})" if settings.mqtt_ca_file else "")
-        )
+    print(f"MQTT client id: {creds.device_id} (must equal the device id; any other is refused)")
+    print(f"publish readings to: {topic} (QoS 1)")
+    if not settings.mqtt_device_url:
+        print("broker: set TELEHEALTH_MQTT_DEVICE_URL to print the devices' address")
+        return
+    url = urlsplit(settings.mqtt_device_url)
+    tls = url.scheme in ("mqtts", "ssl", "tls")
+    host, port = url.hostname or "localhost", url.port or (8883 if tls else 1883)
+    ca = settings.mqtt_ca_file
+    print(f"broker: {host} port {port}, " + (f"TLS (CA file {ca})" if tls else "no TLS"))
+    tls_args = f" --cafile {ca}" if tls and ca else (" --tls-use-os-certs" if tls else "")
+    body = json.dumps(
+        {
+            "device_id": creds.device_id,
+            "seq": 1,
+            "measured_at": "MEASURED_AT",
+            "observations": [{"code": "glucose", "value": 6.1, "unit": "mmol/L"}],
+        }
+    )
+    # the reading's time is the shell's: a quoted JSON body with `date` spliced in
+    example = "'" + body.replace("MEASURED_AT", "'\"$(date -u +%FT%TZ)\"'") + "'"
+    print(
+        f"try it: mosquitto_pub -h {host} -p {port}{tls_args} -q 1 -i {creds.device_id}"
+        f" -u {creds.username} -P '<password>' -t {topic} -m {example}"
+    )
 
 
 def cmd_devices_provision(args: argparse.Namespace) -> None:
@@ -512,20 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database administration").add_subparsers(dest="db_command", required=True)
     db.add_parser("migrate", help="apply pending schema migrations").set_defaults(func=cmd_migrate)
 
-    users = sub.add_parser("users", help="user administration").add_subparsers(
-        dest="users_command", required=True
-    )
-    p = users.add_parser("add", help="add (or update) a user and print a bearer token")
-    p.add_argument("--username", required=True)
-    p.add_argument("--role", choices=ROLES, required=True)
-    p.add_argument("--password", help="for POST /api/v1/auth/token; optional")
-    p.add_argument("--care-team", action="append", default=[], help="repeatable; for clinicians")
-    p.add_argument("--patient-id", type=UUID, help="for the patient role")
-    p.add_argument("--project-id", type=int, help="for the researcher role: the one project it may query")
-    p.set_defaults(func=cmd_users_add)
-    from launcher import cli_security
+    from launcher import cli_security, cli_users
 
-    cli_security.add_user_commands(users)
+    cli_users.add_user_commands(sub)
     cli_security.add_audit_commands(sub)
 
     devices = sub.add_parser("devices", help="device administration").add_subparsers(
@@ -560,6 +552,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: long-running commands: an unexpected error there keeps its traceback for the operator's log
+SERVICES = frozenset({"up", "gateway", "processor", "api", "simulate", "bench"})
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    """Run one command. An admin command's error is one line that says what to do, never a
+    traceback (`--debug` shows it)."""
+    import psycopg
+
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (TelehealthError, LookupError) as exc:
+        sys.exit(f"telehealth: {exc}")
+    except psycopg.OperationalError as exc:
+        if args.command in SERVICES or args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        sys.exit(
+            f"telehealth: cannot reach the database ({first}): start the system with `telehealth up`,"
+            " or set TELEHEALTH_DATABASE_URL (or the data dir's stack.json) to a running one"
+        )
+    except psycopg.errors.IntegrityError as exc:
+        if args.debug:
+            raise
+        detail = exc.diag.message_detail or exc.diag.message_primary or type(exc).__name__
+        sys.exit(f"telehealth: refused by the database: {detail}")
+    except Exception as exc:
+        if args.command in SERVICES or args.debug:
+            raise
+        sys.exit(f"telehealth: {type(exc).__name__}: {exc} (run again with --debug for the traceback)")

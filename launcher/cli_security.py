@@ -1,14 +1,11 @@
-"""`telehealth audit verify|head` and `telehealth users set-password|revoke-tokens`."""
+"""`telehealth audit verify|head`: the audit trail's hash chain."""
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from typing import Any
-
-from psycopg import AsyncConnection
 
 from launcher.cli import _with_connection
 
@@ -45,46 +42,6 @@ def cmd_audit_head(args: argparse.Namespace) -> None:
         print(json.dumps({"id": head.id, "hash": head.hash, "at": at}))
     else:
         print(f"{head.id}:{head.hash}")
-
-
-def cmd_users_set_password(args: argparse.Namespace) -> None:
-    from telehealth.storage.people import set_password, user_by_name
-
-    password = args.password or getpass.getpass(f"new password for {args.username}: ")
-    if len(password) < 12:
-        sys.exit("telehealth: passwords need at least 12 characters")
-
-    async def change(conn: AsyncConnection[Any]) -> int | None:
-        user = await user_by_name(conn, args.username)
-        return None if user is None else await set_password(conn, user.id, password)
-
-    revoked = _with_connection(change)
-    if revoked is None:
-        sys.exit(f"telehealth: no user {args.username!r}")
-    print(f"password of {args.username} changed; {revoked} token(s) revoked")
-
-
-def cmd_users_revoke_tokens(args: argparse.Namespace) -> None:
-    from telehealth.storage.people import revoke_user_tokens, user_by_name
-
-    async def revoke(conn: AsyncConnection[Any]) -> int | None:
-        user = await user_by_name(conn, args.username)
-        return None if user is None else await revoke_user_tokens(conn, user.id)
-
-    revoked = _with_connection(revoke)
-    if revoked is None:
-        sys.exit(f"telehealth: no user {args.username!r}")
-    print(f"{revoked} token(s) of {args.username} revoked")
-
-
-def add_user_commands(users: Any) -> None:
-    p = users.add_parser("set-password", help="change a password; revokes all the user's tokens")
-    p.add_argument("--username", required=True)
-    p.add_argument("--password", help="prompted for when omitted")
-    p.set_defaults(func=cmd_users_set_password)
-    p = users.add_parser("revoke-tokens", help="log a user out everywhere")
-    p.add_argument("--username", required=True)
-    p.set_defaults(func=cmd_users_revoke_tokens)
 
 
 def add_audit_commands(sub: Any) -> None:

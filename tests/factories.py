@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
 
 from simulators.cohort import nhs_number_for
+from telehealth.contracts import wire_time
 from telehealth.storage.devices import Credentials, provision
 from telehealth.storage.people import add_patient, add_user, issue_token
 
@@ -55,3 +56,24 @@ async def make_device(conn: psycopg.AsyncConnection[Any], patient_id: UUID, kind
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def reading(
+    device_id: str, seq: int, at: datetime, observations: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    return {
+        "device_id": device_id,
+        "seq": seq,
+        "measured_at": wire_time(at),
+        "observations": observations,
+        **extra,
+    }
+
+
+async def alerts_of(db: psycopg.AsyncConnection[Any], patient: Any) -> list[dict[str, Any]]:
+    cur = await db.execute(
+        "SELECT rule, severity, status, code, value, seq, message FROM alerts"
+        " WHERE patient_id = %s ORDER BY id",
+        (patient,),
+    )
+    return await cur.fetchall()

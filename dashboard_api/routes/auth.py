@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from dashboard_api.deps import ConnDep, CurrentUser, SettingsDep, bearer
 from dashboard_api.problems import documented
 from dashboard_api.schemas import Text, TokenOut
+from telehealth.passwords import password_problem
 from telehealth.settings import Settings
 from telehealth.storage import audit, logins
 from telehealth.storage.people import (
@@ -116,6 +117,9 @@ async def change_password(
 ) -> TokenOut:
     """Every token of the user is revoked (all sessions end); a fresh one is returned."""
     await _check_password(conn, settings, request, user.username, body.current_password)
+    problem = password_problem(body.new_password, username=user.username)
+    if problem:
+        raise HTTPException(422, f"new_password: {problem}")
     revoked = await set_password(conn, user.id, body.new_password)
     await audit.record(
         conn,

@@ -38,9 +38,9 @@ MEASURED_CODE = "glucose"
 FORECAST_CODE = "glucose_forecast"
 ROC_CODE = "glucose_roc"
 LEVEL_CODE = "glucose_level"
-#: the fastest a glucose level really changes, mmol/L/min (5 mg/dL/min; docs/alerts.md): a
+#: the fastest a glucose level really changes, mmol/L/min (6 mg/dL/min; docs/alerts.md): a
 #: CGM trend faster than this is sensor noise (a compression low, a calibration jump)
-MAX_PHYSIOLOGICAL_RATE = 0.28
+MAX_PHYSIOLOGICAL_RATE = 0.33
 
 
 class Stage(IntEnum):

@@ -53,7 +53,8 @@ async def add_user(
     patient_id: UUID | None = None,
     project_id: int | None = None,
 ) -> User:
-    """Create the user, or update role and teams of an existing one (idempotent for demos).
+    """Create the user, or update role and teams of an existing one (idempotent: the demo's
+    `up` and the tests; the admin CLI uses `create_user` and `update_user`).
 
     A new password revokes the user's existing tokens, as any password change does."""
     password_hash = await hash_password(password) if password else None
@@ -75,6 +76,85 @@ async def add_user(
     if password_hash is not None:
         await revoke_user_tokens(conn, row["id"])
     return _user(row)
+
+
+class UserExists(LookupError):
+    """`users add` never changes an existing user: that is `users update`'s explicit job."""
+
+
+async def create_user(
+    conn: Conn,
+    username: str,
+    role: str,
+    *,
+    password: str | None = None,
+    care_teams: list[str] | None = None,
+    patient_id: UUID | None = None,
+    project_id: int | None = None,
+) -> User:
+    """A new user; raises `UserExists` rather than touching one that is already there."""
+    password_hash = await hash_password(password) if password else None
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """INSERT INTO users (username, password_hash, role, care_teams, patient_id, project_id)
+               VALUES (%s, %s, %s, %s, %s, %s)
+               ON CONFLICT (username) DO NOTHING
+               RETURNING *""",
+            (username, password_hash, role, care_teams or [], patient_id, project_id),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise UserExists(username)
+    return _user(row)
+
+
+async def update_user(
+    conn: Conn,
+    username: str,
+    *,
+    role: str | None = None,
+    care_teams: list[str] | None = None,
+    patient_id: UUID | None = None,
+    project_id: int | None = None,
+) -> tuple[User, dict[str, tuple[Any, Any]]] | None:
+    """Change what is given; returns the user and each changed field as (before, after), or
+    None when there is no such user. A change of role revokes the user's tokens: a token must
+    never carry rights its holder no longer has."""
+    before = await user_by_name(conn, username)
+    if before is None:
+        return None
+    wanted: dict[str, Any] = {
+        "role": role,
+        "care_teams": tuple(care_teams) if care_teams is not None else None,
+        "patient_id": patient_id,
+        "project_id": project_id,
+    }
+    changes = {
+        field: (getattr(before, field), value)
+        for field, value in wanted.items()
+        if value is not None and getattr(before, field) != value
+    }
+    if not changes:
+        return before, {}
+    after = {field: new for field, (_, new) in changes.items()}
+    if "care_teams" in after:
+        after["care_teams"] = list(after["care_teams"])
+    assignments = ", ".join(f"{field} = %({field})s" for field in after)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"UPDATE users SET {assignments} WHERE id = %(id)s RETURNING *",  # fields are ours, not input
+            {**after, "id": before.id},
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    if "role" in changes:
+        await revoke_user_tokens(conn, before.id)
+    return _user(row), changes
+
+
+async def patient_exists(conn: Conn, patient_id: UUID) -> bool:
+    cur = await conn.execute("SELECT 1 FROM patients WHERE id = %s", (patient_id,))
+    return await cur.fetchone() is not None
 
 
 async def issue_token(conn: Conn, user_id: int, *, ttl: timedelta = DEFAULT_TOKEN_TTL) -> str:

@@ -89,6 +89,12 @@ async def test_password_change_revokes_every_token(
         headers=auth(first) | address,
     )
     assert short.status_code == 422
+    guessable = await http.post(
+        url,
+        json={"current_password": "old-password-1", "new_password": "password1234"},
+        headers=auth(first) | address,
+    )
+    assert guessable.status_code == 422 and "too easy to guess" in guessable.text
     wrong = await http.post(
         url,
         json={"current_password": "guess", "new_password": "new-password-22"},

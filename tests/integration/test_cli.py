@@ -16,7 +16,10 @@ from telehealth.settings import Settings
 from tests.factories import make_patient
 
 
-def telehealth(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def telehealth(
+    settings: Settings, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
     env["TELEHEALTH_DATABASE_URL"] = settings.database_url or ""
     env["TELEHEALTH_MQTT_URL"] = settings.mqtt_url or ""
@@ -25,6 +28,7 @@ def telehealth(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
         if secret is not None:
             env[f"TELEHEALTH_{name.upper()}"] = secret.get_secret_value()
     env["TELEHEALTH_MQTT_INSECURE"] = str(settings.mqtt_insecure).lower()
+    env.update(extra)
     return subprocess.run(
         [sys.executable, "-m", "launcher", *args],
         env=env,

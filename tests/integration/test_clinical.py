@@ -4,55 +4,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
-from launcher.stack import Services
 from processor.alerts.glucose import DEFAULT_LOW
 from simulators.publisher import Publisher
-from telehealth.contracts import wire_time
-from telehealth.settings import Settings
 from telehealth.storage.thresholds import save_thresholds
 from telehealth.thresholds import Thresholds
 from telehealth.topics import readings_topic
 from tests.conftest import eventually
-from tests.factories import auth, make_device, make_patient, make_user
-
-
-@pytest.fixture
-async def device_publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
-    publisher = Publisher(
-        settings.mqtt_relay_url(), client_id=f"clinical-{id(services)}-{datetime.now().timestamp()}"
-    )
-    await publisher.connect()
-    yield publisher
-    await publisher.close()
-
-
-def reading(
-    device_id: str, seq: int, at: datetime, observations: list[dict[str, Any]], **extra: Any
-) -> dict[str, Any]:
-    return {
-        "device_id": device_id,
-        "seq": seq,
-        "measured_at": wire_time(at),
-        "observations": observations,
-        **extra,
-    }
-
-
-async def alerts_of(db: psycopg.AsyncConnection[Any], patient: Any) -> list[dict[str, Any]]:
-    cur = await db.execute(
-        "SELECT rule, severity, status, code, value, seq, message FROM alerts"
-        " WHERE patient_id = %s ORDER BY id",
-        (patient,),
-    )
-    return await cur.fetchall()
+from tests.factories import alerts_of, auth, make_device, make_patient, make_user, reading
 
 
 async def test_a_partly_late_fall_from_a_cgm_without_source_is_forecast_by_its_live_reading(

@@ -21,6 +21,7 @@ from simulators.publisher import Publisher
 from telehealth.codes import CODES
 from telehealth.settings import Settings
 from telehealth.storage.people import add_user
+from telehealth.thresholds import Thresholds
 from tests.factories import make_device, make_patient
 from tests.integration.test_dashboard_browser import BROWSER_ARGS, CHROMIUM
 from tests.research_support import admin_token, project_with_researcher
@@ -222,7 +223,9 @@ async def test_every_page_at_phone_and_desktop_size(
         await expect(glance.locator(".tile-alerts")).to_contain_text("SpO2")
         glucose = page.locator("#chart-glucose svg")
         await expect(glucose.locator("path.forecast")).to_have_count(1)
-        await expect(glucose.locator("text.forecast-label")).to_contain_text("in 25 min")
+        await expect(glucose.locator("text.forecast-label")).to_contain_text(
+            f"in {Thresholds().glucose_predicted_minutes} min"
+        )
         spo2 = page.locator("#chart-spo2 svg")
         await expect(spo2.locator("g.flagged")).to_have_count(1)
         await expect(spo2.locator("g.flagged title")).to_contain_text("flagged as artefact")

@@ -11,11 +11,15 @@ import httpx
 import psycopg
 import pytest
 
+from telehealth.thresholds import Thresholds
 from tests.factories import auth, make_device, make_patient, make_user
 
 _INSERT = """INSERT INTO readings (patient_id, measured_at, code, value, unit, loinc, source, device_id,
                                    seq, received_at, quality)
              VALUES (%s, %s, %s, %s, %s, '-', %s, %s, %s, %s, %s)"""
+
+#: the default predicted-low horizon, the forecast's length
+HORIZON = Thresholds().glucose_predicted_minutes
 
 
 def expected_projection(level: float, rate: float, minutes: int) -> float:
@@ -91,13 +95,15 @@ async def test_the_patient_at_a_glance(db: psycopg.AsyncConnection[Any], http: h
     assert body["glucose_trend"]["rate_source"] == "filter"
     assert body["glucose_trend"]["trend"] == "falling_quickly"
     forecast = body["forecast"]
-    assert forecast["horizon_min"] == 25 and forecast["level"] == level and forecast["rate_per_min"] == rate
+    assert (
+        forecast["horizon_min"] == HORIZON and forecast["level"] == level and forecast["rate_per_min"] == rate
+    )
     assert datetime.fromisoformat(forecast["from"]) == latest
-    assert [p["minutes"] for p in forecast["points"]] == [0, 5, 10, 15, 20, 25]
+    assert [p["minutes"] for p in forecast["points"]] == list(range(0, HORIZON + 1, 5))
     for p in forecast["points"]:
         assert p["value"] == pytest.approx(expected_projection(level, rate, p["minutes"]), abs=1e-3)
         assert datetime.fromisoformat(p["at"]) == latest + timedelta(minutes=p["minutes"])
-    assert forecast["predicted_low_line"] == 3.0
+    assert forecast["predicted_low_line"] == Thresholds().predicted_low_line
 
     # The patient's own horizon.
     saved = await http.put(

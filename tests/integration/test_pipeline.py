@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,17 +17,6 @@ from telehealth.settings import Settings
 from telehealth.topics import readings_topic
 from tests.conftest import eventually
 from tests.factories import auth, make_device, make_patient, make_user
-
-
-@pytest.fixture
-async def device_publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
-    assert settings.mqtt_url
-    publisher = Publisher(
-        settings.mqtt_relay_url(), client_id=f"test-{id(services)}-{datetime.now().timestamp()}"
-    )
-    await publisher.connect()
-    yield publisher
-    await publisher.close()
 
 
 def glucose(value: float, unit: str = "mmol/L") -> list[dict[str, Any]]:

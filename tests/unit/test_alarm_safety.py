@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 from processor.alerts.artefact import ArtefactFilter
 from processor.alerts.engine import Act, Action, ThresholdEngine
-from processor.alerts.glucose import DEFAULT_LOW, Decision, EpisodeView, Forecast, LowEpisodes, Stage
+from processor.alerts.glucose import (
+    DEFAULT_LOW,
+    MAX_PHYSIOLOGICAL_RATE,
+    Decision,
+    EpisodeView,
+    Forecast,
+    LowEpisodes,
+    Stage,
+)
 from processor.alerts.rules import Severity
 from processor.alerts.trend import TrendTracker
 from processor.normalise import NormalisedObservation, Quality, normalise
@@ -265,14 +273,14 @@ def test_a_rate_beyond_physiology_is_noise_not_a_forecast() -> None:
 
 @given(
     start=st.floats(min_value=4.5, max_value=12.0),
-    rates=st.lists(st.floats(min_value=0.0, max_value=0.28), min_size=1, max_size=40),
+    rates=st.lists(st.floats(min_value=0.0, max_value=MAX_PHYSIOLOGICAL_RATE), min_size=1, max_size=40),
     every_min=st.sampled_from([1, 5, 15]),
     source=st.sampled_from(["cgm", "smbg", None]),
 )
 def test_any_physiological_decline_below_the_urgent_line_alarms_within_one_reading(
     start: float, rates: list[float], every_min: int, source: str | None
 ) -> None:
-    """A fall at physiological rates (up to 5 mg/dL/min) from any level, read by any glucose
+    """A fall at physiological rates (up to 6 mg/dL/min) from any level, read by any glucose
     device at any interval: once a reading is below 3.0, an urgent alert is open at that
     reading (never later than the next)."""
     values = [round(start, 1)]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROBE = '''
+PROBE = """
 import time
 from pathlib import Path
 
@@ -17,7 +17,7 @@ def test_probe(tmp_path: Path, tmp_path_factory) -> None:
     Path({out!r}).write_text(str(tmp_path_factory.getbasetemp()))
     time.sleep(1.5)  # the other run starts and ends meanwhile
     assert marker.exists()
-'''
+"""
 
 
 def test_two_runs_at_once_keep_their_own_temporary_roots(tmp_path: Path) -> None:
@@ -29,8 +29,21 @@ def test_two_runs_at_once_keep_their_own_temporary_roots(tmp_path: Path) -> None
         (folder / "test_probe.py").write_text(PROBE.format(out=str(tmp_path / f"{name}.txt")))
         runs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-p", "no:cacheprovider",
-                 "--rootdir", str(folder), "-c", "/dev/null", str(folder / "test_probe.py")],
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "tests.conftest",
+                    "-p",
+                    "no:cacheprovider",
+                    "--rootdir",
+                    str(folder),
+                    "-c",
+                    "/dev/null",
+                    str(folder / "test_probe.py"),
+                ],
                 cwd=root,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

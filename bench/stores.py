@@ -12,7 +12,7 @@ versions below N and runs the research release alone (what an older schema gave)
 `--research-only` does on the current schema.
 
     python -m bench.stores [--timescaledb PATH] [--patients 200] [--days 30]
-    python -m bench.stores --compare PATH [--rounds 7]   # releases on both stores, in turn
+    python -m bench.stores --compare PATH [--repeats 7]   # releases on both stores, in turn
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def compare(build: Path, args: argparse.Namespace) -> list[str]:
             migrate(url, migrations=None if below is None else [m for m in available() if m.version < below])
             asyncio.run(research(url, patients=args.research_patients, days=args.days))
         times: dict[tuple[str, str], list[float]] = {}
-        for _ in range(args.rounds):
+        for _ in range(args.repeats):
             groupings: tuple[GroupBy, ...] = ("none", "sex")
             for group_by in groupings:
                 for store, url in urls.items():
@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument(
         "--compare", type=Path, metavar="BUILD", help="fresh releases on both stores in turn (this build)"
     )
-    parser.add_argument("--rounds", type=int, default=7, help="--compare: releases per store and grouping")
+    parser.add_argument("--repeats", type=int, default=7, help="--compare: releases per store and grouping")
     args = parser.parse_args()
     if args.compare is not None:
         for line in compare(args.compare, args):

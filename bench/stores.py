@@ -97,25 +97,73 @@ async def _seed(conn: psycopg.AsyncConnection[Any], patients: int, days: int) ->
     )
 
 
+async def _read_once(conn: psycopg.AsyncConnection[Any], patient: UUID, now: datetime) -> tuple[float, float]:
+    """Milliseconds of the dashboard's two reads for one patient: raw 24 h, 14-day summary."""
+    started = time.perf_counter()
+    async with conn.cursor(binary=True) as cur:
+        await cur.execute(
+            _RAW_24H, {"patient": patient, "start": now - timedelta(hours=24), "end": now, "code": None}
+        )
+        await cur.fetchall()
+    raw = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    await glucose_summary(conn, patient, now - timedelta(days=14), now)
+    summary = (time.perf_counter() - started) * 1000
+    await conn.commit()
+    return raw, summary
+
+
 async def _reads(conn: psycopg.AsyncConnection[Any], ids: list[UUID], n: int, label: str) -> list[str]:
     pick = random.Random(7)
-    raw: list[float] = []
-    summary: list[float] = []
-    now = datetime.now(UTC)
-    for _ in range(n):
-        patient = pick.choice(ids)
-        started = time.perf_counter()
-        async with conn.cursor(binary=True) as cur:
-            await cur.execute(
-                _RAW_24H, {"patient": patient, "start": now - timedelta(hours=24), "end": now, "code": None}
+    times = [await _read_once(conn, pick.choice(ids), datetime.now(UTC)) for _ in range(n)]
+    return [
+        _times(f"one patient's last 24 h{label}", [t[0] for t in times]),
+        _times(f"14-day glucose summary{label}", [t[1] for t in times]),
+    ]
+
+
+async def _compress_old(conn: psycopg.AsyncConnection[Any]) -> int:
+    cur = await conn.execute(
+        "SELECT count(compress_chunk(c)) FROM show_chunks('readings', older_than => interval '7 days') c"
+    )
+    row = await cur.fetchone()
+    await conn.commit()
+    await conn.set_autocommit(True)
+    await conn.execute("ANALYZE readings")
+    await conn.set_autocommit(False)
+    return int(row[0]) if row else 0
+
+
+async def _compare_reads(urls: dict[str, str], args: argparse.Namespace) -> list[str]:
+    """The same reads on both stores, taken in turn; then again with TimescaleDB's chunks
+    older than 7 days compressed."""
+    lines: list[str] = []
+    conns = {store: await psycopg.AsyncConnection.connect(url) for store, url in urls.items()}
+    try:
+        ids: dict[str, list[UUID]] = {}
+        for store, conn in conns.items():
+            ids[store], written = await _seed(conn, args.patients, args.days)
+            lines.append(
+                f"{store}: {written}; on disk {await _size(conn, store == 'TimescaleDB') / 1e6:,.0f} MB"
             )
-            await cur.fetchall()
-        raw.append((time.perf_counter() - started) * 1000)
-        started = time.perf_counter()
-        await glucose_summary(conn, patient, now - timedelta(days=14), now)
-        summary.append((time.perf_counter() - started) * 1000)
-        await conn.commit()
-    return [_times(f"one patient's last 24 h{label}", raw), _times(f"14-day glucose summary{label}", summary)]
+        for label in ("", " (TimescaleDB: chunks older than 7 days compressed)"):
+            if label:
+                compressed = await _compress_old(conns["TimescaleDB"])
+                size = await _size(conns["TimescaleDB"], True)
+                lines.append(f"TimescaleDB: {compressed} chunks compressed; on disk {size / 1e6:,.0f} MB")
+            pick = random.Random(7)
+            times: dict[str, list[tuple[float, float]]] = {store: [] for store in conns}
+            for _ in range(args.queries):
+                k = pick.randrange(args.patients)
+                for store, conn in conns.items():
+                    times[store].append(await _read_once(conn, ids[store][k], datetime.now(UTC)))
+            for store, t in times.items():
+                lines.append(_times(f"{store}, one patient's last 24 h{label}", [x[0] for x in t]))
+                lines.append(_times(f"{store}, 14-day glucose summary{label}", [x[1] for x in t]))
+    finally:
+        for conn in conns.values():
+            await conn.close()
+    return lines
 
 
 async def _size(conn: psycopg.AsyncConnection[Any], timescale: bool) -> int:
@@ -139,17 +187,9 @@ async def run(url: str, args: argparse.Namespace) -> list[str]:
             lines += await _reads(conn, ids, args.queries, "")
             lines.append(f"readings on disk: {await _size(conn, timescale) / 1e6:,.0f} MB")
             if timescale:
-                cur = await conn.execute(
-                    "SELECT count(compress_chunk(c))"
-                    " FROM show_chunks('readings', older_than => interval '7 days') c"
-                )
-                row = await cur.fetchone()
-                await conn.commit()
-                await conn.set_autocommit(True)
-                await conn.execute("ANALYZE readings")
-                await conn.set_autocommit(False)
+                compressed = await _compress_old(conn)
                 lines.append(
-                    f"readings on disk, {row[0] if row else 0} chunks older than 7 days compressed:"
+                    f"readings on disk, {compressed} chunks older than 7 days compressed:"
                     f" {await _size(conn, timescale) / 1e6:,.0f} MB"
                 )
                 lines += await _reads(conn, ids, args.queries, " (old chunks compressed)")
@@ -207,6 +247,7 @@ def compare(build: Path, args: argparse.Namespace) -> list[str]:
             below = args.before_migration if "below" in store else None
             migrate(url, migrations=None if below is None else [m for m in available() if m.version < below])
             asyncio.run(research(url, patients=args.research_patients, days=args.days))
+        lines = asyncio.run(_compare_reads(urls, args)) if args.patients else []
         times: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.repeats):
             groupings: tuple[GroupBy, ...] = ("none", "sex")
@@ -214,7 +255,7 @@ def compare(build: Path, args: argparse.Namespace) -> list[str]:
                 for store, url in urls.items():
                     took = asyncio.run(_fresh_release(url, group_by, args.days))
                     times.setdefault((store, group_by), []).append(took)
-        return [
+        return lines + [
             f"{store}, fresh release {args.days} d hourly, {args.research_patients:,} patients,"
             f" group_by={group_by}: median {statistics.median(v):,.0f} ms, min {min(v):,.0f} ms,"
             f" max {max(v):,.0f} ms ({len(v)} releases)"

@@ -237,7 +237,7 @@ def migrate(
 
 def _apply_retention(conn: psycopg.Connection[tuple[object, ...]], retention: str) -> None:
     """Retention is a setting, so it is checked on every migrate rather than frozen in SQL; the
-    policy's job is replaced only when the interval changed (its id and history stay)."""
+    policy's job is replaced only when the interval changed (otherwise its id and history stay)."""
     with conn.transaction():
         hypertable = conn.execute(
             "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = 'readings'"

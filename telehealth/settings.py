@@ -21,6 +21,11 @@ class DatabaseSettings(BaseModel):
 
     database_url: str | None = Field(None, description="PostgreSQL connection URI (`up`: embedded)")
     retention: str = Field("2 years", description="TimescaleDB retention for readings")
+    timescaledb: Path | None = Field(
+        None,
+        description="`up` and the test suite: a TimescaleDB build for the embedded PostgreSQL"
+        " (directory with lib/ and share/extension/, or its .tar.xz); unset runs plain PostgreSQL",
+    )
     data_dir: Path = Field(
         Path(".telehealth"), description="where `up` keeps embedded data, logs and `stack.json`"
     )

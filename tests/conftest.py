@@ -3,7 +3,10 @@
 Nothing running on the machine is assumed. To use servers you already run, set
 TELEHEALTH_TEST_DATABASE_URL (a fresh database is created on it per session),
 TELEHEALTH_TEST_KAFKA_BOOTSTRAP or TELEHEALTH_TEST_MQTT_URL. TELEHEALTH_TEST_MQTT=amqtt
-forces the pure-Python broker even where mosquitto is installed.
+forces the pure-Python broker even where mosquitto is installed. TELEHEALTH_TIMESCALEDB (a
+TimescaleDB build for the wheel's PostgreSQL: its directory or .tar.xz archive) runs the
+embedded PostgreSQL with that extension preloaded, so the same tests run on the TimescaleDB
+path (docs/architecture.md, "Storage").
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from launcher.embedded import EmbeddedKafka, EmbeddedMqtt, EmbeddedPostgres, fre
 from launcher.stack import EMBEDDED_SESSION_TIMEOUT_MS, Services, start_broker, wait_http_ok
 from telehealth.settings import Settings
 from telehealth.storage import migrate
+from telehealth.storage.migrate import preloaded
 
 # Property tests judge what the code does, never how fast: Hypothesis's per-example deadline
 # and its "input generation is slow" check are timings, and failed a correct test on a loaded
@@ -89,7 +93,8 @@ def postgres(data_dir: Path) -> Iterator[EmbeddedPostgres | None]:
     if os.environ.get("TELEHEALTH_TEST_DATABASE_URL"):
         yield None
         return
-    server = EmbeddedPostgres(data_dir)
+    timescaledb = os.environ.get("TELEHEALTH_TIMESCALEDB")
+    server = EmbeddedPostgres(data_dir, timescaledb=Path(timescaledb) if timescaledb else None)
     server.start()
     yield server
     server.stop()
@@ -106,6 +111,14 @@ def database_url(postgres: EmbeddedPostgres | None) -> Iterator[str]:
     yield url
     with psycopg.connect(external, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def timescaledb(database_url: str) -> bool:
+    """Whether the test server takes the TimescaleDB path (installed and preloaded)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SHOW shared_preload_libraries").fetchone()
+    return preloaded(str(row[0]) if row else "")
 
 
 @pytest.fixture(scope="session")

@@ -92,11 +92,16 @@ _HIST_SUMMED = """
 
 
 async def rollup_available(conn: Conn) -> bool:
-    """The cell-level rollups are maintained on plain PostgreSQL only (see the migration)."""
+    """Whether the trigger that maintains the cell-level rollups is there: on both paths since
+    migration 0035 (before it, TimescaleDB databases had a continuous aggregate instead)."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SELECT timescale FROM schema_migrations WHERE version = 5")
+        await cur.execute(
+            """SELECT EXISTS (SELECT 1 FROM pg_trigger
+                              WHERE tgname = 'research_readings_rollup'
+                                AND tgrelid = to_regclass('research_readings')) AS maintained"""
+        )
         row = await cur.fetchone()
-    return row is not None and not row["timescale"]
+    return row is not None and bool(row["maintained"])
 
 
 async def fast_cells(

@@ -73,23 +73,44 @@ class Path:
     degraded: bool = False
 
 
-def choose_path(*, available: bool, preloaded: bool, recorded: bool | None) -> Path:
+#: `timescaledb.license` values under which compression, continuous aggregates and policies
+#: (the Timescale License part the TimescaleDB path uses) are there; unset means the default
+_FULL_LICENCES = (None, "", "timescale")
+
+
+def choose_path(
+    *, available: bool, preloaded: bool, recorded: bool | None, licence: str | None = None
+) -> Path:
     """TimescaleDB or plain PostgreSQL. `recorded` is the path earlier migrations took (None
     on a fresh database): a database is never switched half-way, which would leave tables
-    of one path beside queries of the other."""
-    usable = available and preloaded
+    of one path beside queries of the other. `licence` is the server's `timescaledb.license`:
+    under `apache` the TimescaleDB path's compression and policies are missing."""
+    licensed = licence in _FULL_LICENCES
+    usable = available and preloaded and licensed
     if recorded is True and not usable:
-        raise MigrationError(
-            "this database was migrated with TimescaleDB, but the server "
-            + ("does not offer the extension" if not available else "has not preloaded it")
-            + ": add timescaledb to shared_preload_libraries and restart PostgreSQL"
-        )
+        if not available:
+            why = "does not offer the extension: install it"
+        elif not preloaded:
+            why = "has not preloaded it: add timescaledb to shared_preload_libraries and restart PostgreSQL"
+        else:
+            why = (
+                f"runs it with timescaledb.license = '{licence}':"
+                " set it to 'timescale' and restart PostgreSQL"
+            )
+        raise MigrationError(f"this database was migrated with TimescaleDB, but the server {why}")
     if recorded is True:
         return Path(True, "TimescaleDB, as the database was first migrated")
     if recorded is False:
         return Path(False, "plain PostgreSQL, as the database was first migrated")
     if usable:
         return Path(True, "TimescaleDB is installed and preloaded")
+    if available and preloaded:
+        return Path(
+            False,
+            f"TimescaleDB runs with timescaledb.license = '{licence}', which leaves out the compression,"
+            " continuous aggregates and policies its path uses; using plain PostgreSQL",
+            degraded=True,
+        )
     if available:
         return Path(
             False,
@@ -103,18 +124,32 @@ def choose_path(*, available: bool, preloaded: bool, recorded: bool | None) -> P
 def _server_path(conn: psycopg.Connection[tuple[object, ...]], recorded: bool | None) -> Path:
     row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
     setting = conn.execute("SHOW shared_preload_libraries").fetchone()
+    # Before the extension exists in this database the value is the configured one (a
+    # placeholder), which is what the extension will run with.
+    licence = conn.execute("SELECT current_setting('timescaledb.license', true)").fetchone()
     return choose_path(
         available=row is not None,
         preloaded=preloaded(str(setting[0]) if setting else ""),
         recorded=recorded,
+        licence=None if licence is None or licence[0] is None else str(licence[0]),
     )
+
+
+#: Checksums of earlier texts of a migration that differ from today's in comments only, by
+#: (version, TimescaleDB path): a database that applied one is up to date, and its record is
+#: moved to the current text.
+SUPERSEDED: dict[tuple[int, bool], frozenset[str]] = {
+    # 0005's TimescaleDB part claimed real-time aggregation showed late rows (it does not)
+    (5, True): frozenset({"f0f9b58c7d5807378a8d614a0018223d41ba55e96db7ab937a203e8079d5bf51"}),
+}
 
 
 def verify_applied(
     migrations: Sequence[Migration], applied: dict[int, tuple[str, bool, str | None]]
 ) -> list[tuple[int, str]]:
     """Refuse when an applied migration's file changed; returns the checksums to record for
-    versions applied before checksums were kept (taken as they are now)."""
+    versions applied before checksums were kept, or as a text `SUPERSEDED` lists (taken as
+    they are now)."""
     known = {m.version: m for m in migrations}
     adopt: list[tuple[int, str]] = []
     changed: list[str] = []
@@ -124,7 +159,7 @@ def verify_applied(
             log.warning("the database has migration %04d_%s, which this version does not ship", version, name)
             continue
         now = migration.checksum(timescale)
-        if recorded is None:
+        if recorded is None or (recorded != now and recorded in SUPERSEDED.get((version, timescale), ())):
             adopt.append((version, now))
         elif recorded != now:
             changed.append(f"{migration.label} (applied sha256 {recorded[:12]}, file now {now[:12]})")
@@ -162,13 +197,15 @@ def migrate(
                 conn.execute(
                     "UPDATE schema_migrations SET checksum = %s WHERE version = %s", (checksum, version)
                 )
-                log.info(
-                    "recorded the checksum of migration %04d, applied before checksums were kept", version
-                )
+                log.info("recorded the current checksum of migration %04d", version)
             recorded = None if not done else any(t for _, t, _ in done.values())
             path = _server_path(conn, recorded)
             if any(m.version not in done for m in todo):
                 (log.warning if path.degraded else log.info)("schema path: %s", path.why)
+            if path.timescale:
+                # whichever migrations are pending: their TimescaleDB parts and the retention
+                # policy need it, and 0001 may have been applied long ago
+                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             for migration in todo:
                 if migration.version in done:
                     continue
@@ -199,7 +236,22 @@ def migrate(
 
 
 def _apply_retention(conn: psycopg.Connection[tuple[object, ...]], retention: str) -> None:
-    """Retention is a setting, so it is (re)applied on every migrate rather than frozen in SQL."""
+    """Retention is a setting, so it is checked on every migrate rather than frozen in SQL; the
+    policy's job is replaced only when the interval changed (otherwise its id and history stay)."""
     with conn.transaction():
+        hypertable = conn.execute(
+            "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = 'readings'"
+        ).fetchone()
+        if hypertable is None:  # a partial list of migrations, as some tests apply
+            return
+        current = conn.execute(
+            """SELECT (config->>'drop_after')::interval = %s::interval
+               FROM timescaledb_information.jobs
+               WHERE proc_name = 'policy_retention' AND hypertable_name = 'readings'""",
+            (retention,),
+        ).fetchall()
+        if len(current) == 1 and current[0][0]:
+            return
         conn.execute("SELECT remove_retention_policy('readings', if_exists => TRUE)")
         conn.execute("SELECT add_retention_policy('readings', %s::interval)", (retention,))
+        log.info("retention policy for readings: drop chunks older than %s", retention)

@@ -2,7 +2,15 @@
 
 import pytest
 
-from telehealth.storage.migrate import Migration, MigrationError, choose_path, preloaded, verify_applied
+from telehealth.storage.migrate import (
+    SUPERSEDED,
+    Migration,
+    MigrationError,
+    available,
+    choose_path,
+    preloaded,
+    verify_applied,
+)
 
 
 @pytest.mark.parametrize(
@@ -39,6 +47,20 @@ def test_a_database_keeps_the_path_it_was_first_migrated_on() -> None:
         choose_path(available=True, preloaded=False, recorded=True)
 
 
+@pytest.mark.parametrize("licence", [None, "", "timescale"])
+def test_the_timescale_licence_or_the_default_allows_the_timescaledb_path(licence: str | None) -> None:
+    assert choose_path(available=True, preloaded=True, recorded=None, licence=licence).timescale
+
+
+def test_the_apache_licence_takes_the_plain_path_with_a_warning() -> None:
+    path = choose_path(available=True, preloaded=True, recorded=None, licence="apache")
+    assert not path.timescale and path.degraded and "apache" in path.why
+    # a database migrated with TimescaleDB cannot go on without compression and policies
+    with pytest.raises(MigrationError, match=r"timescaledb\.license"):
+        choose_path(available=True, preloaded=True, recorded=True, licence="apache")
+    assert not choose_path(available=True, preloaded=True, recorded=False, licence="apache").timescale
+
+
 M = Migration(3, "three", "CREATE TABLE t ();", "SELECT create_hypertable('t', 'at');")
 
 
@@ -54,3 +76,12 @@ def test_changed_files_are_refused_and_unrecorded_ones_adopted() -> None:
         verify_applied([M], {3: ("three", True, M.checksum(False))})
     # a version this code does not ship (a newer release migrated the database) is not an edit
     assert verify_applied([M], {9: ("nine", False, "abc")}) == []
+
+
+def test_a_comment_only_correction_is_adopted_not_refused() -> None:
+    """0005's TimescaleDB part had a wrong comment; databases that applied it are up to date."""
+    [five] = [m for m in available() if m.version == 5]
+    [earlier] = SUPERSEDED[(5, True)]
+    assert verify_applied([five], {5: (five.name, True, earlier)}) == [(5, five.checksum(True))]
+    with pytest.raises(MigrationError, match="0005_consent_research"):
+        verify_applied([five], {5: (five.name, False, earlier)})

@@ -12,8 +12,9 @@ SELECT create_hypertable('research_readings', by_range('measured_at', INTERVAL '
                          create_default_indexes => FALSE, if_not_exists => TRUE);
 
 -- WITH NO DATA: creating it WITH DATA cannot run inside the migration's transaction.
--- materialized_only = false: real-time aggregation adds the rows not yet materialised, so
--- a bucket is complete as soon as its rows are committed (as the plain-PostgreSQL trigger).
+-- materialized_only = false: real-time aggregation adds rows only for hours above the
+-- watermark; rows that arrive late, into hours already materialised, stay out until the
+-- next refresh. 0035 replaces this with the plain path's trigger for that reason.
 CREATE MATERIALIZED VIEW research_hourly
     WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT purpose, code, time_bucket(INTERVAL '1 hour', measured_at) AS hour, patient_id,

@@ -21,6 +21,7 @@ from dashboard_api.routes import (
     consent,
     data_uses,
     devices,
+    fhir,
     glance,
     glucose,
     health,
@@ -88,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, responses=problems.RESPONSES)
     for module in (consent, data_uses, research, register):
         app.include_router(module.router, responses=problems.RESPONSES)
-    for module in (nightscout_upload, nightscout_read):
+    for module in (nightscout_upload, nightscout_read, fhir):
         app.include_router(module.router)
     docs_page.install(app)
     static = resources.files("dashboard_api") / "static"

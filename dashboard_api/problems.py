@@ -57,6 +57,14 @@ def fhir_error(status: int, detail: str) -> JSONResponse:
     return JSONResponse(outcome(status, detail), status_code=status, media_type=FHIR_JSON)
 
 
+def error_for(path: str, status: int, title: str, detail: str) -> JSONResponse:
+    """The error answer for a request to `path`: an OperationOutcome under /fhir, else a
+    problem (for the middleware, which answers before any route or handler)."""
+    if path == "/fhir" or path.startswith("/fhir/"):
+        return fhir_error(status, detail)
+    return problem(status, title, detail)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -33,14 +33,41 @@ from telehealth.storage import fhir_reads
 from telehealth.storage.glucose import glucose_summary, local_days
 from telehealth.storage.people import patient_time_zone
 
-router = APIRouter(prefix="/fhir", tags=["fhir"])
+
+class FhirJSON(Response):
+    media_type = FHIR_JSON
+
+
+def _documented(description: str) -> dict[str, Any]:
+    schema = {"type": "object", "description": "a FHIR R4 OperationOutcome"}
+    return {"description": description, "content": {FHIR_JSON: {"schema": schema}}}
+
+
+#: the answers of every FHIR route, for the OpenAPI schema (all OperationOutcomes)
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "a FHIR R4 resource, or a Bundle of them",
+        "content": {FHIR_JSON: {"schema": {"type": "object", "description": "a FHIR R4 resource"}}},
+    },
+    400: _documented("a parameter is invalid, unknown or missing"),
+    401: _documented("no bearer token, or it is unknown, expired or revoked"),
+    403: _documented("your role may not read patient records"),
+    404: _documented("not found, or not in your care (the two are answered alike)"),
+    413: _documented("the request body is too large"),
+}
+router = APIRouter(prefix="/fhir", tags=["fhir"], default_response_class=FhirJSON, responses=RESPONSES)
+
+# Declared for the OpenAPI schema; the values are read from the query itself (`_params`), which
+# keeps repeated parameters and refuses unknown ones.
+Patient = Annotated[str | None, Query(description="the patient's id, or Patient/<id>")]
+Subject = Annotated[str | None, Query(description="same as patient")]
 
 #: the longest period a CGM summary or bundle covers (as the dashboard's summary)
 MAX_DAYS = 90
 
 
 def fhir_response(resource: dict[str, Any]) -> Response:
-    return Response(to_json(resource), media_type=FHIR_JSON)
+    return FhirJSON(to_json(resource))
 
 
 def _base(request: Request) -> str:
@@ -103,7 +130,21 @@ _OBSERVATION_PARAMS = {"patient", "subject", "code", "date", "_lastUpdated", "_c
 
 
 @router.get("/Observation")
-async def search_observations(request: Request, conn: ConnDep, user: CurrentUser, audit: Audit) -> Response:
+async def search_observations(
+    request: Request,
+    conn: ConnDep,
+    user: CurrentUser,
+    audit: Audit,
+    patient: Patient = None,
+    subject: Subject = None,
+    code: Annotated[str | None, Query(description="LOINC or urn:telehealth:code tokens, comma = or")] = None,
+    date: Annotated[list[str] | None, Query(description="e.g. ge2026-12-01; repeat to AND")] = None,
+    last_updated: Annotated[
+        list[str] | None, Query(alias="_lastUpdated", description="when stored, e.g. gt2026-12-07T08:00:00Z")
+    ] = None,
+    count: Annotated[int | None, Query(alias="_count", ge=1, le=MAX_COUNT)] = None,
+    cursor: Annotated[str | None, Query(alias="_cursor", description="from a next link")] = None,
+) -> Response:
     """Readings of one patient, oldest first, a page at a time (`next` link)."""
     params = _params(request, _OBSERVATION_PARAMS)
     patient_id = _patient_param(params)
@@ -176,7 +217,9 @@ async def read_device(device_id: str, conn: ConnDep, user: CurrentUser, audit: A
 
 
 @router.get("/Device")
-async def search_devices(request: Request, conn: ConnDep, user: CurrentUser, audit: Audit) -> Response:
+async def search_devices(
+    request: Request, conn: ConnDep, user: CurrentUser, audit: Audit, patient: Patient = None
+) -> Response:
     """The patient's devices, revoked ones included (status `inactive`)."""
     params = _params(request, {"patient", "_format"})
     patient_id = _patient_param(params)
@@ -199,7 +242,9 @@ async def search_devices(request: Request, conn: ConnDep, user: CurrentUser, aud
 
 
 @router.get("/Consent")
-async def search_consent(request: Request, conn: ConnDep, user: CurrentUser, audit: Audit) -> Response:
+async def search_consent(
+    request: Request, conn: ConnDep, user: CurrentUser, audit: Audit, patient: Patient = None
+) -> Response:
     """Every consent version of the patient, the one in force `active` (as /api/v1/.../consent
     serves them with ?format=fhir); readable by the patient, an admin or the care team."""
     params = _params(request, {"patient", "_format"})

@@ -353,3 +353,18 @@ async def test_real_fhir_clients_read_the_endpoint(db: psycopg.AsyncConnection[A
     person_id, values = await asyncio.to_thread(with_fhirclient)
     assert person_id == str(patient)
     assert sorted(values) == [6.0 + k / 10 for k in range(7)]
+
+
+async def test_fhir_answers_are_never_cached_and_middleware_refusals_are_outcomes(
+    db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient
+) -> None:
+    patient = await make_patient(db, "team-fhir-headers")
+    clinician = await make_user(db, "clinician", ["team-fhir-headers"])
+    read = await http.get(f"/fhir/Patient/{patient}", headers=auth(clinician))
+    assert read.status_code == 200 and read.headers["cache-control"] == "no-store"
+    nul = await http.get(f"/fhir/Observation?patient={patient}&code=%00", headers=auth(clinician))
+    assert "NUL" in _outcome(nul, 400)
+    big = await http.request(
+        "GET", f"/fhir/Patient/{patient}", content=b"x" * 2_000_000, headers=auth(clinician)
+    )
+    _outcome(big, 413)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from importlib.metadata import version
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -350,6 +350,9 @@ async def cgm_bundle(
     start: Day = None,
     end: Day = None,
     readings: Annotated[bool, Query(description="include the CGM sensor readings")] = True,
+    unit: Annotated[
+        Literal["mmol/L", "mg/dL"], Query(description="the readings' unit (the IG's molar or mass profile)")
+    ] = "mmol/L",
 ) -> Response:
     """A `transaction` Bundle shaped as the IG's `$submit-cgm-bundle` input: the patient, their
     CGM devices, the summary with its members and (unless readings=false) the sensor readings."""
@@ -365,6 +368,11 @@ async def cgm_bundle(
     sensor = await fhir_reads.cgm_readings(conn, patient_id, moment_from, moment_to) if readings else []
     devices = await fhir_reads.devices_of(conn, patient_id, cgm_or=sorted({r["device_id"] for r in sensor}))
     bundle = cgm.submission_bundle(
-        resources.patient(row), [resources.device(d) for d in devices], summary, period, sensor
+        resources.patient(row),
+        [resources.device(d) for d in devices],
+        summary,
+        period,
+        sensor,
+        mass_units=unit == "mg/dL",
     )
     return fhir_response(bundle)

@@ -22,7 +22,12 @@ def _param(name: str, kind: str, doc: str) -> dict[str, str]:
 
 def capability_statement(base: str, version: str) -> dict[str, Any]:
     """What a FHIR client may ask of the server at `base` (read-only)."""
-    observation_profiles = [ig.PROFILE_SENSOR_READING_MOLAR, ig.PROFILE_SUMMARY, *ig.MEMBER_PROFILES.values()]
+    observation_profiles = [
+        ig.PROFILE_SENSOR_READING_MOLAR,
+        ig.PROFILE_SENSOR_READING_MASS,
+        ig.PROFILE_SUMMARY,
+        *ig.MEMBER_PROFILES.values(),
+    ]
     resource = {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -57,8 +62,9 @@ def capability_statement(base: str, version: str) -> dict[str, Any]:
                             {
                                 "name": "cgm-bundle",
                                 "definition": f"{base}/OperationDefinition/cgm-bundle",
-                                "documentation": "GET Patient/[id]/$cgm-bundle?days=N: a transaction Bundle "
-                                "in the IG's $submit-cgm-bundle shape, to post to a clinical system",
+                                "documentation": "GET Patient/[id]/$cgm-bundle?days=N (unit=mg/dL, "
+                                "readings=false): a transaction Bundle in the IG's $submit-cgm-bundle "
+                                "shape, to post to a clinical system",
                             },
                         ],
                     },

@@ -143,11 +143,14 @@ def submission_bundle(
     summary: Mapping[str, Any],
     period: Period,
     readings: Sequence[Mapping[str, Any]],
+    *,
+    mass_units: bool = False,
 ) -> dict[str, Any]:
     """A `transaction` Bundle in the shape the IG's `$submit-cgm-bundle` takes: the patient
     (created only if no record with the NHS number exists), the CGM devices, the summary with
     its members and the sensor readings, all pointing at each other by their `urn:uuid`
-    fullUrls. Devices and readings carry identifiers, so a receiver can skip duplicates."""
+    fullUrls. Devices and readings carry identifiers, so a receiver can skip duplicates. With
+    `mass_units` the readings are in mg/dL (the IG's mass profile), else as stored (mmol/L)."""
     patient_url = _url(stable_id("patient", patient["id"]))
     nhs = next(i["value"] for i in patient["identifier"] if i["system"] == NHS_NUMBER)
     entries = [_entry(patient, patient_url, f"identifier={NHS_NUMBER}|{nhs}")]
@@ -161,7 +164,7 @@ def submission_bundle(
     observations = []
     for row in readings:
         ref = device_urls.get(row["device_id"]) or f"Device/{device_fhir_id(row['device_id'])}"
-        resource = observation(row, subject=patient_url, device_ref=ref)
+        resource = observation(row, subject=patient_url, device_ref=ref, mass_units=mass_units)
         observations.append(resource)
         entries.append(
             _entry(resource, _url(resource["id"]), f"identifier={READING_ID_SYSTEM}|{reading_key(row)}")

@@ -15,6 +15,7 @@ from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
 
+from telehealth.codes import MG_DL_PER_MMOL_L
 from telehealth.fhir import cgm_codes
 from telehealth.fhir.base import (
     CODE_SYSTEM,
@@ -39,6 +40,7 @@ from telehealth.fhir.base import (
 LOINC_DISPLAY = {
     "15074-8": "Glucose [Moles/volume] in Blood",
     "105272-9": "Glucose [Moles/volume] in Interstitial fluid",
+    "99504-3": "Glucose [Mass/volume] in Interstitial fluid",
     "59408-5": "Oxygen saturation in Arterial blood by Pulse oximetry",
     "8867-4": "Heart rate",
 }
@@ -140,15 +142,23 @@ def is_cgm(row: Mapping[str, Any]) -> bool:
 
 
 def observation(
-    row: Mapping[str, Any], *, subject: str | None = None, device_ref: str | None = None
+    row: Mapping[str, Any],
+    *,
+    subject: str | None = None,
+    device_ref: str | None = None,
+    mass_units: bool = False,
 ) -> dict[str, Any]:
     """One stored reading (patient_id, measured_at, code, value, unit, loinc, device_id, seq,
     received_at, quality, stored_at) as an Observation; `subject` and `device_ref` override the
-    references (a transaction bundle points at its own entries). Not validated here: a page
-    holds thousands, see `check_observations`."""
+    references (a transaction bundle points at its own entries). With `mass_units` a CGM reading
+    follows the IG's mg/dL profile (value to 0.1 mg/dL, as converted from the stored mmol/L).
+    Not validated here: a page holds thousands, see `check_observations`."""
     loinc = row["loinc"]
     cgm = is_cgm(row)
     unit = row["unit"]
+    mass = cgm and mass_units
+    if mass:
+        loinc = cgm_codes.SENSOR_READING_MASS
     resource: dict[str, Any] = {
         "resourceType": "Observation",
         "id": stable_id("reading", reading_key(row)),
@@ -163,11 +173,16 @@ def observation(
         "effectiveDateTime": instant(row["measured_at"]),
         "issued": instant(row["received_at"]),
         # the IG's pattern for CGM readings labels the unit "mmol/l"; the UCUM code is the same
-        "valueQuantity": quantity(row["value"], "mmol/l" if cgm else unit, UCUM_CODE.get(unit, unit)),
+        "valueQuantity": (
+            quantity(round(row["value"] * MG_DL_PER_MMOL_L, 1), "mg/dl", "mg/dL")
+            if mass
+            else quantity(row["value"], "mmol/l" if cgm else unit, UCUM_CODE.get(unit, unit))
+        ),
         "device": {"reference": device_ref or f"Device/{device_fhir_id(row['device_id'])}"},
     }
     if cgm:
-        resource["meta"]["profile"] = [cgm_codes.PROFILE_SENSOR_READING_MOLAR]
+        profile = cgm_codes.PROFILE_SENSOR_READING_MASS if mass else cgm_codes.PROFILE_SENSOR_READING_MOLAR
+        resource["meta"]["profile"] = [profile]
     flags = list(row.get("quality") or ())
     if flags:
         resource["interpretation"] = [

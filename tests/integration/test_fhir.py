@@ -303,6 +303,13 @@ async def test_cgm_summary_equals_the_dashboards_and_the_bundle_is_the_igs(
     assert len(readings) == len(values)  # the readings the summary counted: no finger-prick, no implausible
     urls = {e["fullUrl"] for e in transaction["entry"]}
     assert all(r["subject"]["reference"] in urls and r["device"]["reference"] in urls for r in readings)
+    mass = await http.get(f"/fhir/Patient/{patient}/$cgm-bundle?days=2&unit=mg/dL", headers=auth(clinician))
+    in_mg = [e["resource"] for e in mass.json()["entry"] if e["resource"].get("effectiveDateTime")]
+    assert conformance_errors(mass.json()) == []
+    assert {r["meta"]["profile"][0] for r in in_mg} == {ig.PROFILE_SENSOR_READING_MASS}
+    assert sorted(r["valueQuantity"]["value"] for r in in_mg) == sorted(
+        round(v * 18.01559, 1) for v in values
+    )
     lean = await http.get(
         f"/fhir/Patient/{patient}/$cgm-bundle?days=2&readings=false", headers=auth(clinician)
     )

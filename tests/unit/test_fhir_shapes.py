@@ -322,3 +322,23 @@ def test_random_patients_get_distinct_summary_ids() -> None:
     one = cgm.summary_members(_summary(), PERIOD)
     two = cgm.summary_members(_summary(), cgm.Period(uuid4(), PERIOD.first, PERIOD.last, NOW))
     assert {u for u, _ in one}.isdisjoint(u for u, _ in two)
+
+
+@pytest.mark.parametrize(("stored", "shown"), [(120 / 18.01559, 120.0), (6.7, 120.7), (2.2, 39.6)])
+def test_a_cgm_reading_in_mass_units_follows_the_igs_mass_profile(stored: float, shown: float) -> None:
+    out = resources.observation(_reading(value=stored), mass_units=True)
+    Observation.model_validate(out)
+    assert out["meta"]["profile"] == [ig.PROFILE_SENSOR_READING_MASS]
+    assert out["code"]["coding"][0]["code"] == ig.SENSOR_READING_MASS
+    assert out["valueQuantity"] == {
+        "value": shown,
+        "unit": "mg/dl",
+        "system": "http://unitsofmeasure.org",
+        "code": "mg/dL",
+    }
+    assert conformance_errors(out) == []
+    # the same reading: same id and identifier whichever unit it is served in
+    assert out["id"] == resources.observation(_reading(value=stored))["id"]
+    # only CGM glucose changes unit
+    pulse = resources.observation(_reading("pulse"), mass_units=True)
+    assert pulse["valueQuantity"]["code"] == "/min"

@@ -22,6 +22,7 @@ from dashboard_api.routes import (
     data_uses,
     devices,
     fhir,
+    fhir_cgm,
     glance,
     glucose,
     health,
@@ -89,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, responses=problems.RESPONSES)
     for module in (consent, data_uses, research, register):
         app.include_router(module.router, responses=problems.RESPONSES)
-    for module in (nightscout_upload, nightscout_read, fhir):
+    for module in (nightscout_upload, nightscout_read, fhir, fhir_cgm):
         app.include_router(module.router)
     docs_page.install(app)
     static = resources.files("dashboard_api") / "static"

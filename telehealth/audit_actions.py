@@ -35,6 +35,7 @@ LABELS: dict[str, str] = {
     "fhir.patient.read": "read your record (name, NHS number, birth date) through a clinical system (FHIR)",
     "fhir.observations.read": "read your readings through a clinical system (FHIR)",
     "fhir.devices.read": "read your devices through a clinical system (FHIR)",
+    "fhir.alerts.read": "saw your alerts through a clinical system (FHIR)",
     "fhir.cgm_summary.read": "read your glucose summary (time in range) through a clinical system (FHIR)",
     "fhir.cgm_bundle.read": "fetched your glucose summary and CGM readings for a clinical record (FHIR)",
     "nightscout.entries.read": "read your glucose through a Nightscout app",

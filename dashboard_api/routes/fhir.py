@@ -8,30 +8,26 @@ come from telehealth.fhir; errors are OperationOutcomes (dashboard_api.problems)
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime
 from importlib.metadata import version
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
-import psycopg
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic_core import to_json
 
 from dashboard_api.auditing import Audit
-from dashboard_api.deps import ConnDep, CurrentUser, SettingsDep
+from dashboard_api.deps import ConnDep, CurrentUser
 from dashboard_api.routes.access import authorize_patient
 from dashboard_api.routes.consent import authorize as authorize_consent
 from telehealth.consent import in_force
 from telehealth.consent_fhir import to_fhir
-from telehealth.fhir import cgm, resources, search
-from telehealth.fhir.base import FHIR_JSON, check_bundle_envelope, instant, searchset
+from telehealth.fhir import alerts, resources, search
+from telehealth.fhir.base import FHIR_JSON, check_bundle_envelope, searchset
 from telehealth.fhir.capability import DEFAULT_COUNT, MAX_COUNT, capability_statement
 from telehealth.storage import consent as consent_store
 from telehealth.storage import fhir_reads
-from telehealth.storage.glucose import glucose_summary, local_days
-from telehealth.storage.people import patient_time_zone
 
 
 class FhirJSON(Response):
@@ -61,9 +57,6 @@ router = APIRouter(prefix="/fhir", tags=["fhir"], default_response_class=FhirJSO
 # keeps repeated parameters and refuses unknown ones.
 Patient = Annotated[str | None, Query(description="the patient's id, or Patient/<id>")]
 Subject = Annotated[str | None, Query(description="same as patient")]
-
-#: the longest period a CGM summary or bundle covers (as the dashboard's summary)
-MAX_DAYS = 90
 
 
 def fhir_response(resource: dict[str, Any]) -> Response:
@@ -238,6 +231,60 @@ async def search_devices(
     return fhir_response(bundle)
 
 
+# ---- Flag (alerts) ---------------------------------------------------------------------------
+
+
+@router.get("/Flag")
+async def search_flags(
+    request: Request,
+    conn: ConnDep,
+    user: CurrentUser,
+    audit: Audit,
+    patient: Patient = None,
+    subject: Subject = None,
+    status: Annotated[str | None, Query(description="active (open or acknowledged) or inactive")] = None,
+    count: Annotated[int | None, Query(alias="_count", ge=1, le=MAX_COUNT)] = None,
+    cursor: Annotated[str | None, Query(alias="_cursor", description="from a next link")] = None,
+) -> Response:
+    """The patient's alerts as Flags, newest first (clinicians of the care team, as the alert
+    inbox: patients do not read alerts in the JSON API either)."""
+    params = _params(request, {"patient", "subject", "status", "_count", "_cursor", "_format"})
+    patient_id = _patient_param(params)
+    await authorize_patient(conn, user, patient_id, roles=("clinician",))
+    wanted = _one(params, "status")
+    if wanted not in (None, "active", "inactive"):
+        raise HTTPException(400, "status is active or inactive")
+    try:
+        size = search.parse_count(_one(params, "_count"), default=DEFAULT_COUNT, maximum=MAX_COUNT)
+    except search.SearchError as exc:
+        raise _bad(exc) from exc
+    after = _one(params, "_cursor")
+    if after is not None and not after.isdigit():
+        raise HTTPException(400, "_cursor is not one this server issued; follow the `next` link as given")
+    await audit("fhir.alerts.read", patient_id, status=wanted, cursor=after is not None)
+    rows = await fhir_reads.alerts_of(
+        conn,
+        patient_id,
+        active=None if wanted is None else wanted == "active",
+        before_id=int(after) if after else None,
+        limit=size + 1,
+    )
+    next_url = None
+    if len(rows) > size:
+        rows = rows[:size]
+        kept = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
+        next_url = f"{_base(request)}/Flag?{urlencode([*kept, ('_cursor', str(rows[-1]['id']))])}"
+    flags = [alerts.flag(r) for r in rows]
+    bundle = searchset(
+        [(f"urn:telehealth:alert:{f['identifier'][0]['value']}", f) for f in flags],
+        self_url=str(request.url),
+        next_url=next_url,
+        now=datetime.now(UTC),
+    )
+    check_bundle_envelope(bundle)
+    return fhir_response(bundle)
+
+
 # ---- Consent --------------------------------------------------------------------------------
 
 
@@ -259,120 +306,4 @@ async def search_consent(
     ]
     bundle = searchset(entries, self_url=str(request.url), next_url=None, now=datetime.now(UTC))
     check_bundle_envelope(bundle)
-    return fhir_response(bundle)
-
-
-# ---- the HL7 CGM IG operations ----------------------------------------------------------------
-
-
-async def _period(
-    conn: ConnDep,
-    settings: SettingsDep,
-    patient_id: UUID,
-    days: int | None,
-    start: date | None,
-    end: date | None,
-) -> tuple[cgm.Period, datetime, datetime, str]:
-    """The period asked for as the patient's calendar days, and its [from, to) moments.
-
-    `days=N` is the dashboard's period (the last N days, today included); `start` and `end`
-    name the days themselves (an `end` of today or later stops at now)."""
-    zone = await patient_time_zone(conn, patient_id) or settings.patient_time_zone
-    now = datetime.now(UTC)
-    today = now.astimezone(ZoneInfo(zone)).date()
-    if start is None and end is None:
-        n = days or 14
-        dates, moment_from = local_days(now, n, zone)
-        return cgm.Period(patient_id, dates[0], dates[-1], now), moment_from, now, zone
-    if days is not None or start is None:
-        raise HTTPException(400, "give either days, or start (and optionally end) dates")
-    last = min(end or today, today)
-    if last < start:
-        raise HTTPException(400, "end is before start (or start is in the future)")
-    if (last - start).days + 1 > MAX_DAYS:
-        raise HTTPException(400, f"a period covers at most {MAX_DAYS} days")
-    tz = ZoneInfo(zone)
-    moment_from = datetime.combine(start, time(0), tzinfo=tz)
-    moment_to = now if last == today else datetime.combine(last + timedelta(days=1), time(0), tzinfo=tz)
-    return cgm.Period(patient_id, start, last, now), moment_from, moment_to, zone
-
-
-Days = Annotated[
-    int | None, Query(ge=1, le=MAX_DAYS, description="the last N calendar days, today included (default 14)")
-]
-Day = Annotated[date | None, Query(description="first (start) or last (end) calendar day, YYYY-MM-DD")]
-
-
-async def _summary(
-    conn: ConnDep, period: cgm.Period, moment_from: datetime, moment_to: datetime, zone: str
-) -> dict[str, Any]:
-    try:
-        return await glucose_summary(conn, period.patient_id, moment_from, moment_to, tz=zone)
-    except psycopg.errors.InvalidParameterValue as exc:
-        raise HTTPException(422, f"time zone {zone!r} is unknown to the database") from exc
-
-
-@router.get("/Patient/{patient_id}/$cgm-summary")
-async def cgm_summary(
-    patient_id: UUID,
-    conn: ConnDep,
-    user: CurrentUser,
-    audit: Audit,
-    settings: SettingsDep,
-    days: Days = None,
-    start: Day = None,
-    end: Day = None,
-) -> Response:
-    """The CGM summary Observation and its members (HL7 CGM IG), as a `collection` Bundle;
-    the values are the dashboard's glucose summary for the same days."""
-    await authorize_patient(conn, user, patient_id)
-    period, moment_from, moment_to, zone = await _period(conn, settings, patient_id, days, start, end)
-    await audit("fhir.cgm_summary.read", patient_id, first=str(period.first), last=str(period.last))
-    summary = await _summary(conn, period, moment_from, moment_to, zone)
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "timestamp": instant(period.computed_at),
-        "entry": [{"fullUrl": url, "resource": r} for url, r in cgm.summary_members(summary, period)],
-    }
-    check_bundle_envelope(bundle)
-    return fhir_response(bundle)
-
-
-@router.get("/Patient/{patient_id}/$cgm-bundle")
-async def cgm_bundle(
-    patient_id: UUID,
-    conn: ConnDep,
-    user: CurrentUser,
-    audit: Audit,
-    settings: SettingsDep,
-    days: Days = None,
-    start: Day = None,
-    end: Day = None,
-    readings: Annotated[bool, Query(description="include the CGM sensor readings")] = True,
-    unit: Annotated[
-        Literal["mmol/L", "mg/dL"], Query(description="the readings' unit (the IG's molar or mass profile)")
-    ] = "mmol/L",
-) -> Response:
-    """A `transaction` Bundle shaped as the IG's `$submit-cgm-bundle` input: the patient, their
-    CGM devices, the summary with its members and (unless readings=false) the sensor readings."""
-    await authorize_patient(conn, user, patient_id)
-    period, moment_from, moment_to, zone = await _period(conn, settings, patient_id, days, start, end)
-    await audit(
-        "fhir.cgm_bundle.read", patient_id, first=str(period.first), last=str(period.last), readings=readings
-    )
-    row = await fhir_reads.patient_row(conn, patient_id)
-    if row is None:
-        raise HTTPException(404, f"no patient {patient_id} in your care")
-    summary = await _summary(conn, period, moment_from, moment_to, zone)
-    sensor = await fhir_reads.cgm_readings(conn, patient_id, moment_from, moment_to) if readings else []
-    devices = await fhir_reads.devices_of(conn, patient_id, cgm_or=sorted({r["device_id"] for r in sensor}))
-    bundle = cgm.submission_bundle(
-        resources.patient(row),
-        [resources.device(d) for d in devices],
-        summary,
-        period,
-        sensor,
-        mass_units=unit == "mg/dL",
-    )
     return fhir_response(bundle)

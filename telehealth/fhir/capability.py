@@ -88,6 +88,17 @@ def capability_statement(base: str, version: str) -> dict[str, Any]:
                         "searchParam": [_param("patient", "reference", "required: the patient's id")],
                     },
                     {
+                        "type": "Flag",
+                        "interaction": [{"code": "search-type"}],
+                        "documentation": "alerts: active while open or acknowledged; care team only",
+                        "searchParam": [
+                            _param("patient", "reference", "required: the patient's id"),
+                            _param("subject", "reference", "same as patient"),
+                            _param("status", "token", "active or inactive"),
+                            _param("_count", "number", f"page size, 1-{MAX_COUNT} (default {DEFAULT_COUNT})"),
+                        ],
+                    },
+                    {
                         "type": "Consent",
                         "interaction": [{"code": "search-type"}],
                         "searchParam": [_param("patient", "reference", "required: the patient's id")],

@@ -113,3 +113,20 @@ async def cgm_readings(conn: Conn, patient_id: UUID, start: datetime, end: datet
     )
     rows.sort(key=lambda r: (r["measured_at"], r["device_id"]))
     return rows
+
+
+async def alerts_of(
+    conn: Conn, patient_id: UUID, *, active: bool | None, before_id: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """The patient's alerts, newest first, below `before_id`; `active`: open or acknowledged
+    only (True), resolved only (False) or all (None)."""
+    return await _all(
+        conn,
+        """SELECT id, patient_id, rule, severity, status, message, device_id, opened_at, resolved_at
+           FROM alerts
+           WHERE patient_id = %(patient)s
+             AND (%(active)s::boolean IS NULL OR (status <> 'resolved') = %(active)s)
+             AND (%(before)s::bigint IS NULL OR id < %(before)s)
+           ORDER BY id DESC LIMIT %(limit)s""",
+        {"patient": patient_id, "active": active, "before": before_id, "limit": limit},
+    )

@@ -194,6 +194,28 @@ async def test_fhir_reads_are_scoped_paged_flagged_and_audited(
     )
     _outcome(await http.get(f"/fhir/Device?patient={patient}", headers=auth(outsider)), 404)
 
+    # Flag: the patient's alerts, for the care team only (as the alert inbox)
+    for rule, state in (("glucose_low", "resolved"), ("spo2_low", "open"), ("pulse_high", "acknowledged")):
+        await db.execute(
+            """INSERT INTO alerts (patient_id, rule, severity, status, message, device_id, triggered_at,
+                                   resolved_at)
+               VALUES (%s, %s, 'urgent', %s, %s, %s, now(), CASE WHEN %s = 'resolved' THEN now() END)""",
+            (patient, rule, state, f"{rule} message", oximeter.device_id, state),
+        )
+    flags = await http.get(f"/fhir/Flag?patient={patient}&_count=2", headers=auth(clinician))
+    assert flags.status_code == 200, flags.text
+    Bundle.model_validate(flags.json())
+    first_page = [e["resource"]["code"]["coding"][0]["code"] for e in flags.json()["entry"]]
+    assert first_page == ["pulse_high", "spo2_low"]  # newest first
+    onward = next(link["url"] for link in flags.json()["link"] if link["relation"] == "next")
+    rest = (await http.get(onward, headers=auth(clinician))).json()
+    assert [e["resource"]["status"] for e in rest["entry"]] == ["inactive"]
+    active = await http.get(f"/fhir/Flag?patient={patient}&status=active", headers=auth(clinician))
+    assert len(active.json()["entry"]) == 2
+    _outcome(await http.get(f"/fhir/Flag?patient={patient}&status=closed", headers=auth(clinician)), 400)
+    _outcome(await http.get(f"/fhir/Flag?patient={patient}", headers=auth(outsider)), 404)
+    _outcome(await http.get(f"/fhir/Flag?patient={patient}", headers=auth(own)), 403)
+
     # Consent: the existing FHIR rendering, readable by the care team
     consent = await http.get(f"/fhir/Consent?patient={patient}", headers=auth(clinician))
     assert consent.status_code == 200 and consent.json()["type"] == "searchset"

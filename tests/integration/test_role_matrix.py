@@ -138,6 +138,7 @@ ENDPOINTS: list[tuple[str, str, Any, dict[str, int]]] = [
     ("GET", "/fhir/Observation?subject=Patient/{patient}&code=glucose", None, READER),
     ("GET", "/fhir/Device?patient={patient}", None, READER),
     ("GET", "/fhir/Device/{device}", None, READER),
+    ("GET", "/fhir/Flag?patient={patient}", None, CLINICIAN_ON_PATIENT),
     (
         "GET",
         "/fhir/Consent?patient={patient}",

@@ -305,7 +305,7 @@ def test_capability_statement() -> None:
     out = capability_statement("http://host/fhir", "0.1.0")
     CapabilityStatement.model_validate(out)
     types = {r["type"] for r in out["rest"][0]["resource"]}
-    assert types == {"Patient", "Observation", "Device", "Consent"}
+    assert types == {"Patient", "Observation", "Device", "Flag", "Consent"}
     assert out["fhirVersion"] == "4.0.1"
     interactions = {i["code"] for r in out["rest"][0]["resource"] for i in r["interaction"]}
     assert interactions <= {"read", "search-type"}  # read-only
@@ -342,3 +342,30 @@ def test_a_cgm_reading_in_mass_units_follows_the_igs_mass_profile(stored: float,
     # only CGM glucose changes unit
     pulse = resources.observation(_reading("pulse"), mass_units=True)
     assert pulse["valueQuantity"]["code"] == "/min"
+
+
+@pytest.mark.parametrize("status", ["open", "acknowledged", "resolved"])
+@pytest.mark.parametrize("device", [None, "oxi_1"])
+def test_alerts_are_flags(status: str, device: str | None) -> None:
+    from fhir.resources.R4B.flag import Flag
+
+    from telehealth.fhir.alerts import flag
+
+    row = {
+        "id": 7,
+        "patient_id": PATIENT,
+        "rule": "spo2_low",
+        "severity": "urgent",
+        "status": status,
+        "message": "SpO2 86 % below 88 %",
+        "device_id": device,
+        "opened_at": NOW - timedelta(hours=1),
+        "resolved_at": NOW if status == "resolved" else None,
+    }
+    out = flag(row)
+    Flag.model_validate(out)
+    assert out["status"] == ("inactive" if status == "resolved" else "active")
+    assert out["period"].get("end") == ("2026-12-07T02:00:00Z" if status == "resolved" else None)
+    assert {c["coding"][0]["code"] for c in out["category"]} == {"clinical", "urgent", status}
+    assert out["code"]["text"] == "SpO2 86 % below 88 %"
+    assert ("author" in out) == (device is not None)

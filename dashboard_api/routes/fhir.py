@@ -19,7 +19,7 @@ from pydantic_core import to_json
 
 from dashboard_api.auditing import Audit
 from dashboard_api.deps import ConnDep, CurrentUser
-from dashboard_api.routes.access import authorize_patient
+from dashboard_api.routes.access import PATIENT_READERS, authorize_patient
 from dashboard_api.routes.consent import authorize as authorize_consent
 from telehealth.consent import in_force
 from telehealth.consent_fhir import to_fhir
@@ -53,7 +53,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 router = APIRouter(prefix="/fhir", tags=["fhir"], default_response_class=FhirJSON, responses=RESPONSES)
 
-# Declared for the OpenAPI schema; the values are read from the query itself (`_params`), which
+# Declared for the OpenAPI schema; the values are read from the query itself (`checked_params`), which
 # keeps repeated parameters and refuses unknown ones.
 Patient = Annotated[str | None, Query(description="the patient's id, or Patient/<id>")]
 Subject = Annotated[str | None, Query(description="same as patient")]
@@ -67,7 +67,7 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/fhir"
 
 
-def _params(request: Request, allowed: set[str]) -> dict[str, list[str]]:
+def checked_params(request: Request, allowed: set[str]) -> dict[str, list[str]]:
     """The query's parameters by name; an unknown one is refused, never silently ignored (a
     client that thinks it filtered must not get more than it asked for)."""
     found: dict[str, list[str]] = {}
@@ -139,7 +139,7 @@ async def search_observations(
     cursor: Annotated[str | None, Query(alias="_cursor", description="from a next link")] = None,
 ) -> Response:
     """Readings of one patient, oldest first, a page at a time (`next` link)."""
-    params = _params(request, _OBSERVATION_PARAMS)
+    params = checked_params(request, _OBSERVATION_PARAMS)
     patient_id = _patient_param(params)
     await authorize_patient(conn, user, patient_id)
     query = fhir_reads.ReadingQuery(patient_id=patient_id)
@@ -196,6 +196,8 @@ async def search_observations(
 @router.get("/Device/{device_id}")
 async def read_device(device_id: str, conn: ConnDep, user: CurrentUser, audit: Audit) -> Response:
     """A device by its FHIR id (its own id, unless that has a `_`: then search by patient)."""
+    if user.role not in PATIENT_READERS:  # before the lookup: the answer says nothing of the id
+        raise HTTPException(403, f"the {user.role} role may not read or change patient records")
     row = await fhir_reads.device_row(conn, device_id)
     if row is None:
         raise HTTPException(404, f"no device {device_id!r} in your care")
@@ -214,7 +216,7 @@ async def search_devices(
     request: Request, conn: ConnDep, user: CurrentUser, audit: Audit, patient: Patient = None
 ) -> Response:
     """The patient's devices, revoked ones included (status `inactive`)."""
-    params = _params(request, {"patient", "_format"})
+    params = checked_params(request, {"patient", "_format"})
     patient_id = _patient_param(params)
     await authorize_patient(conn, user, patient_id)
     await audit("fhir.devices.read", patient_id)
@@ -248,7 +250,7 @@ async def search_flags(
 ) -> Response:
     """The patient's alerts as Flags, newest first (clinicians of the care team, as the alert
     inbox: patients do not read alerts in the JSON API either)."""
-    params = _params(request, {"patient", "subject", "status", "_count", "_cursor", "_format"})
+    params = checked_params(request, {"patient", "subject", "status", "_count", "_cursor", "_format"})
     patient_id = _patient_param(params)
     await authorize_patient(conn, user, patient_id, roles=("clinician",))
     wanted = _one(params, "status")
@@ -294,7 +296,7 @@ async def search_consent(
 ) -> Response:
     """Every consent version of the patient, the one in force `active` (as /api/v1/.../consent
     serves them with ?format=fhir); readable by the patient, an admin or the care team."""
-    params = _params(request, {"patient", "_format"})
+    params = checked_params(request, {"patient", "_format"})
     patient_id = _patient_param(params)
     await authorize_consent(conn, user, patient_id, clinician_reads=True)
     await audit("consent.read", patient_id, via="fhir")

@@ -12,12 +12,12 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from dashboard_api.auditing import Audit
 from dashboard_api.deps import ConnDep, CurrentUser, SettingsDep
 from dashboard_api.routes.access import authorize_patient
-from dashboard_api.routes.fhir import RESPONSES, FhirJSON, fhir_response
+from dashboard_api.routes.fhir import RESPONSES, FhirJSON, checked_params, fhir_response
 from telehealth.fhir import cgm, resources
 from telehealth.fhir.base import check_bundle_envelope, instant
 from telehealth.storage import fhir_reads
@@ -77,9 +77,13 @@ async def _summary(
         raise HTTPException(422, f"time zone {zone!r} is unknown to the database") from exc
 
 
+_PERIOD = {"days", "start", "end", "_format"}
+
+
 @router.get("/Patient/{patient_id}/$cgm-summary")
 async def cgm_summary(
     patient_id: UUID,
+    request: Request,
     conn: ConnDep,
     user: CurrentUser,
     audit: Audit,
@@ -90,6 +94,7 @@ async def cgm_summary(
 ) -> Response:
     """The CGM summary Observation and its members (HL7 CGM IG), as a `collection` Bundle;
     the values are the dashboard's glucose summary for the same days."""
+    checked_params(request, _PERIOD)
     await authorize_patient(conn, user, patient_id)
     period, moment_from, moment_to, zone = await _period(conn, settings, patient_id, days, start, end)
     await audit("fhir.cgm_summary.read", patient_id, first=str(period.first), last=str(period.last))
@@ -107,6 +112,7 @@ async def cgm_summary(
 @router.get("/Patient/{patient_id}/$cgm-bundle")
 async def cgm_bundle(
     patient_id: UUID,
+    request: Request,
     conn: ConnDep,
     user: CurrentUser,
     audit: Audit,
@@ -121,6 +127,7 @@ async def cgm_bundle(
 ) -> Response:
     """A `transaction` Bundle shaped as the IG's `$submit-cgm-bundle` input: the patient, their
     CGM devices, the summary with its members and (unless readings=false) the sensor readings."""
+    checked_params(request, _PERIOD | {"readings", "unit"})
     await authorize_patient(conn, user, patient_id)
     period, moment_from, moment_to, zone = await _period(conn, settings, patient_id, days, start, end)
     await audit(

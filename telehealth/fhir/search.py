@@ -45,6 +45,13 @@ def _implicit_range(value: str) -> tuple[datetime, datetime]:
     """A FHIR date/dateTime's implicit range [start, end): 2026 is the year, 2026-12-07 the
     day (in UTC), a time to the second is that second. A time without an offset is UTC."""
     try:
+        return _range_of(value)
+    except OverflowError as exc:  # the last moments of year 9999 have no end we can write
+        raise SearchError(f"{value!r} is out of range") from exc
+
+
+def _range_of(value: str) -> tuple[datetime, datetime]:
+    try:
         if len(value) == 4:
             start = datetime(int(value), 1, 1, tzinfo=UTC)
             return start, start.replace(year=start.year + 1)

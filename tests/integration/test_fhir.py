@@ -312,6 +312,7 @@ async def test_cgm_summary_equals_the_dashboards_and_the_bundle_is_the_igs(
         400,
     )
     _outcome(await http.get(f"/fhir/Patient/{patient}/$cgm-summary?days=91", headers=auth(clinician)), 400)
+    _outcome(await http.get(f"/fhir/Patient/{patient}/$cgm-summary?period=7", headers=auth(clinician)), 400)
 
     # the submission bundle: a transaction of the patient, the CGM, the summary and the readings
     sub = await http.get(f"/fhir/Patient/{patient}/$cgm-bundle?days=2", headers=auth(clinician))

@@ -58,7 +58,19 @@ def test_repeated_dates_narrow_the_range() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["ne2026-12-01", "sa2026-12-01", "2026-13-01", "yesterday", "2026-12-01T25:00Z", ""]
+    "bad",
+    [
+        "9999-12-31",
+        "9999-12",
+        "gt9999-12-31T23:59:59Z",
+        "0000-01-01",
+        "ne2026-12-01",
+        "sa2026-12-01",
+        "2026-13-01",
+        "yesterday",
+        "2026-12-01T25:00Z",
+        "",
+    ],
 )
 def test_bad_dates_are_refused(bad: str) -> None:
     with pytest.raises(SearchError):

@@ -24,7 +24,7 @@ from dashboard_api.routes.consent import authorize as authorize_consent
 from telehealth.consent import in_force
 from telehealth.consent_fhir import to_fhir
 from telehealth.fhir import alerts, resources, search
-from telehealth.fhir.base import FHIR_JSON, check_bundle_envelope, searchset
+from telehealth.fhir.base import FHIR_JSON, NHS_NUMBER, PATIENT_ID_SYSTEM, check_bundle_envelope, searchset
 from telehealth.fhir.capability import DEFAULT_COUNT, MAX_COUNT, capability_statement
 from telehealth.storage import consent as consent_store
 from telehealth.storage import fhir_reads
@@ -103,6 +103,54 @@ async def read_patient(patient_id: UUID, conn: ConnDep, user: CurrentUser, audit
     if row is None:
         raise HTTPException(404, f"no patient {patient_id} in your care")
     return fhir_response(resources.patient(row))
+
+
+@router.get("/Patient")
+async def search_patients(
+    request: Request,
+    conn: ConnDep,
+    user: CurrentUser,
+    audit: Audit,
+    identifier: Annotated[
+        str | None,
+        Query(description="https://fhir.nhs.uk/Id/nhs-number|<number>, or urn:telehealth:patient|<id>"),
+    ] = None,
+) -> Response:
+    """Find a patient by NHS number (or our id), as a clinical system maps its record to ours.
+    Only patients in the caller's care are found; a match outside it is left out and audited
+    as a refused access, as a read would be."""
+    params = checked_params(request, {"identifier", "_format"})
+    text = _one(params, "identifier")
+    if text is None:
+        raise HTTPException(400, "identifier is required: this is a lookup, not a listing")
+    if user.role not in PATIENT_READERS:
+        raise HTTPException(403, f"the {user.role} role may not read or change patient records")
+    system, _, value = text.rpartition("|")
+    if system not in ("", NHS_NUMBER, PATIENT_ID_SYSTEM):
+        raise HTTPException(400, f"identifier system {system!r} is not served; use {NHS_NUMBER}")
+    try:
+        as_id = UUID(value) if system in ("", PATIENT_ID_SYSTEM) else None
+    except ValueError:
+        as_id = None
+    nhs = value if system in ("", NHS_NUMBER) else None
+    found = await fhir_reads.patients_by_identifier(conn, nhs_number=nhs, patient_id=as_id)
+    shown = []
+    for row in found:
+        mine = (user.role == "clinician" and row["care_team"] in user.care_teams) or (
+            user.role == "patient" and user.patient_id == row["id"]
+        )
+        await audit("fhir.patient.read" if mine else "access.denied", row["id"], via="identifier")
+        if mine:
+            shown.append(resources.patient(row))
+    base = _base(request)
+    bundle = searchset(
+        [(f"{base}/Patient/{p['id']}", p) for p in shown],
+        self_url=str(request.url),
+        next_url=None,
+        now=datetime.now(UTC),
+    )
+    check_bundle_envelope(bundle)
+    return fhir_response(bundle)
 
 
 def _patient_param(params: dict[str, list[str]]) -> UUID:

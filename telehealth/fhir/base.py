@@ -109,8 +109,10 @@ def searchset(
         "type": "searchset",
         "timestamp": instant(now),
         "link": links,
-        "entry": [{"fullUrl": url, "resource": r, "search": {"mode": "match"}} for url, r in entries],
     }
+    found = [{"fullUrl": url, "resource": r, "search": {"mode": "match"}} for url, r in entries]
+    if found:  # FHIR JSON has no empty arrays: no match, no `entry`
+        bundle["entry"] = found
     return bundle
 
 

@@ -51,7 +51,15 @@ def capability_statement(base: str, version: str) -> dict[str, Any]:
                 "resource": [
                     {
                         "type": "Patient",
-                        "interaction": [{"code": "read"}],
+                        "interaction": [{"code": "read"}, {"code": "search-type"}],
+                        "searchParam": [
+                            _param(
+                                "identifier",
+                                "token",
+                                "required: https://fhir.nhs.uk/Id/nhs-number|<number> or "
+                                "urn:telehealth:patient|<id>; only patients in your care are found",
+                            )
+                        ],
                         "operation": [
                             {
                                 "name": "cgm-summary",

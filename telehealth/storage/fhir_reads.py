@@ -38,6 +38,18 @@ async def patient_row(conn: Conn, patient_id: UUID) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+async def patients_by_identifier(
+    conn: Conn, *, nhs_number: str | None, patient_id: UUID | None
+) -> list[dict[str, Any]]:
+    """Patients whose NHS number or id is the one given (with their care team)."""
+    return await _all(
+        conn,
+        """SELECT id, nhs_number, name, birth_date, sex, care_team FROM patients
+           WHERE nhs_number = %(nhs)s OR id = %(id)s ORDER BY id""",
+        {"nhs": nhs_number, "id": patient_id},
+    )
+
+
 async def device_row(conn: Conn, device_id: str) -> dict[str, Any] | None:
     rows = await _all(conn, f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = %s", (device_id,))
     return rows[0] if rows else None

@@ -49,6 +49,15 @@ async def _seed(
             await cur.execute(_RECEIPT, (device, seq, patient, at, at, stored_at or at))
 
 
+async def _count(db: psycopg.AsyncConnection[Any], patient: UUID, action: str) -> int:
+    cur = await db.execute(
+        "SELECT count(*) AS n FROM audit_log WHERE patient_id = %s AND action = %s", (patient, action)
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
 def _outcome(response: httpx.Response, status: int) -> str:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(FHIR_JSON)
@@ -107,6 +116,26 @@ async def test_fhir_reads_are_scoped_paged_flagged_and_audited(
     _outcome(unauthenticated, 401)
     assert unauthenticated.headers["www-authenticate"] == "Bearer"
 
+    # Patient lookup by NHS number: only patients in the caller's care are found; a match outside
+    # it is audited as refused, as a read is
+    cur = await db.execute("SELECT nhs_number FROM patients WHERE id = %s", (patient,))
+    nhs = (await cur.fetchone())["nhs_number"]
+    lookup = f"/fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{nhs}"
+    denied_before = await _count(db, patient, "access.denied")
+    for token, found in ((clinician, 1), (own, 1), (outsider, 0), (other_patient, 0)):
+        hits = await http.get(lookup, headers=auth(token))
+        assert hits.status_code == 200, hits.text
+        Bundle.model_validate(hits.json())
+        assert [e["resource"]["id"] for e in hits.json().get("entry", [])] == [str(patient)] * found
+    assert await _count(db, patient, "access.denied") == denied_before + 2
+    by_id = await http.get(
+        f"/fhir/Patient?identifier=urn:telehealth:patient|{patient}", headers=auth(clinician)
+    )
+    assert len(by_id.json()["entry"]) == 1
+    _outcome(await http.get(lookup, headers=auth(researcher)), 403)
+    _outcome(await http.get("/fhir/Patient", headers=auth(clinician)), 400)
+    _outcome(await http.get("/fhir/Patient?identifier=http://other|1", headers=auth(clinician)), 400)
+
     # Observation search, a page of 3 at a time: every reading once, oldest first
     url: str | None = f"/fhir/Observation?patient={patient}&_count=3"
     seen: list[dict[str, Any]] = []
@@ -145,7 +174,7 @@ async def test_fhir_reads_are_scoped_paged_flagged_and_audited(
     async def ids(query: str, token: str = clinician) -> list[float]:
         r = await http.get(f"/fhir/Observation?patient={patient}&{query}", headers=auth(token))
         assert r.status_code == 200, r.text
-        return [e["resource"]["valueQuantity"]["value"] for e in r.json()["entry"]]
+        return [e["resource"]["valueQuantity"]["value"] for e in r.json().get("entry", [])]
 
     assert await ids("code=http://loinc.org|59408-5") == [82.0]
     assert await ids("code=8867-4,59408-5") == [71.0, 82.0]  # same time: pulse, then spo2

@@ -369,3 +369,11 @@ def test_alerts_are_flags(status: str, device: str | None) -> None:
     assert {c["coding"][0]["code"] for c in out["category"]} == {"clinical", "urgent", status}
     assert out["code"]["text"] == "SpO2 86 % below 88 %"
     assert ("author" in out) == (device is not None)
+
+
+def test_an_empty_search_has_no_entry_array() -> None:
+    from telehealth.fhir.base import searchset
+
+    empty = searchset([], self_url="http://host/fhir/Observation?patient=x", next_url=None, now=NOW)
+    assert "entry" not in empty
+    Bundle.model_validate(empty)

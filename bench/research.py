@@ -22,6 +22,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from telehealth.consent import Purpose
+from telehealth.research.disclosure import QUARTILES
 from telehealth.research.hourly import rollup_available
 from telehealth.research.projects import Cohort, ProjectIn, create_project, get_project
 from telehealth.research.release import Ask, release
@@ -125,7 +126,7 @@ async def measure(url: str, patients: int = 10_000, days: int = 30) -> str:
         for group_by in ("none", "sex"):
             ask = Ask(
                 found[0], found[1], "aggregates", "glucose", timedelta(hours=1),
-                end - timedelta(days=days), end, group_by, [10, 50, 90], "bench",
+                end - timedelta(days=days), end, group_by, list(QUARTILES), "bench",
             )  # fmt: skip
             for attempt in ("fresh", "repeat"):
                 started = time.perf_counter()

@@ -27,13 +27,16 @@ from dashboard_api.routes import (
     glucose,
     health,
     nightscout_read,
+    nightscout_treatments,
     nightscout_upload,
+    nightscout_v3,
     page,
     patients,
     register,
     research,
     stream,
     thresholds,
+    treatments,
 )
 from telehealth.settings import Settings, get_settings
 from telehealth.storage import open_pool
@@ -88,9 +91,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     for module in (auth, patients, glance, glucose, thresholds, devices, stream, alerts, audit):
         app.include_router(module.router, responses=problems.RESPONSES)
-    for module in (consent, data_uses, research, register):
+    for module in (consent, data_uses, research, register, treatments):
         app.include_router(module.router, responses=problems.RESPONSES)
-    for module in (nightscout_upload, nightscout_read, fhir, fhir_cgm):
+    for module in (nightscout_upload, nightscout_read, nightscout_treatments, nightscout_v3):
+        app.include_router(module.router)
+    for module in (fhir, fhir_cgm):
         app.include_router(module.router)
     docs_page.install(app)
     static = resources.files("dashboard_api") / "static"

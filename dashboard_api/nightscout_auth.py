@@ -1,5 +1,6 @@
-"""Nightscout clients' credentials: `API-SECRET` (SHA-1 hex of the uploader's secret), an
-access token as `?token=` or `Authorization: Bearer`, as Nightscout documents them.
+"""Nightscout clients' credentials: `API-SECRET` (SHA-1 hex of the uploader's secret, also as
+`?secret=`), an access token as `?token=`, `Authorization: Bearer` or `API-SECRET: token=<t>`,
+as Nightscout takes them.
 
 A credential is one uploader's, so it reaches one patient. Failed attempts are throttled per
 client address with the login throttle (shared by every API process); a valid credential is
@@ -83,10 +84,12 @@ def _limiter(request: Request, limit: int) -> RateLimiter:
 def presented(request: Request) -> tuple[bytes | None, bytes | None]:
     """(secret digest, token digest) of what the request presents, either may be None."""
     secret = token = None
-    header = request.headers.get("api-secret")
-    if header:
+    header = request.headers.get("api-secret") or request.query_params.get("secret")
+    if header and header[:6].lower() == "token=":
+        token = uploaders.token_digest(header[6:])  # `API-SECRET: token=<t>`, as Nightscout takes
+    elif header:
         secret = secret_digest(header)
-        token = uploaders.token_digest(header)  # some clients put the token in API-SECRET
+        token = uploaders.token_digest(header)  # some clients put the bare token in API-SECRET
     query_token = request.query_params.get("token")
     authorization = request.headers.get("authorization", "")
     if query_token:
@@ -106,6 +109,13 @@ async def get_uploader(request: Request, conn: ConnDep, settings: SettingsDep) -
         raise HTTPException(
             401, "send API-SECRET (SHA-1 of the uploader's secret) or an access token (?token= or Bearer)"
         )
+    return await authenticate(request, conn, settings, secret, token)
+
+
+async def authenticate(
+    request: Request, conn: ConnDep, settings: SettingsDep, secret: bytes | None, token: bytes | None
+) -> UploaderActor:
+    """The uploader of this secret or token digest; failures are throttled per address."""
     address = request.client.host if request.client else "unknown"
     key = f"nightscout:{address}"
     policy = logins.Policy(

@@ -2,7 +2,8 @@
 
 paho's threaded loop cost the gateway a second thread fighting the loop for the GIL, a
 `select()` per packet, a hand-off per message (`call_soon_threadsafe`) and a wake-up byte over
-a socket pair per PUBACK (profile in docs/performance.md). Here the loop watches paho's socket
+a socket pair per PUBACK (profile and measurement in
+docs/decisions/0001-paho-on-the-gateways-event-loop.md). Here the loop watches paho's socket
 (`add_reader`/`add_writer`, paho's external-loop callbacks), so messages arrive and PUBACKs
 leave on the loop's own thread, and acks queued together go out in one write.
 

@@ -1,7 +1,9 @@
 """One batch through the processor's stages.
 
     decode -> resolve device -> normalise + quality (artefacts) -> store (sink) -> alert engine
-    -> consent filter (eligibility per purpose, with the consent version used)
+
+then, in a transaction of its own that direct care never waits for, the consent step
+(`processor.consent`: eligibility per purpose, with the consent version used).
 
 A batch's database writes share one transaction, except that the readings of patients who
 may have an urgent alert in it are normalised, stored and alerted on first, in a transaction
@@ -33,7 +35,7 @@ from processor.alerts.artefact import ArtefactFilter
 from processor.alerts.device import DeviceReport, status_actions
 from processor.alerts.engine import ThresholdEngine, alarmable
 from processor.alerts.rules import rules_for
-from processor.alerts.trend import TrendTracker, fit_for_trend
+from processor.alerts.trend import LEVEL_CODE, ROC_CODE, TrendTracker, fit_for_trend
 from processor.consent import ConsentStage
 from processor.decode import Batch, LetterAt, decode, record_letter
 from processor.normalise import NormalisedObservation, normalise
@@ -41,6 +43,7 @@ from processor.sink import ReadingSink
 from telehealth.codes import CODES
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
 from telehealth.settings import Settings
+from telehealth.storage import trends
 from telehealth.storage.consent_cache import ConsentCache
 from telehealth.storage.devices import CachedRegistry, DeviceEntry
 from telehealth.thresholds import Thresholds
@@ -104,6 +107,13 @@ def urgent_first(
     return [first, rest] if first and rest else [readings]
 
 
+def owner(reading: AcceptedReading, entries: dict[str, DeviceEntry | None]) -> DeviceEntry | None:
+    """The registry entry the reading is attributed by: None if its device is unknown or
+    revoked, or was given to its current patient after the reading was received."""
+    entry = entries[reading.device_id]
+    return None if entry is None or entry.predates(reading.received_at) else entry
+
+
 def urgent_guess(reading: AcceptedReading, may_be_urgent: Callable[[str, float], bool]) -> bool:
     """Whether any of the reading's values, in canonical units, may be urgent."""
     return any(
@@ -121,7 +131,12 @@ class Pipeline:
         self._artefacts = ArtefactFilter()
         self._late_after = timedelta(seconds=settings.late_after_s)
         self._future = timedelta(seconds=settings.future_tolerance_s)
-        self.consent = ConsentStage(ConsentCache(), default_permit=settings.consent_default == "permit")
+        self.consent = ConsentStage(
+            ConsentCache(),
+            default_permit=settings.consent_default == "permit",
+            lock_timeout_ms=settings.consent_lock_timeout_ms,
+            statement_timeout_ms=settings.consent_statement_timeout_ms,
+        )
         #: called when an urgent part changed an alert, before the rest of the batch: the service
         #: publishes the alert outbox then, so the alerts topic need not wait for the rest either
         self.urgent_committed: Callable[[], Awaitable[None]] | None = None
@@ -129,9 +144,10 @@ class Pipeline:
         self._stored_ahead: set[tuple[str, int]] = set()
 
     async def process(self, records: list[ConsumerRecord[Any, Any]], decoded: Batch | None = None) -> Report:
-        """Store, alert on and decide `records`; `decoded` is what `decode` made of them, if the
-        caller decoded them ahead (it is not changed)."""
+        """Store and alert on `records` (their consent is decided after, by `consent`);
+        `decoded` is what `decode` made of them, if the caller decoded them ahead (not changed)."""
         batch = decoded.copy() if decoded is not None else decode(records, self._settings)
+        await self._registry.current()  # every registry change committed before these were accepted
         entries = await self._entries(batch.readings)
 
         def patient_of(device_id: str) -> UUID | None:
@@ -142,10 +158,10 @@ class Pipeline:
         parts = urgent_first(batch.readings, patient_of, self._engine.may_be_urgent)
         for i, readings in enumerate(parts):
             rest = i == len(parts) - 1  # letters, statuses and device reports go with the rest
-            unknown = [self._orphan(r) for r in readings if entries[r.device_id] is None]
+            unknown = [self._refused(r) for r in readings if owner(r, entries) is None]
             batch.letters += unknown
             orphans += len(unknown)
-            prepared = self._prepare(readings, entries)
+            prepared = self._prepare([r for r in readings if owner(r, entries) is not None], entries)
             reports = await self._device_reports(batch) if rest else []
             fresh, touched = await self._commit(prepared, batch if rest else Batch(), reports)
             stored += len(fresh)
@@ -174,11 +190,12 @@ class Pipeline:
         earlier held readings are stored first (the artefact filter and the trend need them).
         Nothing is removed from `held`: the next batch finds these readings already stored.
         """
+        await self._registry.current()
         owners = await self._entries(taken)
         urgent = {
             e.patient_id
             for r in taken
-            if (e := owners[r.device_id]) is not None and urgent_guess(r, self._engine.may_be_urgent)
+            if (e := owner(r, owners)) is not None and urgent_guess(r, self._engine.may_be_urgent)
         }
         if urgent:
             busy = await self._entries([*busy_devices])
@@ -187,7 +204,7 @@ class Pipeline:
             return 0
         entries = await self._entries(held.readings)
         readings = [
-            r for r in held.readings if (e := entries[r.device_id]) is not None and e.patient_id in urgent
+            r for r in held.readings if (e := owner(r, entries)) is not None and e.patient_id in urgent
         ]
         fresh, touched = await self._commit(self._prepare(readings, entries), Batch(), [])
         STORED.inc(len(fresh))
@@ -198,12 +215,14 @@ class Pipeline:
         return touched
 
     async def _entries(self, items: Sequence[AcceptedReading | str]) -> dict[str, DeviceEntry | None]:
-        """Registry entries of the readings' (or the named) devices; None: not provisioned."""
+        """Registry entries of the readings' (or the named) devices; None: not provisioned or
+        revoked (nothing of theirs is attributed to anyone). Call `current` first."""
         entries: dict[str, DeviceEntry | None] = {}
         for item in items:
             device_id = item if isinstance(item, str) else item.device_id
             if device_id not in entries:
-                entries[device_id] = await self._registry.get(device_id)
+                entry = await self._registry.get(device_id)
+                entries[device_id] = entry if entry is not None and not entry.revoked else None
         return entries
 
     def _prepare(
@@ -229,8 +248,9 @@ class Pipeline:
     async def _commit(
         self, part: list[Prepared], extras: Batch, reports: list[DeviceReport]
     ) -> tuple[set[tuple[str, int]], int]:
-        """One transaction: store `part`, alert on it, decide its consent, with the letters and
-        statuses of `extras`; returns (keys of the readings newly stored, alerts touched)."""
+        """One transaction: store `part` (queueing its consent decisions), alert on it, with the
+        letters and statuses of `extras`; returns (keys of the readings newly stored, alerts
+        touched). Nothing here touches the consent tables."""
         sink = ReadingSink()
         observations: list[NormalisedObservation] = []
         flagged: list[NormalisedObservation] = []
@@ -249,11 +269,14 @@ class Pipeline:
             patients |= {r.patient_id for r in reports}
             state = await alert_store.alert_state(conn, list(patients))
             await self._seed_trends(conn, new_obs)
-            for_engine += self._trends.derive(new_obs)
+            derived = self._trends.derive(new_obs)
+            await trends.store(conn, _newest_trends(derived))
+            for_engine += derived
             actions = self._engine.evaluate(new_obs + for_engine, state.open, state.rules, state.episodes)
             actions += status_actions(reports, state.open, state.sources)
             touched = await alert_store.apply(conn, actions)
-            await self.consent.apply(conn, new_obs)
+        if fresh:
+            self.consent.wake.set()
         return fresh, len(touched)
 
     async def poison(self, record: ConsumerRecord[Any, Any], error: Exception) -> None:
@@ -298,7 +321,31 @@ class Pipeline:
             )
             self._trends.seed(patient_id, [(r["measured_at"], r["value"]) for r in await cur.fetchall()])
 
-    def _orphan(self, reading: AcceptedReading) -> LetterAt:
+    def _refused(self, reading: AcceptedReading) -> LetterAt:
+        """The dead letter of a reading no patient may have: its device was revoked after the
+        gateway accepted it, or is not provisioned."""
+        entry = self._registry.peek(reading.device_id)
+        if entry is not None and not entry.revoked and entry.predates(reading.received_at):
+            letter = DeadLetter.capture(
+                Reason.REASSIGNED_DEVICE,
+                f"device {reading.device_id!r} was given to another patient at {entry.assigned_at}, after"
+                " this reading was received: it is not theirs (checked at the processor)",
+                source_topic=self._settings.readings_topic,
+                device_id=reading.device_id,
+                received_at=reading.received_at,
+                raw=reading.model_dump_json().encode(),
+            )
+            return LetterAt(letter, f"reassigned:{reading.device_id}:{reading.seq}")
+        if entry is not None and entry.revoked:
+            letter = DeadLetter.capture(
+                Reason.REVOKED_DEVICE,
+                f"device {reading.device_id!r} has been revoked (checked at the processor)",
+                source_topic=self._settings.readings_topic,
+                device_id=reading.device_id,
+                received_at=reading.received_at,
+                raw=reading.model_dump_json().encode(),
+            )
+            return LetterAt(letter, f"revoked:{reading.device_id}:{reading.seq}")
         letter = DeadLetter.capture(
             Reason.UNKNOWN_DEVICE,
             f"device {reading.device_id!r} is not provisioned (checked at the processor)",
@@ -346,3 +393,20 @@ async def _apply_statuses(conn: Any, statuses: list[StatusEvent]) -> None:
                WHERE id = %s AND (state_at IS NULL OR state_at <= %s)""",
             [(s.state, s.received_at, s.battery_pct, s.device_id, s.received_at) for s in statuses],
         )
+
+
+def _newest_trends(derived: list[NormalisedObservation]) -> list[trends.Trend]:
+    """The filtered level and rate the trend derived, one row per device: its newest."""
+    pairs: dict[tuple[str, int], dict[str, NormalisedObservation]] = {}
+    for o in derived:
+        if o.code in (LEVEL_CODE, ROC_CODE):
+            pairs.setdefault((o.device_id, o.seq), {})[o.code] = o
+    newest: dict[str, trends.Trend] = {}
+    for (device_id, seq), both in pairs.items():
+        level, rate = both.get(LEVEL_CODE), both.get(ROC_CODE)
+        if level is None or rate is None:
+            continue
+        row = trends.Trend(device_id, seq, level.patient_id, level.measured_at, level.value, rate.value)
+        if device_id not in newest or row.measured_at >= newest[device_id].measured_at:
+            newest[device_id] = row
+    return list(newest.values())

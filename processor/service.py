@@ -29,6 +29,7 @@ from telehealth.kafka import ensure_topics, make_producer
 from telehealth.metrics import serve_metrics
 from telehealth.settings import Settings
 from telehealth.storage import open_pool
+from telehealth.storage.bulk import remember_small_values
 from telehealth.storage.devices import CachedRegistry, RegistryUnavailable
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
     pipeline.urgent_committed = publish
     listener = asyncio.create_task(pipeline.consent.cache.listen(settings.database_url, stop))
+    # Its own connection: a consent step waiting on a lock never holds one storage needs.
+    consent_pool = await open_pool(settings.database_url, max_size=1, configure=_remember)
+    consent_step = asyncio.create_task(pipeline.consent.run(consent_pool, stop))
     log.info("processor %s consuming as group %s", instance_name(), settings.processor_group)
     loop = asyncio.get_running_loop()
     next_sweep = next_publish = loop.time()
@@ -132,9 +136,17 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await heart
         listener.cancel()
+        consent_step.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consent_step
+        await consent_pool.close()
         await consumer.stop()
         await producer.stop()
         await pool.close()
+
+
+async def _remember(conn: psycopg.AsyncConnection[Any]) -> None:
+    remember_small_values(conn)
 
 
 class Lag:

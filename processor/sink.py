@@ -2,6 +2,8 @@
 
 `add()` buffers; `flush()` writes inside the caller's transaction and returns the keys
 that were new, so duplicates (redelivery, replay) are neither stored nor alarmed on twice.
+The new observations are also queued in `consent_pending` by the same statement: the consent
+step decides them later, in its own transaction (`processor.consent`).
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ WITH fresh AS (
     INSERT INTO readings ({READINGS.names})
     SELECT {", ".join("s." + name for name, _ in READINGS.columns)}
     FROM staging_readings s JOIN fresh f ON f.device_id = s.device_id AND f.seq = s.seq
+    RETURNING 1
+), undecided AS (
+    INSERT INTO consent_pending (device_id, seq, code, patient_id, measured_at, value, quality)
+    SELECT s.device_id, s.seq, s.code, s.patient_id, s.measured_at, s.value, s.quality
+    FROM staging_readings s JOIN fresh f ON f.device_id = s.device_id AND f.seq = s.seq
+    ON CONFLICT DO NOTHING
     RETURNING 1
 )
 SELECT device_id, seq FROM fresh

@@ -40,6 +40,12 @@ LABELS: dict[str, str] = {
     "fhir.cgm_bundle.read": "fetched your glucose summary and CGM readings for a clinical record (FHIR)",
     "nightscout.entries.read": "read your glucose through a Nightscout app",
     "nightscout.status.read": "checked your Nightscout connection",
+    "nightscout.devicestatus.read": "read your devices' status (pump, loop) through a Nightscout app",
+    "nightscout.treatments.read": "read your treatments (insulin, carbs, notes) through a Nightscout app",
+    "treatments.read": "read your treatments (insulin, carbs, notes)",
+    "nightscout.profile.read": "read your therapy profile through a Nightscout app",
+    "nightscout.food.read": "read your food list through a Nightscout app",
+    "nightscout.settings.read": "read your app settings through a Nightscout app",
     "auth.password_change": "changed their password",
     "auth.revoke_tokens": "signed a user out everywhere",
 }

@@ -53,10 +53,11 @@ def check_text(value: str, where: str) -> str:
     return value
 
 
-def check_context(context: dict[str, Any]) -> dict[str, Any]:
-    """Depth, size, string length, storable text and finite numbers, walked without recursion."""
+def check_context(context: dict[str, Any], root: str = "context") -> dict[str, Any]:
+    """Depth, size, string length, storable text and finite numbers, walked without recursion.
+    Also the bound of every other free-form device document (a Nightscout entry), named `root`."""
     nodes = 0
-    stack: list[tuple[Any, int, str]] = [(context, 1, "context")]
+    stack: list[tuple[Any, int, str]] = [(context, 1, root)]
     while stack:
         value, depth, path = stack.pop()
         nodes += 1

@@ -48,6 +48,7 @@ class Reason(StrEnum):
     UNKNOWN_UNIT = "unknown_unit"
     UNKNOWN_DEVICE = "unknown_device"
     REVOKED_DEVICE = "revoked_device"
+    REASSIGNED_DEVICE = "reassigned_device"
     DEVICE_MISMATCH = "device_mismatch"
     BAD_TOPIC = "bad_topic"
     UNSTORABLE_TEXT = "unstorable_text"

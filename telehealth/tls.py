@@ -2,7 +2,7 @@
 
 `telehealth up` makes them under its data directory (with the `cryptography` package) so
 devices can reach the broker over TLS out of the box; a real deployment mounts certificates
-from its own CA instead (see README, "TLS for devices").
+from its own CA instead (see docs/broker.md, "TLS").
 """
 
 from __future__ import annotations

@@ -103,6 +103,9 @@ async def project_with_researcher(
     slug: str | None = None,
     codes: tuple[str, ...] = ("glucose",),
     epsilon: tuple[float, float] | None = None,
+    starts_on: date | None = None,
+    purpose: str = "research",
+    cohort: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """An active project whose cohort is the patients tagged `tag`, and a researcher token bound to it."""
     today = datetime.now(UTC).date()
@@ -110,10 +113,10 @@ async def project_with_researcher(
         "slug": slug or f"p-{tag}",
         "title": f"Study {tag}",
         "owner": "University of Testing",
-        "purpose": "research",
+        "purpose": purpose,
         "codes": list(codes),
-        "cohort": {"conditions": [tag]},
-        "starts_on": str(today - timedelta(days=30)),
+        "cohort": {"conditions": [tag]} | (cohort or {}),
+        "starts_on": str(starts_on or today - timedelta(days=30)),
         "ends_on": str(today + timedelta(days=30)),
     }
     if epsilon:

@@ -7,17 +7,17 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from fhir.resources.R4B.bundle import Bundle
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dashboard_api.auditing import Audit
 from dashboard_api.deps import ConnDep, CurrentUser, SettingsDep
 from dashboard_api.routes.access import authorize_patient
 from telehealth.codes import CODES
 from telehealth.consent import ConsentVersion, Outcome, Provision, Purpose, decide, in_force
-from telehealth.consent_fhir import to_fhir
+from telehealth.consent_fhir import FhirConsentError, from_fhir, to_fhir
 from telehealth.storage import consent as store
 from telehealth.storage.people import User
 
@@ -26,9 +26,42 @@ FHIR_JSON = "application/fhir+json"
 
 
 class ConsentIn(BaseModel):
+    """The JSON form. Unknown fields are refused (422 naming them), never dropped; the
+    server-set fields of an exported version may come back and are ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
     provisions: list[Provision] = Field(default_factory=list)
     national_opt_out: bool = False
     applies_from: datetime | None = Field(None, description="when it takes effect; default: now")
+    version: int | None = Field(None, description="ignored: set by the server")
+    recorded_by: str | None = Field(None, description="ignored: set by the server")
+    recorded_by_role: str | None = Field(None, description="ignored: set by the server")
+    recorded_at: datetime | None = Field(None, description="ignored: set by the server")
+
+
+def parse_consent(body: Any, patient_id: UUID) -> ConsentIn:
+    """The JSON form or a FHIR R4 Consent (`resourceType: Consent`); 422 naming what is not
+    understood, so no document is ever stored with a meaning other than its own."""
+    if not isinstance(body, dict):
+        raise HTTPException(422, "the body must be a JSON object: the consent form or a FHIR Consent")
+    if "resourceType" in body:
+        try:
+            parsed = from_fhir(body, patient_id)
+        except FhirConsentError as exc:
+            raise HTTPException(
+                422, {"message": "FHIR Consent not accepted", "problems": exc.problems}
+            ) from exc
+        return ConsentIn(
+            provisions=parsed.provisions,
+            national_opt_out=parsed.national_opt_out,
+            applies_from=parsed.applies_from,
+        )
+    try:
+        return ConsentIn.model_validate(body)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise HTTPException(422, "consent not accepted: " + "; ".join(problems)) from exc
 
 
 class ConsentState(BaseModel):
@@ -98,7 +131,14 @@ _FHIR_RESPONSE: dict[int | str, dict[str, Any]] = {
 @router.put("/api/v1/patients/{patient_id}/consent", response_model=ConsentState, responses=_FHIR_RESPONSE)
 async def record_consent(
     patient_id: UUID,
-    body: ConsentIn,
+    document: Annotated[
+        dict[str, Any],
+        Body(
+            description="the JSON form ({provisions, national_opt_out, applies_from}) or a FHIR R4"
+            " Consent as exported by GET ?format=fhir",
+            examples=[{"provisions": [{"purpose": "research", "decision": "permit", "codes": ["glucose"]}]}],
+        ),
+    ],
     request: Request,
     conn: ConnDep,
     user: CurrentUser,
@@ -108,6 +148,7 @@ async def record_consent(
 ) -> Any:
     """A new version; the processor applies it to everything processed after it is committed."""
     await authorize(conn, user, patient_id, clinician_reads=False)
+    body = parse_consent(document, patient_id)
     if body.applies_from is not None and body.applies_from.tzinfo is None:
         raise HTTPException(422, "applies_from needs a UTC offset, e.g. 2026-11-23T08:00:00Z")
     role = "patient" if user.role == "patient" else "admin"

@@ -120,7 +120,7 @@ async def revoke(
     device_id: str, conn: ConnDep, logins: LoginsDep, _: AdminUser, audit: Audit
 ) -> DeviceRevoked:
     """Refused at once: the broker login is disabled, an open connection dropped, and the
-    gateway dead-letters anything still in flight as `revoked_device`."""
+    gateway or the processor dead-letters anything still in flight as `revoked_device`."""
     async with conn.transaction():
         if not await revoke_device(conn, logins, device_id):
             raise HTTPException(404, f"no active device {device_id!r}")

@@ -13,6 +13,7 @@ from dashboard_api.deps import ConnDep
 from dashboard_api.nightscout_auth import UploaderDep
 from dashboard_api.problems import documented
 from telehealth.nightscout import mg_dl, ms_of
+from telehealth.storage import nightscout_documents as documents
 from telehealth.storage.nightscout_reads import EntryQuery, entries
 
 router = APIRouter(prefix="/api/v1", tags=["nightscout"])
@@ -21,7 +22,7 @@ router = APIRouter(prefix="/api/v1", tags=["nightscout"])
 MAX_COUNT = 10_000
 #: what `status.json` reports; clients check it is a recent Nightscout
 NIGHTSCOUT_VERSION = "15.0.2"
-_FIND = re.compile(r"^find\[(\w+)\](?:\[\$(gte|gt|lte|lt)\])?$")
+_FIND = re.compile(r"^find\[(\w+)\](?:\[\$(gte|gt|lte|lt|eq)\])?$")
 _OPS = {"gte": "since", "gt": "after", "lte": "until", "lt": "before"}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     400: documented("an unsupported or malformed query"),
@@ -40,26 +41,30 @@ def _time(field: str, value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def parse_query(request: Request, entry_type: str | None, count: int | None = None) -> EntryQuery:
-    """`count` and the `find[...]` filters common clients send; anything else is refused, not
-    ignored (a filter silently dropped would answer more than was asked)."""
+def parse_query(request: Request, entry_type: str | None, count: int | None = None) -> EntryQuery | None:
+    """`count` and the `find[...]` filters common clients send. Other query parameters are
+    ignored, as Nightscout ignores them (xDrip+ adds `rr=<ms>` against caches); an unknown
+    `find[...]` filter is refused, since a filter silently dropped would answer more than was
+    asked. None: a type this server has no entries of (`cal`), so the answer is empty."""
     bounds: dict[str, datetime] = {}
+    none_of_type = False
     for key, value in request.query_params.multi_items():
-        if key in ("count", "token"):
+        if not key.startswith("find["):
             continue
         match = _FIND.match(key)
         if match is None:
-            raise HTTPException(400, f"query parameter {key!r} is not supported")
+            raise HTTPException(400, f"filter {key[:60]!r} is not supported")
         field, op = match.groups()
-        if field == "type" and op is None:
-            if value not in ("sgv", "mbg"):
-                raise HTTPException(400, f"find[type]: {value[:20]!r} is not served (sgv and mbg are)")
-            entry_type = value
-        elif field in ("date", "dateString") and op is not None:
+        if field == "type" and op in (None, "eq"):
+            if value not in ("sgv", "mbg") or entry_type not in (None, value):
+                none_of_type = True
+            else:
+                entry_type = value
+        elif field in ("date", "dateString") and op not in (None, "eq"):
             bounds[_OPS[op]] = _time(field, value)
         else:
             supported = "find[date], find[dateString], find[type]"
-            raise HTTPException(400, f"filter {key!r} is not supported ({supported})")
+            raise HTTPException(400, f"filter {key[:60]!r} is not supported ({supported})")
     if count is None:
         raw = request.query_params.get("count", "10")
         try:
@@ -68,12 +73,22 @@ def parse_query(request: Request, entry_type: str | None, count: int | None = No
             raise HTTPException(400, f"count: {raw[:20]!r} is not a whole number") from None
     if not 1 <= count <= MAX_COUNT:
         raise HTTPException(400, f"count must be between 1 and {MAX_COUNT}")
-    return EntryQuery(count=count, entry_type=entry_type, **bounds)
+    if none_of_type:
+        return None
+    return EntryQuery(
+        count=count,
+        entry_type=entry_type,
+        since=bounds.get("since"),
+        after=bounds.get("after"),
+        until=bounds.get("until"),
+        before=bounds.get("before"),
+    )
 
 
-async def _read(conn: ConnDep, uploader: UploaderDep, query: EntryQuery) -> list[dict[str, Any]]:
-    found = await entries(conn, uploader.patient_id, query)
-    await uploader.audit(conn, "nightscout.entries.read", count=len(found), type=query.entry_type)
+async def _read(conn: ConnDep, uploader: UploaderDep, query: EntryQuery | None) -> list[dict[str, Any]]:
+    found = [] if query is None else await entries(conn, uploader.patient_id, query)
+    entry_type = None if query is None else query.entry_type
+    await uploader.audit(conn, "nightscout.entries.read", count=len(found), type=entry_type)
     return found
 
 
@@ -126,6 +141,29 @@ async def status(conn: ConnDep, uploader: UploaderDep) -> dict[str, Any]:
         "extendedSettings": {},
         "authorized": None,
     }
+
+
+@router.get("/experiments/test", responses=_RESPONSES)
+async def experiments_test(_: UploaderDep) -> dict[str, str]:
+    """What Loop calls to check a site and its secret before saving them: 200 or 401."""
+    return {"status": "ok"}
+
+
+@router.get("/devicestatus", responses=_RESPONSES)
+@router.get("/devicestatus.json", responses=_RESPONSES, include_in_schema=False)
+async def get_devicestatus(request: Request, conn: ConnDep, uploader: UploaderDep) -> list[dict[str, Any]]:
+    """The patient's devicestatus documents as their apps uploaded them (pump, loop, uploader
+    battery), newest first: `count` (10)."""
+    raw = request.query_params.get("count", "10")
+    try:
+        count = int(raw)
+    except ValueError:
+        raise HTTPException(400, f"count: {raw[:20]!r} is not a whole number") from None
+    if not 1 <= count <= MAX_COUNT:
+        raise HTTPException(400, f"count must be between 1 and {MAX_COUNT}")
+    found = await documents.search(conn, uploader.patient_id, "devicestatus", limit=count)
+    await uploader.audit(conn, "nightscout.devicestatus.read", count=len(found))
+    return found
 
 
 @router.get("/verifyauth", responses=_RESPONSES)

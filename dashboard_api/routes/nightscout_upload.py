@@ -15,19 +15,24 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from fastapi import APIRouter, HTTPException, Request
 from prometheus_client import Counter
 
+from dashboard_api.deps import ConnDep
 from dashboard_api.intake import Intake, IntakeUnavailable
 from dashboard_api.nightscout_auth import UploaderActor, UploaderDep
 from dashboard_api.problems import documented
+from telehealth.bounds import escape_unstorable
 from telehealth.checks import check_readings, check_status
 from telehealth.codes import CODES
-from telehealth.contracts import AcceptedReading, DeadLetter, StatusEvent, accept, accepted_json
+from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent, accept, accepted_json
 from telehealth.nightscout import EntryProblem, to_entry, to_reading, uploader_battery
 from telehealth.settings import Settings
+from telehealth.storage import nightscout_documents as documents
 from telehealth.storage.devices import DeviceEntry
 from telehealth.topics import readings_topic, status_topic
+from telehealth.treatments import TreatmentProblem, check_document, document_identifier
 
 router = APIRouter(prefix="/api/v1", tags=["nightscout"])
 
@@ -79,6 +84,7 @@ class _Upload:
         self.now = datetime.now(UTC)
         self.records: list[tuple[str, bytes, bytes]] = []
         self.letters = 0
+        self.accepted = 0
 
     def letter(self, source: str, reason: Any, detail: str, raw: bytes) -> None:
         letter = DeadLetter.capture(
@@ -90,25 +96,40 @@ class _Upload:
             (self.settings.deadletter_topic, self.device_id.encode(), letter.model_dump_json().encode())
         )
 
-    def entry(self, item: Any) -> AcceptedReading | None:
+    def entry(self, item: Any) -> dict[str, Any]:
+        """The answer for one entry: the stored entry, or why it became a dead letter."""
         try:
             document = to_reading(item, self.device_id)
         except EntryProblem as problem:
-            self.letter(ENTRIES_SOURCE, problem.reason, problem.detail, _raw(item))
-            return None
+            return self.refused(item, problem.reason, problem.detail)
         verdict = check_readings(readings_topic(self.device_id), _raw(document), self.now, self.lookup)
         for rejected in verdict.rejected:  # keep the entry as the client sent it, not our mapping
-            self.letter(ENTRIES_SOURCE, rejected.reason, rejected.detail, _raw(item))
-        for reading in verdict.accepted:
-            value = accepted_json(reading, verdict.received_at)
-            self.records.append((self.settings.readings_topic, self.device_id.encode(), value))
-            return accept(reading, verdict.received_at)
-        return None
+            return self.refused(item, rejected.reason, rejected.detail)
+        reading = verdict.accepted[0]
+        value = accepted_json(reading, verdict.received_at)
+        self.records.append((self.settings.readings_topic, self.device_id.encode(), value))
+        self.accepted += 1
+        return _echo(accept(reading, verdict.received_at))
+
+    def refused(self, item: Any, reason: Reason, detail: str) -> dict[str, Any]:
+        """Dead-letter the entry and answer it, marked, so the answer has one element per
+        entry sent (Loop counts them) and the app does not upload it again for ever."""
+        raw = _raw(item)
+        self.letter(ENTRIES_SOURCE, reason, detail, raw)
+        answer: dict[str, Any] = {"_id": hashlib.sha1(raw).hexdigest()[:24]}
+        for field in ("type", "date", "dateString"):
+            value = item.get(field)
+            if isinstance(value, str):
+                answer[field] = escape_unstorable(value, 64)
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                answer[field] = value
+        answer.update(stored=False, dead_letter=Reason(reason).value, detail=escape_unstorable(detail, 500))
+        return answer
 
     def status(self, item: Any) -> StatusEvent | None:
         battery = uploader_battery(item)
         if battery is None:
-            return None  # pump, loop and openaps status: not taken (docs/nightscout.md)
+            return None  # no uploader battery: the document is kept, no device status
         if isinstance(battery, float) and battery.is_integer():
             battery = int(battery)
         payload = json.dumps({"state": "online", "battery_pct": battery}).encode()
@@ -143,27 +164,51 @@ def _echo(reading: AcceptedReading) -> dict[str, Any]:
 @router.post("/entries", responses=_RESPONSES)
 @router.post("/entries.json", responses=_RESPONSES, include_in_schema=False)
 async def post_entries(request: Request, uploader: UploaderDep) -> list[dict[str, Any]]:
-    """Nightscout entries (`sgv`, `mbg`), one object or an array; answers the stored entries.
-
-    Entries refused by the checks are dead letters (reason and the entry's bytes), not errors:
-    an app that got an error would upload the same bad entry for ever."""
+    """Nightscout entries (`sgv`, `mbg`), one object or an array; answers one element per entry
+    sent, in order: the stored entry, or the refused one marked `stored: false` with its
+    dead-letter reason. Refused entries are dead letters (reason and the entry's bytes), not
+    errors: an app that got an error, or fewer answers than entries, would upload again for ever."""
     items = await _documents(request)
     upload = _Upload(request.app.state.settings, uploader)
-    accepted = [r for r in map(upload.entry, items) if r is not None]
+    answers = [upload.entry(item) for item in items]
     await upload.send(request.app.state.intake)
-    ACCEPTED.inc(len(accepted))
-    return [_echo(r) for r in accepted]
+    ACCEPTED.inc(upload.accepted)
+    return answers
+
+
+async def store_devicestatus(
+    conn: psycopg.AsyncConnection[Any], upload: _Upload, uploader: UploaderActor, item: Any
+) -> dict[str, Any]:
+    """Keep one devicestatus document (the uploader's battery also becomes a device status);
+    answer it stored, or refused and dead-lettered."""
+    try:
+        at = check_document(item, upload.now)
+    except TreatmentProblem as problem:
+        raw = _raw(item)
+        upload.letter(STATUS_SOURCE, problem.reason, problem.detail, raw)
+        return {
+            "_id": hashlib.sha1(raw).hexdigest()[:24],
+            "stored": False,
+            "dead_letter": problem.reason.value,
+            "detail": escape_unstorable(problem.detail, 500),
+        }
+    upload.status(item)
+    kept = await documents.store(
+        conn, uploader.patient_id, uploader.device_id, "devicestatus", document_identifier(item), at, item
+    )
+    return kept.document
 
 
 @router.post("/devicestatus", responses=_RESPONSES)
 @router.post("/devicestatus.json", responses=_RESPONSES, include_in_schema=False)
-async def post_devicestatus(request: Request, uploader: UploaderDep) -> list[dict[str, Any]]:
-    """Device status documents; the uploader phone's battery is taken, the rest is not.
-
-    Answers each document's `_id` only: nothing else of it is kept."""
+async def post_devicestatus(request: Request, conn: ConnDep, uploader: UploaderDep) -> list[dict[str, Any]]:
+    """Device status documents (pump, loop, uploader), kept as uploaded 30 days and served back
+    on reads; the uploader phone's battery also becomes the uploader's device status (so
+    `battery_low` opens as for any device). Answers one element per document, in order."""
     items = await _documents(request)
     upload = _Upload(request.app.state.settings, uploader)
-    for item in items:
-        upload.status(item)
-    await upload.send(request.app.state.intake)
-    return [{"_id": hashlib.sha1(_raw(item)).hexdigest()[:24]} for item in items]
+    answers = [await store_devicestatus(conn, upload, uploader, item) for item in items]
+    await conn.commit()
+    if upload.records:
+        await upload.send(request.app.state.intake)
+    return answers

@@ -14,8 +14,9 @@ from dashboard_api.deps import AdminUser, ConnDep, ConsentDep, CurrentUser, Sett
 from dashboard_api.routes.patients import parse_bucket
 from telehealth.research import export
 from telehealth.research.cells import GroupBy
+from telehealth.research.disclosure import QUARTILES
 from telehealth.research.projects import Project, ProjectIn, create_project, get_project
-from telehealth.research.release import Ask, BudgetSpent, release
+from telehealth.research.release import Ask, BudgetSpent, OutOfScope, approved_period, release
 from telehealth.settings import Settings
 from telehealth.storage.consent_cache import ConsentCache
 
@@ -52,6 +53,13 @@ def floor_to(at: datetime, bucket: timedelta) -> datetime:
     return EPOCH + ((at - EPOCH) // bucket) * bucket
 
 
+def first_bucket(project: Project, size: timedelta) -> datetime:
+    """Start of the first whole bucket inside the approved period."""
+    start = approved_period(project)[0]
+    floored = floor_to(start, size)
+    return floored if floored == start else floored + size
+
+
 def horizon(bucket: timedelta, watermark_s: float) -> datetime:
     """End of the last bucket closed for at least the watermark delay."""
     return floor_to(datetime.now(UTC) - timedelta(seconds=watermark_s), bucket)
@@ -64,12 +72,17 @@ def _check_code(ctx: ResearchContext, code: str) -> None:
 
 
 def _percentiles(text: str) -> list[int]:
+    """A subset of the quartiles: any other percentile (and min or max) sits at or near one
+    patient's value, so it is never released."""
+    allowed = ", ".join(str(q) for q in QUARTILES)
     try:
         values = sorted({int(p) for p in text.split(",") if p.strip()})
     except ValueError as exc:
-        raise HTTPException(422, "percentiles are integers between 1 and 99, e.g. 10,50,90") from exc
-    if not values or not all(1 <= p <= 99 for p in values):
-        raise HTTPException(422, "percentiles are integers between 1 and 99, e.g. 10,50,90")
+        raise HTTPException(422, f"percentiles are a subset of {allowed}") from exc
+    if not values or not set(values) <= set(QUARTILES):
+        raise HTTPException(
+            422, f"percentiles are a subset of {allowed}: others would reveal single patients"
+        )
     return values
 
 
@@ -92,6 +105,8 @@ async def _release(
         )
     except BudgetSpent as exc:
         raise HTTPException(403, f"privacy budget spent: {exc}") from exc
+    except OutOfScope as exc:
+        raise HTTPException(403, str(exc)) from exc
 
 
 @router.post("/projects", status_code=status.HTTP_201_CREATED)
@@ -119,7 +134,7 @@ async def aggregates(
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
     group_by: GroupBy = "none",
-    percentiles: Annotated[str, Query(description="comma-separated, 1..99")] = "10,50,90",
+    percentiles: Annotated[str, Query(description="comma-separated subset of 25,50,75")] = "25,50,75",
 ) -> dict[str, Any]:
     """Disclosure-controlled cells per closed bucket and cohort group, from eligible readings only."""
     _check_code(ctx, code)
@@ -131,7 +146,8 @@ async def aggregates(
         )
     closed = horizon(size, settings.research_watermark_s)
     end = min(to or closed, closed)
-    start = from_ or end - timedelta(days=7)
+    # The default week never reaches before the approved period; an explicit `from` that does is refused.
+    start = from_ or max(end - timedelta(days=7), first_bucket(ctx.project, size))
     if start.tzinfo is None or end.tzinfo is None:
         raise HTTPException(422, "from and to need a UTC offset, e.g. 2026-11-23T08:00:00Z")
     start, end = floor_to(start, size), floor_to(end + size - timedelta(microseconds=1), size)
@@ -184,11 +200,13 @@ async def stream(
     once after the watermark delay; `X-Next-Cursor` says where the next pull starts."""
     size = timedelta(hours=ctx.project.bucket_hours)
     _check_code(ctx, code)
-    project_start = datetime.combine(ctx.project.starts_on, datetime.min.time(), UTC)
-    start = floor_to(max(cursor or project_start, project_start), size)
-    if start.tzinfo is None:
+    project_start, project_end = approved_period(ctx.project)
+    if cursor is not None and cursor.tzinfo is None:
         raise HTTPException(422, "cursor needs a UTC offset")
-    end = min(start + size * max_buckets, horizon(size, settings.research_watermark_s))
+    start = max(floor_to(cursor or project_start, size), first_bucket(ctx.project, size))
+    end = min(
+        start + size * max_buckets, horizon(size, settings.research_watermark_s), floor_to(project_end, size)
+    )
     cells: list[dict[str, Any]] = []
     release_id, epsilon = None, 0.0
     if start < end:
@@ -201,7 +219,7 @@ async def stream(
             start,
             end,
             group_by,
-            [10, 50, 90],
+            list(QUARTILES),
             ctx.username,
         )
         outcome = await _release(conn, settings, consent, ctx, ask)

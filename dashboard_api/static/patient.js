@@ -81,6 +81,7 @@ export function createPatientView({ alerts, onClose }) {
   let series = {};
   let now = null;
   let history = [];
+  let treatments = [];
   let summary = null;
   let loadToken = 0;
   // New thresholds redraw the bands at once, and the forecast to the new horizon when it is in.
@@ -175,6 +176,25 @@ export function createPatientView({ alerts, onClose }) {
       }));
   }
 
+  // Treatments the patient's apps uploaded (carbs, insulin, basal, notes): drawn on the glucose
+  // chart beside the readings they explain; never alerts.
+  function treatmentMarkers(start) {
+    return treatments
+      .filter((t) => Date.parse(t.created_at) >= start)
+      .map((t) => ({ t: Date.parse(t.created_at), kind: "treatment", label: treatmentLabel(t) }));
+  }
+
+  function treatmentLabel(t) {
+    const parts = [t.event_type];
+    if (t.carbs_g != null) parts.push(`${t.carbs_g} g carbs`);
+    if (t.insulin_u != null) parts.push(`${t.insulin_u} U insulin`);
+    if (t.basal_u_per_h != null) {
+      parts.push(`basal ${t.basal_u_per_h} U/h${t.duration_min != null ? ` for ${t.duration_min} min` : ""}`);
+    }
+    if (t.notes) parts.push(t.notes);
+    return `${parts.join(", ")}, ${absolute(t.created_at)} (from ${t.entered_by ?? t.device_id})`;
+  }
+
   function forecastFor(end) {
     const f = now?.forecast;
     if (!f || range === "7d" || range === "14d") return null;
@@ -200,14 +220,17 @@ export function createPatientView({ alerts, onClose }) {
       const clean = points ? points.filter((p) => !p.flag) : buckets.map((b) => ({ t: b.t, v: b.mean }));
       const flagged = points ? points.length - clean.length : 0;
       const forecast = code === "glucose" ? forecastFor(end) : null;
-      const markers = markersFor(code, start);
+      const alerts = markersFor(code, start);
+      const given = code === "glucose" ? treatmentMarkers(start) : [];
+      const markers = alerts.concat(given);
       timeChart($(`#chart-${code}`), {
         title: `${c.title}, ${range}`, unit: c.unit, start, end, domain: c.domain, digits: c.digits,
         points, buckets, forecast, markers,
         bands: thresholds ? bandsFor(code, thresholds) : [],
         describe: () => describe(c, clean.map((p) => p.v), clean.at(-1), flagged)
           + (forecast ? ` Forecast: ${forecast.label}.` : "")
-          + (markers.length ? ` ${markers.length} alert${markers.length > 1 ? "s" : ""} opened in this period.` : ""),
+          + (alerts.length ? ` ${alerts.length} alert${alerts.length > 1 ? "s" : ""} opened in this period.` : "")
+          + (given.length ? ` ${given.length} treatment${given.length > 1 ? "s" : ""} recorded.` : ""),
       });
     }
     $("#glucose-caption").textContent = `Glucose (${glucoseUnit()})`;
@@ -219,6 +242,8 @@ export function createPatientView({ alerts, onClose }) {
     const end = new Date();
     const start = new Date(end.getTime() - RANGES[range].ms);
     const { bucket } = RANGES[range];
+    const given = new URLSearchParams({ from: start.toISOString(), to: end.toISOString() });
+    const treatmentsLoad = api(`/api/v1/patients/${patient.id}/treatments?${given}`).catch(() => []);
     const results = await Promise.all(Object.keys(CHART_CODES).map(async (code) => {
       const q = new URLSearchParams({ code, from: start.toISOString(), to: end.toISOString() });
       if (bucket) q.set("bucket", bucket);
@@ -231,8 +256,10 @@ export function createPatientView({ alerts, onClose }) {
         points: ok.map((r) => ({ t: Date.parse(r.measured_at), v: r.value, flag: r.quality.includes("artefact") ? "artefact" : null })),
       }];
     }));
+    const loadedTreatments = await treatmentsLoad;
     if (mine !== loadToken) return; // a newer load (other patient or range) won
     series = Object.fromEntries(results);
+    treatments = loadedTreatments;
     renderCharts();
   }
 

@@ -52,7 +52,7 @@ async function load() {
     ]]));
     const rows = p.releases.map((r) => [
       r.id, new Date(r.released_at).toLocaleString(), r.kind, r.code, `${r.bucket_seconds / 3600} h`, r.group_by ?? "–",
-      `${r.period_start} to ${r.period_end}`, r.cells, r.patients_rounded, r.epsilon ?? "–",
+      `${r.period_start} to ${r.period_end}`, r.cells, r.patients_rounded ?? "not shown (DP)", r.epsilon ?? "–",
     ]);
     if (rows.length) {
       section.append(table(`Releases of ${p.slug}`, ["Release", "When", "Kind", "Code", "Bucket", "By", "Period", "Cells", "Patients", "ε"], rows));

@@ -15,7 +15,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
-from telehealth.research.disclosure import READINGS_PER_PATIENT_HOUR, RawCell
+from telehealth.research.disclosure import READINGS_PER_PATIENT_HOUR, RawCell, step_of
 
 Conn = psycopg.AsyncConnection[Any]
 GroupBy = Literal["none", "age_band", "sex", "condition"]
@@ -48,10 +48,15 @@ FROM m JOIN patients p ON p.id = m.patient_id
 """
 
 _CELLS = """
-SELECT bucket, grp, count(*) AS patients, sum(n) AS readings, avg(mean) AS mean,
-       min(mean) AS lo, max(mean) AS hi,
-       percentile_disc(%(fractions)s::float8[]) WITHIN GROUP (ORDER BY mean) AS pct
-FROM cell_members GROUP BY bucket, grp
+WITH bins AS (
+    SELECT bucket, grp, floor(mean / %(step)s + 0.5)::int AS bin, count(*)::int AS k
+    FROM cell_members GROUP BY 1, 2, 3
+), histograms AS (
+    SELECT bucket, grp, array_agg(bin ORDER BY bin) AS bins, array_agg(k ORDER BY bin) AS counts
+    FROM bins GROUP BY 1, 2
+)
+SELECT bucket, grp, count(*) AS patients, sum(n) AS readings, avg(mean) AS mean, h.bins, h.counts
+FROM cell_members JOIN histograms h USING (bucket, grp) GROUP BY bucket, grp, h.bins, h.counts
 """
 
 _TOTALS = "SELECT bucket, count(DISTINCT patient_id) AS patients FROM cell_members GROUP BY bucket"
@@ -67,7 +72,6 @@ async def raw_cells(
     end: datetime,
     group_by: GroupBy,
     patients: list[UUID],
-    percentiles: list[int],
     skip: list[datetime] | None = None,
 ) -> tuple[list[RawCell], dict[datetime, int]]:
     """Cells and each bucket's distinct-patient total, except buckets in `skip` (released
@@ -81,7 +85,7 @@ async def raw_cells(
         "start": start,
         "end": end,
         "patients": patients,
-        "fractions": [p / 100 for p in percentiles],
+        "step": step_of(code),
         "skip": skip or [],
     }
     async with conn.cursor(row_factory=dict_row) as cur:
@@ -95,9 +99,7 @@ async def raw_cells(
                 patients=int(r["patients"]),
                 readings=int(r["readings"]),
                 mean=float(r["mean"]),
-                min=float(r["lo"]),
-                max=float(r["hi"]),
-                percentiles={f"p{p}": float(v) for p, v in zip(percentiles, r["pct"], strict=True)},
+                histogram=tuple(zip(r["bins"], r["counts"], strict=True)),
             )
             for r in await cur.fetchall()
         ]

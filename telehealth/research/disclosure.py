@@ -11,6 +11,13 @@ and a bounded number of readings, so no patient dominates a cell. Then, per buck
    the fewest patients is suppressed too, so no total or margin minus the released cells
    recovers a suppressed one;
 4. counts rounded to the nearest `base`, statistics rounded to the code's precision.
+
+No released figure is one patient's value: min and max are never released, and the only
+quantiles are the quartiles, each the mean of the `K_MIN` patient values around its rank,
+released only while those windows are disjoint and leave at least `K_MIN` patients outside
+them (see `window_quantiles`), so no combination of a cell's figures isolates fewer than
+`K_MIN` patients. A figure that, at the released precision, equals the value of fewer than
+`K_MIN` patients is withheld (null) by coincidence.
 """
 
 from __future__ import annotations
@@ -26,6 +33,13 @@ ROUND_BASE = 5
 #: patient-level reading cap per hour of bucket (a 1-minute CGM)
 READINGS_PER_PATIENT_HOUR = 60
 PRECISION = {"glucose": 0.1, "spo2": 1.0, "pulse": 1.0}
+#: the only quantiles released without differential privacy (percent)
+QUARTILES = (25, 50, 75)
+
+
+def step_of(code: str) -> float:
+    """The released precision, also the rollups' bin width (`research_step` in SQL)."""
+    return 0.1 if code == "glucose" else 1.0
 
 
 @dataclass(frozen=True)
@@ -35,9 +49,50 @@ class RawCell:
     patients: int
     readings: int
     mean: float
-    min: float
-    max: float
-    percentiles: dict[str, float] = field(default_factory=dict)
+    #: patients' means at the released precision: (bin, patients), ascending; value = bin x step
+    histogram: tuple[tuple[int, int], ...] = field(default_factory=tuple)
+
+
+def _windows(n: int, percentiles: tuple[int, ...] | list[int], k: int) -> dict[int, tuple[int, int]]:
+    """Rank windows [first, last] (1-based, `k` wide) for the quantiles that may be released:
+    the median first, then quartiles while every window is disjoint from the others and at
+    least `k` patients stay outside all of them."""
+    out: dict[int, tuple[int, int]] = {}
+    for p in sorted(percentiles, key=lambda p: (abs(p - 50), p)):
+        rank = max(1, -(-p * n // 100))
+        first = min(max(1, rank - (k - 1) // 2), n - k + 1)
+        window = (first, first + k - 1)
+        if first < 1 or any(not (window[1] < a or b < window[0]) for a, b in out.values()):
+            continue
+        if n - k * (len(out) + 1) < k:
+            continue
+        out[p] = window
+    return out
+
+
+def _rank_sum(histogram: tuple[tuple[int, int], ...], first: int, last: int) -> int:
+    """Sum of the bins at ranks first..last (1-based, inclusive), walking the histogram."""
+    total, seen = 0, 0
+    for b, count in histogram:
+        overlap = min(seen + count, last) - max(seen + 1, first) + 1
+        if overlap > 0:
+            total += overlap * b
+        seen += count
+        if seen >= last:
+            break
+    return total
+
+
+def window_quantiles(
+    histogram: tuple[tuple[int, int], ...], n: int, step: float, percentiles: list[int], *, k: int = K_MIN
+) -> dict[str, float]:
+    """Each allowed quantile as the mean of the `k` patient values around its nearest rank."""
+    if sum(count for _, count in histogram) != n:
+        return {}
+    return {
+        f"p{p}": _rank_sum(histogram, a, b) * step / k
+        for p, (a, b) in sorted(_windows(n, percentiles, k).items())
+    }
 
 
 @dataclass(frozen=True)
@@ -64,16 +119,22 @@ def _precision(code: str, value: float) -> float:
 
 
 def suppressions(
-    cells: list[RawCell], totals: dict[datetime, int], *, k: int = K_MIN
+    cells: list[RawCell],
+    totals: dict[datetime, int],
+    *,
+    k: int = K_MIN,
+    hidden_first: dict[tuple[datetime, str], str] | None = None,
 ) -> dict[tuple[datetime, str], str]:
     """(bucket, group) -> why it is suppressed."""
-    out: dict[tuple[datetime, str], str] = {}
+    out: dict[tuple[datetime, str], str] = dict(hidden_first or {})
     rows: dict[datetime, list[RawCell]] = defaultdict(list)
     for c in cells:
         rows[c.bucket].append(c)
     for bucket, row in rows.items():
         total = totals.get(bucket, max(c.patients for c in row))
         for c in row:
+            if (bucket, c.group) in out:
+                continue
             if c.patients < k:
                 out[(bucket, c.group)] = f"fewer than {k} patients"
             elif 0 < total - c.patients < k:
@@ -86,10 +147,18 @@ def suppressions(
 
 
 def control(
-    code: str, cells: list[RawCell], totals: dict[datetime, int], *, k: int = K_MIN
+    code: str,
+    cells: list[RawCell],
+    totals: dict[datetime, int],
+    *,
+    percentiles: list[int] | None = None,
+    hidden_first: dict[tuple[datetime, str], str] | None = None,
+    k: int = K_MIN,
 ) -> list[Released]:
-    """Every cell, released (rounded) or suppressed (no figures), in bucket and group order."""
-    hidden = suppressions(cells, totals, k=k)
+    """Every cell, released (rounded) or suppressed (no figures), in bucket and group order.
+    `hidden_first`: cells suppressed before the row rules run (e.g. by the differencing check)."""
+    hidden = suppressions(cells, totals, k=k, hidden_first=hidden_first)
+    asked = list(QUARTILES if percentiles is None else percentiles)
     out = []
     for c in sorted(cells, key=lambda c: (c.bucket, c.group)):
         reason = hidden.get((c.bucket, c.group))
@@ -97,13 +166,19 @@ def control(
         if reason:
             body["reason"] = reason
         else:
+            step = step_of(code)
+            shared = dict(c.histogram)
+            quantiles = window_quantiles(c.histogram, c.patients, step, asked, k=k)
+            figures = {"mean": _precision(code, c.mean)} | {
+                p: _precision(code, v) for p, v in quantiles.items()
+            }
+            # A figure that coincides with the value of fewer than k patients is withheld too.
+            kept = {name: v for name, v in figures.items() if not 0 < shared.get(round(v / step), 0) < k}
             body |= {
                 "patients": round_count(c.patients),
                 "readings": round_count(c.readings),
-                "mean": _precision(code, c.mean),
-                "min": _precision(code, c.min),
-                "max": _precision(code, c.max),
-                "percentiles": {p: _precision(code, v) for p, v in c.percentiles.items()},
+                "mean": kept.get("mean"),
+                "percentiles": {p: v for p, v in kept.items() if p != "mean"},
             }
         out.append(Released(c.bucket, c.group, bool(reason), reason, body))
     return out

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 MEDIA = {"ndjson": "application/x-ndjson", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
-COLUMNS = ["bucket", "group", "suppressed", "reason", "patients", "readings", "mean", "min", "max"]
+COLUMNS = ["bucket", "group", "suppressed", "reason", "patients", "readings", "mean"]
 
 
 def flat(cell: dict[str, Any]) -> dict[str, Any]:

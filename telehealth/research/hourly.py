@@ -99,10 +99,6 @@ async def rollup_available(conn: Conn) -> bool:
     return row is not None and not row["timescale"]
 
 
-def _step(code: str) -> float:
-    return 0.1 if code == "glucose" else 1.0
-
-
 async def fast_cells(
     conn: Conn,
     *,
@@ -113,12 +109,11 @@ async def fast_cells(
     group_by: GroupBy,
     sexes: list[str],
     excluded: list[UUID],
-    percentiles: list[int],
     skip: list[datetime] | None = None,
 ) -> tuple[list[RawCell], dict[datetime, int]]:
     """Hourly cells from the cell-level rollups, less the contributions of `excluded` patients
-    (eligible when processed, not now). Percentiles are nearest-rank over patients' means at
-    the released precision, as `raw_cells` computes them."""
+    (eligible when processed, not now); the histogram of patients' means is binned as
+    `raw_cells` bins it."""
     # The least detailed histogram that serves: summed over everything, per sex, or per
     # (sex, age band).
     everyone = group_by == "none" and not sexes
@@ -139,7 +134,6 @@ async def fast_cells(
         "excluded": excluded,
         "cap": READINGS_PER_PATIENT_HOUR,
     }
-    step = _step(code)
     cells: list[RawCell] = []
     totals: dict[datetime, int] = {}
     async with conn.cursor(row_factory=dict_row) as cur:
@@ -149,7 +143,6 @@ async def fast_cells(
         n = int(r["patients"])
         if r["bins"] is None:
             raise RollupMismatch(f"{code} cell {r['hour']} {r['grp']} has {n} patients and no histogram")
-        histogram = list(zip(r["bins"], r["counts"], strict=True))
         cells.append(
             RawCell(
                 bucket=r["hour"],
@@ -157,24 +150,11 @@ async def fast_cells(
                 patients=n,
                 readings=int(r["readings"]),
                 mean=r["sum_means"] / n,
-                min=histogram[0][0] * step,
-                max=histogram[-1][0] * step,
-                percentiles={f"p{p}": _nearest_rank(histogram, n, p) * step for p in percentiles},
+                histogram=tuple(zip(r["bins"], r["counts"], strict=True)),
             )
         )
         totals[r["hour"]] = totals.get(r["hour"], 0) + n
     return cells, totals
-
-
-def _nearest_rank(histogram: list[tuple[int, int]], n: int, percentile: int) -> int:
-    """The bin holding the k-th smallest of n values, k = ceil(p/100 * n) (nearest rank)."""
-    rank = max(1, -(-percentile * n // 100))
-    seen = 0
-    for b, count in histogram:
-        seen += count
-        if seen >= rank:
-            return b
-    return histogram[-1][0]
 
 
 #: For each eligible patient, one probe of their own day rows (index on patient_id) that stops

@@ -21,9 +21,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from telehealth.consent import Purpose, decide_under, in_force
-from telehealth.research import dp
+from telehealth.research import differencing, dp
 from telehealth.research.cells import GroupBy, members, raw_cells
-from telehealth.research.disclosure import control, round_count
+from telehealth.research.disclosure import K_MIN, control, round_count
 from telehealth.research.hourly import fast_cells, fast_members, rollup_available
 from telehealth.research.projects import Project, cohort_patients
 from telehealth.research.pseudonym import pseudonym
@@ -57,6 +57,29 @@ class Outcome:
 
 class BudgetSpent(Exception):
     """The project's epsilon budget, or a contributor's cap across projects, would be exceeded."""
+
+
+class OutOfScope(Exception):
+    """The ask leaves what the project was approved for: its period or its codes."""
+
+
+def approved_period(project: Project) -> tuple[datetime, datetime]:
+    """The project's approved period as [first instant, end) in UTC: starts_on to ends_on inclusive."""
+    first = datetime.combine(project.starts_on, datetime.min.time(), UTC)
+    return first, datetime.combine(project.ends_on, datetime.min.time(), UTC) + timedelta(days=1)
+
+
+def check_scope(project: Project, code: str, start: datetime, end: datetime) -> None:
+    """The one check every release path passes (aggregates, stream, pull, DP): the code is
+    approved and the asked range lies inside the approved period."""
+    if code not in project.codes:
+        raise OutOfScope(f"project {project.slug} is approved for {', '.join(project.codes)} only")
+    first, stop = approved_period(project)
+    if start < first or end > stop:
+        raise OutOfScope(
+            f"project {project.slug} is approved for data from {project.starts_on} to {project.ends_on}"
+            f" (UTC); asked {start.isoformat()} to {end.isoformat()}"
+        )
 
 
 async def eligible_now(
@@ -96,6 +119,7 @@ async def release(
     conn: Conn, ask: Ask, consent: ConsentCache, *, default_permit: bool, epsilon_cap: float
 ) -> Outcome:
     """Released and frozen cells for the asked range, newest computed only where not yet released."""
+    check_scope(ask.project, ask.code, ask.start, ask.end)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, ask.project.id))
         frozen = await _frozen(conn, ask)
@@ -116,7 +140,6 @@ async def release(
                 group_by=ask.group_by,
                 sexes=list(ask.project.cohort.sex),
                 excluded=excluded,
-                percentiles=ask.percentiles,
                 skip=sorted(done),
             )
         else:
@@ -129,13 +152,16 @@ async def release(
                 end=ask.end,
                 group_by=ask.group_by,
                 patients=list(eligible),
-                percentiles=ask.percentiles,
                 skip=sorted(done),
             )
+        epsilon = ask.project.epsilon_per_release or 0.0
         fresh = [c for c in raw if c.bucket not in done]
+        if epsilon:
+            # Every cell of the declared grid, empty ones too: which cells exist says nothing.
+            grid = [b for b in _buckets(ask) if b not in done]
+            fresh = dp.full_grid(fresh, grid, dp.grid_groups(ask.group_by, list(ask.project.cohort.sex)))
         if not fresh:
             return Outcome(None, 0.0, _ordered(frozen))
-        epsilon = ask.project.epsilon_per_release or 0.0
         if epsilon:
             # Everyone whose data enters the mechanism is charged, suppressed cells included.
             contributors = await _members(conn, ask, fast, eligible, [(c.bucket, c.group) for c in fresh])
@@ -143,12 +169,42 @@ async def release(
             buckets = math.ceil((ask.end - ask.start) / ask.bucket)
             bodies = dp.privatise(ask.code, fresh, epsilon, ask.bucket, buckets)
         else:
-            cells = control(ask.code, fresh, totals)
+            # Compared with every cell released before, any project or grouping (one at a time per code).
+            await differencing.lock(conn, ask.code)
+            await differencing.new_members(
+                conn,
+                fast=fast,
+                purpose=ask.project.purpose,
+                code=ask.code,
+                group_by=ask.group_by,
+                eligible=list(eligible),
+                start=ask.start,
+                end=ask.end,
+            )
+            pairs = await differencing.candidates(
+                conn,
+                code=ask.code,
+                size=ask.bucket,
+                cells=[(c.bucket, c.group, c.patients) for c in fresh],
+                k=K_MIN,
+            )
+            near = await differencing.near_duplicates(conn, pairs, k=K_MIN)
+            cells = control(ask.code, fresh, totals, percentiles=ask.percentiles, hidden_first=near)
             shown = [(c.bucket, c.group) for c in cells if not c.suppressed]
             contributors = await _members(conn, ask, fast, eligible, shown)
             bodies = [c.body for c in cells]
-        release_id = await _record(conn, ask, bodies, len(contributors), epsilon)
+        # A DP release's register entry carries no patient count: the true one is not noised.
+        release_id = await _record(conn, ask, bodies, None if epsilon else len(contributors), epsilon)
         await _contributors(conn, ask, release_id, contributors, eligible)
+        if not epsilon:
+            sizes = {(c.bucket, c.group): c.patients for c in fresh}
+            await differencing.record(
+                conn,
+                release_id=release_id,
+                code=ask.code,
+                size=ask.bucket,
+                released=[(b, g, sizes[(b, g)]) for b, g in shown],
+            )
         if epsilon:
             await conn.execute(
                 "INSERT INTO epsilon_ledger (project_id, release_id, epsilon) VALUES (%s, %s, %s)",
@@ -214,8 +270,16 @@ async def _charge(conn: Conn, project: Project, contributors: list[UUID], epsilo
         raise BudgetSpent(f"some patients' data would exceed the per-patient epsilon cap {cap:.3g}")
 
 
+def _buckets(ask: Ask) -> list[datetime]:
+    out, at = [], ask.start
+    while at < ask.end:
+        out.append(at)
+        at += ask.bucket
+    return out
+
+
 async def _record(
-    conn: Conn, ask: Ask, bodies: list[dict[str, Any]], contributors: int, epsilon: float
+    conn: Conn, ask: Ask, bodies: list[dict[str, Any]], contributors: int | None, epsilon: float
 ) -> int:
     cur = await conn.execute(
         """INSERT INTO research_releases (project_id, kind, code, bucket_seconds, group_by, period_start,
@@ -230,7 +294,7 @@ async def _record(
             ask.start,
             ask.end,
             len(bodies),
-            round_count(contributors),
+            None if contributors is None else round_count(contributors),
             epsilon,
             ask.released_to,
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +26,13 @@ class DeviceEntry:
     patient_id: UUID
     kind: str
     revoked: bool
+    #: when the device was given to `patient_id` (None: provisioned to them); a reading
+    #: received before then is not theirs
+    assigned_at: datetime | None = None
+
+    def predates(self, received_at: datetime) -> bool:
+        """Whether a reading received then was received before the current assignment."""
+        return self.assigned_at is not None and received_at < self.assigned_at
 
 
 @dataclass(frozen=True)
@@ -133,20 +141,37 @@ async def broker_logins(conn: psycopg.AsyncConnection[Any]) -> list[DeviceLogin]
 
 
 async def load_registry(
-    conn: psycopg.AsyncConnection[Any], device_id: str | None = None, *, changed_since: datetime | None = None
+    conn: psycopg.AsyncConnection[Any],
+    device_id: str | None = None,
+    *,
+    changed_since: datetime | None = None,
+    after_seq: int | None = None,
 ) -> dict[str, DeviceEntry]:
-    """All devices, just one, or those whose entry changed after `changed_since`."""
+    """All devices, just one, or those whose entry changed after `changed_since` (a time) or
+    after `after_seq` (a value of the device clock)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            """SELECT id, patient_id, kind, revoked_at FROM devices
+            """SELECT id, patient_id, kind, revoked_at, assigned_at FROM devices
                WHERE (%(id)s::text IS NULL OR id = %(id)s)
-                 AND (%(since)s::timestamptz IS NULL OR changed_at > %(since)s)""",
-            {"id": device_id, "since": changed_since},
+                 AND (%(since)s::timestamptz IS NULL OR changed_at > %(since)s)
+                 AND (%(seq)s::bigint IS NULL OR change_seq > %(seq)s)""",
+            {"id": device_id, "since": changed_since, "seq": after_seq},
         )
         rows = await cur.fetchall()
     return {
-        r["id"]: DeviceEntry(r["id"], r["patient_id"], r["kind"], r["revoked_at"] is not None) for r in rows
+        r["id"]: DeviceEntry(
+            r["id"], r["patient_id"], r["kind"], r["revoked_at"] is not None, r["assigned_at"]
+        )
+        for r in rows
     }
+
+
+async def registry_version(conn: psycopg.AsyncConnection[Any]) -> int:
+    """The device clock: bumped, in commit order, by every change the caches must see."""
+    cur = await conn.execute("SELECT seq FROM device_clock")
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["seq"] if isinstance(row, dict) else row[0])
 
 
 async def _database_now(conn: psycopg.AsyncConnection[Any]) -> datetime:
@@ -168,6 +193,10 @@ class CachedRegistry:
     whole table is reloaded every `full_every_s`, which bounds anything the margin missed. An
     unknown id is looked up on its own, and a miss is remembered for `negative_ttl_s` so a
     flood from unknown ids costs one query per id and interval, not one per message.
+
+    That is enough for the gateway, whose verdicts the processor checks again. The processor
+    calls `current` before attributing anything: it reads the device clock and loads every
+    device changed since it last did, so no change committed before the call is missed.
     """
 
     def __init__(
@@ -189,6 +218,9 @@ class CachedRegistry:
         self._loaded_at = float("-inf")
         self._full_at = float("-inf")
         self._since: datetime | None = None  # the database's clock at the last refresh
+        self._version = -1  # the device clock value `current` last brought the cache up to
+        # one reload at a time: an older answer applied after a newer one would undo a change
+        self._reloading = asyncio.Lock()
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
@@ -212,13 +244,15 @@ class CachedRegistry:
         now = time.monotonic()
         try:
             if now - self._loaded_at > self._ttl:
-                await self._refresh(now)
+                async with self._reloading:
+                    await self._refresh(now)
             elif (
                 device_id not in self._entries
                 and now - self._missing.get(device_id, -1e9) > self._negative_ttl
             ):
-                found = await load_registry(await self._connection(), device_id)
-                self._entries.update(found)
+                async with self._reloading:
+                    found = await load_registry(await self._connection(), device_id)
+                    self._entries.update(found)
                 if not found:
                     self._missing[device_id] = now
         except psycopg.OperationalError as exc:
@@ -229,6 +263,30 @@ class CachedRegistry:
                 return self._entries[device_id]  # serve from cache through an outage
             raise RegistryUnavailable(f"device registry unavailable: {exc}") from exc
         return self._entries.get(device_id)
+
+    async def current(self) -> None:
+        """Bring the cache up to the registry as committed now, in commit order: the device
+        clock first, then every device changed since the last call (all of them the first
+        time). A change committed before this call is always seen; one committed during it
+        may be. Raises `RegistryUnavailable` if the database cannot say: nothing may be
+        attributed on a registry that might be stale."""
+        try:
+            async with self._reloading:
+                await self._current()
+        except psycopg.OperationalError as exc:
+            if self._conn is not None:
+                await self._conn.close()
+            raise RegistryUnavailable(f"device registry unavailable: {exc}") from exc
+
+    async def _current(self) -> None:
+        conn = await self._connection()
+        version = await registry_version(conn)
+        if self._version < 0:
+            self._entries = await load_registry(conn)
+        elif version != self._version:
+            self._entries.update(await load_registry(conn, after_seq=self._version))
+            self._missing.clear()
+        self._version = version
 
     def peek(self, device_id: str) -> DeviceEntry | None:
         return self._entries.get(device_id)

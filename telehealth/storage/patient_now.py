@@ -4,7 +4,7 @@ pulse (with the newest credible value beside a flagged one), and the CGM forecas
 - **Delta**: the newest glucose minus the reading before it from the same device, when that
   one is at most 15 minutes older (as CGM apps show it).
 - **Trend**: the rate of change the processor's filter stored with the newest CGM reading
-  (`glucose_roc`); without one, the least-squares slope of the device's readings of the last
+  (`glucose_trends`); without one, the least-squares slope of the device's readings of the last
   15 minutes (at least 3 readings over at least 10 minutes). Arrows: `telehealth.glucose_ranges`.
 - **Forecast**: the processor's filtered level and rate of the newest CGM reading projected to
   the patient's predicted-low horizon (`telehealth.glucose_forecast`), while that reading is at
@@ -59,9 +59,8 @@ ORDER BY measured_at, seq
 """
 
 _TREND = """
-SELECT code, value FROM readings
-WHERE device_id = %(device)s AND seq = %(seq)s AND code IN (%(level)s, %(roc)s)
-  AND patient_id = %(patient)s
+SELECT level AS glucose_level, rate_per_min AS glucose_roc FROM glucose_trends
+WHERE device_id = %(device)s AND seq = %(seq)s AND patient_id = %(patient)s
 """
 
 _HORIZON = """
@@ -135,16 +134,9 @@ async def _glucose_context(
         )
         recent = [(r["measured_at"], r["value"]) for r in await cur.fetchall()]
         await cur.execute(
-            _TREND,
-            {
-                "patient": patient_id,
-                "device": current["device_id"],
-                "seq": current["seq"],
-                "level": LEVEL_CODE,
-                "roc": ROC_CODE,
-            },
+            _TREND, {"patient": patient_id, "device": current["device_id"], "seq": current["seq"]}
         )
-        trend = {r["code"]: r["value"] for r in await cur.fetchall()}
+        trend = dict(await cur.fetchone() or {})
         await cur.execute(_HORIZON, {"patient": patient_id})
         row = await cur.fetchone()
     before = [p for p in recent if p[0] < at]

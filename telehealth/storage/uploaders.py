@@ -7,9 +7,12 @@ gets a broker login; revocation is the device's (`devices.revoked_at`).
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -117,21 +120,55 @@ async def reissue(
                WHERE device_id = %s""",
             (secret, token, device_id),
         )
+        await conn.execute("DELETE FROM uploader_sessions WHERE device_id = %s", (device_id,))
     return creds
 
 
 async def find(
     conn: psycopg.AsyncConnection[Any], *, secret: bytes | None = None, token: bytes | None = None
 ) -> Uploader | None:
-    """The uploader holding this secret or token digest (revoked ones too: the caller refuses)."""
+    """The uploader holding this secret or token digest, or an unexpired session token of
+    this digest (revoked ones too: the caller refuses)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """SELECT d.id, d.patient_id, d.revoked_at FROM uploader_credentials c
                JOIN devices d ON d.id = c.device_id
-               WHERE c.secret_digest = %s OR c.token_digest = %s""",
-            (secret, token),
+               WHERE c.secret_digest = %s OR c.token_digest = %s
+               UNION ALL
+               SELECT d.id, d.patient_id, d.revoked_at FROM uploader_sessions s
+               JOIN devices d ON d.id = s.device_id
+               WHERE s.digest = %s AND s.expires_at > now()
+               LIMIT 1""",
+            (secret, token, token),
         )
         row = await cur.fetchone()
     if row is None:
         return None
     return Uploader(row["id"], row["patient_id"], row["revoked_at"] is not None)
+
+
+#: how long a session token from `/api/v2/authorization/request` lasts (Nightscout's JWT: 8 h)
+SESSION_TTL = timedelta(hours=8)
+
+
+async def open_session(conn: psycopg.AsyncConnection[Any], device_id: str) -> tuple[str, datetime, datetime]:
+    """A new session token for the uploader, shown once: (token, issued at, expires at).
+
+    It reads as a JWT (header, then `sub`, `iat`, `exp` a client may decode) but its third part
+    is 256 random bits, not a signature: the server knows a token by its digest in the table,
+    so there is no signing key to keep or leak, and revocation is immediate."""
+    issued = datetime.now(UTC).replace(microsecond=0)
+    expires = issued + SESSION_TTL
+    claims = {"sub": device_id, "iat": int(issued.timestamp()), "exp": int(expires.timestamp())}
+    token = ".".join((_b64({"alg": "none", "typ": "JWT"}), _b64(claims), secrets.token_urlsafe(32)))
+    await conn.execute("DELETE FROM uploader_sessions WHERE expires_at <= now()")
+    await conn.execute(
+        "INSERT INTO uploader_sessions (digest, device_id, expires_at) VALUES (%s, %s, %s)",
+        (token_digest(token), device_id, expires),
+    )
+    return token, issued, expires
+
+
+def _b64(value: dict[str, Any]) -> str:
+    raw = json.dumps(value, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

@@ -1,5 +1,5 @@
 """Every page at a phone's and a desktop's size in Debian's Chromium: the inbox, the patient
-(glance, trends with forecast, flagged artefacts and alert markers, history), the thresholds
+(glance, trends with forecast, flagged artefacts, alert and treatment markers, history), the thresholds
 form's errors, the AGP report, the access log, the register and the API docs. On each: axe-core
 (injected by axe-playwright-python) finds no serious or critical WCAG 2.1 AA violation, nothing
 is wider than the screen, every control is at least 44 px, and no script error or CSP refusal."""
@@ -20,7 +20,9 @@ import pytest
 from simulators.publisher import Publisher
 from telehealth.codes import CODES
 from telehealth.settings import Settings
+from telehealth.storage import trends
 from telehealth.storage.people import add_user
+from telehealth.thresholds import Thresholds
 from tests.factories import make_device, make_patient
 from tests.integration.test_dashboard_browser import BROWSER_ARGS, CHROMIUM
 from tests.research_support import admin_token, project_with_researcher
@@ -77,37 +79,6 @@ async def seed(db: psycopg.AsyncConnection[Any], team: str) -> tuple[UUID, str]:
             )
         )
     newest = rows[0]
-    # What the processor's trend stage derives for a live CGM reading (level, rate).
-    rows.append(
-        (
-            patient,
-            newest[1],
-            "glucose_level",
-            newest[3],
-            "mmol/L",
-            "-",
-            "cgm",
-            cgm.device_id,
-            newest[8],
-            now,
-            [],
-        )
-    )
-    rows.append(
-        (
-            patient,
-            newest[1],
-            "glucose_roc",
-            -0.2,
-            "mmol/L/min",
-            "-",
-            "cgm",
-            cgm.device_id,
-            newest[8],
-            now,
-            [],
-        )
-    )
     for k in range(36):
         at = now - timedelta(minutes=2 + 5 * k)
         flags = ["artefact"] if k == 7 else []
@@ -131,6 +102,15 @@ async def seed(db: psycopg.AsyncConnection[Any], team: str) -> tuple[UUID, str]:
         )
     async with db.cursor() as cur:
         await cur.executemany(_INSERT, rows)
+        # a meal its apps uploaded (a Nightscout treatment), drawn on the glucose chart
+        await cur.execute(
+            """INSERT INTO treatments (patient_id, device_id, identifier, public_id, event_type, created_at,
+                   carbs_g, insulin_u, entered_by, document)
+               VALUES (%s, %s, 'seed-meal', 'seed-meal', 'Meal Bolus', %s, 45, 4.5, 'loop://iPhone', '{}')""",
+            (patient, cgm.device_id, now - timedelta(minutes=40)),
+        )
+    # What the processor's trend stage stores for the newest live CGM reading (level, rate).
+    await trends.store(db, [trends.Trend(cgm.device_id, newest[8], patient, newest[1], newest[3], -0.2)])
     return patient, oxi.device_id
 
 
@@ -222,11 +202,16 @@ async def test_every_page_at_phone_and_desktop_size(
         await expect(glance.locator(".tile-alerts")).to_contain_text("SpO2")
         glucose = page.locator("#chart-glucose svg")
         await expect(glucose.locator("path.forecast")).to_have_count(1)
-        await expect(glucose.locator("text.forecast-label")).to_contain_text("in 25 min")
+        await expect(glucose.locator("text.forecast-label")).to_contain_text(
+            f"in {Thresholds().glucose_predicted_minutes} min"
+        )
         spo2 = page.locator("#chart-spo2 svg")
         await expect(spo2.locator("g.flagged")).to_have_count(1)
         await expect(spo2.locator("g.flagged title")).to_contain_text("flagged as artefact")
         await expect(spo2.locator('g.marker[data-marker="urgent"]')).to_have_count(1)
+        meal = glucose.locator('g.marker[data-marker="treatment"]')
+        await expect(meal).to_have_count(1)
+        await expect(meal.locator("title")).to_contain_text("Meal Bolus, 45 g carbs, 4.5 U insulin")
         await expect(page.locator("#alert-history tbody tr").first).to_contain_text("SpO2")
         await expect(page.locator("#cgm-summary .tir-list")).to_contain_text("Target range")
         await expect(page.locator("#cgm-summary")).to_contain_text("13 of 14")  # days with data

@@ -64,9 +64,11 @@ class Run:
         assert self.settings.database_url
         self.pool = await open_pool(self.settings.database_url, max_size=2, configure=sink.prepare)
         self.registry = CachedRegistry(self.settings.database_url, self.settings.device_cache_ttl_s)
-        return Pipeline(self.settings, self.pool, self.registry)
+        self.pipeline = Pipeline(self.settings, self.pool, self.registry)
+        return self.pipeline
 
     async def __aexit__(self, *_: object) -> None:
+        await self.pipeline.consent.drain(self.pool)  # what the processor's consent step does next
         await self.registry.close()
         await self.pool.close()
 
@@ -198,5 +200,9 @@ async def test_a_batch_held_up_in_the_database_does_not_hold_up_an_urgent_alert(
 
     await eventually(status_stored, timeout=15)
     assert await count(db, "SELECT count(*) AS n FROM alerts WHERE patient_id = %s", urgent) == 1
-    assert await count(db, "SELECT count(*) AS n FROM reading_consent WHERE device_id = %s", device) == 2
+
+    async def decided_once() -> bool:  # by the processor's consent step, after the commit
+        return await count(db, "SELECT count(*) AS n FROM reading_consent WHERE device_id = %s", device) == 2
+
+    await eventually(decided_once, timeout=15)
     assert not services.dead()

@@ -221,7 +221,21 @@ async def test_entries_that_are_no_readings_become_dead_letters_beside_good_ones
         "/api/v1/entries", content=body, headers={**secret(creds), "Content-Type": "application/json"}
     )
     assert response.status_code == 200, response.text
-    assert [e["sgv"] for e in response.json()] == [101]
+    answers = response.json()
+    # one answer per entry sent, in order; the refused ones marked with their reason
+    assert len(answers) == 1 + len(bad)
+    assert [a.get("sgv") for a in answers] == [None, 101, None, None, None, None, None]
+    assert [a.get("stored", True) for a in answers] == [False, True, False, False, False, False, False]
+    assert [a.get("dead_letter") for a in answers] == [
+        "schema_invalid",
+        None,
+        "schema_invalid",
+        "schema_invalid",
+        "time_out_of_window",
+        "unstorable_text",
+        "unknown_unit",
+    ]
+    assert all(len(a["_id"]) == 24 for a in answers)
 
     async def letters() -> list[dict[str, Any]]:
         cur = await db.execute(
@@ -368,13 +382,17 @@ async def test_uploader_battery_from_devicestatus_raises_battery_low(
     assert ignored.status_code == 200
 
 
-async def test_reads_refuse_filters_they_would_otherwise_ignore(
+async def test_reads_refuse_filters_they_cannot_apply_and_ignore_other_parameters(
     http: httpx.AsyncClient, db: psycopg.AsyncConnection[Any]
 ) -> None:
     creds = await provision_uploader(http, db, await make_patient(db, "team-ns"))
-    for params in ({"find[sgv][$gte]": "100"}, {"count": "0"}, {"count": "many"}, {"since": "x"}):
+    for params in ({"find[sgv][$gte]": "100"}, {"count": "0"}, {"count": "many"}, {"find[date]": "1"}):
         response = await http.get("/api/v1/entries.json", params=params, headers=secret(creds))
         assert response.status_code == 400, (params, response.text)
+    # parameters that are no filter are ignored, as Nightscout ignores them
+    for params in ({"since": "x"}, {"rr": "1733540000000"}, {"count": "3", "_": "cache-buster"}):
+        response = await http.get("/api/v1/entries.json", params=params, headers=secret(creds))
+        assert response.status_code == 200, (params, response.text)
     assert (await http.get("/api/v1/entries/cal.json", headers=secret(creds))).status_code == 404
     ranged = await http.get(
         "/api/v1/entries.json",

@@ -11,11 +11,18 @@ import httpx
 import psycopg
 import pytest
 
+from simulators.publisher import Publisher
+from telehealth.storage import trends
+from telehealth.thresholds import Thresholds
+from tests.conftest import eventually
 from tests.factories import auth, make_device, make_patient, make_user
 
 _INSERT = """INSERT INTO readings (patient_id, measured_at, code, value, unit, loinc, source, device_id,
                                    seq, received_at, quality)
              VALUES (%s, %s, %s, %s, %s, '-', %s, %s, %s, %s, %s)"""
+
+#: the default predicted-low horizon, the forecast's length
+HORIZON = Thresholds().glucose_predicted_minutes
 
 
 def expected_projection(level: float, rate: float, minutes: int) -> float:
@@ -79,25 +86,20 @@ async def test_the_patient_at_a_glance(db: psycopg.AsyncConnection[Any], http: h
     # With the processor's filtered level and rate stored for the newest reading, they lead:
     # -0.2 mmol/L/min is 3.6 mg/dL/min, falling quickly, and the forecast runs to the horizon.
     level, rate = 5.45, -0.2
-    async with db.cursor() as cur:
-        await cur.executemany(
-            _INSERT,
-            [
-                (patient, latest, "glucose_level", level, "mmol/L", "cgm", cgm.device_id, 10, now, []),
-                (patient, latest, "glucose_roc", rate, "mmol/L/min", "cgm", cgm.device_id, 10, now, []),
-            ],
-        )
+    await trends.store(db, [trends.Trend(cgm.device_id, 10, patient, latest, level, rate)])
     body = (await http.get(url, headers=auth(own))).json()
     assert body["glucose_trend"]["rate_source"] == "filter"
     assert body["glucose_trend"]["trend"] == "falling_quickly"
     forecast = body["forecast"]
-    assert forecast["horizon_min"] == 25 and forecast["level"] == level and forecast["rate_per_min"] == rate
+    assert (
+        forecast["horizon_min"] == HORIZON and forecast["level"] == level and forecast["rate_per_min"] == rate
+    )
     assert datetime.fromisoformat(forecast["from"]) == latest
-    assert [p["minutes"] for p in forecast["points"]] == [0, 5, 10, 15, 20, 25]
+    assert [p["minutes"] for p in forecast["points"]] == list(range(0, HORIZON + 1, 5))
     for p in forecast["points"]:
         assert p["value"] == pytest.approx(expected_projection(level, rate, p["minutes"]), abs=1e-3)
         assert datetime.fromisoformat(p["at"]) == latest + timedelta(minutes=p["minutes"])
-    assert forecast["predicted_low_line"] == 3.0
+    assert forecast["predicted_low_line"] == Thresholds().predicted_low_line
 
     # The patient's own horizon.
     saved = await http.put(
@@ -157,3 +159,41 @@ async def test_time_zone_preferences_and_the_record(
     assert described["patient.read"].startswith("read your record")
     assert described["glucose_summary.read"].startswith("read your glucose summary")
     assert all(e["description"] and "." not in e["description"].split()[0] for e in log)
+
+
+async def test_the_forecast_drawn_is_the_one_the_alarm_judged(
+    db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, device_publisher: Publisher
+) -> None:
+    """A falling CGM trace through the real pipeline: the processor stores its filtered trend
+    with the newest reading, and the patient's header forecasts from it."""
+    team = "team-now-forecast"
+    clinician = await make_user(db, "clinician", [team])
+    patient = await make_patient(db, team)
+    cgm = await make_device(db, patient, "cgm")
+    start = datetime.now(UTC) - timedelta(minutes=9)
+    values = [7.0, 6.8, 6.6, 6.4, 6.2, 6.0, 5.8, 5.6, 5.4, 5.2]
+    for seq, value in enumerate(values, start=1):
+        device_publisher.publish_reading(
+            cgm.device_id,
+            seq,
+            [{"code": "glucose", "value": value, "unit": "mmol/L"}],
+            measured_at=start + timedelta(minutes=seq - 1),
+        )
+    assert await device_publisher.drain()
+
+    async def forecast() -> dict[str, Any] | None:
+        body = (await http.get(f"/api/v1/patients/{patient}/now", headers=auth(clinician))).json()
+        ready = body.get("glucose", {}) and body["glucose"]["seq"] == len(values) and body["forecast"]
+        return body if ready else None
+
+    body = await eventually(forecast)
+    assert body["glucose_trend"]["rate_source"] == "filter"
+    assert body["forecast"]["rate_per_min"] < 0, "the filter sees the fall"
+    cur = await db.execute(
+        "SELECT seq, level, rate_per_min FROM glucose_trends WHERE device_id = %s", (cgm.device_id,)
+    )
+    row = await cur.fetchone()
+    assert row["seq"] == len(values) and row["rate_per_min"] == body["forecast"]["rate_per_min"]
+    assert row["level"] == body["forecast"]["level"]
+    cur = await db.execute("SELECT DISTINCT code FROM readings WHERE device_id = %s", (cgm.device_id,))
+    assert [r["code"] for r in await cur.fetchall()] == ["glucose"], "the trend is not a reading"

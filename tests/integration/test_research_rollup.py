@@ -13,6 +13,7 @@ import pytest
 from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.research.cells import members, raw_cells
+from telehealth.research.differencing import new_members
 from telehealth.research.disclosure import RawCell
 from telehealth.research.hourly import fast_cells, fast_members
 from telehealth.settings import Settings
@@ -37,33 +38,28 @@ def _key(cells: list[RawCell]) -> list[tuple[Any, ...]]:
             c.patients,
             c.readings,
             round(c.mean, 6),
-            round(c.min, 1),
-            round(c.max, 1),
-            tuple(round(v, 1) for v in c.percentiles.values()),
+            c.histogram,
         )
         for c in cells
     )
 
 
+async def _new_bits(db: psycopg.AsyncConnection[Any], hours: list[datetime]) -> set[tuple[Any, ...]]:
+    """The release's member bitmaps, limited to the given hours."""
+    masks: dict[Any, int] = {}
+    for h in hours:
+        masks[h.date()] = masks.get(h.date(), 0) | (1 << h.hour)
+    cur = await db.execute("SELECT grp, day, patient_id, hours FROM new_bits")
+    return {
+        (r["grp"], r["day"], r["patient_id"], r["hours"] & masks.get(r["day"], 0))
+        for r in await cur.fetchall()
+        if r["hours"] & masks.get(r["day"], 0)
+    }
+
+
 def _binned(cells: list[RawCell]) -> list[RawCell]:
-    """The scan's statistics at the released precision (the rollup keeps them binned)."""
-    return [
-        RawCell(
-            c.bucket,
-            c.group,
-            c.patients,
-            c.readings,
-            c.mean,
-            _r(c.min),
-            _r(c.max),
-            {k: _r(v) for k, v in c.percentiles.items()},
-        )
-        for c in cells
-    ]
-
-
-def _r(value: float) -> float:
-    return ((value / 0.1 + 0.5) // 1) * 0.1
+    """The scan's cells (its histogram is binned at the released precision, as the rollup's)."""
+    return cells
 
 
 async def test_rollup_cells_equal_the_per_patient_scan(
@@ -125,11 +121,20 @@ async def test_rollup_cells_equal_the_per_patient_scan(
         async with db.transaction():
             scan, scan_totals = await raw_cells(
                 db, bucket=timedelta(hours=1), group_by=group_by, patients=eligible,  # type: ignore[arg-type]
-                percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+                **common,  # type: ignore[arg-type]
             )  # fmt: skip
             # contributors to the cells of the first hour only
             first_hour = [(c.bucket, c.group) for c in scan if c.bucket == hours[0]]
             scanned_members = set(await members(db, first_hour))
+            member_args = {
+                "purpose": "research", "code": "glucose", "group_by": group_by, "eligible": eligible,
+                "start": common["start"], "end": common["end"],
+            }  # fmt: skip
+            await new_members(db, fast=False, **member_args)  # type: ignore[arg-type]
+            scanned = await _new_bits(db, hours)
+        async with db.transaction():
+            await new_members(db, fast=True, **member_args)  # type: ignore[arg-type]
+            assert await _new_bits(db, hours) == scanned != set(), group_by
         fast_members_ = await fast_members(
             db, purpose="research", code="glucose", group_by=group_by,  # type: ignore[arg-type]
             eligible=eligible, released=first_hour,
@@ -143,7 +148,7 @@ async def test_rollup_cells_equal_the_per_patient_scan(
             assert set(women) == {p for i, p in enumerate(people) if p in eligible and i % 3 != 0}
         fast, fast_totals = await fast_cells(
             db, group_by=group_by, sexes=[], excluded=[withdrawn],  # type: ignore[arg-type]
-            percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+            **common,  # type: ignore[arg-type]
         )  # fmt: skip
         assert scan, "the scan found no cells: the test's readings are missing"
         assert _key(fast) == _key(_binned(scan)), group_by
@@ -154,11 +159,11 @@ async def test_rollup_cells_equal_the_per_patient_scan(
         async with db.transaction():
             everyone, _ = await raw_cells(
                 db, bucket=timedelta(hours=1), group_by=group_by, patients=[*eligible, withdrawn],  # type: ignore[arg-type]
-                percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+                **common,  # type: ignore[arg-type]
             )  # fmt: skip
         as_stored, _ = await fast_cells(
             db, group_by=group_by, sexes=[], excluded=[],  # type: ignore[arg-type]
-            percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+            **common,  # type: ignore[arg-type]
         )  # fmt: skip
         assert _key(as_stored) == _key(_binned(everyone)), group_by
         assert _key(as_stored) != _key(fast), "the withdrawn patient changed nothing: a weak test"
@@ -169,12 +174,12 @@ async def test_rollup_cells_equal_the_per_patient_scan(
     async with db.transaction():
         scan, _ = await raw_cells(
             db, bucket=timedelta(hours=1), group_by="none", patients=women,
-            percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+            **common,  # type: ignore[arg-type]
         )  # fmt: skip
     assert scan and all(c.patients == len(women) for c in scan)
     for excluded in ([withdrawn], []):
         fast, _ = await fast_cells(
             db, group_by="none", sexes=["female"], excluded=excluded,
-            percentiles=[10, 50, 90], **common,  # type: ignore[arg-type]
+            **common,  # type: ignore[arg-type]
         )  # fmt: skip
         assert _key(fast) == _key(_binned(scan)), excluded

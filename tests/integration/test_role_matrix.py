@@ -103,6 +103,7 @@ ENDPOINTS: list[tuple[str, str, Any, dict[str, int]]] = [
     ("GET", "/api/v1/patients/{patient}/glucose-summary", None, READER),
     ("GET", "/api/v1/patients/{patient}/glucose-days", None, READER),
     ("GET", "/api/v1/patients/{patient}/now", None, READER),
+    ("GET", "/api/v1/patients/{patient}/treatments", None, READER),
     ("GET", "/api/v1/patients/{patient}", None, READER),
     (
         "PUT",

@@ -2,8 +2,8 @@
 
 The processor's pipeline is run here on records built by hand, against the real database, so
 that one batch is known to hold both: Kafka decides batches by timing, which a test cannot.
-The order is read off each reading's consent decision, whose `decided_at` is the clock of
-the transaction that stored it.
+The order is read off each reading's receipt, whose `stored_at` is the clock of the
+transaction that stored it.
 """
 
 from __future__ import annotations
@@ -55,19 +55,22 @@ async def run(
     try:
         pipeline = Pipeline(settings, pool, registry)
         pipeline.urgent_committed = urgent_committed
-        return await pipeline.process(records)
+        report = await pipeline.process(records)
+        await pipeline.consent.drain(pool)  # what the processor's consent step does next
+        return report
     finally:
         await registry.close()
         await pool.close()
 
 
 async def decisions(db: psycopg.AsyncConnection[Any], devices: list[str]) -> dict[str, set[datetime]]:
+    """When each device's readings were stored: one value per transaction."""
     cur = await db.execute(
-        "SELECT device_id, decided_at FROM reading_consent WHERE device_id = ANY(%s)", (devices,)
+        "SELECT device_id, stored_at FROM reading_receipts WHERE device_id = ANY(%s)", (devices,)
     )
     out: dict[str, set[datetime]] = {}
     for row in await cur.fetchall():
-        out.setdefault(row["device_id"], set()).add(row["decided_at"])
+        out.setdefault(row["device_id"], set()).add(row["stored_at"])
     return out
 
 

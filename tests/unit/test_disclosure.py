@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from telehealth.research import dp
@@ -21,7 +22,7 @@ T0 = datetime(2026, 11, 23, 8, tzinfo=UTC)
 
 
 def cell(group: str, patients: int, bucket: datetime = T0) -> RawCell:
-    return RawCell(bucket, group, patients, patients * 12, 6.04, 4.0, 9.0, {"p50": 6.0})
+    return RawCell(bucket, group, patients, patients * 12, 6.0, ((60, patients),))
 
 
 def test_counts_round_to_the_nearest_five_half_up() -> None:
@@ -70,18 +71,74 @@ def test_dp_release_states_epsilon_and_adds_noise_of_the_stated_scale() -> None:
     bodies = dp.privatise("glucose", cells, 1.0, timedelta(hours=1), buckets=1)
     assert all(b["epsilon"] == 1.0 and "min" not in b for b in bodies)
     shown = [b for b in bodies if not b["suppressed"]]
-    assert shown and all(b["noise_scale"]["patients"] == pytest.approx(3.0) for b in shown)
-    # Laplace(scale 3) on 200: spread, not all equal (rounded to 5, a few distinct values)
+    assert shown and all(b["noise_scale"]["patients"] == pytest.approx(4.0) for b in shown)
+    # every patient's mean is 6.0: the private median lands near it
+    assert sum(abs(b["percentiles"]["p50"] - 6.0) <= 1.0 for b in shown) >= 0.9 * len(shown)
+    # Laplace(scale 4) on 200: spread, not all equal (rounded to 5, a few distinct values)
     assert len({b["patients"] for b in shown}) > 1
     assert all(150 <= b["patients"] <= 250 for b in shown)
 
 
+def test_a_dp_release_covers_the_whole_grid_with_noised_counts() -> None:
+    """An empty cell and a one-patient cell come out alike: both present, both noised."""
+    hours = [T0, T0 + timedelta(hours=1)]
+    grid = dp.full_grid([RawCell(hours[1], "all", 1, 3, 30.0, ((300, 1),))], hours, ("all",))
+    assert [(c.bucket, c.patients) for c in grid] == [(hours[0], 0), (hours[1], 1)]
+    draws = [dp.privatise("glucose", grid, 1.0, timedelta(hours=1), buckets=2) for _ in range(200)]
+    assert all(len(bodies) == 2 for bodies in draws)
+    # the noise is real: an empty cell passes the threshold now and then at this epsilon
+    assert any(not bodies[0]["suppressed"] for bodies in draws)
+    assert dp.grid_groups("sex", []) == dp.SEXES and dp.grid_groups("sex", ["female"]) == ("female",)
+    with pytest.raises(ValueError, match="condition"):
+        dp.grid_groups("condition", [])
+
+
 def test_exports_carry_the_same_rows() -> None:
-    cells = [b.body | {"release_id": 7} for b in control("glucose", [cell("all", 12)], {T0: 12})]
+    cells = [b.body | {"release_id": 7} for b in control("glucose", [cell("all", 21)], {T0: 21})]
     ndjson, _ = encode(cells, "ndjson")
-    assert json.loads(ndjson.splitlines()[0])["patients"] == 10
+    assert json.loads(ndjson.splitlines()[0])["patients"] == 20
     csv_bytes, media = encode(cells, "csv")
-    assert media == "text/csv" and csv_bytes.decode().splitlines()[1].split(",")[4] == "10"
+    assert media == "text/csv" and csv_bytes.decode().splitlines()[1].split(",")[4] == "20"
     parquet, _ = encode(cells, "parquet")
     [row] = pq.read_table(io.BytesIO(parquet)).to_pylist()
-    assert row["bucket"] == T0 and row["patients"] == 10 and row["p50"] == 6.0 and row["release_id"] == 7
+    assert row["bucket"] == T0 and row["patients"] == 20 and row["p50"] == 6.0 and row["release_id"] == 7
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=20, max_value=300), min_size=1, max_size=80))
+def test_no_released_figure_is_a_single_patients_value(bins: list[int]) -> None:
+    """Random cohorts (patients' means in 0.1 mmol/L bins): every released statistic is the mean
+    of at least 10 patients, the quantile windows are disjoint and leave at least 10 patients
+    out, and no figure equals a value that fewer than 10 patients share."""
+    histogram = tuple(sorted(Counter(bins).items()))
+    n = len(bins)
+    raw = RawCell(T0, "all", n, n * 3, sum(bins) * 0.1 / n, histogram)
+    [released] = control("glucose", [raw], {T0: n})
+    body = released.body
+    if n < 10:
+        assert released.suppressed and "mean" not in body
+        return
+    assert not ({"min", "max"} & set(body))
+    ordered = sorted(bins)
+    figures = [body["mean"], *body["percentiles"].values()]
+    for value in (f for f in figures if f is not None):
+        assert Counter(bins)[round(value / 0.1)] == 0 or Counter(bins)[round(value / 0.1)] >= 10
+    windows = []
+    for name, value in body["percentiles"].items():
+        candidates = [
+            (a, a + 10)
+            for a in range(n - 9)
+            if abs(round(sum(ordered[a : a + 10]) / 100, 6) - value) <= 0.05 + 1e-9
+        ]
+        assert candidates, (name, value)
+        windows.append(candidates)
+    assert n - 10 * len(windows) >= 10 or not windows
+    assert set(body["percentiles"]) <= {"p25", "p50", "p75"}
+
+
+def test_any_percentile_outside_the_quartiles_is_never_computed() -> None:
+    histogram = tuple((60 + i, 1) for i in range(12))
+    [released] = control(
+        "glucose", [RawCell(T0, "all", 12, 36, 6.55, histogram)], {T0: 12}, percentiles=[1, 99]
+    )
+    assert released.body["percentiles"] == {}

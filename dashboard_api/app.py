@@ -21,6 +21,8 @@ from dashboard_api.routes import (
     consent,
     data_uses,
     devices,
+    fhir,
+    fhir_cgm,
     glance,
     glucose,
     health,
@@ -92,6 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (consent, data_uses, research, register, treatments):
         app.include_router(module.router, responses=problems.RESPONSES)
     for module in (nightscout_upload, nightscout_read, nightscout_treatments, nightscout_v3):
+        app.include_router(module.router)
+    for module in (fhir, fhir_cgm):
         app.include_router(module.router)
     docs_page.install(app)
     static = resources.files("dashboard_api") / "static"

@@ -12,7 +12,7 @@ from urllib.parse import unquote_to_bytes
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dashboard_api.problems import problem
+from dashboard_api.problems import error_for
 
 # The dashboard serves only its own files: no inline script, no framing, no third parties.
 CSP = (
@@ -43,7 +43,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        no_store = path.startswith("/api/") or path.endswith(".html") or path in _PAGES
+        no_store = path.startswith(("/api/", "/fhir/")) or path.endswith(".html") or path in _PAGES
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -84,14 +84,15 @@ class RequestLimits:
             return
         raw_query: bytes = scope.get("query_string", b"")
         if "\x00" in scope["path"] or b"\x00" in unquote_to_bytes(raw_query):
-            response = problem(422, "Invalid request", "NUL characters are not allowed in the URL")
+            response = error_for(
+                scope["path"], 422, "Invalid request", "NUL characters are not allowed in the URL"
+            )
             await response(scope, receive, send)
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:
-            await problem(413, "Content Too Large", str(BodyTooLarge(self.limit).detail))(
-                scope, receive, send
-            )
+            too_large = str(BodyTooLarge(self.limit).detail)
+            await error_for(scope["path"], 413, "Content Too Large", too_large)(scope, receive, send)
             return
         received = 0
         started = False
@@ -117,7 +118,7 @@ class RequestLimits:
             # Read outside a route (no handler saw it): answer here if nothing was sent yet.
             if started:
                 raise
-            await problem(413, "Content Too Large", str(exc.detail))(scope, receive, send)
+            await error_for(scope["path"], 413, "Content Too Large", str(exc.detail))(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

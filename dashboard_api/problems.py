@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from telehealth.fhir.base import FHIR_JSON, outcome
+
 PROBLEM = "application/problem+json"
 
 
@@ -44,29 +46,57 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
+def _fhir(request: Request) -> bool:
+    """Under /fhir errors are FHIR OperationOutcomes (what FHIR clients parse), not problems."""
+    return request.url.path == "/fhir" or request.url.path.startswith("/fhir/")
+
+
+def fhir_error(status: int, detail: str) -> JSONResponse:
+    # FHIR answers a search or read it cannot parse with 400, where the JSON API says 422
+    status = 400 if status == 422 else status
+    return JSONResponse(outcome(status, detail), status_code=status, media_type=FHIR_JSON)
+
+
+def error_for(path: str, status: int, title: str, detail: str) -> JSONResponse:
+    """The error answer for a request to `path`: an OperationOutcome under /fhir, else a
+    problem (for the middleware, which answers before any route or handler)."""
+    if path == "/fhir" or path.startswith("/fhir/"):
+        return fhir_error(status, detail)
+    return problem(status, title, detail)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         from http import HTTPStatus
 
-        response = problem(exc.status_code, HTTPStatus(exc.status_code).phrase, str(exc.detail))
+        if _fhir(request):
+            response = fhir_error(exc.status_code, str(exc.detail))
+        else:
+            response = problem(exc.status_code, HTTPStatus(exc.status_code).phrase, str(exc.detail))
         if exc.headers:
             response.headers.update(exc.headers)
         return response
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
+        if _fhir(request):
+            return fhir_error(422, detail)
         return problem(422, "Invalid request", detail, errors=errors)
 
     @app.exception_handler(psycopg.DataError)
-    async def _unstorable(_: Request, exc: psycopg.DataError) -> JSONResponse:
+    async def _unstorable(request: Request, exc: psycopg.DataError) -> JSONResponse:
         # A value that got past validation but that PostgreSQL cannot hold (a NUL in text, a
         # number out of range): the request is at fault, not the server.
+        if _fhir(request):
+            return fhir_error(422, f"a value cannot be used: {type(exc).__name__}")
         return problem(422, "Invalid request", f"a value cannot be stored: {type(exc).__name__}")
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Still a problem document, with no internals; the traceback goes to the server log.
+        if _fhir(request):
+            return fhir_error(500, "an unexpected error; it has been logged")
         return problem(500, "Internal Server Error", "an unexpected error; it has been logged")

@@ -133,6 +133,21 @@ ENDPOINTS: list[tuple[str, str, Any, dict[str, int]]] = [
     ("POST", "/api/v1/alerts/{alert}/resolve", {"note": "done"}, CLINICIAN_ON_PATIENT),
     ("GET", "/api/v1/audit/head", None, ADMIN_ONLY),
     ("POST", "/api/v1/users/matrix-target/revoke-tokens", None, ADMIN_ONLY),
+    ("GET", "/fhir/metadata", None, _expect(anonymous=200, **dict.fromkeys(ROLES[1:], 200))),
+    ("GET", "/fhir/Patient/{patient}", None, READER),
+    ("GET", "/fhir/Observation?patient={patient}", None, READER),
+    ("GET", "/fhir/Observation?subject=Patient/{patient}&code=glucose", None, READER),
+    ("GET", "/fhir/Device?patient={patient}", None, READER),
+    ("GET", "/fhir/Device/{device}", None, READER),
+    ("GET", "/fhir/Flag?patient={patient}", None, CLINICIAN_ON_PATIENT),
+    (
+        "GET",
+        "/fhir/Consent?patient={patient}",
+        None,
+        _expect(admin=200, clinician=200, clinician_other_team=404, patient_self=200, patient_other=404),
+    ),
+    ("GET", "/fhir/Patient/{patient}/$cgm-summary?days=14", None, READER),
+    ("GET", "/fhir/Patient/{patient}/$cgm-bundle?days=2", None, READER),
 ]
 
 
@@ -192,7 +207,8 @@ async def test_role_matrix(
     )
     assert response.status_code == expected[role], response.text
     if response.status_code >= 400:
-        assert response.headers["content-type"] == "application/problem+json"
+        errors = "application/fhir+json" if url.startswith("/fhir/") else "application/problem+json"
+        assert response.headers["content-type"] == errors
         assert world.patient_name not in response.text
     elif role == "clinician_other_team":
         assert str(world.patient) not in response.text, "another team's patient leaked into a list"

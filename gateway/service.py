@@ -20,7 +20,15 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnsupportedForMessageFormatError,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import Counter, Gauge
 
@@ -30,7 +38,7 @@ from telehealth.broker.dynsec import GATEWAY_USER
 from telehealth.checks import check_readings, check_status
 from telehealth.contracts import DeadLetter, Reason, accepted_json
 from telehealth.heartbeat import Progress, beat
-from telehealth.kafka import ensure_topics, make_producer
+from telehealth.kafka import TopicGuard, ensure_topics, make_producer
 from telehealth.metrics import serve_metrics
 from telehealth.mqtt import MqttAddress, parse_mqtt_url, ssl_context
 from telehealth.settings import Settings
@@ -60,17 +68,30 @@ class Outgoing:
     letter: DeadLetter | None = None
 
 
+#: What Kafka answers when the record itself is refused (its size, its format, its key or
+#: timestamp): resending it cannot help, so it becomes a `kafka_rejected` dead letter.
+RECORD_FAULTS: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+    UnsupportedForMessageFormatError,
+)
+
+
 def record_at_fault(exc: BaseException) -> bool:
     """Kafka refused the record for what it is (e.g. too large), not because Kafka is away.
 
-    aiokafka marks transient errors `retriable`; a send that timed out is not marked but
-    means the broker is unreachable, so it is held and retried like the others.
+    Every other error of the broker or the client (aiokafka's `retriable` ones: not leader,
+    unknown topic, node not ready, request timed out; and the rest: unknown server error,
+    broker unavailable, timeouts) is a broker fault: the reading is held and resent, never
+    blamed. An exception from outside Kafka (a bug on our side while sending this record) is
+    the record's: it is dead-lettered with the error, rather than holding every device back.
     """
-    if isinstance(exc, KafkaTimeoutError):
-        return False
-    if isinstance(exc, KafkaError):
-        return not exc.retriable
-    return isinstance(exc, Exception)
+    if isinstance(exc, RECORD_FAULTS):
+        return True
+    return not isinstance(exc, KafkaError) and isinstance(exc, Exception)
 
 
 def _topic_of(message: mqtt.MQTTMessage) -> str:
@@ -108,6 +129,7 @@ class Gateway:
         self._wake = asyncio.Event()
         self._pending: asyncio.Queue[Pending] = asyncio.Queue(maxsize=settings.gateway_max_inflight)
         self._in_flight = 0  # messages taken from the inbox and not yet acked
+        self.topics = TopicGuard(settings)
         self.progress = Progress(self.backlog)
         self._client = self._make_client()
         # Labelled counters bound once: `labels()` per message costs a lock and a lookup.
@@ -327,6 +349,7 @@ class Gateway:
                         results[failed[0]],
                     )
                     RETRIES.inc(len(failed))
+                    await self.topics.check()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                 item.records = retry

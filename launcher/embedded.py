@@ -38,6 +38,11 @@ _PR_SET_PDEATHSIG = 1
 BROKER_MESSAGE_LIMIT = 256 * 1024
 
 
+#: Mosquitto writes its in-memory state (queued QoS 1 messages, sessions) this often, in
+#: seconds, and on a clean stop. A kill -9 loses at most what changed since the last save
+#: (docs/broker.md).
+AUTOSAVE_S = 2
+
 #: Starts of a server whose free port was taken before it could listen on it.
 PORT_ATTEMPTS = 3
 
@@ -338,7 +343,14 @@ class EmbeddedMqtt:
             f"plugin {_dynsec_plugin()}\n"
             f"plugin_opt_config_file {dynsec}\n"
             f"message_size_limit {BROKER_MESSAGE_LIMIT}\n"
-            "persistence false\n"
+            # Durable: what the broker PUBACKed and has not delivered (above all what it queues
+            # for the gateway's persistent session while the gateway is away) is saved in its
+            # folder every few seconds and on a clean stop, and read back at start.
+            "persistence true\n"
+            f"persistence_location {self.dir}/\n"
+            f"autosave_interval {AUTOSAVE_S}\n"
+            # a gateway's session outlives its absence this long, then its queue is freed
+            "persistent_client_expiration 7d\n"
             "max_queued_messages 1000000\n"
             "max_inflight_messages 1000\n"
             "set_tcp_nodelay true\n"

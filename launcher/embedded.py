@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -222,6 +223,10 @@ class EmbeddedKafka:
                     listener,
                     "--storage-engine",
                     "memory://tansu/",
+                    # A fresh id per start: memory storage loses everything with the process,
+                    # and a new id tells the gateway to replay what it spooled (gateway.keeper).
+                    "--cluster-id",
+                    f"telehealth-{secrets.token_hex(6)}",
                 ],
                 self.log_path,
             )

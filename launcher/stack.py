@@ -135,6 +135,7 @@ _SHARED = (
     "gateway_share_group",
     "processor_session_timeout_ms",
     "api_forwarded_allow_ips",
+    "data_dir",
 )
 _SECRETS = ("mqtt_gateway_password", "mqtt_admin_password", "mqtt_relay_password")
 

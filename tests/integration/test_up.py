@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -9,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -175,3 +178,82 @@ def _has_mosquitto() -> bool:
     import shutil
 
     return bool(shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists())
+
+
+def test_up_restarts_each_killed_server_and_storing_resumes(tmp_path: Path) -> None:
+    """kill -9 of the Kafka broker, then Mosquitto, then PostgreSQL, under the simulator's
+    stream: `up` starts each again on its old address, `/readyz` says not ready meanwhile,
+    and readings are stored again without touching the services; no reading is blamed for a
+    broker fault."""
+    import psycopg
+
+    proc, port, _, output = start_up(tmp_path, "--patients", "4", "--speed", "600")
+    base = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    try:
+        assert "telehealth is up" in "".join(output), "".join(output)
+        url = json.loads((data / "stack.json").read_text())["database_url"]
+        services = {c.pid for c in psutil.Process(proc.pid).children() if "launcher" in " ".join(c.cmdline())}
+
+        def newest() -> float:
+            with psycopg.connect(url, connect_timeout=2) as conn:
+                row = conn.execute(
+                    "SELECT extract(epoch FROM max(stored_at)) FROM reading_receipts"
+                ).fetchone()
+                return float(row[0]) if row and row[0] is not None else 0.0
+
+        def stored_after(moment: float) -> bool:
+            try:
+                return newest() > moment
+            except psycopg.OperationalError:
+                return False
+
+        assert _until(lambda: stored_after(0.0), 60), "the stream flows"
+        for server in ("kafka", "mqtt", "postgres"):
+            victim = _server_pid(proc.pid, data, server)
+            os.kill(victim, signal.SIGKILL)
+            killed_at = time.time()
+            assert _until(lambda: httpx.get(f"{base}/readyz", timeout=10).status_code == 503, 30), server
+            assert _until(lambda v=victim, s=server: _server_pid(proc.pid, data, s) not in (None, v), 60), (
+                server
+            )
+            assert _until(lambda t=killed_at: stored_after(t), 60), f"storing resumed after {server}"
+            assert _until(lambda: httpx.get(f"{base}/readyz", timeout=10).status_code == 200, 60), server
+        with psycopg.connect(url) as conn:
+            blamed = conn.execute(
+                "SELECT count(*) FROM dead_letters WHERE reason = 'kafka_rejected'"
+            ).fetchone()
+        assert blamed == (0,)
+        still = {c.pid for c in psutil.Process(proc.pid).children() if "launcher" in " ".join(c.cmdline())}
+        assert still == services, "the services rode it out; only the servers were restarted"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    text = "".join(output) + rest
+    assert proc.returncode == 0, text
+    for server in ("kafka", "mqtt", "postgres"):
+        assert f"{server} started again" in rest, rest
+
+
+def _until(check: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, OSError):
+            if check():
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def _server_pid(up: int, data: Path, server: str) -> int | None:
+    if server == "postgres":
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int((data / "postgres" / "postmaster.pid").read_text().split()[0])
+            return pid if psutil.pid_exists(pid) else None
+        return None
+    word = {"kafka": "tansu", "mqtt": "mosquitto"}[server]
+    for child in psutil.Process(up).children():
+        with contextlib.suppress(psutil.Error):
+            if word in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                return child.pid
+    return None

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
+import hmac
 import logging
 import socket
 from collections.abc import Sequence
@@ -124,8 +126,21 @@ def broker_address(settings: Settings) -> MqttAddress:
 
 
 def client_id(settings: Settings) -> str:
-    """Stable across restarts (the broker keeps the session's messages), unique per host."""
-    return settings.gateway_client_id or f"telehealth-gateway-{socket.gethostname()}"
+    """Stable across restarts (the broker keeps the session's messages), unique per host, and
+    known only to holders of the gateway's secret.
+
+    Mosquitto's dynamic security pins a login to one exact client id, never to a prefix, so
+    the admin and relay logins (which connect under many ids) cannot be pinned away from the
+    gateway's. Whoever connects under the gateway's id takes its session over, and what the
+    broker queued for it then goes to a login that may not read it. So the id carries a tag
+    derived from the gateway's password: another login cannot name the session to take it.
+    """
+    base = settings.gateway_client_id or f"telehealth-gateway-{socket.gethostname()}"
+    secret = settings.mqtt_gateway_password
+    if settings.mqtt_insecure or secret is None:
+        return base
+    tag = hmac.new(secret.get_secret_value().encode(), base.encode(), hashlib.sha256).hexdigest()[:16]
+    return f"{base}-{tag}"
 
 
 def spool_path(settings: Settings) -> Path:

@@ -73,3 +73,27 @@ async def test_an_empty_group_writes_nothing(tmp_path: Path, n: int) -> None:
         assert spool.rows == n
     finally:
         spool.close()
+
+
+def test_the_gateways_client_id_is_stable_and_needs_its_secret(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from gateway.service import client_id, spool_path
+    from telehealth.settings import Settings
+
+    def ours(password: str | None, **extra: object) -> Settings:
+        secret = SecretStr(password) if password else None
+        return Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            gateway_client_id="gw-1",
+            mqtt_gateway_password=secret,
+            data_dir=tmp_path,
+            **extra,
+        )
+
+    one = client_id(ours("secret-a"))
+    assert one == client_id(ours("secret-a")), "stable across restarts: the broker keeps the session"
+    assert one.startswith("gw-1-") and one != client_id(ours("secret-b"))
+    assert client_id(ours(None)) == "gw-1"
+    assert client_id(ours("secret-a", mqtt_insecure=True)) == "gw-1"
+    assert spool_path(ours("secret-a")).parent == tmp_path / "gateway"

@@ -62,6 +62,7 @@ class Keeper:
         self._topics = topics
         self._db: psycopg.AsyncConnection[Any] | None = None
         self._admin: AIOKafkaAdminClient | None = None
+        self._cursor = 0  # where the next confirmation round goes on from
         SPOOLED.set_function(lambda: spool.rows)
 
     async def run(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
@@ -83,20 +84,26 @@ class Keeper:
                 with contextlib.suppress(Exception):
                     await self._admin.close()
 
-    async def confirm(self) -> int:
-        """Drop every spooled row whose record the store holds; returns how many."""
+    async def confirm(self, chunks: int = 2) -> int:
+        """Drop spooled rows whose records the store holds; returns how many.
+
+        Reads at most `chunks` chunks a round, going on from where the last round stopped and
+        starting over once past the newest row: a chunk that cannot be confirmed (say, records
+        the processor could not decode) never keeps the rows behind it in the spool."""
         dropped = 0
-        after = 0
-        while True:
-            rows = await self._spool.oldest(CHUNK, after)
+        for _ in range(chunks):
+            rows = await self._spool.oldest(CHUNK, self._cursor)
             if not rows:
+                self._cursor = 0
                 return dropped
             stored = await self._stored(rows)
             await self._spool.forget(stored)
             dropped += len(stored)
-            if len(rows) < CHUNK or not stored:
-                return dropped  # the rest is younger still; next round
-            after = rows[-1].id
+            if len(rows) < CHUNK:
+                self._cursor = 0
+                return dropped
+            self._cursor = rows[-1].id
+        return dropped
 
     async def _stored(self, rows: list[Spooled]) -> list[int]:
         if self._db is None:
@@ -166,7 +173,7 @@ class Keeper:
                 self._spool.rows,
             )
             await ensure_topics(self._settings)
-            await self.confirm()  # what was stored meanwhile need not go again
+            await self.confirm(chunks=self._spool.rows // CHUNK + 1)  # what was stored need not go again
             await self.replay()
         await self._spool.put(CLUSTER, current)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,17 +54,23 @@ def mosquitto(broker: EmbeddedMqtt | str) -> EmbeddedMqtt:
     return broker
 
 
+@pytest.mark.parametrize("how", ["restart", "kill -9 after a save"])
 async def test_mosquitto_restart_keeps_what_it_queued_for_the_absent_gateway(
-    services: Services, settings: Settings, db: psycopg.AsyncConnection[Any], mqtt_broker: EmbeddedMqtt | str
+    how: str,
+    services: Services,
+    settings: Settings,
+    db: psycopg.AsyncConnection[Any],
+    mqtt_broker: EmbeddedMqtt | str,
 ) -> None:
     """The gateway's session is persistent and the broker saves it: readings PUBACKed while
-    the gateway was away survive a restart of the broker (2,406 were lost before)."""
+    the gateway was away survive a restart of the broker (2,406 were lost before), and a kill
+    -9 once the broker has saved them (every 2 s)."""
     broker = mosquitto(mqtt_broker)
     assert settings.database_url
     patient = await make_patient(db, "team-mosquitto")
     device = await make_device(db, patient, "oximeter")
     total = 2000
-    publisher = Publisher(settings.mqtt_relay_url(), client_id="mosquitto-restart")
+    publisher = Publisher(settings.mqtt_relay_url(), client_id=f"mosquitto-{how.split()[0]}")
     await publisher.connect()
     try:
         await publish(publisher, device.device_id, range(1, 101))
@@ -72,7 +79,15 @@ async def test_mosquitto_restart_keeps_what_it_queued_for_the_absent_gateway(
         await publish(publisher, device.device_id, range(101, total + 1))
     finally:
         await publisher.close()
-    broker.stop()
+    if how == "restart":
+        broker.stop()
+    else:
+        acked_at = time.time()
+        await eventually(lambda: _saved_after(broker, acked_at + 0.5))
+        assert broker.proc is not None
+        broker.proc.send_signal(signal.SIGKILL)
+        broker.proc.wait()
+        broker.proc = None
     await asyncio.to_thread(start_broker, broker, settings.database_url)
     services.start("gateway", "gateway")
     await exactly_once(db, device.device_id, total)
@@ -142,3 +157,8 @@ async def _letters_are(db: psycopg.AsyncConnection[Any], device_id: str, want: d
 
 async def _nothing_held(gateway: str) -> bool:
     return await asyncio.to_thread(metric, gateway, "telehealth_gateway_in_flight") == 0
+
+
+async def _saved_after(broker: EmbeddedMqtt, moment: float) -> bool:
+    saved = broker.dir / "mosquitto.db"
+    return saved.exists() and saved.stat().st_mtime > moment

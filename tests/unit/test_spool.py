@@ -97,3 +97,27 @@ def test_the_gateways_client_id_is_stable_and_needs_its_secret(tmp_path: Path) -
     assert client_id(ours(None)) == "gw-1"
     assert client_id(ours("secret-a", mqtt_insecure=True)) == "gw-1"
     assert spool_path(ours("secret-a")).parent == tmp_path / "gateway"
+
+
+async def test_rows_that_are_never_confirmed_do_not_keep_the_rest_in_the_spool(tmp_path: Path) -> None:
+    """A whole chunk the store does not know (records the processor could not decode) at the
+    head of the spool: confirmation goes on past it, round by round."""
+    from gateway.keeper import CHUNK, Keeper
+    from gateway.spool import Spooled
+    from telehealth.settings import Settings
+
+    class Store(Keeper):
+        async def _stored(self, rows: list[Spooled]) -> list[int]:
+            return [r.id for r in rows if (r.mark.seq or 0) > CHUNK]  # the first chunk: never
+
+    spool = Spool(tmp_path / "s.sqlite3", 100_000)
+    try:
+        await spool.add(rows(2 * CHUNK + 10))
+        settings = Settings(_env_file=None, database_url="postgresql://unused")  # type: ignore[call-arg]
+        keeper = Store(settings, spool, None, None)  # type: ignore[arg-type]
+        for _ in range(4):
+            await keeper.confirm()
+        assert spool.rows == CHUNK
+        assert {r.mark.seq for r in await spool.oldest(2 * CHUNK)} == set(range(1, CHUNK + 1))
+    finally:
+        spool.close()

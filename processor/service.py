@@ -234,7 +234,9 @@ async def _until_durable(
             log.warning("database unavailable (%s); retrying batch of %d in %.1fs", exc, len(records), delay)
             metrics.BATCH_RETRIES.inc()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            # At most 1 s between tries: storing resumes within about a second of the database
+            # being back (the pool's own reconnect included), not after a long backoff.
+            delay = min(delay * 2, 1.0)
     return None
 
 

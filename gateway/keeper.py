@@ -192,7 +192,7 @@ class Keeper:
                 log.warning("replay of %d spooled record(s) refused (%s); retrying", len(failed), failed[0])
                 await self._topics.check()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 1.0)
             sent += len(rows)
             REPLAYED.inc(len(rows))
             after = rows[-1].id

@@ -411,7 +411,7 @@ class Gateway:
                 RETRIES.inc(len(failed))
                 await self.topics.check()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 1.0)  # resumes within about a second of Kafka being back
             item.records = retry
             sends = list(item.sends)
             for i in failed:

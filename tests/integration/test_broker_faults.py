@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -162,3 +163,37 @@ async def _nothing_held(gateway: str) -> bool:
 async def _saved_after(broker: EmbeddedMqtt, moment: float) -> bool:
     saved = broker.dir / "mosquitto.db"
     return saved.exists() and saved.stat().st_mtime > moment
+
+
+async def test_the_spool_lets_go_of_readings_letters_and_statuses_once_stored(
+    services: Services, settings: Settings, db: psycopg.AsyncConnection[Any]
+) -> None:
+    """Each kind of record leaves the gateway's spool when the store holds it (the spool would
+    otherwise fill and hold every ack back): a reading by (device, seq), a dead letter by its
+    id, a status by the device's state time."""
+    gateway = metrics_url(services, "gateway")
+    patient = await make_patient(db, "team-spool")
+    device = await make_device(db, patient, "oximeter")
+    publisher = Publisher(settings.mqtt_relay_url(), client_id="spool-kinds")
+    await publisher.connect()
+    try:
+        await publish(publisher, device.device_id, range(1, 51))
+        publisher.publish_raw(readings_topic(device.device_id), b"not json")
+        publisher.publish_status(device.device_id, "online", battery_pct=80)
+        assert await publisher.drain(30)
+    finally:
+        await publisher.close()
+    await exactly_once(db, device.device_id, 50)
+
+    async def state_stored() -> bool:
+        cur = await db.execute("SELECT battery_pct FROM devices WHERE id = %s", (device.device_id,))
+        return await cur.fetchone() == {"battery_pct": 80}
+
+    await eventually(state_stored)
+    assert await eventually(lambda: _letters_are(db, device.device_id, {"unparseable": 1}))
+    await eventually(lambda: _spool_empty(gateway))
+
+
+async def _spool_empty(gateway: str) -> bool:
+    text = (await asyncio.to_thread(httpx.get, gateway, timeout=5)).text
+    return "\ntelehealth_gateway_spooled 0.0\n" in text

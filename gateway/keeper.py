@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Counter, Gauge
 
-from gateway.spool import LETTER, READING, STATUS, Spool, Spooled
+from gateway.spool import LETTER, READING, STATUS, Mark, Spool, Spooled
 from telehealth.kafka import TopicGuard, ensure_topics
 from telehealth.settings import Settings
 
@@ -66,11 +66,19 @@ class Keeper:
         SPOOLED.set_function(lambda: spool.rows)
 
     async def run(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
+        """Every `every_s`: a look at the cluster id (a lost broker is replayed to at once), and
+        a confirmation round; after rounds that confirmed nothing (the processor is away or
+        behind) confirmation waits longer, up to 4 s, rather than reread the same rows."""
+        loop = asyncio.get_running_loop()
+        wait, next_confirm = every_s, 0.0
         try:
             while not stop.is_set():
                 try:
                     await self._check_cluster()
-                    await self.confirm()
+                    if loop.time() >= next_confirm:
+                        dropped = await self.confirm()
+                        wait = every_s if dropped or not self._spool.rows else min(wait * 2, 4.0)
+                        next_confirm = loop.time() + wait
                 except (psycopg.Error, OSError) as exc:
                     log.warning("spool not confirmed against the database yet (%s)", exc)
                     await self._close_db()
@@ -92,7 +100,7 @@ class Keeper:
         the processor could not decode) never keeps the rows behind it in the spool."""
         dropped = 0
         for _ in range(chunks):
-            rows = await self._spool.oldest(CHUNK, self._cursor)
+            rows = await self._spool.marks(CHUNK, self._cursor)
             if not rows:
                 self._cursor = 0
                 return dropped
@@ -102,38 +110,26 @@ class Keeper:
             if len(rows) < CHUNK:
                 self._cursor = 0
                 return dropped
-            self._cursor = rows[-1].id
+            self._cursor = rows[-1][0]
         return dropped
 
-    async def _stored(self, rows: list[Spooled]) -> list[int]:
+    async def _stored(self, rows: list[tuple[int, Mark]]) -> list[int]:
         if self._db is None:
             assert self._settings.database_url
             self._db = await psycopg.AsyncConnection.connect(self._settings.database_url, autocommit=True)
-        readings = [r for r in rows if r.mark.kind == READING]
-        letters = [r for r in rows if r.mark.kind == LETTER]
-        statuses = [r for r in rows if r.mark.kind == STATUS]
         found: list[int] = []
-        if readings:
-            ids, devices, seqs = (
-                [r.id for r in readings],
-                [r.mark.device_id for r in readings],
-                [r.mark.seq for r in readings],
-            )
-            found += [
-                row[0] for row in await (await self._db.execute(_READINGS, (ids, devices, seqs))).fetchall()
-            ]
-        if letters:
-            ids, refs = [r.id for r in letters], [r.mark.ref for r in letters]
-            found += [row[0] for row in await (await self._db.execute(_LETTERS, (ids, refs))).fetchall()]
-        if statuses:
-            ids, devices, times = (
-                [r.id for r in statuses],
-                [r.mark.device_id for r in statuses],
-                [r.mark.ref for r in statuses],
-            )
-            found += [
-                row[0] for row in await (await self._db.execute(_STATUSES, (ids, devices, times))).fetchall()
-            ]
+        for kind, query in ((READING, _READINGS), (LETTER, _LETTERS), (STATUS, _STATUSES)):
+            these = [(i, m) for i, m in rows if m.kind == kind]
+            if not these:
+                continue
+            ids = [i for i, _ in these]
+            if kind == READING:
+                params: tuple[Any, ...] = (ids, [m.device_id for _, m in these], [m.seq for _, m in these])
+            elif kind == LETTER:
+                params = (ids, [m.ref for _, m in these])
+            else:
+                params = (ids, [m.device_id for _, m in these], [m.ref for _, m in these])
+            found += [row[0] for row in await (await self._db.execute(query, params)).fetchall()]
         return found
 
     async def _close_db(self) -> None:

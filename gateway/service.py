@@ -366,8 +366,7 @@ class Gateway:
             group = [await self._pending.get()]
             while len(group) < _ACK_GROUP and not self._pending.empty():
                 group.append(self._pending.get_nowait())
-            for item in group:
-                await self._until_accepted(item)
+            await self._until_accepted(group)
             if self._spool is not None:
                 await self._spool.add(
                     [(r.topic, r.key, r.value, r.mark) for item in group for r in item.records if r.mark]
@@ -380,43 +379,50 @@ class Gateway:
                 self._pending.task_done()
             self.progress.moved()
 
-    async def _until_accepted(self, item: Pending) -> None:
-        """Wait until Kafka accepted every record of the message. A record Kafka refuses for
-        what it is becomes a bounded dead letter; anything else (broker away, timeouts,
-        unknown topic after a broker restart) holds the ack and retries with backoff."""
+    async def _until_accepted(self, group: list[Pending]) -> None:
+        """Wait until Kafka accepted every record of the group's messages. A record Kafka
+        refuses for what it is becomes a bounded dead letter; anything else (broker away,
+        timeouts, unknown topic or server error after a broker restart) is resent, and the
+        acks are held. One backoff for the whole group: after a broker restart every record
+        of a group can fail once, and waiting message by message would crawl."""
         delay = 0.2
         while True:
-            results = await _outcomes(item.sends)
-            failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
-            if not failed:
+            resent = 0
+            first: BaseException | None = None
+            for item in group:
+                count, error = await self._resend_failed(item)
+                resent += count
+                first = first or error
+            if not resent:
                 return
-            retry = list(item.records)
-            held = False
-            for i in failed:
-                record, exc = item.records[i], results[i]
-                assert isinstance(exc, BaseException)
-                if record_at_fault(exc):
-                    log.error("Kafka refused a record for %s (%s); dead-lettering", record.topic, exc)
-                    replacement = self._instead_of(record, exc, item.message)
-                    held = held or replacement is record
-                    retry[i] = replacement
-                else:
-                    held = True
-            if held:
-                log.warning(
-                    "Kafka refused %d record(s) (%s); holding the MQTT ack and retrying",
-                    len(failed),
-                    results[failed[0]],
-                )
-                RETRIES.inc(len(failed))
-                await self.topics.check()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)  # resumes within about a second of Kafka being back
-            item.records = retry
-            sends = list(item.sends)
-            for i in failed:
-                sends[i] = await self._send(retry[i])
-            item.sends = sends
+            log.warning("Kafka refused %d record(s) (%s); holding the MQTT acks and resending", resent, first)
+            RETRIES.inc(resent)
+            await self.topics.check()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)  # resumes within about a second of Kafka being back
+
+    async def _resend_failed(self, item: Pending) -> tuple[int, BaseException | None]:
+        """Judge the message's sends and resend what failed (a refused record as its dead
+        letter); returns how many were resent and the first error."""
+        results = await _outcomes(item.sends)
+        failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+        if not failed:
+            return 0, None
+        retry = list(item.records)
+        for i in failed:
+            exc = results[i]
+            assert isinstance(exc, BaseException)
+            if record_at_fault(exc):
+                log.error("Kafka refused a record for %s (%s); dead-lettering", retry[i].topic, exc)
+                retry[i] = self._instead_of(retry[i], exc, item.message)
+        item.records = retry
+        sends = list(item.sends)
+        for i in failed:
+            sends[i] = await self._send(retry[i])
+        item.sends = sends
+        first = results[failed[0]]
+        assert isinstance(first, BaseException)
+        return len(failed), first
 
     def backlog(self) -> int:
         """Messages received and not yet acknowledged to the broker."""

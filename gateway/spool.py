@@ -112,6 +112,16 @@ class Spool:
             (after, limit),
         ).fetchall()
 
+    async def marks(self, limit: int, after: int = 0) -> list[tuple[int, Mark]]:
+        """Rows' ids and marks only (what confirmation needs), in the order written."""
+        rows: list[tuple[Any, ...]] = await self._run(self._marks, limit, after)
+        return [(r[0], Mark(r[1], r[2], r[3], r[4])) for r in rows]
+
+    def _marks(self, limit: int, after: int) -> list[tuple[Any, ...]]:
+        return self._db.execute(
+            "SELECT id, kind, device_id, seq, ref FROM spool WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+        ).fetchall()
+
     async def forget(self, ids: Sequence[int]) -> None:
         """Drop rows whose records are stored."""
         if not ids:

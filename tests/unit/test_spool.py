@@ -103,12 +103,11 @@ async def test_rows_that_are_never_confirmed_do_not_keep_the_rest_in_the_spool(t
     """A whole chunk the store does not know (records the processor could not decode) at the
     head of the spool: confirmation goes on past it, round by round."""
     from gateway.keeper import CHUNK, Keeper
-    from gateway.spool import Spooled
     from telehealth.settings import Settings
 
     class Store(Keeper):
-        async def _stored(self, rows: list[Spooled]) -> list[int]:
-            return [r.id for r in rows if (r.mark.seq or 0) > CHUNK]  # the first chunk: never
+        async def _stored(self, rows: list[tuple[int, Mark]]) -> list[int]:
+            return [i for i, mark in rows if (mark.seq or 0) > CHUNK]  # the first chunk: never
 
     spool = Spool(tmp_path / "s.sqlite3", 100_000)
     try:

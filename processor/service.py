@@ -25,7 +25,7 @@ from processor.isolate import isolate
 from processor.pipeline import Pipeline, Report
 from telehealth import logs
 from telehealth.heartbeat import Progress, beat, instance_name
-from telehealth.kafka import ensure_topics, make_producer
+from telehealth.kafka import ensure_topics, make_producer, watch_cluster
 from telehealth.metrics import serve_metrics
 from telehealth.settings import Settings
 from telehealth.storage import open_pool
@@ -46,6 +46,40 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     settings.require("kafka_bootstrap", "database_url")
     assert settings.database_url
     serve_metrics(settings, "processor")
+    while not stop.is_set():
+        replaced = asyncio.Event()
+        await _serve_once(settings, stop, replaced)
+        if replaced.is_set() and not stop.is_set():
+            log.warning("the Kafka broker was replaced; consuming again with a new consumer")
+
+
+async def _serve_once(settings: Settings, outer_stop: asyncio.Event, replaced: asyncio.Event) -> None:
+    """Consume until asked to stop, or until the broker was replaced (`watch_cluster`)."""
+    assert settings.database_url
+    stop = asyncio.Event()
+    watching = asyncio.create_task(watch_cluster(settings, replaced))
+
+    async def either() -> None:
+        waits = {asyncio.ensure_future(outer_stop.wait()), asyncio.ensure_future(replaced.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        stop.set()
+
+    relay = asyncio.create_task(either())
+    try:
+        await _consume(settings, stop)
+    finally:
+        for task in (watching, relay):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _consume(settings: Settings, stop: asyncio.Event) -> None:
+    assert settings.database_url
     await ensure_topics(settings)
     pool = await open_pool(settings.database_url, max_size=4, configure=sink.prepare)
     producer = make_producer(settings, linger_ms=0)  # alerts only: each one as soon as possible
@@ -134,8 +168,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await heart
         listener.cancel()
-        await consumer.stop()
-        await producer.stop()
+        # A consumer of a broker that went away can hang in leaving its group: bounded.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.stop(), 5)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), 5)
         await pool.close()
 
 

@@ -81,6 +81,39 @@ class TopicGuard:
             self.lost.set()
 
 
+async def watch_cluster(settings: Settings, replaced: asyncio.Event, every_s: float = 1.0) -> None:
+    """Set `replaced` once the broker answers with another cluster id than at first: a broker
+    that lost its data (the embedded one gets a new id at every start). A consumer group that
+    lived through such a restart can hang in its rejoin; a new consumer does not."""
+    first: str | None = None
+    admin: AIOKafkaAdminClient | None = None
+    try:
+        while True:
+            try:
+                if admin is None:
+                    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+                    await admin.start()
+                described = await asyncio.wait_for(admin.describe_cluster(), 5)
+                current = str(described.get("cluster_id") or "")
+                if first is None:
+                    first = current
+                elif current and current != first:
+                    log.warning("Kafka cluster id is now %s (was %s): a new broker", current, first)
+                    replaced.set()
+                    return
+            except Exception as exc:  # the broker is away: ask again
+                log.debug("Kafka cluster id not known (%s)", exc)
+                if admin is not None:
+                    with contextlib.suppress(Exception):
+                        await admin.close()
+                    admin = None
+            await asyncio.sleep(every_s)
+    finally:
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+
 class RememberingPartitioner:
     """Kafka's default partitioning (murmur2 of the key, as the Java clients do, so a device's
     readings land on one partition whoever produces them), with each key's hash remembered:

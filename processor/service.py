@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from psycopg_pool import AsyncConnectionPool
@@ -46,14 +46,18 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     settings.require("kafka_bootstrap", "database_url")
     assert settings.database_url
     serve_metrics(settings, "processor")
+    fresh = False
     while not stop.is_set():
         replaced = asyncio.Event()
-        await _serve_once(settings, stop, replaced)
-        if replaced.is_set() and not stop.is_set():
+        await _serve_once(settings, stop, replaced, fresh)
+        fresh = replaced.is_set()
+        if fresh and not stop.is_set():
             log.warning("the Kafka broker was replaced; consuming again with a new consumer")
 
 
-async def _serve_once(settings: Settings, outer_stop: asyncio.Event, replaced: asyncio.Event) -> None:
+async def _serve_once(
+    settings: Settings, outer_stop: asyncio.Event, replaced: asyncio.Event, fresh: bool
+) -> None:
     """Consume until asked to stop, or until the broker was replaced (`watch_cluster`)."""
     assert settings.database_url
     stop = asyncio.Event()
@@ -70,7 +74,7 @@ async def _serve_once(settings: Settings, outer_stop: asyncio.Event, replaced: a
 
     relay = asyncio.create_task(either())
     try:
-        await _consume(settings, stop)
+        await _consume(settings, stop, fresh)
     finally:
         for task in (watching, relay):
             task.cancel()
@@ -78,7 +82,17 @@ async def _serve_once(settings: Settings, outer_stop: asyncio.Event, replaced: a
                 await task
 
 
-async def _consume(settings: Settings, stop: asyncio.Event) -> None:
+#: after a broker was replaced, partitions assigned within this many seconds are read from
+#: their start
+REWIND_S = 60.0
+
+
+async def _consume(settings: Settings, stop: asyncio.Event, fresh: bool = False) -> None:
+    """`fresh`: the broker was replaced. Offsets committed to it in the moment before the old
+    consumer noticed count positions of the lost broker's logs, ahead of everything the new one
+    holds (the replayed spool), and a consumer waiting there would wait until the new logs grew
+    that long. So every partition is read from its start: the new broker holds only what came
+    after the restart, and storing it again changes nothing."""
     assert settings.database_url
     await ensure_topics(settings)
     pool = await open_pool(settings.database_url, max_size=4, configure=sink.prepare)
@@ -115,6 +129,8 @@ async def _consume(settings: Settings, stop: asyncio.Event) -> None:
     log.info("processor %s consuming as group %s", instance_name(), settings.processor_group)
     loop = asyncio.get_running_loop()
     next_sweep = next_publish = loop.time()
+    rewound: set[TopicPartition] | None = set() if fresh else None
+    rewind_until = loop.time() + REWIND_S
     next_slice = 0
     ahead = Ahead(consumer, pipeline, settings, publish)
     lag = Lag(consumer, ahead)
@@ -125,6 +141,13 @@ async def _consume(settings: Settings, stop: asyncio.Event) -> None:
     )
     try:
         while not stop.is_set():
+            if rewound is not None:
+                if loop.time() > rewind_until:
+                    rewound = None
+                elif new := consumer.assignment() - rewound:
+                    await consumer.seek_to_beginning(*new)
+                    rewound |= new
+                    log.info("read %d partition(s) of the new broker from their start", len(new))
             held = len(ahead)
             batches = await consumer.getmany(
                 timeout_ms=0 if held else settings.processor_batch_wait_ms,

@@ -6,8 +6,8 @@ k-1 patients is suppressed, since the two cells' difference would describe those
 Cost: candidates come from an index on (code, bucket_start, patients) and must differ in size
 by fewer than k (a symmetric difference is at least the size difference), so only near-equal
 cells of overlapping time have their memberships read, each one index range of the earlier
-release's per-day bitmaps. Recording a release writes one row per released cell and one
-bitmap row per (patient, day, group) with a released cell, as `research_patient_days` does.
+release's per-day member arrays. Recording a release writes one row per released cell and
+one row per (group, day) holding that day's members and their hour bitmaps.
 Differentially private releases are neither checked nor recorded: DP composes across
 releases through the per-patient epsilon cap instead.
 """
@@ -70,11 +70,11 @@ WITH c AS (
 ), keys AS (
     SELECT DISTINCT grp, day, release_id, old_grp, oday FROM c
 ), masks AS (
-    SELECT k.grp, k.day, k.release_id, k.old_grp, k.oday, n.hours AS nh, o.hours AS ohs, count(*)::int AS k
+    SELECT k.grp, k.day, k.release_id, k.old_grp, k.oday, n.hours AS nh, u.hours AS ohs, count(*)::int AS k
     FROM keys k
-    JOIN new_bits n ON n.grp = k.grp AND n.day = k.day
-    JOIN research_released_members o
-      ON o.release_id = k.release_id AND o.grp = k.old_grp AND o.day = k.oday AND o.patient_id = n.patient_id
+    JOIN research_released_members o ON o.release_id = k.release_id AND o.grp = k.old_grp AND o.day = k.oday
+    CROSS JOIN LATERAL unnest(o.patients, o.hours) AS u(patient_id, hours)
+    JOIN new_bits n ON n.grp = k.grp AND n.day = k.day AND n.patient_id = u.patient_id
     GROUP BY 1, 2, 3, 4, 5, 6, 7
 )
 SELECT c.i,
@@ -89,12 +89,13 @@ SELECT %(release)s, %(code)s, t.bucket, t.bucket + %(size)s, t.grp, t.n
 FROM unnest(%(buckets)s::timestamptz[], %(groups)s::text[], %(ns)s::int[]) AS t(bucket, grp, n)
 """
 _RECORD_MEMBERS = """
-INSERT INTO research_released_members (release_id, grp, day, patient_id, hours)
-SELECT %(release)s, n.grp, n.day, n.patient_id, n.hours & r.mask
+INSERT INTO research_released_members (release_id, grp, day, patients, hours)
+SELECT %(release)s, n.grp, n.day, array_agg(n.patient_id), array_agg(n.hours & r.mask)
 FROM new_bits n
 JOIN unnest(%(groups)s::text[], %(days)s::date[], %(masks)s::int[]) AS r(grp, day, mask)
   ON r.grp = n.grp AND r.day = n.day
 WHERE n.hours & r.mask <> 0
+GROUP BY n.grp, n.day
 """
 
 

@@ -16,16 +16,14 @@ CREATE TABLE research_released_cells (
 );
 CREATE INDEX research_released_cells_time ON research_released_cells (code, bucket_start, patients);
 
--- Membership as per-day bitmaps, like research_patient_days: bit h of `hours` = the patient
--- is in the released cell of group `grp` whose bucket starts at hour h (UTC) of `day`.
--- About one row per patient-day of a release, not one per patient-cell.
--- (No foreign key: a release writes one row per patient-day, and the cells table holds the
--- reference to research_releases already.)
+-- Membership per release, group and UTC day: the day's members and, for each, a bitmap of
+-- hours (bit h = the patient is in the released cell of `grp` whose bucket starts at hour h).
+-- One row per release, group and day, however many patients.
 CREATE TABLE research_released_members (
-    release_id  bigint NOT NULL,
+    release_id  bigint NOT NULL REFERENCES research_releases (id),
     grp         text NOT NULL,
     day         date NOT NULL,
-    patient_id  uuid NOT NULL,
-    hours       integer NOT NULL,
-    PRIMARY KEY (release_id, grp, day, patient_id)
+    patients    uuid[] NOT NULL,
+    hours       integer[] NOT NULL,
+    PRIMARY KEY (release_id, grp, day)
 );

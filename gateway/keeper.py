@@ -2,10 +2,9 @@
 
 Confirmation asks the store itself, so it does not depend on Kafka offsets (which start again
 at 0 on a broker that lost its data): a reading is stored once its (device, seq) has a
-receipt, or the processor refused it as a dead letter of its own (unknown, revoked or
-re-assigned device: `processor.pipeline`'s `orphan:`, `revoked:` and `reassigned:`
-origins); a dead letter once its id is in the dead-letter table; a status once the device's
-state is as new or newer (or the device is gone).
+receipt, or the processor recorded it as an orphan dead letter; a dead letter once its id is
+in the dead-letter table; a status once the device's state is as new or newer (or the device
+is gone).
 
 A broker that lost its data shows a new cluster id (the embedded one is started with a fresh
 id each time; a real cluster keeps its id and never triggers a replay): the keeper then puts
@@ -40,10 +39,7 @@ CLUSTER = "kafka_cluster_id"
 _READINGS = """
 SELECT s.i FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS s(i, d, q)
 WHERE EXISTS (SELECT 1 FROM reading_receipts r WHERE r.device_id = s.d AND r.seq = s.q)
-   OR EXISTS (
-        SELECT 1 FROM dead_letters l
-        WHERE l.origin IN ('orphan:' || s.d || ':' || s.q, 'revoked:' || s.d || ':' || s.q,
-                           'reassigned:' || s.d || ':' || s.q))
+   OR EXISTS (SELECT 1 FROM dead_letters l WHERE l.origin = 'orphan:' || s.d || ':' || s.q)
 """
 _LETTERS = """
 SELECT s.i FROM unnest(%s::bigint[], %s::text[]) AS s(i, o)

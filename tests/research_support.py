@@ -130,3 +130,8 @@ async def project_with_researcher(
 
 async def admin_token(db: psycopg.AsyncConnection[Any]) -> str:
     return await make_user(db, "admin")
+
+
+def hourly(hour: datetime, value: float) -> list[tuple[datetime, float]]:
+    """Three readings of one value inside an hour (a cell's worth for one patient)."""
+    return [(hour + timedelta(minutes=m), value) for m in (5, 20, 40)]

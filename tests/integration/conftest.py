@@ -22,3 +22,9 @@ async def device_publisher(settings: Settings, services: Services) -> AsyncItera
     await publisher.connect()
     yield publisher
     await publisher.close()
+
+
+@pytest.fixture
+def publisher(device_publisher: Publisher) -> Publisher:
+    """The same publisher, under the name the consent, research and bad-input tests use."""
+    return device_publisher

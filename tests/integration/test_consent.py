@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from launcher.stack import Services
 from simulators.publisher import Publisher
-from telehealth.settings import Settings
 from tests.conftest import eventually
 from tests.factories import auth, make_device, make_patient, make_user
 from tests.research_support import RESEARCH_GLUCOSE, closed_hour, publish_glucose, put_consent
-
-
-@pytest.fixture
-async def publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
-    assert settings.mqtt_url
-    pub = Publisher(settings.mqtt_relay_url(), client_id=f"consent-{datetime.now().timestamp()}")
-    await pub.connect()
-    yield pub
-    await pub.close()
 
 
 async def test_versions_history_roles_and_fhir(

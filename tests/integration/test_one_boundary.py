@@ -5,18 +5,14 @@ gateway, API, Kafka, processor and PostgreSQL."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
-from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.contracts import wire_time
-from telehealth.settings import Settings
 from telehealth.topics import readings_topic
 from tests.conftest import eventually
 from tests.factories import make_device, make_patient
@@ -31,14 +27,6 @@ HOSTILE: dict[str, Any] = {
     "oversized": ["y" * 500] * 140,
 }
 TIMES = {"before 2000": datetime(1999, 12, 31, tzinfo=UTC), "two days ahead": None}
-
-
-@pytest.fixture
-async def publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
-    pub = Publisher(settings.mqtt_relay_url(), client_id=f"boundary-{datetime.now().timestamp()}")
-    await pub.connect()
-    yield pub
-    await pub.close()
 
 
 async def reasons(db: psycopg.AsyncConnection[Any], device_id: str, expected: int) -> list[str] | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,15 +28,6 @@ from tests.conftest import eventually
 from tests.factories import auth, make_device, make_patient, make_user
 
 TEAM = "team-poison"
-
-
-@pytest.fixture
-async def publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
-    assert settings.mqtt_url
-    pub = Publisher(settings.mqtt_relay_url(), client_id=f"poison-{datetime.now().timestamp()}")
-    await pub.connect()
-    yield pub
-    await pub.close()
 
 
 def reading(device_id: str, seq: int, **overrides: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from statistics import mean
 from typing import Any
@@ -13,31 +12,17 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from launcher.stack import Services
 from simulators.publisher import Publisher
-from telehealth.settings import Settings
 from tests.factories import auth, make_user
 from tests.research_support import (
     RESEARCH_GLUCOSE,
     closed_hour,
     cohort_patient,
+    hourly,
     project_with_researcher,
     publish_glucose,
     put_consent,
 )
-
-
-@pytest.fixture
-async def publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
-    assert settings.mqtt_url
-    pub = Publisher(settings.mqtt_relay_url(), client_id=f"research-{datetime.now().timestamp()}")
-    await pub.connect()
-    yield pub
-    await pub.close()
-
-
-def hourly(hour: datetime, value: float) -> list[tuple[datetime, float]]:
-    return [(hour + timedelta(minutes=m), value) for m in (5, 20, 40)]
 
 
 async def aggregates(http: httpx.AsyncClient, token: str, hour: datetime, **params: Any) -> dict[str, Any]:

@@ -4,39 +4,23 @@ differencing across projects and groupings."""
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
-from launcher.stack import Services
 from simulators.publisher import Publisher
-from telehealth.settings import Settings
 from tests.factories import auth, make_user
 from tests.research_support import (
     RESEARCH_GLUCOSE,
     closed_hour,
     cohort_patient,
+    hourly,
     project_with_researcher,
     publish_glucose,
     put_consent,
 )
-
-
-@pytest.fixture
-async def publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
-    assert settings.mqtt_url
-    pub = Publisher(settings.mqtt_relay_url(), client_id=f"attacks-{datetime.now().timestamp()}")
-    await pub.connect()
-    yield pub
-    await pub.close()
-
-
-def hourly(hour: datetime, value: float) -> list[tuple[datetime, float]]:
-    return [(hour + timedelta(minutes=m), value) for m in (5, 20, 40)]
 
 
 async def ask(

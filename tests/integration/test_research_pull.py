@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pyarrow.dataset as ds
-import pytest
 
-from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
 from tests.factories import make_user
 from tests.integration.test_cli import telehealth
 from tests.research_support import RESEARCH_GLUCOSE, closed_hour, cohort_patient, publish_glucose, put_consent
-
-
-@pytest.fixture
-async def publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
-    assert settings.mqtt_url
-    pub = Publisher(settings.mqtt_relay_url(), client_id=f"pull-{datetime.now().timestamp()}")
-    await pub.connect()
-    yield pub
-    await pub.close()
 
 
 async def test_pull_writes_parquet_keeps_its_cursor_and_resumes(

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
-from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.research.cells import members, raw_cells
 from telehealth.research.differencing import new_members
 from telehealth.research.disclosure import RawCell
 from telehealth.research.hourly import fast_cells, fast_members
-from telehealth.settings import Settings
 from tests.factories import make_device, make_user
 from tests.research_support import RESEARCH_GLUCOSE, closed_hour, cohort_patient, put_consent
-
-
-@pytest.fixture
-async def publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
-    assert settings.mqtt_url
-    pub = Publisher(settings.mqtt_relay_url(), client_id=f"rollup-{datetime.now().timestamp()}")
-    await pub.connect()
-    yield pub
-    await pub.close()
 
 
 def _key(cells: list[RawCell]) -> list[tuple[Any, ...]]:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
-from launcher.stack import Services
 from simulators.publisher import Publisher
-from telehealth.settings import Settings
 from tests.factories import auth, make_user
 from tests.research_support import (
     RESEARCH_GLUCOSE,
@@ -21,15 +17,6 @@ from tests.research_support import (
     publish_glucose,
     put_consent,
 )
-
-
-@pytest.fixture
-async def publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
-    assert settings.mqtt_url
-    pub = Publisher(settings.mqtt_relay_url(), client_id=f"scope-{datetime.now().timestamp()}")
-    await pub.connect()
-    yield pub
-    await pub.close()
 
 
 async def test_a_project_approved_from_today_gets_nothing_from_yesterday(

@@ -43,6 +43,40 @@ def _user(row: dict[str, Any]) -> User:
     )
 
 
+_INSERT_USER = """INSERT INTO users (username, password_hash, role, care_teams, patient_id, project_id)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (username) {on_conflict}
+RETURNING *"""
+
+#: `add_user`'s answer to an existing username: take the new role, teams and password
+_UPSERT = """DO UPDATE
+  SET password_hash = COALESCE(EXCLUDED.password_hash, users.password_hash),
+      password_changed_at = CASE WHEN EXCLUDED.password_hash IS NULL
+                                 THEN users.password_changed_at ELSE now() END,
+      role = EXCLUDED.role, care_teams = EXCLUDED.care_teams,
+      patient_id = EXCLUDED.patient_id, project_id = EXCLUDED.project_id"""
+
+
+async def _insert_user(
+    conn: Conn,
+    on_conflict: str,
+    username: str,
+    role: str,
+    password: str | None,
+    care_teams: list[str] | None,
+    patient_id: UUID | None,
+    project_id: int | None,
+) -> tuple[dict[str, Any] | None, bool]:
+    """The inserted (or updated) row, if any, and whether a password was set."""
+    password_hash = await hash_password(password) if password else None
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            _INSERT_USER.format(on_conflict=on_conflict),  # one of the two clauses above, never input
+            (username, password_hash, role, care_teams or [], patient_id, project_id),
+        )
+        return await cur.fetchone(), password_hash is not None
+
+
 async def add_user(
     conn: Conn,
     username: str,
@@ -57,23 +91,11 @@ async def add_user(
     `up` and the tests; the admin CLI uses `create_user` and `update_user`).
 
     A new password revokes the user's existing tokens, as any password change does."""
-    password_hash = await hash_password(password) if password else None
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """INSERT INTO users (username, password_hash, role, care_teams, patient_id, project_id)
-               VALUES (%s, %s, %s, %s, %s, %s)
-               ON CONFLICT (username) DO UPDATE
-                 SET password_hash = COALESCE(EXCLUDED.password_hash, users.password_hash),
-                     password_changed_at = CASE WHEN EXCLUDED.password_hash IS NULL
-                                                THEN users.password_changed_at ELSE now() END,
-                     role = EXCLUDED.role, care_teams = EXCLUDED.care_teams,
-                     patient_id = EXCLUDED.patient_id, project_id = EXCLUDED.project_id
-               RETURNING *""",
-            (username, password_hash, role, care_teams or [], patient_id, project_id),
-        )
-        row = await cur.fetchone()
+    row, new_password = await _insert_user(
+        conn, _UPSERT, username, role, password, care_teams, patient_id, project_id
+    )
     assert row is not None
-    if password_hash is not None:
+    if new_password:
         await revoke_user_tokens(conn, row["id"])
     return _user(row)
 
@@ -93,16 +115,9 @@ async def create_user(
     project_id: int | None = None,
 ) -> User:
     """A new user; raises `UserExists` rather than touching one that is already there."""
-    password_hash = await hash_password(password) if password else None
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """INSERT INTO users (username, password_hash, role, care_teams, patient_id, project_id)
-               VALUES (%s, %s, %s, %s, %s, %s)
-               ON CONFLICT (username) DO NOTHING
-               RETURNING *""",
-            (username, password_hash, role, care_teams or [], patient_id, project_id),
-        )
-        row = await cur.fetchone()
+    row, _ = await _insert_user(
+        conn, "DO NOTHING", username, role, password, care_teams, patient_id, project_id
+    )
     if row is None:
         raise UserExists(username)
     return _user(row)

@@ -8,6 +8,7 @@ COPY dashboard_api ./dashboard_api
 COPY simulators ./simulators
 COPY bench ./bench
 COPY launcher ./launcher
-RUN pip install --no-cache-dir . && useradd --create-home telehealth
+RUN pip install --no-cache-dir . && useradd --create-home telehealth \
+    && mkdir -p /var/lib/telehealth && chown telehealth /var/lib/telehealth
 USER telehealth
 ENTRYPOINT ["telehealth"]

@@ -58,6 +58,9 @@ class Figures:
     gateway_readings_s: float = 0.0
     gateway_forwarded: int = 0
     gateway_cpu_us_per_reading: dict[str, float] = field(default_factory=dict)
+    #: the same, with the gateway's durable spool off (the memory path), in the same run
+    gateway_memory_readings_s: float = 0.0
+    gateway_memory_cpu_us_per_reading: dict[str, float] = field(default_factory=dict)
     rss_mib: dict[str, float] = field(default_factory=dict)
     latency: Latency | None = None
     fleet: str | None = None
@@ -96,6 +99,16 @@ class Figures:
             lines.append(self.research)
         return "\n".join(lines)
 
+    def _spool_cost(self) -> list[str]:
+        if not self.gateway_memory_readings_s:
+            return []
+        return [
+            f"gateway alone, spool off (memory path): {self.gateway_memory_readings_s:10,.0f} readings/s"
+            f" (gateway CPU {_per_reading(self.gateway_memory_cpu_us_per_reading)})",
+            "ratio gateway alone, durable spool / memory path (readings/s):"
+            f" {self.gateway_readings_s / self.gateway_memory_readings_s:.2f}",
+        ]
+
     def _throughput(self) -> list[str]:
         e2e_msgs = self.e2e_readings_s / self.per_message
         gateway_msgs = self.gateway_readings_s / self.per_message
@@ -111,6 +124,7 @@ class Figures:
             f" ({self.gateway_forwarded}/{self.readings} in Kafka;"
             f" gateway CPU {_per_reading(self.gateway_cpu_us_per_reading)})",
             f"ratio gateway alone / MQTT relay (messages): {gateway_msgs / self.mqtt_relay_msgs_s:.2f}",
+            *self._spool_cost(),
             f"end to end (stored, exactly once): {self.e2e_readings_s:10,.0f} readings/s"
             f" ({self.e2e_stored}/{self.readings} stored)",
             f"ratio end-to-end / MQTT relay (messages): {e2e_msgs / self.mqtt_relay_msgs_s:.2f}",
@@ -237,6 +251,7 @@ def run(
         settings = settings.model_copy(update={"api_port": free_port()})
     with tempfile.TemporaryDirectory(prefix="telehealth-bench-") as tmp:
         servers = Servers(data_dir or Path(tmp))
+        settings = settings.model_copy(update={"data_dir": servers.data_dir})  # the gateway's spool
         try:
             settings = servers.start(settings)
             assert settings.database_url and settings.mqtt_url and settings.kafka_bootstrap
@@ -254,6 +269,26 @@ def run(
                 figures.kafka_records_s = asyncio.run(kafka_alone(settings.kafka_bootstrap, readings))
                 figures.copy_rows_s = copy_alone(settings.database_url, readings)
             services = Services(settings, (data_dir or Path(tmp)) / "logs")
+            stored_before = 0
+            if readings and settings.gateway_spool:
+                # The memory path first, on the same MQTT session the measured gateway takes over
+                # (a second session in the share group would split the stream).
+                print("gateway alone, spool off (memory path) ...", flush=True)
+                env = service_env(settings, "gateway") | {
+                    "TELEHEALTH_GATEWAY_CLIENT_ID": "bench-gateway-0",
+                    "TELEHEALTH_GATEWAY_SPOOL": "false",
+                }
+                services.start("gateway-0", "gateway", env=env)
+                asyncio.run(until_subscribed(settings, ids[0]))
+                with _measured(services, profile_dir, "gateway-memory-") as spent:
+                    figures.gateway_memory_readings_s, forwarded = asyncio.run(
+                        gateway_alone(
+                            settings, ids, readings, per_message, publishers, load_address(settings, tls)
+                        )
+                    )
+                figures.gateway_memory_cpu_us_per_reading = _us_per(spent, forwarded)
+                stored_before += forwarded  # in Kafka too: stored once the processor starts
+                services.stop("gateway-0")
             for n in range(gateways):
                 env = service_env(settings, "gateway") | {
                     "TELEHEALTH_GATEWAY_CLIENT_ID": f"bench-gateway-{n}"
@@ -262,7 +297,7 @@ def run(
             if readings:
                 print("gateway alone (no processor) ...", flush=True)
                 with psycopg.connect(settings.database_url, autocommit=True) as conn:
-                    stored_before = _stored(conn)
+                    stored_before += _stored(conn)
                 asyncio.run(until_subscribed(settings, ids[0]))
                 with _measured(services, profile_dir, "gateway-alone-") as spent:
                     figures.gateway_readings_s, figures.gateway_forwarded = asyncio.run(

@@ -11,26 +11,39 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
+import hmac
 import logging
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnsupportedForMessageFormatError,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import Counter, Gauge
 
+from gateway.keeper import Keeper
 from gateway.mqtt_loop import LoopDriver
+from gateway.spool import LETTER, READING, STATUS, Mark, Spool
 from telehealth import logs
 from telehealth.broker.dynsec import GATEWAY_USER
 from telehealth.checks import check_readings, check_status
 from telehealth.contracts import DeadLetter, Reason, accepted_json
 from telehealth.heartbeat import Progress, beat
-from telehealth.kafka import ensure_topics, make_producer
+from telehealth.kafka import TopicGuard, ensure_topics, make_producer
 from telehealth.metrics import serve_metrics
 from telehealth.mqtt import MqttAddress, parse_mqtt_url, ssl_context
 from telehealth.settings import Settings
@@ -58,19 +71,34 @@ class Outgoing:
     value: bytes
     #: set on dead letters: a letter Kafka refuses is resent once with a shorter raw prefix
     letter: DeadLetter | None = None
+    #: what the record stands for in the store (the spool keeps it until stored)
+    mark: Mark | None = None
+
+
+#: What Kafka answers when the record itself is refused (its size, its format, its key or
+#: timestamp): resending it cannot help, so it becomes a `kafka_rejected` dead letter.
+RECORD_FAULTS: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+    UnsupportedForMessageFormatError,
+)
 
 
 def record_at_fault(exc: BaseException) -> bool:
     """Kafka refused the record for what it is (e.g. too large), not because Kafka is away.
 
-    aiokafka marks transient errors `retriable`; a send that timed out is not marked but
-    means the broker is unreachable, so it is held and retried like the others.
+    Every other error of the broker or the client (aiokafka's `retriable` ones: not leader,
+    unknown topic, node not ready, request timed out; and the rest: unknown server error,
+    broker unavailable, timeouts) is a broker fault: the reading is held and resent, never
+    blamed. An exception from outside Kafka (a bug on our side while sending this record) is
+    the record's: it is dead-lettered with the error, rather than holding every device back.
     """
-    if isinstance(exc, KafkaTimeoutError):
-        return False
-    if isinstance(exc, KafkaError):
-        return not exc.retriable
-    return isinstance(exc, Exception)
+    if isinstance(exc, RECORD_FAULTS):
+        return True
+    return not isinstance(exc, KafkaError) and isinstance(exc, Exception)
 
 
 def _topic_of(message: mqtt.MQTTMessage) -> str:
@@ -97,9 +125,43 @@ def broker_address(settings: Settings) -> MqttAddress:
     return settings.mqtt_login(GATEWAY_USER, settings.mqtt_gateway_password)
 
 
+def client_id(settings: Settings) -> str:
+    """Stable across restarts (the broker keeps the session's messages), unique per host, and
+    known only to holders of the gateway's secret.
+
+    Mosquitto's dynamic security pins a login to one exact client id, never to a prefix, so
+    the admin and relay logins (which connect under many ids) cannot be pinned away from the
+    gateway's. Whoever connects under the gateway's id takes its session over, and what the
+    broker queued for it then goes to a login that may not read it. So the id carries a tag
+    derived from the gateway's password: another login cannot name the session to take it.
+    """
+    base = settings.gateway_client_id or f"telehealth-gateway-{socket.gethostname()}"
+    secret = settings.mqtt_gateway_password
+    if settings.mqtt_insecure or secret is None:
+        return base
+    tag = hmac.new(secret.get_secret_value().encode(), base.encode(), hashlib.sha256).hexdigest()[:16]
+    return f"{base}-{tag}"
+
+
+def spool_path(settings: Settings) -> Path:
+    """One spool per gateway (per MQTT session), under the data dir."""
+    return settings.data_dir / "gateway" / f"spool-{client_id(settings)}.sqlite3"
+
+
+#: PUBACKs written to the spool together (one fsync)
+_ACK_GROUP = 1000
+
+
 class Gateway:
-    def __init__(self, settings: Settings, registry: CachedRegistry, producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CachedRegistry,
+        producer: AIOKafkaProducer,
+        spool: Spool | None = None,
+    ) -> None:
         self._settings = settings
+        self._spool = spool
         self._registry = registry
         self._producer = producer
         self._loop = asyncio.get_running_loop()
@@ -108,6 +170,7 @@ class Gateway:
         self._wake = asyncio.Event()
         self._pending: asyncio.Queue[Pending] = asyncio.Queue(maxsize=settings.gateway_max_inflight)
         self._in_flight = 0  # messages taken from the inbox and not yet acked
+        self.topics = TopicGuard(settings)
         self.progress = Progress(self.backlog)
         self._client = self._make_client()
         # Labelled counters bound once: `labels()` per message costs a lock and a lookup.
@@ -120,17 +183,15 @@ class Gateway:
     def _make_client(self) -> mqtt.Client:
         settings = self._settings
         assert settings.mqtt_url
-        # Stable across restarts (the broker keeps the session's messages), unique per host.
-        client_id = settings.gateway_client_id or f"telehealth-gateway-{socket.gethostname()}"
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id,
+            client_id=client_id(settings),
             clean_session=False,
             protocol=mqtt.MQTTv311,
             manual_ack=True,
         )
         address = broker_address(settings)
-        client.username_pw_set(address.username or client_id, address.password)
+        client.username_pw_set(address.username or client_id(settings), address.password)
         if (context := ssl_context(address)) is not None:
             client.tls_set_context(context)
         client.on_connect = self._on_connect
@@ -227,7 +288,10 @@ class Gateway:
                 rejected = []
                 records.append(
                     Outgoing(
-                        settings.status_topic, result.device_id.encode(), result.model_dump_json().encode()
+                        settings.status_topic,
+                        result.device_id.encode(),
+                        result.model_dump_json().encode(),
+                        mark=Mark(STATUS, result.device_id, ref=result.received_at.isoformat()),
                     )
                 )
         else:
@@ -240,6 +304,7 @@ class Gateway:
                         settings.readings_topic,
                         reading.device_id.encode(),
                         accepted_json(reading, verdict.received_at),
+                        mark=Mark(READING, reading.device_id, reading.seq),
                     )
                 )
             ACCEPTED.inc(len(verdict.accepted))
@@ -257,7 +322,8 @@ class Gateway:
 
     def _letter_record(self, letter: DeadLetter, message: mqtt.MQTTMessage) -> Outgoing:
         key = (letter.device_id or _topic_of(message)).encode(errors="replace")
-        return Outgoing(self._settings.deadletter_topic, key, letter.model_dump_json().encode(), letter)
+        mark = Mark(LETTER, ref=letter.letter_id)
+        return Outgoing(self._settings.deadletter_topic, key, letter.model_dump_json().encode(), letter, mark)
 
     def _letter(self, message: mqtt.MQTTMessage, reason: Reason, detail: str) -> Outgoing:
         topic = _topic_of(message)
@@ -280,7 +346,7 @@ class Gateway:
         shorter = record.letter.model_copy(update={"raw": record.letter.raw[:1024]})
         if shorter.raw == record.letter.raw:
             return record  # already short: the fault is not this letter's; keep holding
-        return Outgoing(record.topic, record.key, shorter.model_dump_json().encode(), shorter)
+        return Outgoing(record.topic, record.key, shorter.model_dump_json().encode(), shorter, record.mark)
 
     async def _send(self, record: Outgoing) -> asyncio.Future[Any]:
         """Always a future: a send refused up front becomes a failed future the acker judges."""
@@ -294,49 +360,69 @@ class Gateway:
         return future
 
     async def _acker(self) -> None:
-        """PUBACK in arrival order, each only after all of its records are in Kafka.
-
-        A record Kafka refuses for what it is becomes a bounded dead letter; anything else
-        (broker away, timeouts) holds the ack and retries.
-        """
+        """PUBACK in arrival order, each only after all of its records are in Kafka and, with
+        the spool on, on disk in the spool (one fsynced write per group of acks)."""
         while True:
-            item = await self._pending.get()
-            delay = 0.2
-            while True:
-                results = await _outcomes(item.sends)
-                failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
-                if not failed:
-                    break
-                retry: list[Outgoing] = []
-                held = False
-                for i in failed:
-                    record, exc = item.records[i], results[i]
-                    assert isinstance(exc, BaseException)
-                    if record_at_fault(exc):
-                        log.error("Kafka refused a record for %s (%s); dead-lettering", record.topic, exc)
-                        replacement = self._instead_of(record, exc, item.message)
-                        held = held or replacement is record
-                        retry.append(replacement)
-                    else:
-                        held = True
-                        retry.append(record)
-                if held:
-                    log.warning(
-                        "Kafka refused %d record(s) (%s); holding the MQTT ack and retrying",
-                        len(failed),
-                        results[failed[0]],
-                    )
-                    RETRIES.inc(len(failed))
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                item.records = retry
-                item.sends = [await self._send(record) for record in retry]
-            self._client.ack(item.message.mid, item.message.qos)
-            for record in item.records:
-                self._forwarded[record.topic].inc()
-            self._in_flight -= 1
+            group = [await self._pending.get()]
+            while len(group) < _ACK_GROUP and not self._pending.empty():
+                group.append(self._pending.get_nowait())
+            await self._until_accepted(group)
+            if self._spool is not None:
+                await self._spool.add(
+                    [(r.topic, r.key, r.value, r.mark) for item in group for r in item.records if r.mark]
+                )
+            for item in group:
+                self._client.ack(item.message.mid, item.message.qos)
+                for record in item.records:
+                    self._forwarded[record.topic].inc()
+                self._in_flight -= 1
+                self._pending.task_done()
             self.progress.moved()
-            self._pending.task_done()
+
+    async def _until_accepted(self, group: list[Pending]) -> None:
+        """Wait until Kafka accepted every record of the group's messages. A record Kafka
+        refuses for what it is becomes a bounded dead letter; anything else (broker away,
+        timeouts, unknown topic or server error after a broker restart) is resent, and the
+        acks are held. One backoff for the whole group: after a broker restart every record
+        of a group can fail once, and waiting message by message would crawl."""
+        delay = 0.2
+        while True:
+            resent = 0
+            first: BaseException | None = None
+            for item in group:
+                count, error = await self._resend_failed(item)
+                resent += count
+                first = first or error
+            if not resent:
+                return
+            log.warning("Kafka refused %d record(s) (%s); holding the MQTT acks and resending", resent, first)
+            RETRIES.inc(resent)
+            await self.topics.check()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)  # resumes within about a second of Kafka being back
+
+    async def _resend_failed(self, item: Pending) -> tuple[int, BaseException | None]:
+        """Judge the message's sends and resend what failed (a refused record as its dead
+        letter); returns how many were resent and the first error."""
+        results = await _outcomes(item.sends)
+        failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+        if not failed:
+            return 0, None
+        retry = list(item.records)
+        for i in failed:
+            exc = results[i]
+            assert isinstance(exc, BaseException)
+            if record_at_fault(exc):
+                log.error("Kafka refused a record for %s (%s); dead-lettering", retry[i].topic, exc)
+                retry[i] = self._instead_of(retry[i], exc, item.message)
+        item.records = retry
+        sends = list(item.sends)
+        for i in failed:
+            sends[i] = await self._send(retry[i])
+        item.sends = sends
+        first = results[failed[0]]
+        assert isinstance(first, BaseException)
+        return len(failed), first
 
     def backlog(self) -> int:
         """Messages received and not yet acknowledged to the broker."""
@@ -364,18 +450,27 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await ensure_topics(settings)
     producer = make_producer(settings)
     await producer.start()
+    spool = Spool(spool_path(settings), settings.gateway_spool_max_rows) if settings.gateway_spool else None
     try:
         registry = CachedRegistry(settings.database_url, ttl_s=settings.device_cache_ttl_s)
-        gateway = Gateway(settings, registry, producer)
+        gateway = Gateway(settings, registry, producer, spool)
         IN_FLIGHT.set_function(gateway.backlog)
         heart = asyncio.create_task(
             beat(settings.database_url, "gateway", gateway.progress, stop, settings.heartbeat_s)
         )
+        keeping = None
+        if spool is not None:
+            log.info("spool %s holds %d record(s) not yet known to be stored", spool.path, spool.rows)
+            keeping = asyncio.create_task(Keeper(settings, spool, producer, gateway.topics).run(stop))
         try:
             await gateway.run(stop)
         finally:
-            heart.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heart
+            for task in (heart, keeping):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
     finally:
         await producer.stop()
+        if spool is not None:
+            spool.close()

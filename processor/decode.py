@@ -20,7 +20,8 @@ from telehealth.settings import Settings
 @dataclass
 class LetterAt:
     letter: DeadLetter
-    #: unique origin ("kafka:<partition>:<offset>", ...): replays record a letter once
+    #: unique origin ("letter:<letter id>", "orphan:<device>:<seq>", ...): replays record a
+    #: letter once, and it survives a broker restart (offsets start at 0 again then)
     origin: str
 
 
@@ -52,7 +53,7 @@ def decode(records: list[ConsumerRecord[Any, Any]], settings: Settings) -> Batch
                 batch.readings.append(AcceptedReading.model_validate_json(record.value))
             elif record.topic == settings.deadletter_topic:
                 letter = DeadLetter.model_validate_json(record.value)
-                batch.letters.append(LetterAt(letter, f"kafka:{record.partition}:{record.offset}"))
+                batch.letters.append(LetterAt(letter, letter_origin(letter, record)))
             elif record.topic == settings.status_topic:
                 batch.statuses.append(StatusEvent.model_validate_json(record.value))
         except ValidationError as exc:
@@ -62,6 +63,19 @@ def decode(records: list[ConsumerRecord[Any, Any]], settings: Settings) -> Batch
             detail = f"processor could not decode: {type(exc).__name__}: {exc}"
             batch.letters.append(record_letter(record, Reason.INTERNAL_ERROR, detail))
     return batch
+
+
+def position(record: ConsumerRecord[Any, Any]) -> str:
+    """A record's place in Kafka, with its timestamp: offsets alone repeat once a broker that
+    lost its data (the embedded one keeps memory only) starts counting from 0 again."""
+    return f"{record.topic}:{record.partition}:{record.offset}@{record.timestamp}"
+
+
+def letter_origin(letter: DeadLetter, record: ConsumerRecord[Any, Any]) -> str:
+    """The letter's own id; letters from before ids were given are known by their position."""
+    if letter.letter_id:
+        return f"letter:{letter.letter_id}"
+    return f"kafka:{position(record)}"
 
 
 def record_letter(
@@ -77,4 +91,4 @@ def record_letter(
         received_at=datetime.now(UTC),
         raw=raw,
     )
-    return LetterAt(letter, f"{kind}:{record.topic}:{record.partition}:{record.offset}")
+    return LetterAt(letter, f"{kind}:{position(record)}")

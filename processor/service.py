@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from psycopg_pool import AsyncConnectionPool
@@ -25,7 +25,7 @@ from processor.isolate import isolate
 from processor.pipeline import Pipeline, Report
 from telehealth import logs
 from telehealth.heartbeat import Progress, beat, instance_name
-from telehealth.kafka import ensure_topics, make_producer
+from telehealth.kafka import ensure_topics, make_producer, watch_cluster
 from telehealth.metrics import serve_metrics
 from telehealth.settings import Settings
 from telehealth.storage import open_pool
@@ -47,6 +47,54 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     settings.require("kafka_bootstrap", "database_url")
     assert settings.database_url
     serve_metrics(settings, "processor")
+    fresh = False
+    while not stop.is_set():
+        replaced = asyncio.Event()
+        await _serve_once(settings, stop, replaced, fresh)
+        fresh = replaced.is_set()
+        if fresh and not stop.is_set():
+            log.warning("the Kafka broker was replaced; consuming again with a new consumer")
+
+
+async def _serve_once(
+    settings: Settings, outer_stop: asyncio.Event, replaced: asyncio.Event, fresh: bool
+) -> None:
+    """Consume until asked to stop, or until the broker was replaced (`watch_cluster`)."""
+    assert settings.database_url
+    stop = asyncio.Event()
+    watching = asyncio.create_task(watch_cluster(settings, replaced))
+
+    async def either() -> None:
+        waits = {asyncio.ensure_future(outer_stop.wait()), asyncio.ensure_future(replaced.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        stop.set()
+
+    relay = asyncio.create_task(either())
+    try:
+        await _consume(settings, stop, fresh)
+    finally:
+        for task in (watching, relay):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+#: after a broker was replaced, partitions assigned within this many seconds are read from
+#: their start
+REWIND_S = 60.0
+
+
+async def _consume(settings: Settings, stop: asyncio.Event, fresh: bool = False) -> None:
+    """`fresh`: the broker was replaced. Offsets committed to it in the moment before the old
+    consumer noticed count positions of the lost broker's logs, ahead of everything the new one
+    holds (the replayed spool), and a consumer waiting there would wait until the new logs grew
+    that long. So every partition is read from its start: the new broker holds only what came
+    after the restart, and storing it again changes nothing."""
+    assert settings.database_url
     await ensure_topics(settings)
     pool = await open_pool(settings.database_url, max_size=4, configure=sink.prepare)
     producer = make_producer(settings, linger_ms=0)  # alerts only: each one as soon as possible
@@ -65,6 +113,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         session_timeout_ms=settings.processor_session_timeout_ms,
         group_instance_id=settings.processor_instance_id or None,
         heartbeat_interval_ms=max(100, settings.processor_session_timeout_ms // 3),
+        # Topics put back after a broker lost them are found within this (aiokafka: 5 min).
+        metadata_max_age_ms=2000,
     )
     await producer.start()
     await consumer.start()
@@ -83,6 +133,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     log.info("processor %s consuming as group %s", instance_name(), settings.processor_group)
     loop = asyncio.get_running_loop()
     next_sweep = next_publish = loop.time()
+    rewound: set[TopicPartition] | None = set() if fresh else None
+    rewind_until = loop.time() + REWIND_S
     next_slice = 0
     ahead = Ahead(consumer, pipeline, settings, publish)
     lag = Lag(consumer, ahead)
@@ -93,6 +145,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     )
     try:
         while not stop.is_set():
+            if rewound is not None:
+                if loop.time() > rewind_until:
+                    rewound = None
+                elif new := consumer.assignment() - rewound:
+                    await consumer.seek_to_beginning(*new)
+                    rewound |= new
+                    log.info("read %d partition(s) of the new broker from their start", len(new))
             held = len(ahead)
             batches = await consumer.getmany(
                 timeout_ms=0 if held else settings.processor_batch_wait_ms,
@@ -140,8 +199,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await consent_step
         await consent_pool.close()
-        await consumer.stop()
-        await producer.stop()
+        # A consumer of a broker that went away can hang in leaving its group: bounded.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.stop(), 5)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), 5)
         await pool.close()
 
 
@@ -244,7 +306,9 @@ async def _until_durable(
             log.warning("database unavailable (%s); retrying batch of %d in %.1fs", exc, len(records), delay)
             metrics.BATCH_RETRIES.inc()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            # At most 1 s between tries: storing resumes within about a second of the database
+            # being back (the pool's own reconnect included), not after a long backoff.
+            delay = min(delay * 2, 1.0)
     return None
 
 

@@ -16,6 +16,8 @@ from telehealth.mqtt import MqttAddress, ssl_context
 
 log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 500
+#: tries of one message across lost connections (each waits for a reconnect, 1-5 s apart)
+RESEND_ATTEMPTS = 12
 
 
 class Link:
@@ -43,6 +45,7 @@ class Link:
         self.sent = 0
         self.acked = 0
         self.failed = 0
+        self._reconnect: asyncio.Task[None] | None = None
 
     async def connect(self, timeout: float = 30) -> None:
         will = None
@@ -68,6 +71,8 @@ class Link:
 
     async def publish(self, message: Message) -> None:
         """Returns once the message is handed over; waits while MAX_IN_FLIGHT are unacknowledged."""
+        if self._client is None and self._reconnect is not None:
+            await asyncio.shield(self._reconnect)  # the connection was lost: wait for the new one
         assert self._client is not None, "publish on a link that is not connected"
         await self._slots.acquire()
         task = asyncio.create_task(self._publish(self._client, message))
@@ -76,15 +81,50 @@ class Link:
         self.sent += 1
 
     async def _publish(self, client: aiomqtt.Client, message: Message) -> None:
+        """Publish; a device keeps what the broker has not acknowledged, so after a lost
+        connection it connects again and sends the message again (for up to a minute)."""
         try:
-            await client.publish(message.topic, message.payload, qos=1, retain=message.retain, timeout=60)
-        except aiomqtt.MqttError as exc:
-            self.failed += 1
-            log.warning("publish to %s failed: %s", message.topic, exc)
-        else:
-            self.acked += 1
+            for attempt in range(RESEND_ATTEMPTS):
+                try:
+                    await client.publish(
+                        message.topic, message.payload, qos=1, retain=message.retain, timeout=60
+                    )
+                except aiomqtt.MqttError as exc:
+                    if attempt == RESEND_ATTEMPTS - 1 or self._stack is None:
+                        self.failed += 1
+                        log.warning("publish to %s failed: %s", message.topic, exc)
+                        return
+                    client = await self._reconnected(client)
+                else:
+                    self.acked += 1
+                    return
         finally:
             self._slots.release()
+
+    async def _reconnected(self, lost: aiomqtt.Client) -> aiomqtt.Client:
+        """The link's client after one reconnect shared by every publish that met the loss."""
+        if self._client is not lost and self._client is not None:
+            return self._client
+        if self._reconnect is None or self._reconnect.done():
+            self._reconnect = asyncio.create_task(self._connect_again())
+        await asyncio.shield(self._reconnect)
+        return self._client or lost
+
+    async def _connect_again(self) -> None:
+        stack = self._stack
+        if stack is not None:
+            with contextlib.suppress(aiomqtt.MqttError, OSError):
+                await stack.aclose()
+        self._client = None
+        delay = 1.0
+        while self._client is None:
+            await asyncio.sleep(delay)
+            try:
+                await self.connect()
+                log.info("reconnected to the MQTT broker")
+            except (aiomqtt.MqttError, OSError) as exc:
+                log.warning("MQTT reconnect failed (%s); retrying", exc)
+                delay = min(delay * 2, 5.0)
 
     async def drain(self) -> None:
         """Wait until the broker acknowledged (or refused) everything sent so far."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -194,6 +195,13 @@ class DeadLetter(BaseModel):
     raw: bytes = Field(description="the first bytes received (at most 64 KiB), base64 on the wire")
     raw_size: int | None = Field(None, description="size of the whole message in bytes")
     raw_sha256: str | None = Field(None, description="SHA-256 (hex) of the whole message")
+    letter_id: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[0-9a-f]+$",
+        description="random id given where the letter was made: its identity in the dead-letter"
+        " table, so a replayed letter is recorded once and no two letters are taken for one",
+    )
 
     model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
@@ -223,6 +231,7 @@ class DeadLetter(BaseModel):
             raw=raw[:MAX_DEAD_RAW],
             raw_size=len(raw),
             raw_sha256=hashlib.sha256(raw).hexdigest(),
+            letter_id=uuid.uuid4().hex,
         )
 
     @property

@@ -9,7 +9,12 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from telehealth.settings import Settings
@@ -17,8 +22,10 @@ from telehealth.settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(settings: Settings, *, attempts: int = 30) -> None:
-    """Create the stream's topics if missing; waits for the broker to come up."""
+async def ensure_topics(settings: Settings, *, attempts: int = 30) -> list[str]:
+    """Create the stream's topics if missing; waits for the broker to come up. Returns the
+    topics it created: after a first start, a broker that lost its topics (the embedded one
+    keeps memory only) lost every record in them too."""
     assert settings.kafka_bootstrap
     wanted = [
         settings.readings_topic,
@@ -35,13 +42,76 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> None:
             if missing:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics([NewTopic(t, settings.kafka_partitions, 1) for t in missing])
-            return
-        except KafkaConnectionError:
+                log.info("created Kafka topic(s) %s", ", ".join(missing))
+            return missing
+        except (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError):
             if attempt == attempts - 1:
                 raise
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
+    raise AssertionError("unreachable")
+
+
+class TopicGuard:
+    """Puts the stream's topics back when sends keep failing: a Kafka broker that restarted
+    empty (the embedded one) answers "unknown topic" until someone creates them again.
+
+    Checks at most once per `every_s`; `lost` is set once a check had to create the readings
+    topic again after the first, i.e. the broker lost what it held."""
+
+    def __init__(self, settings: Settings, every_s: float = 1.0) -> None:
+        self._settings = settings
+        self._every_s = every_s
+        self._next = 0.0
+        self.lost = asyncio.Event()
+
+    async def check(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next:
+            return
+        self._next = loop.time() + self._every_s
+        try:
+            created = await ensure_topics(self._settings, attempts=1)
+        except Exception as exc:  # the broker is still away: the next check tries again
+            log.info("Kafka topics not checked (%s)", exc)
+            return
+        if self._settings.readings_topic in created:
+            log.warning("Kafka had lost the stream's topics (a restarted broker); created them again")
+            self.lost.set()
+
+
+async def watch_cluster(settings: Settings, replaced: asyncio.Event, every_s: float = 1.0) -> None:
+    """Set `replaced` once the broker answers with another cluster id than at first: a broker
+    that lost its data (the embedded one gets a new id at every start). A consumer group that
+    lived through such a restart can hang in its rejoin; a new consumer does not."""
+    first: str | None = None
+    admin: AIOKafkaAdminClient | None = None
+    try:
+        while True:
+            try:
+                if admin is None:
+                    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+                    await admin.start()
+                described = await asyncio.wait_for(admin.describe_cluster(), 5)
+                current = str(described.get("cluster_id") or "")
+                if first is None:
+                    first = current
+                elif current and current != first:
+                    log.warning("Kafka cluster id is now %s (was %s): a new broker", current, first)
+                    replaced.set()
+                    return
+            except Exception as exc:  # the broker is away: ask again
+                log.debug("Kafka cluster id not known (%s)", exc)
+                if admin is not None:
+                    with contextlib.suppress(Exception):
+                        await admin.close()
+                    admin = None
+            await asyncio.sleep(every_s)
+    finally:
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()
 
 
 class RememberingPartitioner:

@@ -82,6 +82,15 @@ class PipelineSettings(BaseModel):
         "gateway", description="MQTT shared-subscription group; empty disables sharing"
     )
     gateway_max_inflight: int = Field(2000, description="MQTT messages awaiting Kafka acks")
+    gateway_spool: bool = Field(
+        True,
+        description="keep every record the gateway acknowledged in an fsynced SQLite spool under the"
+        " data dir until it is stored, and replay it if Kafka lost it (the embedded Kafka keeps"
+        " memory only); optional with a replicated Kafka (acks=all, min.insync.replicas=2)",
+    )
+    gateway_spool_max_rows: int = Field(
+        500_000, description="records the spool holds at most; when full, MQTT acks wait"
+    )
     gateway_client_id: str = Field(
         "",
         description="MQTT client id, stable and unique per gateway; empty: `telehealth-gateway-<hostname>`",

@@ -169,6 +169,7 @@ def mqtt_broker(_broker: tuple[EmbeddedMqtt | str, dict[str, object]]) -> Embedd
 
 @pytest.fixture(scope="session")
 def settings(
+    data_dir: Path,
     migrated: str,
     kafka_broker: EmbeddedKafka | None,
     kafka_bootstrap: str,
@@ -184,6 +185,7 @@ def settings(
         kafka_bootstrap=kafka_bootstrap,
         gateway_share_group=share,
         api_port=free_port(),
+        data_dir=data_dir,  # the gateway's spool lives here
         # the tests play a local reverse proxy, giving each test its own client address
         api_forwarded_allow_ips="127.0.0.1",
         _env_file=None,  # type: ignore[call-arg]

@@ -23,10 +23,11 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.service import client_id as gateway_client_id
 from launcher.embedded import EmbeddedMqtt
 from simulators.publisher import Publisher
 from telehealth.broker.admin import device_logins
-from telehealth.broker.dynsec import GATEWAY_USER, RELAY_USER
+from telehealth.broker.dynsec import ADMIN_USER, GATEWAY_USER, RELAY_USER
 from telehealth.contracts import wire_time
 from telehealth.mqtt import MqttAddress, parse_mqtt_url
 from telehealth.provisioning import provision_device
@@ -34,7 +35,7 @@ from telehealth.settings import Settings
 from telehealth.storage.devices import Credentials
 from telehealth.topics import readings_topic, status_topic
 from tests.conftest import eventually
-from tests.factories import auth, make_patient, make_user
+from tests.factories import auth, make_device, make_patient, make_user
 
 pytestmark = pytest.mark.usefixtures("services")
 
@@ -261,11 +262,48 @@ async def test_a_device_cannot_take_the_gateway_client_id(
 ) -> None:
     """A takeover with the gateway's id would drop its session; device logins are pinned to
     their own client id, so the broker refuses the connection and the gateway carries on."""
-    for client_id in ("telehealth-gateway-" + socket.gethostname(), devices.victim.device_id):
-        thief = Attempt(tls(settings, devices.attacker), client_id=client_id)
+    guessable = "telehealth-gateway-" + socket.gethostname()
+    for taken in (guessable, gateway_client_id(settings), devices.victim.device_id):
+        thief = Attempt(tls(settings, devices.attacker), client_id=taken)
         attempts.append(thief)
-        assert not await thief.connect(), f"client id {client_id} taken"
+        assert not await thief.connect(), f"client id {taken} taken"
     await publish_genuine(settings, devices.victim, 30, db)
+
+
+@pytest.mark.parametrize("login", [RELAY_USER, ADMIN_USER])
+async def test_a_service_login_cannot_take_the_gateways_session(
+    login: str, settings: Settings, attempts: list[Attempt], db: psycopg.AsyncConnection[Any]
+) -> None:
+    """Service logins are not pinned (they connect under many ids), so one could once take
+    the gateway's session by its guessable id: readings PUBACKed meanwhile went to a login that
+    may not read them (20 lost). The gateway's id now carries a tag from its own secret."""
+    guessable = settings.gateway_client_id or f"telehealth-gateway-{socket.gethostname()}"
+    assert gateway_client_id(settings) != guessable and gateway_client_id(settings).startswith(guessable)
+    password = {RELAY_USER: settings.mqtt_relay_password, ADMIN_USER: settings.mqtt_admin_password}[login]
+    thief = Attempt(settings.mqtt_login(login, password), client_id=guessable)
+    attempts.append(thief)
+    assert await thief.connect()  # a session of its own, not the gateway's
+    patient = await make_patient(db, f"team-takeover-{login}")
+    device = await make_device(db, patient, "oximeter")
+    publisher = Publisher(settings.mqtt_relay_url(), client_id=f"takeover-{login}")
+    await publisher.connect()
+    try:
+        for seq in range(1, 301):
+            publisher.publish_raw(readings_topic(device.device_id), reading(device.device_id, seq))
+            if seq % 50 == 0:
+                await asyncio.sleep(0.2)
+        assert await publisher.drain(10)
+    finally:
+        await publisher.close()
+
+    async def all_stored() -> bool:
+        cur = await db.execute(
+            "SELECT count(*) AS n FROM reading_receipts WHERE device_id = %s", (device.device_id,)
+        )
+        return (await cur.fetchone()) == {"n": 300}
+
+    await eventually(all_stored)
+    assert not thief.disconnects, "nobody took the thief's own session either"
 
 
 def test_the_tls_listener_is_verified_against_the_broker_ca(settings: Settings) -> None:

@@ -11,7 +11,6 @@ wait in its persistent session.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import threading
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.mqtt_loop import LoopDriver
+from gateway.service import client_id
 from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.broker.dynsec import GATEWAY_USER, RELAY_USER
@@ -44,10 +44,9 @@ async def _stored(db: psycopg.AsyncConnection[Any], device_id: str) -> int:
 def _take_over_the_gateways_session(settings: Settings) -> Any:
     """Connect as the gateway (same login, same client id, persistent session), then leave."""
     address = settings.mqtt_login(GATEWAY_USER, settings.mqtt_gateway_password)
-    client_id = settings.gateway_client_id or f"telehealth-gateway-{socket.gethostname()}"
     intruder = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=client_id,
+        client_id=client_id(settings),
         clean_session=False,
         protocol=mqtt.MQTTv311,
         manual_ack=True,  # acknowledges nothing: what it is sent stays the session's

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from launcher.embedded import EmbeddedMqtt, EmbeddedPostgres
-from launcher.stack import Services
+from launcher.stack import Services, wait_http_ok
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
 from tests.conftest import eventually, metric, metrics_url
@@ -59,7 +59,7 @@ AMQTT_DROPS_INFLIGHT = pytest.mark.xfail(
 )
 
 
-@pytest.mark.parametrize("victim", ["processor", "gateway"])
+@pytest.mark.parametrize("victim", ["processor", "gateway", "api"])
 async def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
     victim: str,
     services: Services,
@@ -96,6 +96,8 @@ async def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
         await publisher.close()
     assert killed_at is not None and 0 < killed_at < TOTAL, "the kill must land mid-stream"
     services.start(victim, victim)
+    if victim == "api":
+        await asyncio.to_thread(wait_http_ok, f"http://127.0.0.1:{settings.api_port}/readyz")
     await eventually(lambda: _above(db, device.device_id, TOTAL - 1), timeout=90)
     await settled(db)  # anything replayed after recovery would have been stored by now
     assert await stored(db, device.device_id) == TOTAL
@@ -279,3 +281,40 @@ async def test_two_processors_in_one_group_never_open_the_same_alert_twice(
     finally:
         await publisher.close()
         services.stop("processor-2")
+
+
+async def test_a_stopped_processor_holds_nothing_back_once_it_runs_again(
+    services: Services, settings: Settings, db: psycopg.AsyncConnection[Any]
+) -> None:
+    """SIGSTOP of the processor mid-stream (its group session expires meanwhile), then SIGCONT:
+    every PUBACKed reading is stored exactly once."""
+    patient = await make_patient(db, "team-sigstop")
+    device = await make_device(db, patient, "oximeter")
+    publisher = Publisher(settings.mqtt_relay_url(), client_id="sigstop")
+    await publisher.connect()
+    processor = services.procs["processor"]
+    obs = [{"code": "pulse", "value": 64, "unit": "/min"}]
+    try:
+        for seq in range(1, TOTAL + 1):
+            publisher.publish_reading(device.device_id, seq, obs, measured_at=datetime.now(UTC))
+            if seq % 200 == 0:
+                await asyncio.sleep(0.05)
+            if seq == TOTAL // 4:
+                await eventually(lambda: _above(db, device.device_id, 0), timeout=30, interval=0.05)
+                processor.send_signal(signal.SIGSTOP)
+        assert await publisher.drain(60)
+        stopped_at = await stored(db, device.device_id)
+        await asyncio.sleep(3)  # the stop outlasts the group session (1 s embedded)
+        assert await stored(db, device.device_id) == stopped_at, "nothing stored while stopped"
+    finally:
+        processor.send_signal(signal.SIGCONT)
+        await publisher.close()
+    assert stopped_at < TOTAL, "the stop must land mid-stream"
+    await eventually(lambda: _above(db, device.device_id, TOTAL - 1), timeout=90)
+    await settled(db)
+    cur = await db.execute(
+        "SELECT count(*) AS rows, count(DISTINCT seq) AS seqs FROM readings WHERE device_id = %s",
+        (device.device_id,),
+    )
+    assert await cur.fetchone() == {"rows": TOTAL, "seqs": TOTAL}
+    assert not services.dead()

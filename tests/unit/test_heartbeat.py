@@ -2,7 +2,26 @@
 
 from datetime import UTC, datetime, timedelta
 
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
+import pytest
+from aiokafka.errors import (
+    BrokerNotAvailableError,
+    CorruptRecordException,
+    InvalidTimestampError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    KafkaUnavailableError,
+    LeaderNotAvailableError,
+    MessageSizeTooLargeError,
+    NodeNotReadyError,
+    NotEnoughReplicasError,
+    NotLeaderForPartitionError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    RequestTimedOutError,
+    UnknownError,
+    UnknownTopicOrPartitionError,
+)
 
 from gateway.service import record_at_fault
 from telehealth.heartbeat import Beat, Progress, assess
@@ -63,3 +82,32 @@ def test_only_errors_about_the_record_itself_are_its_fault() -> None:
     assert record_at_fault(TypeError("bad value"))
     assert not record_at_fault(KafkaConnectionError())
     assert not record_at_fault(KafkaTimeoutError())
+
+
+@pytest.mark.parametrize(
+    "broker_fault",
+    [
+        UnknownError(),
+        NotLeaderForPartitionError(),
+        UnknownTopicOrPartitionError(),
+        RequestTimedOutError(),
+        NodeNotReadyError(),
+        KafkaUnavailableError(),
+        BrokerNotAvailableError(),
+        LeaderNotAvailableError(),
+        NotEnoughReplicasError(),
+        KafkaError("anything else the broker says"),
+    ],
+)
+def test_a_broker_fault_is_never_the_records(broker_fault: Exception) -> None:
+    """Held and retried, never a `kafka_rejected` dead letter (a Kafka restart once turned 686
+    good readings into dead letters as unknown-topic and unknown-server errors)."""
+    assert not record_at_fault(broker_fault)
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [RecordTooLargeError(), RecordListTooLargeError(), CorruptRecordException(), InvalidTimestampError()],
+)
+def test_a_refusal_of_the_record_itself_is_its_fault(refusal: Exception) -> None:
+    assert record_at_fault(refusal)

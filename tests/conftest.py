@@ -16,7 +16,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     own = session.config.stash.get(_OWN_BASETEMP, None)
     if own is not None and exitstatus == 0:
         shutil.rmtree(own, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that ran the services carries the end of each service's log: a fault
+    seen once in CI is then explained by its report, not lost with the run's directory."""
+    report = yield
+    running = getattr(item, "funcargs", {}).get("services")
+    if not report.failed or not isinstance(running, Services):
+        return report
+    for log_file in sorted(running.log_dir.glob("*.log")):
+        lines = log_file.read_text(errors="replace").splitlines()[-_LOG_TAIL:]
+        report.sections.append((f"{log_file.name} (last {len(lines)} lines)", "\n".join(lines)))
+    return report
+
+
+#: lines of each service log shown under a failed test
+_LOG_TAIL = 60
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -184,8 +184,7 @@ class Keeper:
         while rows := await self._spool.oldest(CHUNK, after):
             delay = 0.2
             while True:
-                sends = [await self._send(r) for r in rows]
-                results = await asyncio.gather(*sends, return_exceptions=True)
+                results = await asyncio.gather(*await self._send_all(rows), return_exceptions=True)
                 failed = [r for r in results if isinstance(r, BaseException)]
                 if not failed:
                     break
@@ -198,6 +197,16 @@ class Keeper:
             after = rows[-1].id
         log.warning("replayed %d spooled record(s) to Kafka", sent)
         return sent
+
+    async def _send_all(self, rows: list[Spooled]) -> list[asyncio.Future[Any]]:
+        """Sends in order, up to the first one refused before it was queued: each of the rest
+        would wait as long for the broker (the whole chunk goes again; the store keeps one)."""
+        sends = []
+        for row in rows:
+            sends.append(future := await self._send(row))
+            if future.done() and future.exception() is not None:
+                break
+        return sends
 
     async def _send(self, row: Spooled) -> asyncio.Future[Any]:
         try:

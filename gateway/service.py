@@ -355,8 +355,7 @@ class Gateway:
                 record.topic, record.value, key=record.key
             )
         except Exception as exc:
-            future = self._loop.create_future()
-            future.set_exception(exc)
+            future = _failed(exc)
         return future
 
     async def _acker(self) -> None:
@@ -387,46 +386,59 @@ class Gateway:
         of a group can fail once, and waiting message by message would crawl."""
         delay = 0.2
         while True:
-            resent = 0
-            first: BaseException | None = None
-            for item in group:
-                count, error = await self._resend_failed(item)
-                resent += count
-                first = first or error
-            if not resent:
+            failed = [(item, results) for item in group if (results := await self._failures(item))]
+            if not failed:
                 return
-            log.warning("Kafka refused %d record(s) (%s); holding the MQTT acks and resending", resent, first)
-            RETRIES.inc(resent)
+            count = sum(len(results) for _, results in failed)
+            first = next(iter(failed[0][1].values()))
+            log.warning("Kafka refused %d record(s) (%s); holding the MQTT acks and resending", count, first)
+            RETRIES.inc(count)
+            # Topics first: a send to a topic the broker lost waits for its metadata (up to the
+            # request timeout) before it fails, and a round of such sends one by one stalled
+            # the gateway for minutes after a Kafka restart.
             await self.topics.check()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)  # resumes within about a second of Kafka being back
+            down: BaseException | None = None
+            for item, results in failed:
+                down = await self._resend(item, results, down)
 
-    async def _resend_failed(self, item: Pending) -> tuple[int, BaseException | None]:
-        """Judge the message's sends and resend what failed (a refused record as its dead
-        letter); returns how many were resent and the first error."""
+    async def _failures(self, item: Pending) -> dict[int, BaseException]:
+        """The message's sends that failed, by record index, once every send has an answer."""
         results = await _outcomes(item.sends)
-        failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
-        if not failed:
-            return 0, None
-        retry = list(item.records)
-        for i in failed:
-            exc = results[i]
-            assert isinstance(exc, BaseException)
+        return {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
+
+    async def _resend(
+        self, item: Pending, failed: dict[int, BaseException], down: BaseException | None
+    ) -> BaseException | None:
+        """Send the failed records again (a record refused for what it is as its dead letter).
+
+        Once one send is refused before it is even queued (Kafka away, or no metadata for the
+        topic within the request timeout), the rest of the round is not tried: each would wait
+        as long. Returns that refusal, for the next message of the round."""
+        records, sends = list(item.records), list(item.sends)
+        for i, exc in failed.items():
             if record_at_fault(exc):
-                log.error("Kafka refused a record for %s (%s); dead-lettering", retry[i].topic, exc)
-                retry[i] = self._instead_of(retry[i], exc, item.message)
-        item.records = retry
-        sends = list(item.sends)
-        for i in failed:
-            sends[i] = await self._send(retry[i])
-        item.sends = sends
-        first = results[failed[0]]
-        assert isinstance(first, BaseException)
-        return len(failed), first
+                log.error("Kafka refused a record for %s (%s); dead-lettering", records[i].topic, exc)
+                records[i] = self._instead_of(records[i], exc, item.message)
+            if down is None:
+                sends[i] = await self._send(records[i])
+                if sends[i].done() and (refused := sends[i].exception()) is not None:
+                    down = refused
+            else:
+                sends[i] = _failed(down)
+        item.records, item.sends = records, sends
+        return down
 
     def backlog(self) -> int:
         """Messages received and not yet acknowledged to the broker."""
         return len(self._inbox) + self._in_flight
+
+
+def _failed(exc: BaseException) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
 
 
 def _outcome(future: asyncio.Future[Any]) -> Any:

@@ -110,6 +110,11 @@ class PipelineSettings(BaseModel):
     processor_instance_id: str = Field(
         "", description="static group membership: stable and unique per processor; empty: dynamic"
     )
+    upload_store_wait_s: float = Field(
+        10.0,
+        description="a Nightscout upload is answered once the store holds its entries; past this"
+        " wait it is answered 503 and the app uploads again (a repeat is stored once)",
+    )
     late_after_s: float = Field(600, description="older than this on arrival: late, no alarms")
     future_tolerance_s: float = Field(300, description="measured further ahead: flagged future")
     device_cache_ttl_s: float = Field(

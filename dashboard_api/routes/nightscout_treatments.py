@@ -135,7 +135,7 @@ async def _store_all(
         answers.append(stored.document)
     await conn.commit()  # stored before answered: the app forgets what it was told is stored
     if upload.records:
-        await upload.send(request.app.state.intake)
+        await upload.send(request.app.state.intake, request.app.state.pool)
     return answers
 
 
@@ -218,7 +218,7 @@ async def post_profile(request: Request, conn: ConnDep, uploader: UploaderDep) -
         answers.append(kept.document)
     await conn.commit()
     if upload.records:
-        await upload.send(request.app.state.intake)
+        await upload.send(request.app.state.intake, request.app.state.pool)
     return answers
 
 

@@ -3,13 +3,16 @@
 Each entry becomes the reading an MQTT device would publish (`telehealth.nightscout`) and is
 judged by the gateway's own checks (`telehealth.checks`); what they accept goes to the same
 Kafka topic, what they refuse becomes a dead letter with its reason and the entry's own bytes.
-The upload is answered only once Kafka acknowledged every record, with the stored entries
-(Nightscout's response shape); if Kafka does not take them the answer is 503 and the app
-uploads again (a repeat is stored once: see `telehealth.nightscout` for the identity).
+The upload is answered only once the store holds every reading and dead letter it sent, with
+the stored entries (Nightscout's response shape): Kafka's acknowledgement alone is not kept by
+the embedded broker through a crash. If Kafka does not take them, or the store does not hold
+them within `upload_store_wait_s`, the answer is 503 and the app uploads again (a repeat is
+stored once: see `telehealth.nightscout` for the identity).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -18,6 +21,7 @@ from typing import Any
 import psycopg
 from fastapi import APIRouter, HTTPException, Request
 from prometheus_client import Counter
+from psycopg_pool import AsyncConnectionPool
 
 from dashboard_api.deps import ConnDep
 from dashboard_api.intake import Intake, IntakeUnavailable
@@ -30,6 +34,8 @@ from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEven
 from telehealth.nightscout import EntryProblem, to_entry, to_reading, uploader_battery
 from telehealth.settings import Settings
 from telehealth.storage import nightscout_documents as documents
+from telehealth.storage import receipts
+from telehealth.storage.db import checkout
 from telehealth.storage.devices import DeviceEntry
 from telehealth.topics import readings_topic, status_topic
 from telehealth.treatments import TreatmentProblem, check_document, document_identifier
@@ -48,7 +54,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     400: documented("the body is not a JSON object or array of them, or has too many entries"),
     401: documented("no credential, or an unknown or revoked one"),
     429: documented("too many requests or failed attempts"),
-    503: documented("Kafka is not configured or did not accept the upload; upload again"),
+    503: documented(
+        "Kafka is not configured or did not accept the upload, or it was not stored in time; upload again"
+    ),
 }
 
 
@@ -85,6 +93,9 @@ class _Upload:
         self.records: list[tuple[str, bytes, bytes]] = []
         self.letters = 0
         self.accepted = 0
+        # what the store must hold before the upload is answered
+        self.readings: list[tuple[str, int]] = []
+        self.letter_ids: list[str] = []
 
     def letter(self, source: str, reason: Any, detail: str, raw: bytes) -> None:
         letter = DeadLetter.capture(
@@ -92,6 +103,8 @@ class _Upload:
         )
         REJECTED.labels(letter.reason.value).inc()
         self.letters += 1
+        assert letter.letter_id is not None
+        self.letter_ids.append(letter.letter_id)
         self.records.append(
             (self.settings.deadletter_topic, self.device_id.encode(), letter.model_dump_json().encode())
         )
@@ -108,6 +121,7 @@ class _Upload:
         reading = verdict.accepted[0]
         value = accepted_json(reading, verdict.received_at)
         self.records.append((self.settings.readings_topic, self.device_id.encode(), value))
+        self.readings.append((reading.device_id, reading.seq))
         self.accepted += 1
         return _echo(accept(reading, verdict.received_at))
 
@@ -142,11 +156,28 @@ class _Upload:
         )
         return result
 
-    async def send(self, intake: Intake) -> None:
+    async def send(self, intake: Intake, pool: AsyncConnectionPool) -> None:
+        """Return once Kafka took every record and the store holds the readings and letters
+        among them; 503 otherwise (statuses are not waited for: a later one replaces them)."""
         try:
             await intake.send_all(self.records)
         except IntakeUnavailable as exc:
             raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from exc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.upload_store_wait_s
+        delay = 0.02
+        while True:
+            async with checkout(pool) as conn:
+                left = await receipts.missing(conn, self.readings, self.letter_ids)
+            if not left:
+                return
+            if loop.time() + delay > deadline:
+                detail = (
+                    f"{left} record(s) of the upload not stored yet; upload again (a repeat is stored once)"
+                )
+                raise HTTPException(503, detail, headers={"Retry-After": "5"})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 def _echo(reading: AcceptedReading) -> dict[str, Any]:
@@ -171,7 +202,7 @@ async def post_entries(request: Request, uploader: UploaderDep) -> list[dict[str
     items = await _documents(request)
     upload = _Upload(request.app.state.settings, uploader)
     answers = [upload.entry(item) for item in items]
-    await upload.send(request.app.state.intake)
+    await upload.send(request.app.state.intake, request.app.state.pool)
     ACCEPTED.inc(upload.accepted)
     return answers
 
@@ -210,5 +241,5 @@ async def post_devicestatus(request: Request, conn: ConnDep, uploader: UploaderD
     answers = [await store_devicestatus(conn, upload, uploader, item) for item in items]
     await conn.commit()
     if upload.records:
-        await upload.send(request.app.state.intake)
+        await upload.send(request.app.state.intake, request.app.state.pool)
     return answers

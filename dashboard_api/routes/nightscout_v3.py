@@ -216,7 +216,7 @@ async def _create_entry(
     existed = seq is not None and await is_stored(conn, uploader.device_id, seq)
     upload = _Upload(request.app.state.settings, uploader)
     answer = upload.entry(item)
-    await upload.send(request.app.state.intake)
+    await upload.send(request.app.state.intake, request.app.state.pool)
     if answer.get("stored") is False:
         raise HTTPException(400, f"{answer['dead_letter']}: {answer['detail']} (kept as a dead letter)")
     return _created(answer["_id"], not existed, upload.now)
@@ -230,7 +230,7 @@ async def _create_treatment(
         treatment = to_treatment(item, upload.now)
     except TreatmentProblem as problem:
         upload.letter("nightscout:/api/v3/treatments", problem.reason, problem.detail, _raw(item))
-        await upload.send(request.app.state.intake)
+        await upload.send(request.app.state.intake, request.app.state.pool)
         raise HTTPException(
             400, f"{problem.reason.value}: {problem.detail} (kept as a dead letter)"
         ) from None
@@ -248,7 +248,7 @@ async def _create_document(
         answer = await store_devicestatus(conn, upload, uploader, item)
         await conn.commit()
         if upload.records:
-            await upload.send(request.app.state.intake)
+            await upload.send(request.app.state.intake, request.app.state.pool)
         if answer.get("stored") is False:
             raise HTTPException(400, f"{answer['dead_letter']}: {answer['detail']} (kept as a dead letter)")
         return _created(answer["identifier"], True, datetime.fromtimestamp(answer["srvModified"] / 1000, UTC))
@@ -256,7 +256,7 @@ async def _create_document(
         at = check_document(item, upload.now)
     except TreatmentProblem as problem:
         upload.letter(f"nightscout:/api/v3/{collection}", problem.reason, problem.detail, _raw(item))
-        await upload.send(request.app.state.intake)
+        await upload.send(request.app.state.intake, request.app.state.pool)
         raise HTTPException(
             400, f"{problem.reason.value}: {problem.detail} (kept as a dead letter)"
         ) from None

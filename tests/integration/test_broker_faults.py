@@ -20,6 +20,7 @@ from telehealth.settings import Settings
 from telehealth.topics import readings_topic
 from tests.conftest import eventually, metric, metrics_url
 from tests.factories import make_device, make_patient
+from tests.integration.test_nightscout import now_ms, provision_uploader, secret, xdrip_day
 from tests.integration.test_reliability import settled, stored
 
 OBS = [{"code": "pulse", "value": 64, "unit": "/min"}]
@@ -149,6 +150,48 @@ async def test_kafka_kill_9_mid_stream_loses_nothing_acked_and_blames_no_reading
     assert await eventually(lambda: _letters_are(db, device.device_id, {"unparseable": bad}))
     letters_after = metric(gateway, "telehealth_gateway_dead_letters_total", reason="unparseable")
     assert letters_after - letters_before == bad, "the table and the gateway's count agree"
+    assert not services.dead()
+
+
+async def test_a_nightscout_upload_is_answered_only_once_stored_through_a_kafka_crash(
+    services: Services,
+    settings: Settings,
+    db: psycopg.AsyncConnection[Any],
+    http: httpx.AsyncClient,
+    kafka_broker: EmbeddedKafka | None,
+) -> None:
+    """The HTTP intake has no spool: Kafka's acknowledgement of an upload is lost with the
+    embedded broker, so the upload is answered only once the store holds it. An upload in
+    flight through a Kafka crash is answered 503, never 200, and the app's repeat is stored
+    once."""
+    if kafka_broker is None or kafka_broker.proc is None:
+        pytest.skip("kills the embedded Kafka broker")
+    patient = await make_patient(db, "team-ns-crash")
+    creds = await provision_uploader(http, db, patient)
+    entries = xdrip_day(now_ms() - 60_000, count=12)
+    processor = services.procs["processor"]
+    async with httpx.AsyncClient(base_url=str(http.base_url), timeout=60) as client:
+        processor.send_signal(signal.SIGSTOP)  # Kafka takes the upload; the store cannot yet
+        try:
+            upload = asyncio.create_task(client.post("/api/v1/entries", json=entries, headers=secret(creds)))
+            await asyncio.wait({upload}, timeout=3)  # time for Kafka to acknowledge it
+            kafka_broker.proc.send_signal(signal.SIGKILL)
+            kafka_broker.proc.wait()
+        finally:
+            processor.send_signal(signal.SIGCONT)
+        await asyncio.to_thread(kafka_broker.start)
+        first = await upload
+        answers = [first.status_code]
+        while answers[-1] != 200 and len(answers) < 6:  # the app uploads again, as it would
+            answers.append(
+                (await client.post("/api/v1/entries", json=entries, headers=secret(creds))).status_code
+            )
+    assert set(answers[:-1]) <= {503} and answers[-1] == 200, answers
+    device = creds["device_id"]
+    assert await stored(db, device) == len(entries), "answered 200 means stored"
+    await settled(db)
+    cur = await db.execute("SELECT count(*) AS n FROM readings WHERE device_id = %s", (device,))
+    assert await cur.fetchone() == {"n": len(entries)}
     assert not services.dead()
 
 

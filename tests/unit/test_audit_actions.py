@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from telehealth.audit_actions import LABELS, describe
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("dashboard_api", "telehealth", "processor", "launcher", "gateway")
 
 

@@ -3,12 +3,11 @@ its own unit puts it (70 and 180 mg/dL in range, 54 mg/dL level 1, 3.9 and 10.0 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from telehealth.codes import CODES, MG_DL_PER_MMOL_L
 from telehealth.glucose_ranges import Band, Trend, band_of, trend_of, whole_mg_dl
+from tests.paths import ROOT
 
 
 def consensus_mg_dl(mg: int) -> Band:
@@ -88,7 +87,7 @@ def test_trend_arrows_follow_the_rate_in_mg_dl_per_minute(mg_per_min: float, tre
 
 def test_the_page_converts_and_bands_with_the_same_numbers() -> None:
     """units.js converts with the factor the API stores with and rounds to whole mg/dL alike."""
-    units = (Path(__file__).resolve().parents[2] / "dashboard_api" / "static" / "units.js").read_text()
+    units = (ROOT / "dashboard_api" / "static" / "units.js").read_text()
     assert f"MG_DL_PER_MMOL_L = {MG_DL_PER_MMOL_L};" in units
     assert "Math.floor(mmol * MG_DL_PER_MMOL_L + 0.5)" in units
     for line in ("mg < 54", "mg < 70", "mg <= 180", "mg <= 250"):

@@ -1,10 +1,10 @@
 """The settings table in the docs is the one generated from the Settings class."""
 
 import re
-from pathlib import Path
 
 from launcher.settings_doc import docs_path, documented_table, markdown_table
 from telehealth.settings import GROUPS, Settings
+from tests.paths import ROOT
 
 
 def test_docs_table_matches_the_settings_class() -> None:
@@ -30,11 +30,10 @@ def test_every_setting_is_in_exactly_one_group() -> None:
 def test_every_variable_the_code_reads_is_a_documented_setting() -> None:
     """A `TELEHEALTH_*` name in the code is a setting, a test-suite switch or a documented
     variable of the researcher's client (docs/configuration.md)."""
-    root = Path(__file__).resolve().parents[2]
-    docs = (root / "docs" / "configuration.md").read_text() + (root / "README.md").read_text()
+    docs = (ROOT / "docs" / "configuration.md").read_text() + (ROOT / "README.md").read_text()
     found: set[str] = set()
     for package in ("telehealth", "gateway", "processor", "dashboard_api", "launcher", "simulators", "bench"):
-        for path in (root / package).rglob("*.py"):
+        for path in (ROOT / package).rglob("*.py"):
             found |= set(re.findall(r"TELEHEALTH_[A-Z0-9_]*[A-Z0-9]", path.read_text()))
     settings = {f"TELEHEALTH_{name.upper()}" for name in Settings.model_fields}
     undocumented = sorted(name for name in found - settings if f"`{name}`" not in docs)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.paths import ROOT
+
 PROBE = """
 import time
 from pathlib import Path
@@ -21,7 +23,6 @@ def test_probe(tmp_path: Path, tmp_path_factory) -> None:
 
 
 def test_two_runs_at_once_keep_their_own_temporary_roots(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[2]
     runs = []
     for name in ("first", "second"):
         folder = tmp_path / name
@@ -44,7 +45,7 @@ def test_two_runs_at_once_keep_their_own_temporary_roots(tmp_path: Path) -> None
                     "/dev/null",
                     str(folder / "test_probe.py"),
                 ],
-                cwd=root,
+                cwd=ROOT,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
             )

@@ -77,3 +77,19 @@ async def alerts_of(db: psycopg.AsyncConnection[Any], patient: Any) -> list[dict
         (patient,),
     )
     return await cur.fetchall()
+
+
+def contract_example(**overrides: object) -> dict[str, object]:
+    """The contract's example reading (docs/contract.md) as a document, with fields replaced."""
+    base: dict[str, object] = {
+        "device_id": "oxi-000123",
+        "seq": 1042,
+        "measured_at": "2026-11-23T08:15:02Z",
+        "observations": [
+            {"code": "spo2", "value": 94, "unit": "%"},
+            {"code": "pulse", "value": 88, "unit": "/min"},
+        ],
+        "battery_pct": 71,
+        "context": {"supplemental_o2": False},
+    }
+    return base | overrides

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from telehealth.storage.people import add_user
+from tests.browser import BROWSER_ARGS, CHROMIUM
 from tests.factories import auth, make_patient, make_user
-from tests.integration.test_dashboard_browser import BROWSER_ARGS, CHROMIUM
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),

@@ -14,8 +14,8 @@ from psycopg.rows import dict_row
 from telehealth.settings import Settings
 from telehealth.storage import audit
 from telehealth.storage.people import add_user
+from tests.commands import telehealth
 from tests.factories import auth, make_patient, make_user
-from tests.integration.test_cli import telehealth
 
 
 async def _rows_for(db: psycopg.AsyncConnection[Any], patient: object) -> list[dict[str, Any]]:

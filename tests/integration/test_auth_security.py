@@ -19,8 +19,8 @@ from telehealth.security import token_digest
 from telehealth.settings import Settings
 from telehealth.storage import logins
 from telehealth.storage.people import add_user
+from tests.commands import telehealth
 from tests.factories import auth, make_user
-from tests.integration.test_cli import telehealth
 
 PROBLEM = "application/problem+json"
 _addresses = itertools.count(1)

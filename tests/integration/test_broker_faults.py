@@ -20,7 +20,7 @@ from telehealth.settings import Settings
 from telehealth.topics import readings_topic
 from tests.conftest import eventually, metric, metrics_url
 from tests.factories import make_device, make_patient
-from tests.integration.test_reliability import settled, stored
+from tests.stream import settled, stored
 
 OBS = [{"code": "pulse", "value": 64, "unit": "/min"}]
 

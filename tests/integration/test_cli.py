@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,30 +10,8 @@ import httpx
 import psycopg
 
 from telehealth.settings import Settings
+from tests.commands import telehealth
 from tests.factories import make_patient
-
-
-def telehealth(
-    settings: Settings, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    extra = env or {}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
-    env["TELEHEALTH_DATABASE_URL"] = settings.database_url or ""
-    env["TELEHEALTH_MQTT_URL"] = settings.mqtt_url or ""
-    for name in ("mqtt_admin_password", "mqtt_gateway_password"):  # the operator's broker secrets
-        secret = getattr(settings, name)
-        if secret is not None:
-            env[f"TELEHEALTH_{name.upper()}"] = secret.get_secret_value()
-    env["TELEHEALTH_MQTT_INSECURE"] = str(settings.mqtt_insecure).lower()
-    env.update(extra)
-    return subprocess.run(
-        [sys.executable, "-m", "launcher", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 async def test_users_add_prints_a_working_token(settings: Settings, api_url: str) -> None:

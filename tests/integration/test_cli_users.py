@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from telehealth.settings import Settings
+from tests.commands import telehealth
 from tests.factories import make_patient
-from tests.integration.test_cli import telehealth
 
 STRONG = "quiet-harbour-lantern-47"
 

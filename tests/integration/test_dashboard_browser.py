@@ -3,7 +3,6 @@ the dialog, open the patient and see the reading against the threshold bands."""
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,23 +13,13 @@ import pytest
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
 from telehealth.storage.people import add_user
+from tests.browser import BROWSER_ARGS, CHROMIUM
 from tests.factories import make_device, make_patient
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
     reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it",
 )
-BROWSER_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 async def test_clinician_sees_alert_live_acknowledges_and_reads_the_patient(

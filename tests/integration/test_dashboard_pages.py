@@ -23,8 +23,8 @@ from telehealth.settings import Settings
 from telehealth.storage import trends
 from telehealth.storage.people import add_user
 from telehealth.thresholds import Thresholds
+from tests.browser import BROWSER_ARGS, CHROMIUM
 from tests.factories import make_device, make_patient
-from tests.integration.test_dashboard_browser import BROWSER_ARGS, CHROMIUM
 from tests.research_support import admin_token, project_with_researcher
 
 pytestmark = pytest.mark.skipif(

@@ -17,8 +17,8 @@ from telehealth.broker.admin import device_logins
 from telehealth.mqtt import MqttAddress, parse_mqtt_url
 from telehealth.settings import Settings
 from telehealth.storage.devices import DeviceBelongsToAnother, reissue_secret
+from tests.commands import telehealth
 from tests.conftest import eventually
-from tests.integration.test_cli import telehealth
 
 
 def device_address(settings: Settings) -> MqttAddress:

@@ -18,18 +18,12 @@ from simulators.publisher import Publisher
 from telehealth.settings import Settings
 from tests.conftest import eventually
 from tests.factories import make_device, make_patient
+from tests.stream import above, stored
 
 #: storing must resume within this after the processor is killed and started again
 RESUME_WITHIN_S = 8.0
 
 SPO2 = [{"code": "spo2", "value": 97, "unit": "%"}]
-
-
-async def stored(db: psycopg.AsyncConnection[Any], device_id: str) -> int:
-    cur = await db.execute("SELECT count(*) AS n FROM reading_receipts WHERE device_id = %s", (device_id,))
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row["n"])
 
 
 async def readiness(http: httpx.AsyncClient) -> tuple[int, dict[str, Any]]:
@@ -56,7 +50,7 @@ async def test_processor_resumes_storing_within_seconds_after_kill_9(
 
     streaming = asyncio.create_task(stream())
     try:
-        await eventually(lambda: _above(db, device.device_id, 20))
+        await eventually(lambda: above(db, device.device_id, 20))
         services.procs["processor"].send_signal(signal.SIGKILL)
         services.procs["processor"].wait()
         cur = await db.execute("SELECT now() AS t")
@@ -79,10 +73,6 @@ async def test_processor_resumes_storing_within_seconds_after_kill_9(
     gap = (resumed_at - killed_at).total_seconds()
     print(f"\nstoring resumed {gap:.2f}s after kill -9 and restart of the processor")
     assert gap < RESUME_WITHIN_S
-
-
-async def _above(db: psycopg.AsyncConnection[Any], device_id: str, n: int) -> bool:
-    return await stored(db, device_id) > n
 
 
 async def test_readyz_reports_a_silent_processor_then_recovers(

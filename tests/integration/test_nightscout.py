@@ -10,7 +10,6 @@ import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 import httpx
 import psycopg
@@ -19,42 +18,15 @@ from dashboard_api.app import create_app
 from telehealth.nightscout import api_secret_header
 from telehealth.settings import Settings
 from telehealth.storage import uploaders
+from tests.commands import telehealth
 from tests.conftest import eventually
 from tests.factories import auth, make_patient, make_user
-from tests.integration.test_cli import telehealth
+from tests.nightscout_support import client_address, now_ms, provision_uploader, scalar, secret
+from tests.stream import resolves_to, stored
 
 _ids = itertools.count(1)
-_addresses = itertools.count(1)
 FIVE_MIN_MS = 300_000
 DIRECTIONS = ["Flat", "FortyFiveUp", "SingleUp", "FortyFiveDown", "SingleDown"]
-
-
-def client_address() -> dict[str, str]:
-    """A fresh client address, so one test's failed attempts do not throttle another's."""
-    n = next(_addresses)
-    return {"X-Forwarded-For": f"203.0.{n // 250}.{n % 250 + 1}"}
-
-
-async def provision_uploader(
-    http: httpx.AsyncClient, db: psycopg.AsyncConnection[Any], patient: UUID
-) -> dict[str, Any]:
-    """Through the devices API, as an admin would: the credentials are shown once."""
-    admin = await make_user(db, "admin")
-    device_id = f"ns-up-{next(_ids)}-{datetime.now().timestamp():.0f}"
-    response = await http.post(
-        "/api/v1/devices",
-        json={"device_id": device_id, "patient_id": str(patient), "kind": "uploader"},
-        headers=auth(admin),
-    )
-    assert response.status_code == 201, response.text
-    creds: dict[str, Any] = response.json()
-    assert creds["api_secret_sha1"] == api_secret_header(creds["api_secret"])
-    creds["admin"] = admin
-    return creds
-
-
-def secret(creds: dict[str, Any]) -> dict[str, str]:
-    return {"API-SECRET": creds["api_secret_sha1"]}
 
 
 def xdrip_day(end_ms: int, count: int = 288) -> list[dict[str, Any]]:
@@ -83,21 +55,6 @@ def xdrip_day(end_ms: int, count: int = 288) -> list[dict[str, Any]]:
     return entries
 
 
-async def scalar(db: psycopg.AsyncConnection[Any], sql: str, *args: Any) -> Any:
-    cur = await db.execute(sql, args)
-    row = await cur.fetchone()
-    assert row is not None
-    return next(iter(row.values()))
-
-
-async def stored(db: psycopg.AsyncConnection[Any], device_id: str) -> int:
-    return int(await scalar(db, "SELECT count(*) FROM reading_receipts WHERE device_id = %s", device_id))
-
-
-def now_ms() -> int:
-    return round(datetime.now(UTC).timestamp() * 1000)
-
-
 async def test_a_day_of_cgm_uploaded_twice_is_stored_once_and_read_back_in_nightscout_shape(
     http: httpx.AsyncClient, db: psycopg.AsyncConnection[Any]
 ) -> None:
@@ -117,7 +74,7 @@ async def test_a_day_of_cgm_uploaded_twice_is_stored_once_and_read_back_in_night
     assert again.status_code == 200, again.text
     assert {e["_id"] for e in again.json()} == {e["_id"] for e in echoed}
 
-    await eventually(lambda: _is(stored(db, device), 288))
+    await eventually(lambda: resolves_to(stored(db, device), 288))
     assert await scalar(db, "SELECT count(*) FROM readings WHERE device_id = %s", device) == 288
     # backfilled readings are flagged late (no live alarms): all but the two newest, which were
     # 1 and 6 minutes old on arrival
@@ -163,10 +120,6 @@ async def test_a_day_of_cgm_uploaded_twice_is_stored_once_and_read_back_in_night
     assert ("nightscout.status.read", f"nightscout:{device}") in actions
 
 
-async def _is(value: Any, expected: Any) -> bool:
-    return bool(await value == expected)
-
-
 async def test_duplicates_meter_readings_and_an_mmol_client(
     http: httpx.AsyncClient, db: psycopg.AsyncConnection[Any]
 ) -> None:
@@ -183,7 +136,7 @@ async def test_duplicates_meter_readings_and_an_mmol_client(
     response = await http.post("/api/v1/entries", json=upload, headers=secret(creds))
     assert response.status_code == 200, response.text
     assert [e["type"] for e in response.json()] == ["sgv", "sgv", "mbg", "mbg"]
-    await eventually(lambda: _is(stored(db, device), 3))
+    await eventually(lambda: resolves_to(stored(db, device), 3))
 
     cur = await db.execute(
         "SELECT source, value, unit FROM readings WHERE device_id = %s ORDER BY seq", (device,)
@@ -260,7 +213,7 @@ async def test_entries_that_are_no_readings_become_dead_letters_beside_good_ones
     assert sorted(json.loads(bytes(r["raw"])).get("date", 0) for r in found) == sorted(
         e.get("date", 0) for e in bad
     )
-    await eventually(lambda: _is(stored(db, device), 1))
+    await eventually(lambda: resolves_to(stored(db, device), 1))
 
     not_json = await http.post("/api/v1/entries", content=b"{not json", headers=secret(creds))
     assert not_json.status_code == 400
@@ -278,7 +231,7 @@ async def test_a_credential_reaches_only_its_own_patient_and_stops_when_revoked(
         "/api/v1/entries", json={"type": "sgv", "date": t, "sgv": 77}, headers=secret(bob_up)
     )
     assert posted.status_code == 200, posted.text
-    await eventually(lambda: _is(stored(db, bob_up["device_id"]), 1))
+    await eventually(lambda: resolves_to(stored(db, bob_up["device_id"]), 1))
 
     address = client_address()
     assert (await http.get("/api/v1/entries.json", headers=address)).status_code == 401
@@ -366,7 +319,7 @@ async def test_uploader_battery_from_devicestatus_raises_battery_low(
     async def battery() -> Any:
         return await scalar(db, "SELECT battery_pct FROM devices WHERE id = %s", creds["device_id"])
 
-    await eventually(lambda: _is(battery(), 12))
+    await eventually(lambda: resolves_to(battery(), 12))
 
     async def alert() -> Any:
         cur = await db.execute(

@@ -12,14 +12,8 @@ import psycopg
 
 from tests.conftest import eventually
 from tests.factories import make_patient
-from tests.integration.test_nightscout import (
-    _is,
-    client_address,
-    now_ms,
-    provision_uploader,
-    secret,
-    stored,
-)
+from tests.nightscout_support import client_address, now_ms, provision_uploader, secret
+from tests.stream import resolves_to, stored
 
 FIVE_MIN_MS = 300_000
 
@@ -36,7 +30,7 @@ async def test_xdrip_as_a_follower_reads_with_its_cache_buster(
     t = now_ms() - 60_000
     up = [{"type": "sgv", "date": t - i * FIVE_MIN_MS, "sgv": 100 + i, "direction": "Flat"} for i in range(3)]
     assert (await http.post("/api/v1/entries", json=up, headers=secret(creds))).status_code == 200
-    await eventually(lambda: _is(stored(db, creds["device_id"]), 3))
+    await eventually(lambda: resolves_to(stored(db, creds["device_id"]), 3))
     follow = await http.get(
         "/api/v1/entries.json",
         params={"count": "24", "rr": str(now_ms())},
@@ -116,7 +110,7 @@ async def test_share_and_carelink_trends_are_kept_and_every_cgm_entry_has_a_delt
     posted = await http.post("/api/v1/entries", json=[*share, carelink, xdrip], headers=secret(creds))
     assert posted.status_code == 200, posted.text
     assert [e["trend"] for e in posted.json()] == [3, 4, 5, 4]
-    await eventually(lambda: _is(stored(db, creds["device_id"]), 4))
+    await eventually(lambda: resolves_to(stored(db, creds["device_id"]), 4))
 
     read = await http.get("/api/v1/entries/sgv.json", params={"count": "4"}, headers=secret(creds))
     entries = read.json()
@@ -169,7 +163,7 @@ async def test_devicestatus_is_kept_as_uploaded_and_read_back_by_followers(
         row = await cur.fetchone()
         return row and row["battery_pct"]
 
-    await eventually(lambda: _is(battery(), 63))
+    await eventually(lambda: resolves_to(battery(), 63))
     count = await db.execute(
         "SELECT count(*) AS n FROM audit_log WHERE action = 'nightscout.devicestatus.read' AND actor = %s",
         (f"nightscout:{creds['device_id']}",),
@@ -201,4 +195,4 @@ async def test_an_upload_with_a_refused_entry_is_answered_entry_for_entry(
         assert answer.status_code == 200, answer.text
         assert len(answer.json()) == 2
         assert answer.json()[0]["sgv"] == 120 and answer.json()[1]["dead_letter"] == "time_out_of_window"
-    await eventually(lambda: _is(stored(db, creds["device_id"]), 1))
+    await eventually(lambda: resolves_to(stored(db, creds["device_id"]), 1))

@@ -21,7 +21,8 @@ from py_nightscout import Api
 
 from tests.conftest import eventually
 from tests.factories import make_patient
-from tests.integration.test_nightscout import _is, now_ms, provision_uploader, secret, stored
+from tests.nightscout_support import now_ms, provision_uploader, secret
+from tests.stream import resolves_to, stored
 
 
 async def test_py_nightscout_reads_glucose_status_treatments_devicestatus_and_profiles(
@@ -36,7 +37,7 @@ async def test_py_nightscout_reads_glucose_status_treatments_devicestatus_and_pr
         {"type": "sgv", "sgv": 120, "date": t - 3_600_000, "trend": 4, "device": "share2"},
     ]
     assert (await http.post("/api/v1/entries", json=entries, headers=secret(creds))).status_code == 200
-    await eventually(lambda: _is(stored(db, creds["device_id"]), 3))
+    await eventually(lambda: resolves_to(stored(db, creds["device_id"]), 3))
     when = datetime.now(UTC).isoformat()
     carbs = {"eventType": "Meal Bolus", "created_at": when, "carbs": 30, "insulin": 3.0}
     assert (await http.post("/api/v1/treatments", json=carbs, headers=secret(creds))).status_code == 200
@@ -104,7 +105,7 @@ async def test_nightscout_cli_pushes_gets_lists_and_reads_history(
     assert pushed.returncode == 0, pushed.stderr
     earlier = await asyncio.to_thread(_cli, api_url, sha1, tmp_path, "push", "120", "--minutes-ago", "5")
     assert earlier.returncode == 0, earlier.stderr
-    await eventually(lambda: _is(stored(db, creds["device_id"]), 2))
+    await eventually(lambda: resolves_to(stored(db, creds["device_id"]), 2))
 
     got = await asyncio.to_thread(_cli, api_url, sha1, tmp_path, "get", "2")
     assert got.returncode == 0, got.stderr

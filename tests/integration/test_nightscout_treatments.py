@@ -13,7 +13,7 @@ import psycopg
 
 from tests.conftest import eventually
 from tests.factories import auth, make_patient, make_user
-from tests.integration.test_nightscout import client_address, provision_uploader, scalar, secret
+from tests.nightscout_support import client_address, provision_uploader, scalar, secret
 
 
 def iso(at: datetime) -> str:

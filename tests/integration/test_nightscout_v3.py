@@ -13,7 +13,8 @@ import psycopg
 
 from tests.conftest import eventually
 from tests.factories import auth, make_patient
-from tests.integration.test_nightscout import _is, client_address, now_ms, provision_uploader, stored
+from tests.nightscout_support import client_address, now_ms, provision_uploader
+from tests.stream import resolves_to, stored
 
 
 def aaps(jwt: str = "") -> dict[str, str]:
@@ -67,7 +68,7 @@ async def test_androidaps_connects_uploads_and_syncs_through_api_v3(
     created = await http.post("/api/v3/entries", json=sgv, headers=aaps(jwt))
     assert created.status_code == 201, created.text
     identifier = created.json()["identifier"]
-    await eventually(lambda: _is(stored(db, creds["device_id"]), 1))
+    await eventually(lambda: resolves_to(stored(db, creds["device_id"]), 1))
     again = await http.post("/api/v3/entries", json=sgv, headers=aaps(jwt))
     assert again.status_code == 200 and again.json()["isDeduplication"] is True
     assert again.json()["identifier"] == identifier

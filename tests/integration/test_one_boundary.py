@@ -16,7 +16,7 @@ from telehealth.contracts import wire_time
 from telehealth.topics import readings_topic
 from tests.conftest import eventually
 from tests.factories import make_device, make_patient
-from tests.integration.test_nightscout import now_ms, provision_uploader, secret
+from tests.nightscout_support import now_ms, provision_uploader, secret
 
 #: name -> (the value in an MQTT reading's context / in a Nightscout entry's field, or a time)
 HOSTILE: dict[str, Any] = {

@@ -18,36 +18,9 @@ from simulators.publisher import Publisher
 from telehealth.settings import Settings
 from tests.conftest import eventually, metric, metrics_url
 from tests.factories import make_device, make_patient
+from tests.stream import above, settled, stored
 
 TOTAL = 4000
-
-
-async def settled(db: psycopg.AsyncConnection[Any]) -> None:
-    """Wait until nothing is left to replay: a gateway and a processor have each reported an
-    empty backlog (nothing unacked, nothing fetched and uncommitted, no consumer lag) in a
-    heartbeat whose lag sample was taken after this call began."""
-    cur = await db.execute("SELECT now() AS t")
-    since = (await cur.fetchone())["t"]  # type: ignore[index]
-
-    async def quiet() -> bool:
-        cur = await db.execute(
-            """SELECT service, backlog FROM service_heartbeats
-               WHERE service IN ('gateway', 'processor') AND beat_at > %s + interval '1.5 seconds'""",
-            (since,),
-        )
-        rows = await cur.fetchall()
-        return {r["service"] for r in rows} == {"gateway", "processor"} and all(
-            r["backlog"] == 0 for r in rows
-        )
-
-    await eventually(quiet)
-
-
-async def stored(db: psycopg.AsyncConnection[Any], device_id: str) -> int:
-    cur = await db.execute("SELECT count(*) AS n FROM reading_receipts WHERE device_id = %s", (device_id,))
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row["n"])
 
 
 # Not strict: a kill that happens to land with nothing in flight loses nothing, even on amqtt.
@@ -87,7 +60,7 @@ async def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
             if seq % 200 == 0:
                 await asyncio.sleep(0.05)
             if seq == TOTAL // 2:
-                await eventually(lambda: _above(db, device.device_id, 0), timeout=30, interval=0.05)
+                await eventually(lambda: above(db, device.device_id, 0), timeout=30, interval=0.05)
                 services.procs[victim].send_signal(signal.SIGKILL)
                 services.procs[victim].wait()
                 killed_at = await stored(db, device.device_id)
@@ -98,7 +71,7 @@ async def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
     services.start(victim, victim)
     if victim == "api":
         await asyncio.to_thread(wait_http_ok, f"http://127.0.0.1:{settings.api_port}/readyz")
-    await eventually(lambda: _above(db, device.device_id, TOTAL - 1), timeout=90)
+    await eventually(lambda: above(db, device.device_id, TOTAL - 1), timeout=90)
     await settled(db)  # anything replayed after recovery would have been stored by now
     assert await stored(db, device.device_id) == TOTAL
     cur = await db.execute(
@@ -106,10 +79,6 @@ async def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
         (device.device_id,),
     )
     assert await cur.fetchone() == {"rows": TOTAL, "seqs": TOTAL}
-
-
-async def _above(db: psycopg.AsyncConnection[Any], device_id: str, n: int) -> bool:
-    return await stored(db, device_id) > n
 
 
 async def test_database_outage_mid_stream_holds_back_then_stores_everything_once(
@@ -131,7 +100,7 @@ async def test_database_outage_mid_stream_holds_back_then_stores_everything_once
     for seq in range(1, half + 1):
         publisher.publish_reading(device.device_id, seq, obs, measured_at=datetime.now(UTC))
     async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as conn:
-        await eventually(lambda: _above(conn, device.device_id, 0))  # the stream is flowing
+        await eventually(lambda: above(conn, device.device_id, 0))  # the stream is flowing
     processor = metrics_url(services, "processor")
     retries = metric(processor, "telehealth_processor_batch_retries_total")
     postgres.stop()
@@ -156,7 +125,7 @@ async def test_database_outage_mid_stream_holds_back_then_stores_everything_once
         assert postgres.start() == url
 
     async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as conn:
-        await eventually(lambda: _above(conn, device.device_id, TOTAL - 1), timeout=90)
+        await eventually(lambda: above(conn, device.device_id, TOTAL - 1), timeout=90)
         await settled(conn)
         cur = await conn.execute(
             "SELECT count(*) AS rows, count(DISTINCT seq) AS seqs FROM readings WHERE device_id = %s",
@@ -300,7 +269,7 @@ async def test_a_stopped_processor_holds_nothing_back_once_it_runs_again(
             if seq % 200 == 0:
                 await asyncio.sleep(0.05)
             if seq == TOTAL // 4:
-                await eventually(lambda: _above(db, device.device_id, 0), timeout=30, interval=0.05)
+                await eventually(lambda: above(db, device.device_id, 0), timeout=30, interval=0.05)
                 processor.send_signal(signal.SIGSTOP)
         assert await publisher.drain(60)
         stopped_at = await stored(db, device.device_id)
@@ -310,7 +279,7 @@ async def test_a_stopped_processor_holds_nothing_back_once_it_runs_again(
         processor.send_signal(signal.SIGCONT)
         await publisher.close()
     assert stopped_at < TOTAL, "the stop must land mid-stream"
-    await eventually(lambda: _above(db, device.device_id, TOTAL - 1), timeout=90)
+    await eventually(lambda: above(db, device.device_id, TOTAL - 1), timeout=90)
     await settled(db)
     cur = await db.execute(
         "SELECT count(*) AS rows, count(DISTINCT seq) AS seqs FROM readings WHERE device_id = %s",

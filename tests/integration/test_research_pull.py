@@ -12,8 +12,8 @@ import pyarrow.dataset as ds
 
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
+from tests.commands import telehealth
 from tests.factories import make_user
-from tests.integration.test_cli import telehealth
 from tests.research_support import RESEARCH_GLUCOSE, closed_hour, cohort_patient, publish_glucose, put_consent
 
 

@@ -6,21 +6,7 @@ from hypothesis import strategies as st
 
 from telehealth.codes import CODES, MG_DL_PER_MMOL_L
 from telehealth.contracts import MAX_BATCH, MAX_PAYLOAD_BYTES, Reason, parse_payload
-
-
-def reading(**overrides: object) -> dict[str, object]:
-    base: dict[str, object] = {
-        "device_id": "oxi-000123",
-        "seq": 1042,
-        "measured_at": "2026-11-23T08:15:02Z",
-        "observations": [
-            {"code": "spo2", "value": 94, "unit": "%"},
-            {"code": "pulse", "value": 88, "unit": "/min"},
-        ],
-        "battery_pct": 71,
-        "context": {"supplemental_o2": False},
-    }
-    return base | overrides
+from tests.factories import contract_example as reading
 
 
 def encode(document: object) -> bytes:

@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from telehealth.contracts import parse_carefully, parse_payload
-from tests.unit.test_contracts import reading
+from tests.factories import contract_example
 
 NOW = datetime(2026, 11, 23, 8, 16, tzinfo=UTC)
-VALID: dict[str, Any] = reading()  # the contract's example
+VALID: dict[str, Any] = contract_example()  # the contract's example
 
 
 def same_answer(payload: bytes) -> None:

@@ -18,6 +18,14 @@ async def stored(db: psycopg.AsyncConnection[Any], device_id: str) -> int:
     return int(row["n"] if isinstance(row, dict) else row[0])
 
 
+async def count(db: psycopg.AsyncConnection[Any], sql: str, *args: Any) -> int:
+    """The one number a `SELECT count(...)` query answers, whichever row factory `db` has."""
+    cur = await db.execute(sql, args)
+    row = await cur.fetchone()
+    assert row is not None
+    return int(next(iter(row.values())) if isinstance(row, dict) else row[0])
+
+
 async def above(db: psycopg.AsyncConnection[Any], device_id: str, n: int) -> bool:
     return await stored(db, device_id) > n
 

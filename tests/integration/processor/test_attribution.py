@@ -8,15 +8,12 @@ catch the race between the change and the processor's device cache."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import psycopg
-import pytest
 from aiokafka.structs import ConsumerRecord
 
-from launcher.stack import Services
 from processor import sink
 from processor.pipeline import Pipeline
 from simulators.publisher import Publisher
@@ -27,14 +24,6 @@ from tests.conftest import eventually
 from tests.factories import make_device, make_patient
 
 ROUNDS = 8
-
-
-@pytest.fixture
-async def device_publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
-    publisher = Publisher(settings.mqtt_relay_url(), client_id=f"attribution-{datetime.now().timestamp()}")
-    await publisher.connect()
-    yield publisher
-    await publisher.close()
 
 
 def glucose(value: float) -> list[dict[str, Any]]:

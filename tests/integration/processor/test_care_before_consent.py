@@ -4,14 +4,11 @@ the lock is gone, and only if consent allows (`processor.consent`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import httpx
 import psycopg
-import pytest
 
 from launcher.stack import Services
 from simulators.publisher import Publisher
@@ -19,25 +16,11 @@ from telehealth.settings import Settings
 from tests.conftest import eventually, metric, metrics_url
 from tests.factories import make_device, make_patient, make_user
 from tests.research_support import RESEARCH_GLUCOSE, put_consent
+from tests.stream import count
 
 #: every table the consent step reads or writes (the rollups hang off research_readings)
 CONSENT_TABLES = "consent_clock, patient_consents, reading_consent, research_readings"
 FAILURES = "telehealth_processor_consent_step_failures_total"
-
-
-@pytest.fixture
-async def device_publisher(settings: Settings, services: Services) -> AsyncIterator[Publisher]:
-    publisher = Publisher(settings.mqtt_relay_url(), client_id=f"carepath-{datetime.now().timestamp()}")
-    await publisher.connect()
-    yield publisher
-    await publisher.close()
-
-
-async def _count(conn: psycopg.AsyncConnection[Any], sql: str, *args: Any) -> int:
-    cur = await conn.execute(sql, args)
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0] if isinstance(row, tuple) else next(iter(row.values())))
 
 
 async def test_an_urgent_low_is_stored_and_alerted_while_the_consent_tables_are_locked(
@@ -65,13 +48,13 @@ async def test_an_urgent_low_is_stored_and_alerted_while_the_consent_tables_are_
         assert await device_publisher.drain()
 
         async def stored() -> bool:
-            n = await _count(
+            n = await count(
                 db, "SELECT count(*) FROM readings WHERE device_id = ANY(%s)", list(devices.values())
             )
             return n == 2
 
         async def alerted() -> bool:
-            n = await _count(
+            n = await count(
                 db,
                 """SELECT count(DISTINCT patient_id) FROM alerts WHERE patient_id = ANY(%s)
                    AND rule = 'glucose_low' AND severity = 'urgent' AND status = 'open'""",
@@ -83,13 +66,13 @@ async def test_an_urgent_low_is_stored_and_alerted_while_the_consent_tables_are_
         await eventually(alerted)
         # The consent step ran into the lock and gave up: the readings wait, undecided.
         await eventually(lambda: _true(metric(processor, FAILURES) > failures_before))
-        pending = await _count(
+        pending = await count(
             db, "SELECT count(*) FROM consent_pending WHERE device_id = ANY(%s)", list(devices.values())
         )
         assert pending == 2
         # Read through the lock holder: nothing decided, nothing in research yet.
         assert (
-            await _count(
+            await count(
                 locker,
                 "SELECT count(*) FROM reading_consent WHERE device_id = ANY(%s)",
                 list(devices.values()),
@@ -97,23 +80,21 @@ async def test_an_urgent_low_is_stored_and_alerted_while_the_consent_tables_are_
             == 0
         )
         assert (
-            await _count(
-                locker, "SELECT count(*) FROM research_readings WHERE patient_id = ANY(%s)", patients
-            )
+            await count(locker, "SELECT count(*) FROM research_readings WHERE patient_id = ANY(%s)", patients)
             == 0
         )
         assert not locker.closed and locker.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
     # The lock is released (the transaction rolled back with the connection).
 
     async def decided() -> bool:
-        n = await _count(
+        n = await count(
             db, "SELECT count(*) FROM reading_consent WHERE device_id = ANY(%s)", list(devices.values())
         )
         return n == 2
 
     await eventually(decided)
     assert (
-        await _count(
+        await count(
             db, "SELECT count(*) FROM consent_pending WHERE device_id = ANY(%s)", list(devices.values())
         )
         == 0

@@ -28,6 +28,7 @@ from telehealth.storage import open_pool
 from telehealth.storage.devices import CachedRegistry
 from tests.conftest import eventually
 from tests.factories import make_device, make_patient
+from tests.stream import count
 
 TEAM = "team-express"
 
@@ -78,13 +79,6 @@ async def stored(db: psycopg.AsyncConnection[Any], device: str) -> dict[int, lis
         "SELECT seq, quality FROM readings WHERE device_id = %s AND code = 'spo2'", (device,)
     )
     return {r["seq"]: r["quality"] for r in await cur.fetchall()}
-
-
-async def count(db: psycopg.AsyncConnection[Any], query: str, *args: Any) -> int:
-    cur = await db.execute(query, args)
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row["n"])
 
 
 async def patients_with_oximeters(db: psycopg.AsyncConnection[Any], n: int) -> list[tuple[UUID, str]]:

@@ -17,17 +17,11 @@ from telehealth.settings import Settings
 from telehealth.topics import readings_topic
 from tests.conftest import eventually
 from tests.factories import auth, make_device, make_patient, make_user
+from tests.stream import count
 
 
 def glucose(value: float, unit: str = "mmol/L") -> list[dict[str, Any]]:
     return [{"code": "glucose", "value": value, "unit": unit, "source": "cgm"}]
-
-
-async def count(db: psycopg.AsyncConnection[Any], sql: str, *args: Any) -> int:
-    cur = await db.execute(sql, args)
-    row = await cur.fetchone()
-    assert row is not None
-    return int(next(iter(row.values())))
 
 
 async def test_falling_glucose_is_stored_once_and_raises_urgent_low(

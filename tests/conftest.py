@@ -16,7 +16,8 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,29 @@ async def eventually(check: Any, *, timeout: float = 30.0, interval: float = 0.2
         if last:
             return last
         await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+def eventually_sync(
+    check: Callable[[], Any],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    ignoring: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """`eventually` for tests without an event loop (a `telehealth up` child process): poll a
+    plain check, counting the exceptions in `ignoring` as not yet (a server still starting)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except ignoring as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
 

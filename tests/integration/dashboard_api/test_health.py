@@ -46,7 +46,7 @@ async def test_processor_resumes_storing_within_seconds_after_kill_9(
         while not stop.is_set():
             seq += 1
             publisher.publish_reading(device.device_id, seq, SPO2)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # a reading every 20 ms, not a wait
 
     streaming = asyncio.create_task(stream())
     try:

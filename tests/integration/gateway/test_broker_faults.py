@@ -45,7 +45,7 @@ async def publish(publisher: Publisher, device_id: str, seqs: range) -> None:
     for seq in seqs:
         publisher.publish_reading(device_id, seq, OBS, measured_at=datetime.now(UTC))
         if seq % 200 == 0:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # pacing the stream, not a wait
     assert await publisher.drain(60), "the broker PUBACKed every reading"
 
 

@@ -17,6 +17,7 @@ import httpx
 import psutil
 
 from launcher.embedded import free_port
+from tests.conftest import eventually_sync
 
 
 def start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int, dict[str, str], list[str]]:
@@ -58,14 +59,12 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
         headers = {"Authorization": f"Bearer {token.group(1)}"}
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/readyz").status_code == 200
-        deadline = time.monotonic() + 60
-        patients: list[dict[str, object]] = []
-        while time.monotonic() < deadline:
-            patients = httpx.get(f"{base}/api/v1/patients", headers=headers).json()
-            if len(patients) == 3 and all(p["latest"] for p in patients):
-                break
-            time.sleep(0.5)
-        assert len(patients) == 3 and all(p["latest"] for p in patients), patients
+
+        def three_with_readings() -> list[dict[str, object]] | None:
+            found: list[dict[str, object]] = httpx.get(f"{base}/api/v1/patients", headers=headers).json()
+            return found if len(found) == 3 and all(p["latest"] for p in found) else None
+
+        patients: list[dict[str, object]] = eventually_sync(three_with_readings, timeout=60, interval=0.5)
         # The care team a new clinician must join to see them is printed, with the command.
         team = re.search(r"care team:\s+(\S+) .*\n\s+telehealth users add .*--care-team (\S+)\)", text)
         assert team and team.group(1) == team.group(2), text
@@ -135,7 +134,7 @@ def test_up_with_no_simulated_patients_simply_runs(tmp_path: Path) -> None:
         for _ in range(20):
             assert proc.poll() is None, "".join(output)
             assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
-            time.sleep(0.5)
+            time.sleep(0.5)  # time passing on purpose (see above)
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
@@ -158,9 +157,7 @@ def test_a_killed_up_leaves_no_server_behind_once_started_again(tmp_path: Path) 
     def alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
 
-    deadline = time.monotonic() + 15
-    while [c for c in children if alive(c)] and time.monotonic() < deadline:
-        time.sleep(0.2)
+    _until(lambda: not [c for c in children if alive(c)], 15)
     assert not [c.cmdline() for c in children if alive(c)], "outlived a killed up"
 
     again, _, _, output = start_up(tmp_path, "--patients", "0")
@@ -242,12 +239,10 @@ def test_up_restarts_each_killed_server_and_storing_resumes(tmp_path: Path) -> N
 
 
 def _until(check: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, OSError):
-            if check():
-                return True
-        time.sleep(0.2)
+    """`eventually_sync` as a bool, for an assert with its own message; a server that does not
+    answer yet (HTTP or socket error) counts as not yet."""
+    with contextlib.suppress(AssertionError):
+        return bool(eventually_sync(check, timeout=timeout, ignoring=(httpx.HTTPError, OSError)))
     return False
 
 
@@ -305,7 +300,7 @@ async def test_a_killed_up_started_again_stores_every_acked_reading_and_letter_o
                 for seq in seqs:
                     publisher.publish_reading(device.device_id, seq, obs)
                     if seq % 200 == 0:
-                        await asyncio.sleep(0.02)
+                        await asyncio.sleep(0.02)  # pacing, not a wait
                 for _ in range(letters):
                     publisher.publish_raw(readings_topic(device.device_id), b"not json")
                 assert await publisher.drain(60), "PUBACKed"

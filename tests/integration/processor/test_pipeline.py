@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -336,16 +335,17 @@ async def test_alerts_and_their_transitions_reach_the_alerts_topic(
     seen: list[dict[str, Any]] = []
 
     async def read_until(status: str) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while loop.time() < deadline and [m["status"] for m in seen][-1:] != [status]:
-            batch = await consumer.getmany(timeout_ms=500)
+        async def arrived() -> bool:
+            batch = await consumer.getmany(timeout_ms=500)  # waits up to 0.5 s for records
             seen.extend(
                 m
                 for r in batch.values()
                 for m in (json.loads(x.value) for x in r)
                 if m["patient_id"] == str(patient)
             )
+            return [m["status"] for m in seen][-1:] == [status]
+
+        await eventually(arrived, timeout=30, interval=0)
 
     try:
         now = datetime.now(UTC)

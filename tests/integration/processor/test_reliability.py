@@ -58,7 +58,7 @@ async def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
                 measured_at=datetime.now(UTC),
             )
             if seq % 200 == 0:
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # pacing the stream, not a wait
             if seq == TOTAL // 2:
                 await eventually(lambda: above(db, device.device_id, 0), timeout=30, interval=0.05)
                 services.procs[victim].send_signal(signal.SIGKILL)
@@ -267,7 +267,7 @@ async def test_a_stopped_processor_holds_nothing_back_once_it_runs_again(
         for seq in range(1, TOTAL + 1):
             publisher.publish_reading(device.device_id, seq, obs, measured_at=datetime.now(UTC))
             if seq % 200 == 0:
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # pacing the stream, not a wait
             if seq == TOTAL // 4:
                 await eventually(lambda: above(db, device.device_id, 0), timeout=30, interval=0.05)
                 processor.send_signal(signal.SIGSTOP)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import psycopg
@@ -61,10 +60,7 @@ async def test_faulty_devices_on_their_own_connections_reconcile_exactly(
         return bool(seen["alerts"] == wanted)
 
     # the CGM's last will opened device_offline, its return resolved it; the oximeter's battery is low
-    for _ in range(100):
-        if await device_alerts():
-            break
-        await asyncio.sleep(0.2)
+    await eventually(device_alerts, timeout=20)
     assert seen["alerts"] == wanted, seen
     cur = await db.execute(
         "SELECT count(*) FROM patient_thresholds WHERE patient_id = %s AND settings->>'spo2_scale' = '2'",

@@ -291,7 +291,7 @@ async def test_a_service_login_cannot_take_the_gateways_session(
         for seq in range(1, 301):
             publisher.publish_raw(readings_topic(device.device_id), reading(device.device_id, seq))
             if seq % 50 == 0:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)  # pacing, not a wait
         assert await publisher.drain(10)
     finally:
         await publisher.close()

@@ -16,6 +16,8 @@ TTL = 0.2
 
 
 async def _settled(cache: CachedRegistry, device_id: str) -> Any:
+    """The entry after one refresh. Not a wait for a condition: the time a refresh takes to be
+    due must pass, and the late-commit tests check what one refresh does not see."""
     await asyncio.sleep(TTL * 1.5)
     return await cache.get(device_id)
 

@@ -3,7 +3,6 @@ ended is still found and replaced before a caller gets it."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 from typing import Any
@@ -12,6 +11,7 @@ import psycopg
 import pytest
 
 from telehealth.storage.db import check_unless_quiet, has_input, open_pool
+from tests.conftest import eventually
 
 
 async def _terminate(database_url: str, pid: int) -> None:
@@ -20,11 +20,10 @@ async def _terminate(database_url: str, pid: int) -> None:
 
 
 async def _until_readable(conn: psycopg.AsyncConnection[Any]) -> None:
-    for _ in range(100):
-        if has_input(conn):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the ended session never showed on the socket")
+    async def readable() -> bool:
+        return has_input(conn)
+
+    await eventually(readable, timeout=2, interval=0.02)
 
 
 async def test_a_healthy_idle_connection_is_checked_without_a_message_to_the_server(

@@ -56,7 +56,7 @@ async def test_a_full_spool_holds_acks_until_rows_are_stored(tmp_path: Path) -> 
     try:
         await spool.add(rows(3))
         waiting = asyncio.create_task(spool.add(rows(1, start=4)))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # time for the write to get as far as it can
         assert not waiting.done(), "no room: the write (and so the PUBACK) waits"
         await spool.forget([(await spool.oldest(1))[0].id])
         await asyncio.wait_for(waiting, 5)

@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -33,6 +31,10 @@ from telehealth.settings import Settings
 from telehealth.storage import migrate
 from telehealth.storage.migrate import preloaded
 
+# the run's own temporary and runtime directories (tests/isolation.py)
+from tests.isolation import pytest_configure as pytest_configure
+from tests.isolation import pytest_sessionfinish as pytest_sessionfinish
+
 # Property tests judge what the code does, never how fast: Hypothesis's per-example deadline
 # and its "input generation is slow" check are timings, and failed a correct test on a loaded
 # machine (2 cores shared with other work).
@@ -40,25 +42,6 @@ hypothesis_settings.register_profile(
     "telehealth", deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 hypothesis_settings.load_profile("telehealth")
-
-_OWN_BASETEMP = pytest.StashKey[Path]()
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_configure(config: pytest.Config) -> None:
-    """Give this run a temporary root of its own. pytest's default root is shared by every run
-    of one user and keeps only the last three: a second suite started on the same machine
-    removed the first one's embedded PostgreSQL mid-run. Kept after a failed run, for its
-    logs; removed after a passing one."""
-    if config.option.basetemp is None:
-        config.option.basetemp = tempfile.mkdtemp(prefix="telehealth-tests-")
-        config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    own = session.config.stash.get(_OWN_BASETEMP, None)
-    if own is not None and exitstatus == 0:
-        shutil.rmtree(own, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

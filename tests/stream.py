@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable
+from datetime import datetime
 from typing import Any
 
 import psycopg
+from aiokafka.structs import ConsumerRecord
 
+from telehealth.contracts import wire_time
+from telehealth.settings import Settings
 from tests.conftest import eventually
 
 
@@ -54,3 +59,25 @@ async def settled(db: psycopg.AsyncConnection[Any]) -> None:
         )
 
     await eventually(quiet)
+
+
+def forwarded(settings: Settings, offset: int, document: dict[str, Any]) -> ConsumerRecord[Any, Any]:
+    """A reading document as the gateway puts it on the readings topic (key: the device id),
+    for tests that run the processor's pipeline on records they build by hand."""
+    value = json.dumps(document).encode()
+    key = str(document["device_id"]).encode()
+    return ConsumerRecord(settings.readings_topic, 0, offset, 0, 0, key, value, None, 0, len(value), [])
+
+
+def oximeter(device: str, seq: int, spo2: float, at: datetime) -> dict[str, Any]:
+    """An oximeter's reading (SpO2 and a calm pulse), measured and received at `at`."""
+    return {
+        "device_id": device,
+        "seq": seq,
+        "measured_at": wire_time(at),
+        "received_at": wire_time(at),
+        "observations": [
+            {"code": "spo2", "value": spo2, "unit": "%"},
+            {"code": "pulse", "value": 70, "unit": "/min"},
+        ],
+    }

@@ -7,7 +7,6 @@ catch the race between the change and the processor's device cache."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +21,7 @@ from telehealth.storage import open_pool
 from telehealth.storage.devices import CachedRegistry, reassign, revoke
 from tests.conftest import eventually
 from tests.factories import make_device, make_patient
+from tests.stream import forwarded
 
 ROUNDS = 8
 
@@ -103,18 +103,15 @@ async def _database_now(db: psycopg.AsyncConnection[Any]) -> datetime:
 
 def _record(settings: Settings, device: str, seq: int, received_at: datetime) -> ConsumerRecord[Any, Any]:
     """A reading as the gateway forwards it, received at `received_at`."""
-    value = json.dumps(
-        {
-            "device_id": device,
-            "seq": seq,
-            "measured_at": received_at.isoformat(),
-            "received_at": received_at.isoformat(),
-            "observations": glucose(3.5),
-        }
-    ).encode()
-    return ConsumerRecord(
-        settings.readings_topic, 0, seq, 0, 0, device.encode(), value, None, 0, len(value), []
-    )
+    at = received_at.isoformat()
+    document = {
+        "device_id": device,
+        "seq": seq,
+        "measured_at": at,
+        "received_at": at,
+        "observations": glucose(3.5),
+    }
+    return forwarded(settings, seq, document)
 
 
 async def test_a_reading_received_before_a_reassignment_goes_to_neither_patient(

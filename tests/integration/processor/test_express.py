@@ -16,7 +16,6 @@ from uuid import UUID
 
 import psycopg
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
 
 from launcher.stack import Services
 from processor import sink
@@ -28,31 +27,9 @@ from telehealth.storage import open_pool
 from telehealth.storage.devices import CachedRegistry
 from tests.conftest import eventually
 from tests.factories import make_device, make_patient
-from tests.stream import count
+from tests.stream import count, forwarded, oximeter
 
 TEAM = "team-express"
-
-
-def document(device: str, seq: int, spo2: float, at: datetime) -> dict[str, Any]:
-    return {
-        "device_id": device,
-        "seq": seq,
-        "measured_at": wire_time(at),
-        "received_at": wire_time(at),
-        "observations": [
-            {"code": "spo2", "value": spo2, "unit": "%"},
-            {"code": "pulse", "value": 70, "unit": "/min"},
-        ],
-    }
-
-
-def record(
-    settings: Settings, offset: int, device: str, seq: int, spo2: float, at: datetime
-) -> ConsumerRecord[Any, Any]:
-    value = json.dumps(document(device, seq, spo2, at)).encode()
-    return ConsumerRecord(
-        settings.readings_topic, 0, offset, 0, 0, device.encode(), value, None, 0, len(value), []
-    )
 
 
 class Run:
@@ -95,9 +72,9 @@ async def test_an_urgent_patient_held_ahead_is_stored_and_alerted_once(
     (calm, calm_device), (urgent, device) = await patients_with_oximeters(db, 2)
     now = datetime.now(UTC)
     records = [
-        record(settings, 0, calm_device, 1, 97, now),
-        record(settings, 1, device, 1, 95, now),
-        record(settings, 2, device, 2, 90, now + timedelta(seconds=1)),
+        forwarded(settings, 0, oximeter(calm_device, 1, 97, now)),
+        forwarded(settings, 1, oximeter(device, 1, 95, now)),
+        forwarded(settings, 2, oximeter(device, 2, 90, now + timedelta(seconds=1))),
     ]
     held = decode(records, settings)
     async with Run(settings) as pipeline:
@@ -123,7 +100,7 @@ async def test_a_patient_with_a_device_in_the_batch_in_flight_waits_for_it(
     """Their readings must commit after that batch's, so nothing is stored ahead for them."""
     [(patient, device)] = await patients_with_oximeters(db, 1)
     other = (await make_device(db, patient, "oximeter")).device_id
-    held = decode([record(settings, 0, device, 1, 85, datetime.now(UTC))], settings)
+    held = decode([forwarded(settings, 0, oximeter(device, 1, 85, datetime.now(UTC)))], settings)
     async with Run(settings) as pipeline:
         assert await pipeline.express(held, held.readings, busy_devices={other}) == 0
         assert await pipeline.express(held, held.readings, busy_devices={device}) == 0
@@ -139,8 +116,10 @@ async def test_held_readings_are_judged_in_order_so_an_artefact_is_not_an_alarm(
     [(patient, device)] = await patients_with_oximeters(db, 1)
     now = datetime.now(UTC)
     held = Batch()
-    held.extend(decode([record(settings, 0, device, 1, 97, now - timedelta(minutes=1))], settings))
-    taken = decode([record(settings, 1, device, 2, 88, now)], settings)
+    held.extend(
+        decode([forwarded(settings, 0, oximeter(device, 1, 97, now - timedelta(minutes=1)))], settings)
+    )
+    taken = decode([forwarded(settings, 1, oximeter(device, 2, 88, now))], settings)
     held.extend(taken)
     async with Run(settings) as pipeline:
         assert await pipeline.express(held, taken.readings, busy_devices=set()) == 0
@@ -172,7 +151,7 @@ async def test_a_batch_held_up_in_the_database_does_not_hold_up_an_urgent_alert(
 
         await eventually(batch_waits_on_the_lock, timeout=15)
         now = datetime.now(UTC)
-        value = json.dumps(document(device, 1, 85, now)).encode()
+        value = json.dumps(oximeter(device, 1, 85, now)).encode()
         await producer.send_and_wait(settings.readings_topic, value, key=device.encode())
 
         async def alerted() -> bool:

@@ -8,7 +8,6 @@ transaction that stored it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -23,25 +22,7 @@ from telehealth.settings import Settings
 from telehealth.storage import open_pool
 from telehealth.storage.devices import CachedRegistry
 from tests.factories import make_device, make_patient
-
-
-def record(settings: Settings, offset: int, device: str, seq: int, spo2: float) -> ConsumerRecord[Any, Any]:
-    now = datetime.now(UTC).isoformat()
-    value = json.dumps(
-        {
-            "device_id": device,
-            "seq": seq,
-            "measured_at": now,
-            "received_at": now,
-            "observations": [
-                {"code": "spo2", "value": spo2, "unit": "%"},
-                {"code": "pulse", "value": 70, "unit": "/min"},
-            ],
-        }
-    ).encode()
-    return ConsumerRecord(
-        settings.readings_topic, 0, offset, 0, 0, device.encode(), value, None, 0, len(value), []
-    )
+from tests.stream import forwarded, oximeter
 
 
 async def run(
@@ -80,9 +61,12 @@ async def test_an_urgent_patients_readings_commit_before_the_rest_of_the_batch(
     patients: list[UUID] = [await make_patient(db, "team-urgent-first") for _ in range(4)]
     devices = [(await make_device(db, p, "oximeter")).device_id for p in patients]
     calm, urgent = devices[:3], devices[3]
-    records = [record(settings, i, d, 1, 97) for i, d in enumerate(calm)]
-    records += [record(settings, 3, urgent, 1, 95), record(settings, 4, urgent, 2, 91)]
-    records += [record(settings, 5 + i, d, 2, 98) for i, d in enumerate(calm)]
+    records = [forwarded(settings, i, oximeter(d, 1, 97, datetime.now(UTC))) for i, d in enumerate(calm)]
+    records += [
+        forwarded(settings, 3, oximeter(urgent, 1, 95, datetime.now(UTC))),
+        forwarded(settings, 4, oximeter(urgent, 2, 91, datetime.now(UTC))),
+    ]
+    records += [forwarded(settings, 5 + i, oximeter(d, 2, 98, datetime.now(UTC))) for i, d in enumerate(calm)]
     between: dict[str, int] = {}
 
     async def urgent_committed() -> None:  # the service publishes the alert outbox here
@@ -125,7 +109,7 @@ async def test_a_batch_with_nothing_urgent_is_one_transaction(
         (await make_device(db, await make_patient(db, "team-urgent-first"), "oximeter")).device_id
         for _ in range(3)
     ]
-    records = [record(settings, i, d, 1, 97) for i, d in enumerate(devices)]
+    records = [forwarded(settings, i, oximeter(d, 1, 97, datetime.now(UTC))) for i, d in enumerate(devices)]
     report = await run(settings, records)
     assert report.stored == 3
     decided = await decisions(db, devices)
@@ -141,8 +125,14 @@ async def test_a_crash_between_the_two_transactions_replays_cleanly(
     patients = [await make_patient(db, "team-urgent-first") for _ in range(3)]
     devices = [(await make_device(db, p, "oximeter")).device_id for p in patients]
     urgent = devices[2]
-    records = [record(settings, 0, devices[0], 1, 97), record(settings, 1, devices[1], 1, 97)]
-    records += [record(settings, 2, urgent, 1, 95), record(settings, 3, urgent, 2, 91)]
+    records = [
+        forwarded(settings, 0, oximeter(devices[0], 1, 97, datetime.now(UTC))),
+        forwarded(settings, 1, oximeter(devices[1], 1, 97, datetime.now(UTC))),
+    ]
+    records += [
+        forwarded(settings, 2, oximeter(urgent, 1, 95, datetime.now(UTC))),
+        forwarded(settings, 3, oximeter(urgent, 2, 91, datetime.now(UTC))),
+    ]
     landed = await run(settings, records[2:])  # what the first transaction of the batch wrote
     assert (landed.stored, landed.alerts) == (2, 1)
 

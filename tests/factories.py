@@ -15,6 +15,7 @@ from telehealth.storage.devices import Credentials, provision
 from telehealth.storage.people import add_patient, add_user, issue_token
 
 _counter = itertools.count(5000)
+_addresses = itertools.count(1)
 
 
 async def make_user(
@@ -93,3 +94,10 @@ def contract_example(**overrides: object) -> dict[str, object]:
         "context": {"supplemental_o2": False},
     }
     return base | overrides
+
+
+def client_address() -> dict[str, str]:
+    """A fresh client address (the API trusts X-Forwarded-For from the tests' local proxy), so
+    one test's failed logins or attempts do not throttle another's."""
+    n = next(_addresses)
+    return {"X-Forwarded-For": f"198.51.{n // 250}.{n % 250 + 1}"}

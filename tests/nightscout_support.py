@@ -14,13 +14,6 @@ from telehealth.nightscout import api_secret_header
 from tests.factories import auth, make_user
 
 _ids = itertools.count(1)
-_addresses = itertools.count(1)
-
-
-def client_address() -> dict[str, str]:
-    """A fresh client address, so one test's failed attempts do not throttle another's."""
-    n = next(_addresses)
-    return {"X-Forwarded-For": f"203.0.{n // 250}.{n % 250 + 1}"}
 
 
 async def provision_uploader(

@@ -4,7 +4,6 @@ and hashed off the event loop."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import statistics
 import time
 from pathlib import Path
@@ -20,17 +19,9 @@ from telehealth.settings import Settings
 from telehealth.storage import logins
 from telehealth.storage.people import add_user
 from tests.commands import telehealth
-from tests.factories import auth, make_user
+from tests.factories import auth, client_address, make_user
 
 PROBLEM = "application/problem+json"
-_addresses = itertools.count(1)
-
-
-def client_address() -> dict[str, str]:
-    """A fresh client address per test (the API trusts X-Forwarded-For from a local proxy),
-    so one test's failed logins do not lock another test out."""
-    n = next(_addresses)
-    return {"X-Forwarded-For": f"198.51.{n // 250}.{n % 250 + 1}"}
 
 
 async def login(

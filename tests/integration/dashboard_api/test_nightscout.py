@@ -20,8 +20,8 @@ from telehealth.settings import Settings
 from telehealth.storage import uploaders
 from tests.commands import telehealth
 from tests.conftest import eventually
-from tests.factories import auth, make_patient, make_user
-from tests.nightscout_support import client_address, now_ms, provision_uploader, scalar, secret
+from tests.factories import auth, client_address, make_patient, make_user
+from tests.nightscout_support import now_ms, provision_uploader, scalar, secret
 from tests.stream import resolves_to, stored
 
 _ids = itertools.count(1)

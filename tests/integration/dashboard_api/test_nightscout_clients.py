@@ -11,8 +11,8 @@ import httpx
 import psycopg
 
 from tests.conftest import eventually
-from tests.factories import make_patient
-from tests.nightscout_support import client_address, now_ms, provision_uploader, secret
+from tests.factories import client_address, make_patient
+from tests.nightscout_support import now_ms, provision_uploader, secret
 from tests.stream import resolves_to, stored
 
 FIVE_MIN_MS = 300_000

@@ -12,8 +12,8 @@ import httpx
 import psycopg
 
 from tests.conftest import eventually
-from tests.factories import auth, make_patient, make_user
-from tests.nightscout_support import client_address, provision_uploader, scalar, secret
+from tests.factories import auth, client_address, make_patient, make_user
+from tests.nightscout_support import provision_uploader, scalar, secret
 
 
 def iso(at: datetime) -> str:

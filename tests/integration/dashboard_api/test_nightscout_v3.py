@@ -12,8 +12,8 @@ import httpx
 import psycopg
 
 from tests.conftest import eventually
-from tests.factories import auth, make_patient
-from tests.nightscout_support import client_address, now_ms, provision_uploader
+from tests.factories import auth, client_address, make_patient
+from tests.nightscout_support import now_ms, provision_uploader
 from tests.stream import resolves_to, stored
 
 

@@ -5,7 +5,7 @@ filtered level (`glucose_level`, mmol/L) and rate (`glucose_roc`, mmol/L/min), a
 engine projects them with the rate held relative to the level (a straight line in log
 glucose), clamped to what a CGM reports. The page must draw the very curve the predicted-low
 rule judged, so this is that projection; the services may not import each other, so it lives
-in the shared core, and tests/unit/test_glucose_forecast.py holds it equal to the processor's.
+in the shared core, and tests/unit/telehealth/test_glucose_forecast.py holds it equal to the processor's.
 """
 
 from __future__ import annotations

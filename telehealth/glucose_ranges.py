@@ -6,7 +6,7 @@ its 54 as 2.9974: compared with 3.9 and 3.0 they would land one band too low. A 
 is therefore decided on its value in whole mg/dL (rounded to the nearest, as a mg/dL device
 shows it). For every one-decimal mmol/L value this gives the band of the mmol/L lines too
 (3.9 is 70.3, 10.0 is 180.2, 3.0 is 54.05 and 13.9 is 250.4 mg/dL), so a reading lands where
-the consensus puts it whichever unit its device reports in (tests/unit/test_glucose_ranges.py
+the consensus puts it whichever unit its device reports in (tests/unit/telehealth/test_glucose_ranges.py
 checks every value of both kinds).
 """
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Generator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,10 @@ from telehealth.settings import Settings
 from telehealth.storage import migrate
 from telehealth.storage.migrate import preloaded
 
+# the run's own temporary and runtime directories (tests/isolation.py)
+from tests.isolation import pytest_configure as pytest_configure
+from tests.isolation import pytest_sessionfinish as pytest_sessionfinish
+
 # Property tests judge what the code does, never how fast: Hypothesis's per-example deadline
 # and its "input generation is slow" check are timings, and failed a correct test on a loaded
 # machine (2 cores shared with other work).
@@ -39,25 +42,6 @@ hypothesis_settings.register_profile(
     "telehealth", deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 hypothesis_settings.load_profile("telehealth")
-
-_OWN_BASETEMP = pytest.StashKey[Path]()
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_configure(config: pytest.Config) -> None:
-    """Give this run a temporary root of its own. pytest's default root is shared by every run
-    of one user and keeps only the last three: a second suite started on the same machine
-    removed the first one's embedded PostgreSQL mid-run. Kept after a failed run, for its
-    logs; removed after a passing one."""
-    if config.option.basetemp is None:
-        config.option.basetemp = tempfile.mkdtemp(prefix="telehealth-tests-")
-        config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    own = session.config.stash.get(_OWN_BASETEMP, None)
-    if own is not None and exitstatus == 0:
-        shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -263,6 +247,29 @@ async def eventually(check: Any, *, timeout: float = 30.0, interval: float = 0.2
         if last:
             return last
         await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+def eventually_sync(
+    check: Callable[[], Any],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    ignoring: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """`eventually` for tests without an event loop (a `telehealth up` child process): poll a
+    plain check, counting the exceptions in `ignoring` as not yet (a server still starting)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except ignoring as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
 

@@ -15,6 +15,7 @@ from telehealth.storage.devices import Credentials, provision
 from telehealth.storage.people import add_patient, add_user, issue_token
 
 _counter = itertools.count(5000)
+_addresses = itertools.count(1)
 
 
 async def make_user(
@@ -77,3 +78,26 @@ async def alerts_of(db: psycopg.AsyncConnection[Any], patient: Any) -> list[dict
         (patient,),
     )
     return await cur.fetchall()
+
+
+def contract_example(**overrides: object) -> dict[str, object]:
+    """The contract's example reading (docs/contract.md) as a document, with fields replaced."""
+    base: dict[str, object] = {
+        "device_id": "oxi-000123",
+        "seq": 1042,
+        "measured_at": "2026-11-23T08:15:02Z",
+        "observations": [
+            {"code": "spo2", "value": 94, "unit": "%"},
+            {"code": "pulse", "value": 88, "unit": "/min"},
+        ],
+        "battery_pct": 71,
+        "context": {"supplemental_o2": False},
+    }
+    return base | overrides
+
+
+def client_address() -> dict[str, str]:
+    """A fresh client address (the API trusts X-Forwarded-For from the tests' local proxy), so
+    one test's failed logins or attempts do not throttle another's."""
+    n = next(_addresses)
+    return {"X-Forwarded-For": f"198.51.{n // 250}.{n % 250 + 1}"}

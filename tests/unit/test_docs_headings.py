@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import ROOT
 
 MONTHS = (
     "january|february|march|april|may|june|july|august|september|october|november|december"

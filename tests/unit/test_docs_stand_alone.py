@@ -6,7 +6,8 @@ import os
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import ROOT
+
 SKIP_DIRS = {".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".telehealth"}
 # Built from parts so that this file does not match itself.
 FORBIDDEN = re.compile(

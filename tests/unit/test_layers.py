@@ -4,11 +4,11 @@ no service and not the launcher; services do not import each other or the launch
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import ROOT
+
 SERVICES = {"gateway", "processor", "dashboard_api", "simulators"}
 ABOVE = {"launcher", "bench"}
 

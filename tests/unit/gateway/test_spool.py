@@ -1,0 +1,122 @@
+"""The gateway's spool: durable, ordered, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gateway.spool import LETTER, READING, Mark, Spool
+
+
+def rows(n: int, start: int = 1) -> list[tuple[str, bytes, bytes, Mark]]:
+    return [
+        ("telehealth.readings", b"d-1", b"{}", Mark(READING, "d-1", seq)) for seq in range(start, start + n)
+    ]
+
+
+async def test_what_was_written_is_there_after_a_reopen(tmp_path: Path) -> None:
+    """A crash of the gateway after `add` returned keeps the rows (SQLite commit, fsynced)."""
+    spool = Spool(tmp_path / "s.sqlite3", 100)
+    await spool.add(rows(3))
+    await spool.add([("telehealth.deadletter", b"d-1", b"x", Mark(LETTER, ref="abc"))])
+    await spool.put("kafka_cluster_id", "one")
+    spool.close()
+    again = Spool(tmp_path / "s.sqlite3", 100)
+    try:
+        found = await again.oldest(10)
+        assert again.rows == 4
+        assert [r.mark for r in found] == [
+            Mark(READING, "d-1", 1),
+            Mark(READING, "d-1", 2),
+            Mark(READING, "d-1", 3),
+            Mark(LETTER, ref="abc"),
+        ]
+        assert await again.get("kafka_cluster_id") == "one"
+    finally:
+        again.close()
+
+
+async def test_forget_drops_only_what_was_stored_and_order_holds(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 100)
+    try:
+        await spool.add(rows(5))
+        first = await spool.oldest(5)
+        await spool.forget([first[1].id, first[3].id])
+        left = await spool.oldest(10)
+        assert [r.mark.seq for r in left] == [1, 3, 5] and spool.rows == 3
+        assert [r.mark.seq for r in await spool.oldest(10, after=left[0].id)] == [3, 5]
+    finally:
+        spool.close()
+
+
+async def test_a_full_spool_holds_acks_until_rows_are_stored(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 3)
+    try:
+        await spool.add(rows(3))
+        waiting = asyncio.create_task(spool.add(rows(1, start=4)))
+        await asyncio.sleep(0.05)  # time for the write to get as far as it can
+        assert not waiting.done(), "no room: the write (and so the PUBACK) waits"
+        await spool.forget([(await spool.oldest(1))[0].id])
+        await asyncio.wait_for(waiting, 5)
+        assert [r.mark.seq for r in await spool.oldest(10)] == [2, 3, 4]
+    finally:
+        spool.close()
+
+
+@pytest.mark.parametrize("n", [0, 1])
+async def test_an_empty_group_writes_nothing(tmp_path: Path, n: int) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 10)
+    try:
+        await spool.add(rows(n))
+        assert spool.rows == n
+    finally:
+        spool.close()
+
+
+def test_the_gateways_client_id_is_stable_and_needs_its_secret(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from gateway.service import client_id, spool_path
+    from telehealth.settings import Settings
+
+    def ours(password: str | None, **extra: object) -> Settings:
+        secret = SecretStr(password) if password else None
+        return Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            gateway_client_id="gw-1",
+            mqtt_gateway_password=secret,
+            data_dir=tmp_path,
+            **extra,
+        )
+
+    one = client_id(ours("secret-a"))
+    assert one == client_id(ours("secret-a")), "stable across restarts: the broker keeps the session"
+    assert one.startswith("gw-1-") and one != client_id(ours("secret-b"))
+    assert client_id(ours(None)) == "gw-1"
+    assert client_id(ours("secret-a", mqtt_insecure=True)) == "gw-1"
+    assert spool_path(ours("secret-a")).parent == tmp_path / "gateway"
+
+
+async def test_rows_that_are_never_confirmed_do_not_keep_the_rest_in_the_spool(tmp_path: Path) -> None:
+    """A whole chunk the store does not know (records the processor could not decode) at the
+    head of the spool: confirmation goes on past it, round by round."""
+    from gateway.keeper import CHUNK, Keeper
+    from telehealth.settings import Settings
+
+    class Store(Keeper):
+        async def _stored(self, rows: list[tuple[int, Mark]]) -> list[int]:
+            return [i for i, mark in rows if (mark.seq or 0) > CHUNK]  # the first chunk: never
+
+    spool = Spool(tmp_path / "s.sqlite3", 100_000)
+    try:
+        await spool.add(rows(2 * CHUNK + 10))
+        settings = Settings(_env_file=None, database_url="postgresql://unused")  # type: ignore[call-arg]
+        keeper = Store(settings, spool, None, None)  # type: ignore[arg-type]
+        for _ in range(4):
+            await keeper.confirm()
+        assert spool.rows == CHUNK
+        assert {r.mark.seq for r in await spool.oldest(2 * CHUNK)} == set(range(1, CHUNK + 1))
+    finally:
+        spool.close()

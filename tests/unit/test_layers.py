@@ -1,5 +1,6 @@
 """The layering the architecture doc promises, checked on the source: the shared core imports
-no service and not the launcher; services do not import each other or the launcher."""
+no service and not the launcher; services do not import each other or the launcher; the bench
+sits above the launcher, which never imports it (no package cycle)."""
 
 from __future__ import annotations
 
@@ -37,4 +38,10 @@ def test_a_service_imports_no_other_service_nor_the_launcher(service: str) -> No
     # The simulators are the test and demo driver; services never import them.
     others = (SERVICES | ABOVE) - {service}
     offenders = {m: names & others for m, names in imported_packages(service).items()}
+    assert {m: n for m, n in offenders.items() if n} == {}
+
+
+def test_the_launcher_never_imports_the_bench() -> None:
+    # The bench starts the launcher's stack; `telehealth bench` runs `python -m bench` instead.
+    offenders = {m: names & {"bench"} for m, names in imported_packages("launcher").items()}
     assert {m: n for m, n in offenders.items() if n} == {}

@@ -35,6 +35,11 @@ async def open_pool(
     return pool
 
 
+async def ping(conn: psycopg.AsyncConnection[Any]) -> None:
+    """One round trip: raises when the database does not answer."""
+    await conn.execute("SELECT 1")
+
+
 async def check_unless_quiet(conn: psycopg.AsyncConnection[Any]) -> None:
     """The pool's check on checkout, without its round trip while the socket is quiet.
 

@@ -106,6 +106,14 @@ async def reissue_secret(
     return Credentials(device_id=device_id, username=device_id, password=secret, patient_id=owner)
 
 
+async def owner_of(conn: psycopg.AsyncConnection[Any], device_id: str) -> UUID | None:
+    """The patient a device belongs to; None for an unknown device."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute("SELECT patient_id FROM devices WHERE id = %s", (device_id,))
+        row = await cur.fetchone()
+    return None if row is None else UUID(str(row[0]))
+
+
 async def revoke(conn: psycopg.AsyncConnection[Any], device_id: str) -> bool:
     """Mark the device revoked; False if there is no such active device."""
     cur = await conn.execute(

@@ -43,7 +43,7 @@ from processor.sink import ReadingSink
 from telehealth.codes import CODES
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
 from telehealth.settings import Settings
-from telehealth.storage import trends
+from telehealth.storage import dead_letters, devices, trends
 from telehealth.storage.consent_cache import ConsentCache
 from telehealth.storage.devices import CachedRegistry, DeviceEntry
 from telehealth.thresholds import Thresholds
@@ -312,14 +312,8 @@ class Pipeline:
             if fit_for_trend(o) and not self._trends.known(o.patient_id):
                 first[o.patient_id] = min(o.measured_at, first.get(o.patient_id, o.measured_at))
         for patient_id, before in first.items():
-            cur = await conn.execute(
-                """SELECT measured_at, value FROM readings
-                   WHERE patient_id = %s AND code = 'glucose' AND source = 'cgm'
-                     AND NOT quality && '{implausible,future,artefact}'
-                     AND measured_at >= %s AND measured_at < %s ORDER BY measured_at""",
-                (patient_id, before - self._trends.window, before),
-            )
-            self._trends.seed(patient_id, [(r["measured_at"], r["value"]) for r in await cur.fetchall()])
+            window = await trends.cgm_before(conn, patient_id, before - self._trends.window, before)
+            self._trends.seed(patient_id, window)
 
     def _refused(self, reading: AcceptedReading) -> LetterAt:
         """The dead letter of a reading no patient may have: its device was revoked after the
@@ -360,39 +354,13 @@ class Pipeline:
 async def store_letters(conn: Any, letters: list[LetterAt]) -> None:
     if not letters:
         return
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            """INSERT INTO dead_letters (reason, detail, source_topic, device_id, received_at, raw,
-                                         origin, raw_size, raw_sha256)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (origin) DO NOTHING""",
-            [
-                (
-                    lt.letter.reason.value,
-                    lt.letter.detail,
-                    lt.letter.source_topic,
-                    lt.letter.device_id,
-                    lt.letter.received_at,
-                    lt.letter.raw,
-                    lt.origin,
-                    lt.letter.size,
-                    lt.letter.sha256,
-                )
-                for lt in letters
-            ],
-        )
+    await dead_letters.store(conn, [(lt.letter, lt.origin) for lt in letters])
 
 
 async def _apply_statuses(conn: Any, statuses: list[StatusEvent]) -> None:
     if not statuses:
         return
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            """UPDATE devices SET state = %s, state_at = %s,
-                                  battery_pct = COALESCE(%s, battery_pct)
-               WHERE id = %s AND (state_at IS NULL OR state_at <= %s)""",
-            [(s.state, s.received_at, s.battery_pct, s.device_id, s.received_at) for s in statuses],
-        )
+    await devices.apply_states(conn, [(s.state, s.received_at, s.battery_pct, s.device_id) for s in statuses])
 
 
 def _newest_trends(derived: list[NormalisedObservation]) -> list[trends.Trend]:

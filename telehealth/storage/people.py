@@ -172,6 +172,13 @@ async def patient_exists(conn: Conn, patient_id: UUID) -> bool:
     return await cur.fetchone() is not None
 
 
+async def patient_by_nhs_number(conn: Conn, nhs_number: str) -> UUID | None:
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute("SELECT id FROM patients WHERE nhs_number = %s", (nhs_number,))
+        row = await cur.fetchone()
+    return None if row is None else UUID(str(row[0]))
+
+
 async def patient_record(conn: Conn, patient_id: UUID) -> dict[str, Any] | None:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute("SELECT * FROM patients WHERE id = %s", (patient_id,))

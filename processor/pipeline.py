@@ -20,7 +20,7 @@ duplicates.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +34,7 @@ from processor.alerts import store as alert_store
 from processor.alerts.artefact import ArtefactFilter
 from processor.alerts.device import DeviceReport, status_actions
 from processor.alerts.engine import ThresholdEngine, alarmable
+from processor.alerts.outbox import Outbox
 from processor.alerts.rules import rules_for
 from processor.alerts.trend import LEVEL_CODE, ROC_CODE, TrendTracker, fit_for_trend
 from processor.consent import ConsentStage
@@ -121,25 +122,41 @@ def urgent_guess(reading: AcceptedReading, may_be_urgent: Callable[[str, float],
     )
 
 
+def consent_stage(settings: Settings) -> ConsentStage:
+    """The consent step as the settings configure it."""
+    return ConsentStage(
+        ConsentCache(),
+        default_permit=settings.consent_default == "permit",
+        lock_timeout_ms=settings.consent_lock_timeout_ms,
+        statement_timeout_ms=settings.consent_statement_timeout_ms,
+    )
+
+
 class Pipeline:
-    def __init__(self, settings: Settings, pool: AsyncConnectionPool, registry: CachedRegistry) -> None:
+    """Built with its collaborators: the database pool, the device registry, the alert outbox
+    (published as soon as an urgent part commits; None: nothing publishes here, as in tests
+    and tools) and the consent step (by default one from `settings`). It calls down into them,
+    never back up into the service."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: AsyncConnectionPool,
+        registry: CachedRegistry,
+        *,
+        outbox: Outbox | None = None,
+        consent: ConsentStage | None = None,
+    ) -> None:
         self._settings = settings
         self._pool = pool
         self._registry = registry
+        self._outbox = outbox
         self._engine = ThresholdEngine(rules_for(Thresholds(warning_after=settings.alert_warning_after)))
         self._trends = TrendTracker()
         self._artefacts = ArtefactFilter()
         self._late_after = timedelta(seconds=settings.late_after_s)
         self._future = timedelta(seconds=settings.future_tolerance_s)
-        self.consent = ConsentStage(
-            ConsentCache(),
-            default_permit=settings.consent_default == "permit",
-            lock_timeout_ms=settings.consent_lock_timeout_ms,
-            statement_timeout_ms=settings.consent_statement_timeout_ms,
-        )
-        #: called when an urgent part changed an alert, before the rest of the batch: the service
-        #: publishes the alert outbox then, so the alerts topic need not wait for the rest either
-        self.urgent_committed: Callable[[], Awaitable[None]] | None = None
+        self.consent = consent if consent is not None else consent_stage(settings)
         #: (device_id, seq) stored by `express`, until the batch that holds them counts them
         self._stored_ahead: set[tuple[str, int]] = set()
 
@@ -166,8 +183,9 @@ class Pipeline:
             fresh, touched = await self._commit(prepared, batch if rest else Batch(), reports)
             stored += len(fresh)
             alerts += touched
-            if touched and not rest and self.urgent_committed is not None:
-                await self.urgent_committed()
+            if touched and not rest and self._outbox is not None:
+                # before the rest of the batch: the alerts topic need not wait for it either
+                await self._outbox.publish()
         # Readings stored ahead by `express` come back here; they are not redeliveries.
         ahead = {(r.device_id, r.seq) for r in batch.readings} & self._stored_ahead
         self._stored_ahead -= ahead

@@ -20,15 +20,16 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from telehealth.consent import Purpose, decide_under, in_force
-from telehealth.research import differencing, dp
-from telehealth.research.cells import GroupBy, members, raw_cells
+from telehealth.research import dp
 from telehealth.research.disclosure import K_MIN, control, round_count
-from telehealth.research.hourly import fast_cells, fast_members, rollup_available
 from telehealth.research.projects import Project, cohort_patients
 from telehealth.research.pseudonym import pseudonym
 from telehealth.storage import releases
+from telehealth.storage import research_differencing as differencing
 from telehealth.storage.bulk import Columns, copy_in
 from telehealth.storage.consent_cache import ConsentCache
+from telehealth.storage.research_cells import GroupBy, members, raw_cells
+from telehealth.storage.research_hourly import fast_cells, fast_members, rollup_available
 
 Conn = psycopg.AsyncConnection[Any]
 _LOCK_CLASS = 7_301_943

@@ -52,7 +52,8 @@ def test_the_launcher_never_imports_the_bench() -> None:
 # gateway call them. Statements are recognised in string constants (docstrings aside).
 _SQL = re.compile(
     r"\bSELECT\b[\s\S]*\bFROM\b|^\s*SELECT\b|\bINSERT\s+INTO\b|\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b"
-    r"|^\s*(LISTEN|NOTIFY|VACUUM|ANALYZE|SHOW|PRAGMA)\b|\b(CREATE|ALTER|DROP)\s+(TEMP\s+)?(TABLE|SYSTEM|INDEX)\b",
+    r"|^\s*(LISTEN|NOTIFY|VACUUM|ANALYZE|SHOW|PRAGMA)\b|\b(CREATE|ALTER|DROP)\s+(TEMP\s+)?(TABLE|SYSTEM|INDEX)\b"
+    r"|\bCOPY\s+\w+\s*\(",
     re.MULTILINE,
 )
 PACKAGES = ("telehealth", "gateway", "processor", "dashboard_api", "simulators", "bench", "launcher")
@@ -120,6 +121,7 @@ def test_the_sql_check_sees_statements() -> None:
         "UPDATE devices SET state = %s",
         "DELETE FROM t",
         "LISTEN alert_events",
+        "COPY research_cells (project_id, code) FROM STDIN",
     ):
         assert _SQL.search(statement), statement
     for prose in (

@@ -22,11 +22,11 @@ from psycopg.rows import dict_row
 
 from telehealth.consent import Purpose
 from telehealth.research.disclosure import QUARTILES
-from telehealth.research.hourly import rollup_available
 from telehealth.research.projects import Cohort, ProjectIn, create_project, get_project
 from telehealth.research.release import Ask, release
 from telehealth.storage import migrate
 from telehealth.storage.consent_cache import ConsentCache
+from telehealth.storage.research_hourly import rollup_available
 
 TAG = "bench-research"
 _ROLLUPS = (

@@ -36,13 +36,13 @@ from psycopg.rows import dict_row
 from bench.research import measure as research
 from launcher.embedded import EmbeddedPostgres
 from telehealth.consent import Purpose
-from telehealth.research.cells import GroupBy
 from telehealth.research.projects import Cohort, ProjectIn, create_project, get_project
 from telehealth.research.release import Ask, release
 from telehealth.storage import migrate
 from telehealth.storage.consent_cache import ConsentCache
 from telehealth.storage.glucose import glucose_summary
 from telehealth.storage.migrate import available
+from telehealth.storage.research_cells import GroupBy
 
 _RAW_24H = """SELECT measured_at, code, value, unit, quality, device_id, seq FROM readings
     WHERE patient_id = %(patient)s AND measured_at >= %(start)s AND measured_at < %(end)s

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from telehealth.storage.alert_stream import CHANNEL, events_after, head
+from telehealth.storage.alert_stream import events_after, head, listen
 
 log = logging.getLogger(__name__)
 #: How the hub's LISTEN connection shows in pg_stat_activity.
@@ -79,7 +79,7 @@ class AlertHub:
         async with await psycopg.AsyncConnection.connect(
             self._url, autocommit=True, application_name=APPLICATION_NAME
         ) as conn:
-            await conn.execute(f"LISTEN {CHANNEL}")
+            await listen(conn)
             if self._position is None:  # first start: only what commits from now on
                 self._position = await head(conn)
             while True:

@@ -123,14 +123,9 @@ async def authenticate(
         timedelta(seconds=settings.login_window_s),
         timedelta(seconds=settings.login_lockout_s),
     )
-    cur = await conn.execute(
-        """SELECT extract(epoch FROM locked_until - now())::float AS wait FROM login_throttle
-           WHERE key = %s AND locked_until > now()""",
-        (key,),
-    )
-    locked = await cur.fetchone()
+    locked = await logins.locked_for(conn, key)
     if locked is not None:
-        raise _too_many(locked["wait"], "too many failed attempts from this address; try again later")
+        raise _too_many(locked, "too many failed attempts from this address; try again later")
     found = await uploaders.find(conn, secret=secret, token=token)
     if found is None or found.revoked:
         # Only failures are written: a valid upload costs two index reads, no commit. (Unlike

@@ -27,6 +27,7 @@ from prometheus_client import Counter, Gauge
 from gateway.spool import LETTER, READING, STATUS, Mark, Spool, Spooled
 from telehealth.kafka import TopicGuard, ensure_topics
 from telehealth.settings import Settings
+from telehealth.storage import spooled
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +37,6 @@ REPLAYED = Counter("telehealth_gateway_replayed", "Spooled records produced agai
 #: rows confirmed per query
 CHUNK = 5000
 CLUSTER = "kafka_cluster_id"
-
-_READINGS = """
-SELECT s.i FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS s(i, d, q)
-WHERE EXISTS (SELECT 1 FROM reading_receipts r WHERE r.device_id = s.d AND r.seq = s.q)
-   OR EXISTS (
-        SELECT 1 FROM dead_letters l
-        WHERE l.origin IN ('orphan:' || s.d || ':' || s.q, 'revoked:' || s.d || ':' || s.q,
-                           'reassigned:' || s.d || ':' || s.q))
-"""
-_LETTERS = """
-SELECT s.i FROM unnest(%s::bigint[], %s::text[]) AS s(i, o)
-WHERE EXISTS (SELECT 1 FROM dead_letters l WHERE l.origin = 'letter:' || s.o)
-"""
-_STATUSES = """
-SELECT s.i FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[]) AS s(i, d, t)
-WHERE NOT EXISTS (SELECT 1 FROM devices v WHERE v.id = s.d AND (v.state_at IS NULL OR v.state_at < s.t))
-"""
 
 
 class Keeper:
@@ -122,18 +106,21 @@ class Keeper:
             assert self._settings.database_url
             self._db = await psycopg.AsyncConnection.connect(self._settings.database_url, autocommit=True)
         found: list[int] = []
-        for kind, query in ((READING, _READINGS), (LETTER, _LETTERS), (STATUS, _STATUSES)):
+        for kind in (READING, LETTER, STATUS):
             these = [(i, m) for i, m in rows if m.kind == kind]
             if not these:
                 continue
             ids = [i for i, _ in these]
             if kind == READING:
-                params: tuple[Any, ...] = (ids, [m.device_id for _, m in these], [m.seq for _, m in these])
+                found += await spooled.readings_held(
+                    self._db, ids, [m.device_id for _, m in these], [m.seq for _, m in these]
+                )
             elif kind == LETTER:
-                params = (ids, [m.ref for _, m in these])
+                found += await spooled.letters_held(self._db, ids, [m.ref for _, m in these])
             else:
-                params = (ids, [m.device_id for _, m in these], [m.ref for _, m in these])
-            found += [row[0] for row in await (await self._db.execute(query, params)).fetchall()]
+                found += await spooled.statuses_held(
+                    self._db, ids, [m.device_id for _, m in these], [m.ref for _, m in these]
+                )
         return found
 
     async def _close_db(self) -> None:

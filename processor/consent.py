@@ -28,7 +28,6 @@ from uuid import UUID
 
 import psycopg
 from prometheus_client import Counter, Histogram
-from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from telehealth.codes import CODES
@@ -36,6 +35,7 @@ from telehealth.consent import eligible_purposes
 from telehealth.storage import consent as consent_store
 from telehealth.storage.bulk import Columns, copy_in
 from telehealth.storage.consent_cache import ConsentCache
+from telehealth.storage.db import local_timeouts
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,6 @@ RESEARCH = Columns(
     ),
 )
 
-# SKIP LOCKED: processors working off the queue together never take the same observation.
-_TAKE = """
-DELETE FROM consent_pending WHERE (device_id, seq, code) IN (
-    SELECT device_id, seq, code FROM consent_pending LIMIT %s FOR UPDATE SKIP LOCKED)
-RETURNING device_id, seq, code, patient_id, measured_at, value, quality, stored_at
-"""
-
 
 @dataclass(frozen=True)
 class Pending:
@@ -130,15 +123,10 @@ class ConsentStage:
 
         Raises what the transaction raised (it rolled back: the observations stay queued)."""
         async with pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                (f"{self._lock_timeout_ms}ms", f"{self._statement_timeout_ms}ms"),
-            )
+            await local_timeouts(conn, lock_ms=self._lock_timeout_ms, statement_ms=self._statement_timeout_ms)
             # The clock first: a lock on the consent tables stops the step before it takes anything.
             clock = await consent_store.clock_at(conn)
-            async with conn.cursor(row_factory=tuple_row) as cur:
-                await cur.execute(_TAKE, (STEP_ROWS,))
-                taken = [Pending(*row) for row in await cur.fetchall()]
+            taken = [Pending(*row) for row in await consent_store.take_pending(conn, STEP_ROWS)]
             if not taken:
                 return 0
             await self.decide(conn, taken, clock)

@@ -20,7 +20,7 @@ duplicates.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +34,7 @@ from processor.alerts import store as alert_store
 from processor.alerts.artefact import ArtefactFilter
 from processor.alerts.device import DeviceReport, status_actions
 from processor.alerts.engine import ThresholdEngine, alarmable
+from processor.alerts.outbox import Outbox
 from processor.alerts.rules import rules_for
 from processor.alerts.trend import LEVEL_CODE, ROC_CODE, TrendTracker, fit_for_trend
 from processor.consent import ConsentStage
@@ -43,7 +44,7 @@ from processor.sink import ReadingSink
 from telehealth.codes import CODES
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
 from telehealth.settings import Settings
-from telehealth.storage import trends
+from telehealth.storage import dead_letters, devices, trends
 from telehealth.storage.consent_cache import ConsentCache
 from telehealth.storage.devices import CachedRegistry, DeviceEntry
 from telehealth.thresholds import Thresholds
@@ -121,25 +122,41 @@ def urgent_guess(reading: AcceptedReading, may_be_urgent: Callable[[str, float],
     )
 
 
+def consent_stage(settings: Settings) -> ConsentStage:
+    """The consent step as the settings configure it."""
+    return ConsentStage(
+        ConsentCache(),
+        default_permit=settings.consent_default == "permit",
+        lock_timeout_ms=settings.consent_lock_timeout_ms,
+        statement_timeout_ms=settings.consent_statement_timeout_ms,
+    )
+
+
 class Pipeline:
-    def __init__(self, settings: Settings, pool: AsyncConnectionPool, registry: CachedRegistry) -> None:
+    """Built with its collaborators: the database pool, the device registry, the alert outbox
+    (published as soon as an urgent part commits; None: nothing publishes here, as in tests
+    and tools) and the consent step (by default one from `settings`). It calls down into them,
+    never back up into the service."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: AsyncConnectionPool,
+        registry: CachedRegistry,
+        *,
+        outbox: Outbox | None = None,
+        consent: ConsentStage | None = None,
+    ) -> None:
         self._settings = settings
         self._pool = pool
         self._registry = registry
+        self._outbox = outbox
         self._engine = ThresholdEngine(rules_for(Thresholds(warning_after=settings.alert_warning_after)))
         self._trends = TrendTracker()
         self._artefacts = ArtefactFilter()
         self._late_after = timedelta(seconds=settings.late_after_s)
         self._future = timedelta(seconds=settings.future_tolerance_s)
-        self.consent = ConsentStage(
-            ConsentCache(),
-            default_permit=settings.consent_default == "permit",
-            lock_timeout_ms=settings.consent_lock_timeout_ms,
-            statement_timeout_ms=settings.consent_statement_timeout_ms,
-        )
-        #: called when an urgent part changed an alert, before the rest of the batch: the service
-        #: publishes the alert outbox then, so the alerts topic need not wait for the rest either
-        self.urgent_committed: Callable[[], Awaitable[None]] | None = None
+        self.consent = consent if consent is not None else consent_stage(settings)
         #: (device_id, seq) stored by `express`, until the batch that holds them counts them
         self._stored_ahead: set[tuple[str, int]] = set()
 
@@ -166,8 +183,9 @@ class Pipeline:
             fresh, touched = await self._commit(prepared, batch if rest else Batch(), reports)
             stored += len(fresh)
             alerts += touched
-            if touched and not rest and self.urgent_committed is not None:
-                await self.urgent_committed()
+            if touched and not rest and self._outbox is not None:
+                # before the rest of the batch: the alerts topic need not wait for it either
+                await self._outbox.publish()
         # Readings stored ahead by `express` come back here; they are not redeliveries.
         ahead = {(r.device_id, r.seq) for r in batch.readings} & self._stored_ahead
         self._stored_ahead -= ahead
@@ -312,14 +330,8 @@ class Pipeline:
             if fit_for_trend(o) and not self._trends.known(o.patient_id):
                 first[o.patient_id] = min(o.measured_at, first.get(o.patient_id, o.measured_at))
         for patient_id, before in first.items():
-            cur = await conn.execute(
-                """SELECT measured_at, value FROM readings
-                   WHERE patient_id = %s AND code = 'glucose' AND source = 'cgm'
-                     AND NOT quality && '{implausible,future,artefact}'
-                     AND measured_at >= %s AND measured_at < %s ORDER BY measured_at""",
-                (patient_id, before - self._trends.window, before),
-            )
-            self._trends.seed(patient_id, [(r["measured_at"], r["value"]) for r in await cur.fetchall()])
+            window = await trends.cgm_before(conn, patient_id, before - self._trends.window, before)
+            self._trends.seed(patient_id, window)
 
     def _refused(self, reading: AcceptedReading) -> LetterAt:
         """The dead letter of a reading no patient may have: its device was revoked after the
@@ -360,39 +372,13 @@ class Pipeline:
 async def store_letters(conn: Any, letters: list[LetterAt]) -> None:
     if not letters:
         return
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            """INSERT INTO dead_letters (reason, detail, source_topic, device_id, received_at, raw,
-                                         origin, raw_size, raw_sha256)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (origin) DO NOTHING""",
-            [
-                (
-                    lt.letter.reason.value,
-                    lt.letter.detail,
-                    lt.letter.source_topic,
-                    lt.letter.device_id,
-                    lt.letter.received_at,
-                    lt.letter.raw,
-                    lt.origin,
-                    lt.letter.size,
-                    lt.letter.sha256,
-                )
-                for lt in letters
-            ],
-        )
+    await dead_letters.store(conn, [(lt.letter, lt.origin) for lt in letters])
 
 
 async def _apply_statuses(conn: Any, statuses: list[StatusEvent]) -> None:
     if not statuses:
         return
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            """UPDATE devices SET state = %s, state_at = %s,
-                                  battery_pct = COALESCE(%s, battery_pct)
-               WHERE id = %s AND (state_at IS NULL OR state_at <= %s)""",
-            [(s.state, s.received_at, s.battery_pct, s.device_id, s.received_at) for s in statuses],
-        )
+    await devices.apply_states(conn, [(s.state, s.received_at, s.battery_pct, s.device_id) for s in statuses])
 
 
 def _newest_trends(derived: list[NormalisedObservation]) -> list[trends.Trend]:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from psycopg_pool import AsyncConnectionPool
@@ -20,9 +20,10 @@ from processor import metrics, sink
 from processor.ahead import Ahead, offsets
 from processor.alerts import store as alert_store
 from processor.alerts.device import stale_actions
+from processor.alerts.outbox import AlertOutbox
 from processor.decode import Batch
 from processor.isolate import isolate
-from processor.pipeline import Pipeline, Report
+from processor.pipeline import Pipeline, Report, consent_stage
 from telehealth import logs
 from telehealth.heartbeat import Progress, beat, instance_name
 from telehealth.kafka import ensure_topics, make_producer, watch_cluster
@@ -118,14 +119,10 @@ async def _consume(settings: Settings, stop: asyncio.Event, fresh: bool = False)
     )
     await producer.start()
     await consumer.start()
-    pipeline = Pipeline(settings, pool, CachedRegistry(settings.database_url, settings.device_cache_ttl_s))
-    publishing = asyncio.Lock()  # one outbox read at a time: batches and express commits both publish
-
-    async def publish() -> None:
-        async with publishing:
-            await _publish(pool, producer, settings.alerts_topic)
-
-    pipeline.urgent_committed = publish
+    outbox = AlertOutbox(pool, producer, settings.alerts_topic)
+    registry = CachedRegistry(settings.database_url, settings.device_cache_ttl_s)
+    pipeline = Pipeline(settings, pool, registry, outbox=outbox, consent=consent_stage(settings))
+    publish = outbox.publish
     listener = asyncio.create_task(pipeline.consent.cache.listen(settings.database_url, stop))
     # Its own connection: a consent step waiting on a lock never holds one storage needs.
     consent_pool = await open_pool(settings.database_url, max_size=1, configure=_remember)
@@ -325,27 +322,3 @@ async def _sweep(pool: AsyncConnectionPool, escalate_after: timedelta, part: tup
             log.info("sweep: %d stale-data change(s), %d escalation(s)", len(stale), len(escalated))
     except psycopg.OperationalError as exc:
         log.warning("alert sweep skipped: %s", exc)
-
-
-async def _publish(pool: AsyncConnectionPool, producer: AIOKafkaProducer, topic: str) -> None:
-    try:
-        await alert_store.publish_pending(pool, producer, topic, _published)
-    except (psycopg.OperationalError, KafkaError) as exc:
-        log.warning("alert outbox not published yet: %s", exc)
-
-
-def _published(rows: list[dict[str, Any]]) -> None:
-    metrics.observe_published(rows)
-    for row in rows:
-        log.info(
-            "alert %s %s %s published",
-            row["rule"],
-            row["severity"],
-            row["status"],
-            extra={
-                "alert_id": row["id"],
-                "patient_id": row["patient_id"],
-                "device_id": row["device_id"],
-                "seq": row["seq"],
-            },
-        )

@@ -17,9 +17,9 @@ from psycopg.rows import dict_row
 from simulators.scenario import Kind, Scenario, load
 from telehealth.broker.admin import DeviceLogins
 from telehealth.nhs import with_check_digit
-from telehealth.storage.devices import provision, reissue_secret
-from telehealth.storage.people import add_patient
-from telehealth.storage.thresholds import save_thresholds
+from telehealth.storage.devices import owner_of, provision, reissue_secret
+from telehealth.storage.people import add_patient, patient_by_nhs_number
+from telehealth.storage.thresholds import save_thresholds, threshold_history
 from telehealth.thresholds import Thresholds
 
 DEMO_TEAM = "demo-team"
@@ -94,10 +94,9 @@ async def _ensure_patient(
     conn: psycopg.AsyncConnection[Any], i: int, care_team: str, glucose: str, oximetry: str
 ) -> UUID:
     nhs = nhs_number_for(i)
-    cur = await conn.execute("SELECT id FROM patients WHERE nhs_number = %s", (nhs,))
-    row = await cur.fetchone()
-    if row is not None:
-        return UUID(str(row["id"]))
+    known = await patient_by_nhs_number(conn, nhs)
+    if known is not None:
+        return known
     conditions = [{"t1": "type 1 diabetes", "t2": "type 2 diabetes"}[glucose]]
     if oximetry == "copd":
         conditions.append("COPD")
@@ -117,16 +116,14 @@ async def _ensure_thresholds(
     conn: psycopg.AsyncConnection[Any], patient_id: UUID, wanted: Thresholds
 ) -> None:
     """Only when none are set: a clinician's later change wins over the simulator's default."""
-    cur = await conn.execute("SELECT 1 FROM patient_thresholds WHERE patient_id = %s", (patient_id,))
-    if await cur.fetchone() is None:
+    if not await threshold_history(conn, patient_id):
         await save_thresholds(conn, patient_id, wanted, "simulator")
 
 
 async def _ensure_device(
     conn: psycopg.AsyncConnection[Any], device_id: str, patient_id: UUID, kind: Kind, interval_s: int | None
 ) -> ProvisionedDevice:
-    cur = await conn.execute("SELECT 1 FROM devices WHERE id = %s", (device_id,))
-    if await cur.fetchone() is None:
+    if await owner_of(conn, device_id) is None:
         creds = await provision(
             conn, device_id=device_id, patient_id=patient_id, kind=kind, expected_interval_s=interval_s
         )

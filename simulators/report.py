@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from simulators.device import SimulatedDevice
+from telehealth.storage import dead_letters, readings
 
 
 @dataclass
@@ -110,21 +111,11 @@ async def reconcile(conn: psycopg.AsyncConnection[Any], report: Report) -> Recon
     """Compare the run's ground truth with the receipts and dead letters in the database."""
     ids = list(report.expected)
     low = min((first for first, _ in report.ranges.values()), default=0)
-    cur = await conn.execute(
-        """SELECT device_id, array_agg(seq) FROM reading_receipts
-           WHERE device_id = ANY(%s) AND seq >= %s GROUP BY device_id""",
-        (ids, low),
-    )
     stored = {
-        r[0]: {s for s in r[1] if report.ranges[r[0]][0] <= s <= report.ranges[r[0]][1]}
-        for r in await cur.fetchall()
+        device_id: {s for s in seqs if report.ranges[device_id][0] <= s <= report.ranges[device_id][1]}
+        for device_id, seqs in (await readings.received_seqs(conn, ids, low)).items()
     }
-    cur = await conn.execute(
-        """SELECT reason, count(*) FROM dead_letters
-           WHERE device_id = ANY(%s) AND received_at >= %s GROUP BY reason""",
-        (ids, report.started_at),
-    )
-    letters = {r[0]: int(r[1]) for r in await cur.fetchall()}
+    letters = await dead_letters.count_by_reason(conn, ids, report.started_at)
     missing, unexpected, found = {}, {}, 0
     for device_id, seqs in report.expected.items():
         want, got = set(seqs), stored.get(device_id, set())

@@ -7,7 +7,7 @@
     ├── AlertStateConflict    the alert's state does not allow the transition (storage.alerts)
     ├── MigrationError        database and migration files disagree (storage.migrate)
     ├── BrokerAdminError      the broker refused an admin command (broker.admin)
-    ├── RollupMismatch        a research cell without its histogram (research.hourly)
+    ├── RollupMismatch        a research cell without its histogram (storage.research_hourly)
     └── StorageError          the database refused or is away (retriable)
         └── RegistryUnavailable   device registry unreachable and the device not cached
 

@@ -21,7 +21,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.rows import tuple_row
+
+from telehealth.storage import heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,6 @@ class Progress:
         return backlog, max(0.0, time.monotonic() - self.moved_at)
 
 
-_BEAT = """
-INSERT INTO service_heartbeats (service, instance, beat_at, progress_at, backlog)
-VALUES (%(service)s, %(instance)s, now(), now() - make_interval(secs => %(stalled)s), %(backlog)s)
-ON CONFLICT (service, instance) DO UPDATE
-SET beat_at = excluded.beat_at, progress_at = excluded.progress_at, backlog = excluded.backlog
-"""
-
-
 async def beat(
     database_url: str, service: str, progress: Progress, stop: asyncio.Event, interval: float = 1.0
 ) -> None:
@@ -73,8 +66,7 @@ async def beat(
                         database_url, autocommit=True, connect_timeout=2
                     )
                 backlog, stalled = progress.sample()
-                params = {"service": service, "instance": instance, "stalled": stalled, "backlog": backlog}
-                await conn.execute(_BEAT, params)
+                await heartbeats.write(conn, service, instance, stalled=stalled, backlog=backlog)
             except psycopg.Error as exc:
                 log.debug("heartbeat not written: %s", exc)
                 if conn is not None:
@@ -98,17 +90,8 @@ class Beat:
 
 async def recent(conn: psycopg.AsyncConnection[Any], within: timedelta) -> tuple[datetime, list[Beat]]:
     """The database's now and the rows that beat within `within` of it."""
-    async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute("SELECT now()")
-        row = await cur.fetchone()
-        assert row is not None
-        now: datetime = row[0]
-        await cur.execute(
-            """SELECT service, instance, beat_at, progress_at, backlog FROM service_heartbeats
-               WHERE beat_at > %s ORDER BY service, instance""",
-            (now - within,),
-        )
-        return now, [Beat(*r) for r in await cur.fetchall()]
+    now, rows = await heartbeats.recent(conn, within)
+    return now, [Beat(*r) for r in rows]
 
 
 def assess(

@@ -14,7 +14,7 @@ import psycopg
 from fastapi import HTTPException
 
 from telehealth.storage import audit
-from telehealth.storage.people import User
+from telehealth.storage.people import User, patient_care_team
 
 PATIENT_READERS = ("clinician", "patient")
 
@@ -28,12 +28,11 @@ async def authorize_patient(
 ) -> None:
     if user.role not in roles:
         raise HTTPException(403, f"the {user.role} role may not read or change patient records")
-    cur = await conn.execute("SELECT care_team FROM patients WHERE id = %s", (patient_id,))
-    row = await cur.fetchone()
-    if row is not None:
+    care_team = await patient_care_team(conn, patient_id)
+    if care_team is not None:
         if user.role == "admin":
             return
-        if user.role == "clinician" and row["care_team"] in user.care_teams:
+        if user.role == "clinician" and care_team in user.care_teams:
             return
         if user.role == "patient" and user.patient_id == patient_id:
             return

@@ -6,13 +6,13 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException
-from psycopg.rows import dict_row
 
 from dashboard_api.auditing import Audit
 from dashboard_api.deps import ConnDep, CurrentUser
 from dashboard_api.routes.consent import authorize
 from telehealth.research.projects import all_projects
 from telehealth.research.pseudonym import pseudonym
+from telehealth.storage.releases import releases_of
 
 router = APIRouter(prefix="/api/v1/patients", tags=["consent"])
 
@@ -27,23 +27,15 @@ async def data_uses(patient_id: UUID, conn: ConnDep, user: CurrentUser, audit: A
     await audit("data_uses.read", patient_id)
     projects = await all_projects(conn)
     out = []
-    async with conn.cursor(row_factory=dict_row) as cur:
-        for project, key in projects:
-            await cur.execute(
-                """SELECT r.id AS release_id, r.kind, r.code, r.bucket_seconds, r.group_by, r.period_start,
-                          r.period_end, r.released_at, r.epsilon, c.consent_version
-                   FROM release_contributors c JOIN research_releases r ON r.id = c.release_id
-                   WHERE c.pseudonym = %s AND r.project_id = %s ORDER BY r.released_at""",
-                (pseudonym(key, patient_id), project.id),
+    for project, key in projects:
+        releases = await releases_of(conn, pseudonym(key, patient_id), project.id)
+        if releases:
+            out.append(
+                {
+                    "project": project.model_dump(
+                        mode="json", include={"slug", "title", "owner", "purpose", "starts_on", "ends_on"}
+                    ),
+                    "releases": releases,
+                }
             )
-            releases = await cur.fetchall()
-            if releases:
-                out.append(
-                    {
-                        "project": project.model_dump(
-                            mode="json", include={"slug", "title", "owner", "purpose", "starts_on", "ends_on"}
-                        ),
-                        "releases": releases,
-                    }
-                )
     return out

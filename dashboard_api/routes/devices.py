@@ -24,8 +24,9 @@ from dashboard_api.schemas import (
 )
 from telehealth.broker.admin import BrokerAdminError, DeviceLogins, device_logins
 from telehealth.provisioning import provision_device, reassign_device, revoke_device
-from telehealth.storage import uploaders
+from telehealth.storage import devices, uploaders
 from telehealth.storage.devices import Credentials, DeviceExists
+from telehealth.storage.people import patient_exists
 from telehealth.topics import readings_topic, status_topic
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
@@ -65,14 +66,11 @@ def _uploader(creds: uploaders.UploaderCredentials) -> UploaderCredentialsOut:
 
 
 async def _owner(conn: ConnDep, device_id: str) -> UUID | None:
-    cur = await conn.execute("SELECT patient_id FROM devices WHERE id = %s", (device_id,))
-    row = await cur.fetchone()
-    return None if row is None else UUID(str(row["patient_id"]))
+    return await devices.owner_of(conn, device_id)
 
 
-async def _patient_exists(conn: ConnDep, patient_id: object) -> None:
-    cur = await conn.execute("SELECT 1 FROM patients WHERE id = %s", (patient_id,))
-    if await cur.fetchone() is None:
+async def _patient_exists(conn: ConnDep, patient_id: UUID) -> None:
+    if not await patient_exists(conn, patient_id):
         raise HTTPException(404, f"no patient {patient_id}")
 
 

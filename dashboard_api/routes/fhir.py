@@ -14,13 +14,15 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+import psycopg
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic_core import to_json
 
 from dashboard_api.auditing import Audit
 from dashboard_api.deps import ConnDep, CurrentUser
 from dashboard_api.routes.access import PATIENT_READERS, authorize_patient
 from dashboard_api.routes.consent import authorize as authorize_consent
+from dashboard_api.routes.fhir_scope import PathPatientScope, PatientScope, Scope, checked_params, one
 from telehealth.consent import in_force
 from telehealth.consent_fhir import to_fhir
 from telehealth.fhir import alerts, resources, search
@@ -28,6 +30,7 @@ from telehealth.fhir.base import FHIR_JSON, NHS_NUMBER, PATIENT_ID_SYSTEM, check
 from telehealth.fhir.capability import DEFAULT_COUNT, MAX_COUNT, capability_statement
 from telehealth.storage import consent as consent_store
 from telehealth.storage import fhir_reads
+from telehealth.storage.people import User
 
 
 class FhirJSON(Response):
@@ -67,26 +70,12 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/fhir"
 
 
-def checked_params(request: Request, allowed: set[str]) -> dict[str, list[str]]:
-    """The query's parameters by name; an unknown one is refused, never silently ignored (a
-    client that thinks it filtered must not get more than it asked for)."""
-    found: dict[str, list[str]] = {}
-    for name, value in request.query_params.multi_items():
-        if name not in allowed:
-            raise HTTPException(400, f"search parameter {name!r} is not supported; see /fhir/metadata")
-        found.setdefault(name, []).append(value)
-    return found
-
-
-def _one(params: dict[str, list[str]], name: str) -> str | None:
-    values = params.get(name)
-    if values and len(values) > 1:
-        raise HTTPException(400, f"{name} may be given once")
-    return values[0] if values else None
-
-
 def _bad(exc: search.SearchError) -> HTTPException:
     return HTTPException(400, str(exc))
+
+
+async def _consent_readers(conn: psycopg.AsyncConnection[Any], user: User, patient_id: UUID) -> None:
+    await authorize_consent(conn, user, patient_id, clinician_reads=True)
 
 
 @router.get("/metadata")
@@ -96,9 +85,11 @@ async def metadata(request: Request) -> Response:
 
 
 @router.get("/Patient/{patient_id}")
-async def read_patient(patient_id: UUID, conn: ConnDep, user: CurrentUser, audit: Audit) -> Response:
-    await authorize_patient(conn, user, patient_id)
-    await audit("fhir.patient.read", patient_id)
+async def read_patient(
+    patient_id: UUID,
+    conn: ConnDep,
+    _: Annotated[Scope, Depends(PathPatientScope(None, action="fhir.patient.read"))],
+) -> Response:
     row = await fhir_reads.patient_row(conn, patient_id)
     if row is None:
         raise HTTPException(404, f"no patient {patient_id} in your care")
@@ -120,7 +111,7 @@ async def search_patients(
     Only patients in the caller's care are found; a match outside it is left out and audited
     as a refused access, as a read would be."""
     params = checked_params(request, {"identifier", "_format"})
-    text = _one(params, "identifier")
+    text = one(params, "identifier")
     if text is None:
         raise HTTPException(400, "identifier is required: this is a lookup, not a listing")
     if user.role not in PATIENT_READERS:
@@ -153,20 +144,6 @@ async def search_patients(
     return fhir_response(bundle)
 
 
-def _patient_param(params: dict[str, list[str]]) -> UUID:
-    patient = _one(params, "patient")
-    subject = _one(params, "subject")
-    if patient is None and subject is None:
-        raise HTTPException(400, "patient (or subject) is required: searches are per patient")
-    try:
-        ids = {search.parse_patient(v) for v in (patient, subject) if v is not None}
-    except search.SearchError as exc:
-        raise _bad(exc) from exc
-    if len(ids) > 1:
-        raise HTTPException(400, "patient and subject name different patients")
-    return ids.pop()
-
-
 _OBSERVATION_PARAMS = {"patient", "subject", "code", "date", "_lastUpdated", "_count", "_cursor", "_format"}
 
 
@@ -174,7 +151,7 @@ _OBSERVATION_PARAMS = {"patient", "subject", "code", "date", "_lastUpdated", "_c
 async def search_observations(
     request: Request,
     conn: ConnDep,
-    user: CurrentUser,
+    scope: Annotated[Scope, Depends(PatientScope(_OBSERVATION_PARAMS))],
     audit: Audit,
     patient: Patient = None,
     subject: Subject = None,
@@ -187,9 +164,7 @@ async def search_observations(
     cursor: Annotated[str | None, Query(alias="_cursor", description="from a next link")] = None,
 ) -> Response:
     """Readings of one patient, oldest first, a page at a time (`next` link)."""
-    params = checked_params(request, _OBSERVATION_PARAMS)
-    patient_id = _patient_param(params)
-    await authorize_patient(conn, user, patient_id)
+    params, patient_id = scope.params, scope.patient_id
     query = fhir_reads.ReadingQuery(patient_id=patient_id)
     measured, stored = search.TimeRange(), search.TimeRange()
     try:
@@ -197,12 +172,12 @@ async def search_observations(
             search.parse_date(text, measured)
         for text in params.get("_lastUpdated", []):
             search.parse_date(text, stored, "_lastUpdated")
-        code = _one(params, "code")
+        code = one(params, "code")
         if code is not None:
             wanted = search.parse_code(code)
             query.codes, query.loincs = wanted.codes, wanted.loincs
-        count = search.parse_count(_one(params, "_count"), default=DEFAULT_COUNT, maximum=MAX_COUNT)
-        cursor = _one(params, "_cursor")
+        count = search.parse_count(one(params, "_count"), default=DEFAULT_COUNT, maximum=MAX_COUNT)
+        cursor = one(params, "_cursor")
         query.after = search.decode_cursor(cursor) if cursor else None
     except search.SearchError as exc:
         raise _bad(exc) from exc
@@ -261,14 +236,13 @@ async def read_device(device_id: str, conn: ConnDep, user: CurrentUser, audit: A
 
 @router.get("/Device")
 async def search_devices(
-    request: Request, conn: ConnDep, user: CurrentUser, audit: Audit, patient: Patient = None
+    request: Request,
+    conn: ConnDep,
+    scope: Annotated[Scope, Depends(PatientScope({"patient", "_format"}, action="fhir.devices.read"))],
+    patient: Patient = None,
 ) -> Response:
     """The patient's devices, revoked ones included (status `inactive`)."""
-    params = checked_params(request, {"patient", "_format"})
-    patient_id = _patient_param(params)
-    await authorize_patient(conn, user, patient_id)
-    await audit("fhir.devices.read", patient_id)
-    rows = await fhir_reads.devices_of(conn, patient_id)
+    rows = await fhir_reads.devices_of(conn, scope.patient_id)
     base = _base(request)
     found = [resources.device(r) for r in rows]
     bundle = searchset(
@@ -284,11 +258,14 @@ async def search_devices(
 # ---- Flag (alerts) ---------------------------------------------------------------------------
 
 
+_FLAG_PARAMS = {"patient", "subject", "status", "_count", "_cursor", "_format"}
+
+
 @router.get("/Flag")
 async def search_flags(
     request: Request,
     conn: ConnDep,
-    user: CurrentUser,
+    scope: Annotated[Scope, Depends(PatientScope(_FLAG_PARAMS, roles=("clinician",)))],
     audit: Audit,
     patient: Patient = None,
     subject: Subject = None,
@@ -298,17 +275,15 @@ async def search_flags(
 ) -> Response:
     """The patient's alerts as Flags, newest first (clinicians of the care team, as the alert
     inbox: patients do not read alerts in the JSON API either)."""
-    params = checked_params(request, {"patient", "subject", "status", "_count", "_cursor", "_format"})
-    patient_id = _patient_param(params)
-    await authorize_patient(conn, user, patient_id, roles=("clinician",))
-    wanted = _one(params, "status")
+    params, patient_id = scope.params, scope.patient_id
+    wanted = one(params, "status")
     if wanted not in (None, "active", "inactive"):
         raise HTTPException(400, "status is active or inactive")
     try:
-        size = search.parse_count(_one(params, "_count"), default=DEFAULT_COUNT, maximum=MAX_COUNT)
+        size = search.parse_count(one(params, "_count"), default=DEFAULT_COUNT, maximum=MAX_COUNT)
     except search.SearchError as exc:
         raise _bad(exc) from exc
-    after = _one(params, "_cursor")
+    after = one(params, "_cursor")
     if after is not None and not after.isdigit():
         raise HTTPException(400, "_cursor is not one this server issued; follow the `next` link as given")
     await audit("fhir.alerts.read", patient_id, status=wanted, cursor=after is not None)
@@ -340,14 +315,21 @@ async def search_flags(
 
 @router.get("/Consent")
 async def search_consent(
-    request: Request, conn: ConnDep, user: CurrentUser, audit: Audit, patient: Patient = None
+    request: Request,
+    conn: ConnDep,
+    scope: Annotated[
+        Scope,
+        Depends(
+            PatientScope(
+                {"patient", "_format"}, action="consent.read", authorize=_consent_readers, via="fhir"
+            )
+        ),
+    ],
+    patient: Patient = None,
 ) -> Response:
     """Every consent version of the patient, the one in force `active` (as /api/v1/.../consent
     serves them with ?format=fhir); readable by the patient, an admin or the care team."""
-    params = checked_params(request, {"patient", "_format"})
-    patient_id = _patient_param(params)
-    await authorize_consent(conn, user, patient_id, clinician_reads=True)
-    await audit("consent.read", patient_id, via="fhir")
+    patient_id = scope.patient_id
     versions = await consent_store.history(conn, patient_id)
     current = in_force(versions, datetime.now(UTC))
     entries = [

@@ -12,12 +12,12 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from dashboard_api.auditing import Audit
-from dashboard_api.deps import ConnDep, CurrentUser, SettingsDep
-from dashboard_api.routes.access import authorize_patient
-from dashboard_api.routes.fhir import RESPONSES, FhirJSON, checked_params, fhir_response
+from dashboard_api.deps import ConnDep, SettingsDep
+from dashboard_api.routes.fhir import RESPONSES, FhirJSON, fhir_response
+from dashboard_api.routes.fhir_scope import PathPatientScope, Scope
 from telehealth.fhir import cgm, resources
 from telehealth.fhir.base import check_bundle_envelope, instant
 from telehealth.storage import fhir_reads
@@ -85,7 +85,7 @@ async def cgm_summary(
     patient_id: UUID,
     request: Request,
     conn: ConnDep,
-    user: CurrentUser,
+    _: Annotated[Scope, Depends(PathPatientScope(_PERIOD))],
     audit: Audit,
     settings: SettingsDep,
     days: Days = None,
@@ -94,8 +94,6 @@ async def cgm_summary(
 ) -> Response:
     """The CGM summary Observation and its members (HL7 CGM IG), as a `collection` Bundle;
     the values are the dashboard's glucose summary for the same days."""
-    checked_params(request, _PERIOD)
-    await authorize_patient(conn, user, patient_id)
     period, moment_from, moment_to, zone = await _period(conn, settings, patient_id, days, start, end)
     await audit("fhir.cgm_summary.read", patient_id, first=str(period.first), last=str(period.last))
     summary = await _summary(conn, period, moment_from, moment_to, zone)
@@ -114,7 +112,7 @@ async def cgm_bundle(
     patient_id: UUID,
     request: Request,
     conn: ConnDep,
-    user: CurrentUser,
+    _: Annotated[Scope, Depends(PathPatientScope(_PERIOD | {"readings", "unit"}))],
     audit: Audit,
     settings: SettingsDep,
     days: Days = None,
@@ -127,8 +125,6 @@ async def cgm_bundle(
 ) -> Response:
     """A `transaction` Bundle shaped as the IG's `$submit-cgm-bundle` input: the patient, their
     CGM devices, the summary with its members and (unless readings=false) the sensor readings."""
-    checked_params(request, _PERIOD | {"readings", "unit"})
-    await authorize_patient(conn, user, patient_id)
     period, moment_from, moment_to, zone = await _period(conn, settings, patient_id, days, start, end)
     await audit(
         "fhir.cgm_bundle.read", patient_id, first=str(period.first), last=str(period.last), readings=readings

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from dashboard_api.deps import SettingsDep, get_pool
 from telehealth import heartbeat
 from telehealth.mqtt import parse_mqtt_url
+from telehealth.storage import db
 
 router = APIRouter(tags=["health"])
 
@@ -52,7 +53,7 @@ async def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
 
     async def database() -> None:
         async with get_pool(request).connection(timeout=2) as conn:
-            await conn.execute("SELECT 1")
+            await db.ping(conn)
             # Heartbeats: every service alive, none holding work without progress.
             alive = timedelta(seconds=max(5.0, 5 * settings.heartbeat_s))
             now, beats = await heartbeat.recent(conn, timedelta(hours=1))

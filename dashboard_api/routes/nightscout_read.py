@@ -3,7 +3,6 @@ patient and written to that patient's access log: entries, status, verifyauth.""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Request
 
 from dashboard_api.deps import ConnDep
 from dashboard_api.nightscout_auth import UploaderDep
+from dashboard_api.nightscout_query import check_count, count_param, find_filters, parse_time
 from dashboard_api.problems import documented
 from telehealth.nightscout import mg_dl, ms_of
 from telehealth.storage import nightscout_documents as documents
@@ -18,11 +18,9 @@ from telehealth.storage.nightscout_reads import EntryQuery, entries
 
 router = APIRouter(prefix="/api/v1", tags=["nightscout"])
 
-#: the most entries one read returns (a month of 5-minute readings is 8,640)
-MAX_COUNT = 10_000
 #: what `status.json` reports; clients check it is a recent Nightscout
 NIGHTSCOUT_VERSION = "15.0.2"
-_FIND = re.compile(r"^find\[(\w+)\](?:\[\$(gte|gt|lte|lt|eq)\])?$")
+_OPERATORS = frozenset({"gte", "gt", "lte", "lt", "eq"})
 _OPS = {"gte": "since", "gt": "after", "lte": "until", "lt": "before"}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     400: documented("an unsupported or malformed query"),
@@ -31,48 +29,25 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _time(field: str, value: str) -> datetime:
-    try:
-        if field == "date":
-            return datetime.fromtimestamp(float(value) / 1000, UTC)
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except (ValueError, OverflowError, OSError):
-        raise HTTPException(400, f"find[{field}]: {value[:40]!r} is not a time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def parse_query(request: Request, entry_type: str | None, count: int | None = None) -> EntryQuery | None:
-    """`count` and the `find[...]` filters common clients send. Other query parameters are
-    ignored, as Nightscout ignores them (xDrip+ adds `rr=<ms>` against caches); an unknown
-    `find[...]` filter is refused, since a filter silently dropped would answer more than was
-    asked. None: a type this server has no entries of (`cal`), so the answer is empty."""
+    """`count` and the `find[...]` filters common clients send (`dashboard_api.nightscout_query`).
+    None: a type this server has no entries of (`cal`), so the answer is empty."""
     bounds: dict[str, datetime] = {}
     none_of_type = False
-    for key, value in request.query_params.multi_items():
-        if not key.startswith("find["):
-            continue
-        match = _FIND.match(key)
-        if match is None:
-            raise HTTPException(400, f"filter {key[:60]!r} is not supported")
-        field, op = match.groups()
+    for key, field, op, value in find_filters(request, _OPERATORS):
         if field == "type" and op in (None, "eq"):
             if value not in ("sgv", "mbg") or entry_type not in (None, value):
                 none_of_type = True
             else:
                 entry_type = value
         elif field in ("date", "dateString") and op not in (None, "eq"):
-            bounds[_OPS[op]] = _time(field, value)
+            bounds[_OPS[op]] = parse_time(value, f"find[{field}]", epoch_ms=field == "date")
         else:
             supported = "find[date], find[dateString], find[type]"
             raise HTTPException(400, f"filter {key[:60]!r} is not supported ({supported})")
     if count is None:
-        raw = request.query_params.get("count", "10")
-        try:
-            count = int(raw)
-        except ValueError:
-            raise HTTPException(400, f"count: {raw[:20]!r} is not a whole number") from None
-    if not 1 <= count <= MAX_COUNT:
-        raise HTTPException(400, f"count must be between 1 and {MAX_COUNT}")
+        count = count_param(request, 10)
+    check_count(count)
     if none_of_type:
         return None
     return EntryQuery(
@@ -154,13 +129,7 @@ async def experiments_test(_: UploaderDep) -> dict[str, str]:
 async def get_devicestatus(request: Request, conn: ConnDep, uploader: UploaderDep) -> list[dict[str, Any]]:
     """The patient's devicestatus documents as their apps uploaded them (pump, loop, uploader
     battery), newest first: `count` (10)."""
-    raw = request.query_params.get("count", "10")
-    try:
-        count = int(raw)
-    except ValueError:
-        raise HTTPException(400, f"count: {raw[:20]!r} is not a whole number") from None
-    if not 1 <= count <= MAX_COUNT:
-        raise HTTPException(400, f"count must be between 1 and {MAX_COUNT}")
+    count = count_param(request, 10)
     found = await documents.search(conn, uploader.patient_id, "devicestatus", limit=count)
     await uploader.audit(conn, "nightscout.devicestatus.read", count=len(found))
     return found

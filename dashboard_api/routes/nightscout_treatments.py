@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 
 from dashboard_api.deps import ConnDep
 from dashboard_api.nightscout_auth import UploaderActor, UploaderDep
+from dashboard_api.nightscout_query import count_param, find_filters, parse_time
 from dashboard_api.problems import documented
 from dashboard_api.routes.nightscout_upload import _documents, _raw, _Upload
 from telehealth.bounds import escape_unstorable
@@ -37,9 +36,7 @@ from telehealth.treatments import (
 router = APIRouter(prefix="/api/v1", tags=["nightscout"])
 
 SOURCE = "nightscout:/api/v1/treatments"
-#: the most treatments one read returns
-MAX_COUNT = 10_000
-_FIND = re.compile(r"^find\[(\w+)\](?:\[\$(gte|gt|lte|lt|eq|ne|exists)\])?$")
+_OPERATORS = frozenset({"gte", "gt", "lte", "lt", "eq", "ne", "exists"})
 _TIME_OPS = {"gte": "since", "gt": "after", "lte": "until", "lt": "before"}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     400: documented("an unsupported filter, or a body that is not JSON objects"),
@@ -49,30 +46,14 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _time(value: str, key: str) -> datetime:
-    try:
-        if value.strip().lstrip("-").replace(".", "", 1).isdigit():
-            return datetime.fromtimestamp(float(value) / 1000, UTC)
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace(" ", "+"))
-    except (ValueError, OverflowError, OSError):
-        raise HTTPException(400, f"{key}: {value[:40]!r} is not a time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def parse_query(request: Request) -> store.TreatmentQuery:
     """`count` and `find[...]` filters: a time range on `created_at`, and equal, not equal
     (`$ne`, as Trio sends) and `$exists` on any field. Other parameters are ignored; other
     filter operators are refused rather than dropped."""
     q = store.TreatmentQuery()
-    for key, value in request.query_params.multi_items():
-        if not key.startswith("find["):
-            continue
-        match = _FIND.match(key)
-        if match is None:
-            raise HTTPException(400, f"filter {key[:60]!r} is not supported")
-        name, op = match.groups()
+    for key, name, op, value in find_filters(request, _OPERATORS):
         if name == "created_at" and op in _TIME_OPS:
-            setattr(q, _TIME_OPS[op], _time(value, key))
+            setattr(q, _TIME_OPS[op], parse_time(value, key))
         elif op in (None, "eq"):
             q.equal.append((name, value))
         elif op == "ne":
@@ -81,13 +62,7 @@ def parse_query(request: Request) -> store.TreatmentQuery:
             q.exists.append((name, value.strip().lower() not in ("false", "0")))
         else:
             raise HTTPException(400, f"filter {key[:60]!r} is not supported (time ranges on created_at only)")
-    raw = request.query_params.get("count", "100")
-    try:
-        q.count = int(raw)
-    except ValueError:
-        raise HTTPException(400, f"count: {raw[:20]!r} is not a whole number") from None
-    if not 1 <= q.count <= MAX_COUNT:
-        raise HTTPException(400, f"count must be between 1 and {MAX_COUNT}")
+    q.count = count_param(request, 100)
     return q
 
 
@@ -226,13 +201,7 @@ async def post_profile(request: Request, conn: ConnDep, uploader: UploaderDep) -
 @router.get("/profile.json", responses=_RESPONSES, include_in_schema=False)
 async def get_profiles(request: Request, conn: ConnDep, uploader: UploaderDep) -> list[dict[str, Any]]:
     """The patient's profiles, newest first: `count` (10)."""
-    raw = request.query_params.get("count", "10")
-    try:
-        count = int(raw)
-    except ValueError:
-        raise HTTPException(400, f"count: {raw[:20]!r} is not a whole number") from None
-    if not 1 <= count <= MAX_COUNT:
-        raise HTTPException(400, f"count must be between 1 and {MAX_COUNT}")
+    count = count_param(request, 10)
     found = await documents.search(conn, uploader.patient_id, "profile", limit=count)
     await uploader.audit(conn, "nightscout.profile.read", count=len(found))
     return found

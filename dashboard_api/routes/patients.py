@@ -27,18 +27,13 @@ from dashboard_api.schemas import (
     TimeZoneIn,
 )
 from telehealth.codes import CODES
-from telehealth.storage.alerts import WORST_FIRST
-from telehealth.storage.people import add_patient, set_patient_time_zone
+from telehealth.storage import observations as observations_store
+from telehealth.storage.people import add_patient, patient_record, set_patient_time_zone
 
 router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
 
 _BUCKET = re.compile(r"^(\d{1,9})\s*(s|sec|m|min|h|hour|d|day)s?$")
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
-MAX_RAW_POINTS = 20_000
-# Readings are served only inside the window the gateway accepts (from 2000, at most a day
-# ahead): values stored before that bound was enforced (year 0 or 10000) would neither
-# serialise nor be meaningful, and a far-future one would stay "latest" for ever.
-SERVED = "measured_at >= TIMESTAMPTZ '2000-01-01 00:00Z' AND measured_at < now() + INTERVAL '1 day'"
 
 
 def parse_bucket(text: str) -> timedelta:
@@ -74,8 +69,7 @@ async def one_patient(patient_id: UUID, conn: ConnDep, user: CurrentUser, audit:
     """One patient's record (clinicians of the care team, or the patient)."""
     await authorize_patient(conn, user, patient_id)
     await audit("patient.read", patient_id)
-    cur = await conn.execute("SELECT * FROM patients WHERE id = %s", (patient_id,))
-    row = await cur.fetchone()
+    row = await patient_record(conn, patient_id)
     if row is None:
         raise HTTPException(404, f"no patient {patient_id} in your care")
     return PatientOut(**{k: row[k] for k in PatientOut.model_fields})
@@ -97,33 +91,6 @@ async def set_time_zone(
     return body
 
 
-_SUMMARY = f"""
-SELECT p.*,
-  (SELECT coalesce(json_agg(l), '[]') FROM (
-      SELECT r.code, r.value, r.unit, r.measured_at, r.quality
-      FROM unnest(%(codes)s::text[]) AS c(code)
-      CROSS JOIN LATERAL (
-          SELECT code, value, unit, measured_at, quality FROM readings
-          WHERE patient_id = p.id AND code = c.code AND {SERVED}
-          ORDER BY measured_at DESC LIMIT 1) r) l
-  ) AS latest,
-  (SELECT row_to_json(a) FROM (
-      SELECT a.id, a.rule, a.severity, a.status, a.message, a.opened_at FROM alerts a
-      WHERE a.patient_id = p.id AND a.status <> 'resolved'
-      ORDER BY {WORST_FIRST} LIMIT 1) a
-  ) AS worst_alert,
-  (SELECT coalesce(json_agg(d ORDER BY d.id), '[]') FROM (
-      SELECT dv.id, dv.kind, dv.state, dv.battery_pct,
-             (SELECT measured_at FROM reading_receipts rr WHERE rr.device_id = dv.id AND {SERVED}
-              ORDER BY seq DESC LIMIT 1) AS last_reading_at
-      FROM devices dv WHERE dv.patient_id = p.id AND dv.revoked_at IS NULL) d
-  ) AS devices
-FROM patients p
-WHERE p.care_team = ANY(%(teams)s)
-ORDER BY p.name
-"""
-
-
 def _summary(row: dict[str, Any]) -> PatientSummary:
     return PatientSummary(
         **{k: row[k] for k in PatientOut.model_fields},
@@ -136,8 +103,7 @@ def _summary(row: dict[str, Any]) -> PatientSummary:
 @router.get("")
 async def list_patients(conn: ConnDep, user: ClinicianUser, audit: Audit) -> list[PatientSummary]:
     """The clinician's own care teams' patients with latest values, worst open alert, devices."""
-    cur = await conn.execute(_SUMMARY, {"codes": list(CODES), "teams": list(user.care_teams)})
-    rows = await cur.fetchall()
+    rows = await observations_store.patient_summaries(conn, list(CODES), list(user.care_teams))
     await audit("patients.list", patients=[str(r["id"]) for r in rows])
     return [_summary(row) for row in rows]
 
@@ -179,27 +145,9 @@ async def observations(
         end=end.isoformat(),
         bucket=bucket,
     )
-    params: dict[str, Any] = {"patient": patient_id, "start": start, "end": end, "code": code}
-    where = (
-        "patient_id = %(patient)s AND measured_at >= %(start)s AND measured_at < %(end)s"
-        f" AND (%(code)s::text IS NULL OR code = %(code)s) AND {SERVED}"
-    )
-    if bucket is None:
-        # Binary results: a day of CGM points loads in about two thirds of the text format's time.
-        async with conn.cursor(binary=True) as cur:
-            await cur.execute(
-                f"""SELECT measured_at, code, value, unit, quality, device_id, seq FROM readings
-                    WHERE {where} ORDER BY measured_at, code LIMIT {MAX_RAW_POINTS}""",
-                params,
-            )
-            return rows_response(await cur.fetchall(), ObservationPoint)
-    params["bucket"] = size
-    cur = await conn.execute(
-        f"""SELECT date_bin(%(bucket)s, measured_at, TIMESTAMPTZ 'epoch') AS bucket, code,
-                   count(*) AS count, avg(value) AS mean, min(value) AS min, max(value) AS max,
-                   min(unit) AS unit
-            FROM readings WHERE {where} AND NOT ('implausible' = ANY(quality))
-            GROUP BY 1, 2 ORDER BY 1, 2""",
-        params,
-    )
-    return rows_response(await cur.fetchall(), BucketPoint)
+    if size is None:
+        return rows_response(
+            await observations_store.raw_points(conn, patient_id, start, end, code), ObservationPoint
+        )
+    rows = await observations_store.buckets(conn, patient_id, start, end, code, size)
+    return rows_response(rows, BucketPoint)

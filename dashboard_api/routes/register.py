@@ -7,10 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
-from psycopg.rows import dict_row
 
 from dashboard_api.deps import ConnDep
 from telehealth.research.projects import all_projects
+from telehealth.storage.releases import all_releases
 
 router = APIRouter(tags=["research"])
 
@@ -19,13 +19,7 @@ router = APIRouter(tags=["research"])
 async def register(conn: ConnDep) -> dict[str, Any]:
     """Projects (owner, purpose, codes, cohort, dates, privacy budget and spend) and their releases:
     what, when, how many patients (rounded to 5), epsilon spent. No patient-level data."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """SELECT id, project_id, kind, code, bucket_seconds, group_by, period_start, period_end,
-                      cells, patients_rounded, epsilon, released_at
-               FROM research_releases ORDER BY released_at, id"""
-        )
-        releases = await cur.fetchall()
+    releases = await all_releases(conn)
     out = []
     for project, _ in await all_projects(conn):
         own = [

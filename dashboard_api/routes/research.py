@@ -13,12 +13,12 @@ from pydantic import BaseModel
 from dashboard_api.deps import AdminUser, ConnDep, ConsentDep, CurrentUser, SettingsDep
 from dashboard_api.routes.patients import parse_bucket
 from telehealth.research import export
-from telehealth.research.cells import GroupBy
 from telehealth.research.disclosure import QUARTILES
 from telehealth.research.projects import Project, ProjectIn, create_project, get_project
 from telehealth.research.release import Ask, BudgetSpent, OutOfScope, approved_period, release
 from telehealth.settings import Settings
 from telehealth.storage.consent_cache import ConsentCache
+from telehealth.storage.research_cells import GroupBy
 
 router = APIRouter(prefix="/api/v1/research", tags=["research"])
 

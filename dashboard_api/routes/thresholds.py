@@ -13,7 +13,7 @@ from dashboard_api.auditing import Audit
 from dashboard_api.deps import ClinicianUser, ConnDep, CurrentUser
 from dashboard_api.problems import documented
 from dashboard_api.routes.access import authorize_patient
-from telehealth.storage.thresholds import save_thresholds
+from telehealth.storage.thresholds import save_thresholds, threshold_history
 from telehealth.thresholds import Thresholds
 
 router = APIRouter(prefix="/api/v1/patients", tags=["thresholds"])
@@ -52,11 +52,6 @@ async def get_thresholds(
 ) -> ThresholdsHistory:
     await authorize_patient(conn, user, patient_id)
     await audit("thresholds.read", patient_id)
-    cur = await conn.execute(
-        """SELECT version, settings, changed_by, changed_at FROM patient_thresholds
-           WHERE patient_id = %s ORDER BY version DESC""",
-        (patient_id,),
-    )
     history = [
         ThresholdsVersion(
             version=r["version"],
@@ -64,7 +59,7 @@ async def get_thresholds(
             changed_by=r["changed_by"],
             changed_at=r["changed_at"],
         )
-        for r in await cur.fetchall()
+        for r in await threshold_history(conn, patient_id)
     ]
     defaults = ThresholdsVersion(version=0, thresholds=Thresholds(), changed_by=None, changed_at=None)
     return ThresholdsHistory(current=history[0] if history else defaults, history=history)

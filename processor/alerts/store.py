@@ -16,7 +16,6 @@ from uuid import UUID
 
 import psycopg
 from aiokafka import AIOKafkaProducer
-from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from processor.alerts.device import Silence
@@ -24,7 +23,7 @@ from processor.alerts.engine import Act, Action, Key, RuleSet
 from processor.alerts.glucose import RULE as LOW_RULE
 from processor.alerts.glucose import EpisodeView, Stage
 from processor.alerts.rules import Severity, rules_for
-from telehealth.storage import alerts
+from telehealth.storage import alerts, devices
 from telehealth.thresholds import Thresholds
 
 ACTOR = "processor"
@@ -64,16 +63,7 @@ async def alert_state(conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID
     (pipeline mode) inside the caller's transaction."""
     if not patient_ids:
         return AlertState({}, {}, {}, {})
-    async with conn.pipeline():
-        open_cur = conn.cursor(row_factory=dict_row)
-        await open_cur.execute(alerts.UNRESOLVED, (patient_ids,))
-        rules_cur = conn.cursor(row_factory=tuple_row)
-        await rules_cur.execute(
-            """SELECT DISTINCT ON (patient_id) patient_id, settings FROM patient_thresholds
-               WHERE patient_id = ANY(%s) ORDER BY patient_id, version DESC""",
-            (patient_ids,),
-        )
-    rows = await open_cur.fetchall()
+    rows, own = await alerts.unresolved_and_thresholds(conn, patient_ids)
     return AlertState(
         open=_severities(rows),
         sources={
@@ -91,7 +81,7 @@ async def alert_state(conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID
             for r in rows
             if r["rule"] == LOW_RULE
         },
-        rules={r[0]: rules_for(Thresholds.model_validate(r[1])) for r in await rules_cur.fetchall()},
+        rules={patient: rules_for(Thresholds.model_validate(settings)) for patient, settings in own},
     )
 
 
@@ -117,18 +107,10 @@ async def silences(conn: psycopg.AsyncConnection[Any], part: tuple[int, int] = (
     `part` (i, n) takes the i-th of n slices of the patients (by their id's last byte), each
     patient's devices all in one slice: the stale-data rule judges a patient on all of them.
     """
-    i, n = part
-    async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(
-            """SELECT d.patient_id, d.id, d.expected_interval_s,
-                      GREATEST(d.provisioned_at,
-                               (SELECT r.received_at FROM reading_receipts r WHERE r.device_id = d.id
-                                ORDER BY r.seq DESC LIMIT 1)) AS last_at
-               FROM devices d
-               WHERE d.revoked_at IS NULL AND get_byte(uuid_send(d.patient_id), 15) %% %s = %s""",
-            (n, i),
-        )
-        return [Silence(r[0], r[1], r[3], timedelta(seconds=r[2])) for r in await cur.fetchall()]
+    return [
+        Silence(patient_id, device_id, last_at, timedelta(seconds=interval_s))
+        for patient_id, device_id, interval_s, last_at in await devices.last_heard(conn, part)
+    ]
 
 
 async def escalate_overdue(conn: psycopg.AsyncConnection[Any], after: timedelta) -> list[int]:

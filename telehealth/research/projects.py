@@ -7,13 +7,13 @@ from typing import Any, Literal
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from telehealth.codes import CODES
 from telehealth.consent import Purpose
 from telehealth.research.pseudonym import new_key
+from telehealth.storage import research_projects as store
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -78,63 +78,44 @@ def _project(row: dict[str, Any]) -> Project:
 
 
 async def create_project(conn: Conn, body: ProjectIn, created_by: str) -> Project:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """INSERT INTO research_projects (slug, title, owner, purpose, codes, cohort, starts_on, ends_on,
-                   bucket_hours, epsilon_per_release, epsilon_budget, pseudonym_key, created_by)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
-            (
-                body.slug,
-                body.title,
-                body.owner,
-                body.purpose.value,
-                body.codes,
-                Jsonb(body.cohort.model_dump()),
-                body.starts_on,
-                body.ends_on,
-                body.bucket_hours,
-                body.epsilon_per_release,
-                body.epsilon_budget,
-                new_key(),
-                created_by,
-            ),
-        )
-        row = await cur.fetchone()
-    assert row is not None
+    row = await store.insert_project(
+        conn,
+        (
+            body.slug,
+            body.title,
+            body.owner,
+            body.purpose.value,
+            body.codes,
+            Jsonb(body.cohort.model_dump()),
+            body.starts_on,
+            body.ends_on,
+            body.bucket_hours,
+            body.epsilon_per_release,
+            body.epsilon_budget,
+            new_key(),
+            created_by,
+        ),
+    )
     return _project(row)
 
 
 async def get_project(conn: Conn, project_id: int) -> tuple[Project, bytes] | None:
     """The project and its pseudonym key."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SELECT * FROM research_projects WHERE id = %s", (project_id,))
-        row = await cur.fetchone()
+    row = await store.project_row(conn, project_id)
     return (_project(row), bytes(row["pseudonym_key"])) if row else None
 
 
 async def all_projects(conn: Conn) -> list[tuple[Project, bytes]]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SELECT * FROM research_projects ORDER BY id")
-        return [(_project(r), bytes(r["pseudonym_key"])) for r in await cur.fetchall()]
+    return [(_project(r), bytes(r["pseudonym_key"])) for r in await store.project_rows(conn)]
 
 
 async def cohort_patients(conn: Conn, cohort: Cohort, at: date) -> list[UUID]:
     """Patients matching the cohort definition (age on `at`)."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """SELECT id FROM patients
-               WHERE (cardinality(%(sex)s::text[]) = 0 OR sex = ANY(%(sex)s))
-                 AND (cardinality(%(cond)s::text[]) = 0 OR conditions && %(cond)s)
-                 AND (%(age_min)s::int IS NULL
-                      OR date_part('year', age(%(at)s, birth_date)) >= %(age_min)s)
-                 AND (%(age_max)s::int IS NULL
-                      OR date_part('year', age(%(at)s, birth_date)) <= %(age_max)s)""",
-            {
-                "sex": cohort.sex,
-                "cond": cohort.conditions,
-                "age_min": cohort.age_min,
-                "age_max": cohort.age_max,
-                "at": at,
-            },
-        )
-        return [r["id"] for r in await cur.fetchall()]
+    return await store.cohort_patient_ids(
+        conn,
+        sex=cohort.sex,
+        conditions=cohort.conditions,
+        age_min=cohort.age_min,
+        age_max=cohort.age_max,
+        at=at,
+    )

@@ -17,18 +17,19 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from telehealth.consent import Purpose, decide_under, in_force
-from telehealth.research import differencing, dp
-from telehealth.research.cells import GroupBy, members, raw_cells
+from telehealth.research import dp
 from telehealth.research.disclosure import K_MIN, control, round_count
-from telehealth.research.hourly import fast_cells, fast_members, rollup_available
 from telehealth.research.projects import Project, cohort_patients
 from telehealth.research.pseudonym import pseudonym
+from telehealth.storage import releases
+from telehealth.storage import research_differencing as differencing
 from telehealth.storage.bulk import Columns, copy_in
 from telehealth.storage.consent_cache import ConsentCache
+from telehealth.storage.research_cells import GroupBy, members, raw_cells
+from telehealth.storage.research_hourly import fast_cells, fast_members, rollup_available
 
 Conn = psycopg.AsyncConnection[Any]
 _LOCK_CLASS = 7_301_943
@@ -105,14 +106,9 @@ async def eligible_now(
 
 
 async def _frozen(conn: Conn, ask: Ask) -> list[dict[str, Any]]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """SELECT body FROM research_cells
-               WHERE project_id = %s AND code = %s AND bucket_seconds = %s AND group_by = %s
-                 AND bucket_start >= %s AND bucket_start < %s""",
-            (ask.project.id, ask.code, int(ask.bucket.total_seconds()), ask.group_by, ask.start, ask.end),
-        )
-        return [r["body"] for r in await cur.fetchall()]
+    return await releases.frozen_cells(
+        conn, ask.project.id, ask.code, int(ask.bucket.total_seconds()), ask.group_by, ask.start, ask.end
+    )
 
 
 async def release(
@@ -121,7 +117,7 @@ async def release(
     """Released and frozen cells for the asked range, newest computed only where not yet released."""
     check_scope(ask.project, ask.code, ask.start, ask.end)
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, ask.project.id))
+        await releases.lock_project(conn, _LOCK_CLASS, ask.project.id)
         frozen = await _frozen(conn, ask)
         done = {datetime.fromisoformat(b["bucket"]) for b in frozen}
         eligible, recorded = await eligible_now(
@@ -206,10 +202,7 @@ async def release(
                 released=[(b, g, sizes[(b, g)]) for b, g in shown],
             )
         if epsilon:
-            await conn.execute(
-                "INSERT INTO epsilon_ledger (project_id, release_id, epsilon) VALUES (%s, %s, %s)",
-                (ask.project.id, release_id, epsilon),
-            )
+            await releases.record_epsilon(conn, ask.project.id, release_id, epsilon)
     for b in bodies:
         b["release_id"] = release_id
     return Outcome(release_id, epsilon, _ordered(frozen + bodies))
@@ -249,24 +242,14 @@ def _ordered(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def _charge(conn: Conn, project: Project, contributors: list[UUID], epsilon: float, cap: float) -> None:
     """Refuse once the project's budget or any contributor's cap across projects is spent."""
-    cur = await conn.execute(
-        "SELECT coalesce(sum(epsilon), 0) AS spent FROM epsilon_ledger WHERE project_id = %s", (project.id,)
-    )
-    row = await cur.fetchone()
-    assert row is not None and project.epsilon_budget is not None
-    if row["spent"] + epsilon > project.epsilon_budget + 1e-9:
+    spent = await releases.epsilon_spent(conn, project.id)
+    assert project.epsilon_budget is not None
+    if spent + epsilon > project.epsilon_budget + 1e-9:
         raise BudgetSpent(
-            f"project {project.slug} has spent {row['spent']:.3g} of its epsilon budget"
+            f"project {project.slug} has spent {spent:.3g} of its epsilon budget"
             f" {project.epsilon_budget:.3g}; a release costs {epsilon:.3g}"
         )
-    cur = await conn.execute(
-        """INSERT INTO patient_epsilon AS e (patient_id, spent)
-           SELECT unnest(%s::uuid[]), %s
-           ON CONFLICT (patient_id) DO UPDATE SET spent = e.spent + EXCLUDED.spent
-           RETURNING spent""",
-        (contributors, epsilon),
-    )
-    if any(r["spent"] > cap + 1e-9 for r in await cur.fetchall()):
+    if any(total > cap + 1e-9 for total in await releases.charge_patients(conn, contributors, epsilon)):
         raise BudgetSpent(f"some patients' data would exceed the per-patient epsilon cap {cap:.3g}")
 
 
@@ -281,10 +264,8 @@ def _buckets(ask: Ask) -> list[datetime]:
 async def _record(
     conn: Conn, ask: Ask, bodies: list[dict[str, Any]], contributors: int | None, epsilon: float
 ) -> int:
-    cur = await conn.execute(
-        """INSERT INTO research_releases (project_id, kind, code, bucket_seconds, group_by, period_start,
-               period_end, cells, patients_rounded, epsilon, released_to)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+    release_id = await releases.insert_release(
+        conn,
         (
             ask.project.id,
             ask.kind,
@@ -299,29 +280,22 @@ async def _record(
             ask.released_to,
         ),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    release_id = int(row["id"])
-    async with (
-        conn.cursor() as c,
-        c.copy(
-            "COPY research_cells (project_id, code, bucket_seconds, group_by, bucket_start, grp, body,"
-            " release_id) FROM STDIN"
-        ) as copy,
-    ):
-        for b in bodies:
-            await copy.write_row(
-                (
-                    ask.project.id,
-                    ask.code,
-                    int(ask.bucket.total_seconds()),
-                    ask.group_by,
-                    datetime.fromisoformat(b["bucket"]),
-                    b["group"],
-                    Jsonb(b | {"release_id": release_id}),
-                    release_id,
-                )
+    await releases.copy_cells(
+        conn,
+        (
+            (
+                ask.project.id,
+                ask.code,
+                int(ask.bucket.total_seconds()),
+                ask.group_by,
+                datetime.fromisoformat(b["bucket"]),
+                b["group"],
+                Jsonb(b | {"release_id": release_id}),
+                release_id,
             )
+            for b in bodies
+        ),
+    )
     return release_id
 
 

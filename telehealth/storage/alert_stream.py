@@ -35,6 +35,11 @@ LIMIT %(limit)s
 """
 
 
+async def listen(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Ask for a notification on CHANNEL whenever a commit adds events (autocommit connection)."""
+    await conn.execute(f"LISTEN {CHANNEL}")
+
+
 async def events_after(
     conn: psycopg.AsyncConnection[Any], after: int, teams: list[str] | None, limit: int = 500
 ) -> list[dict[str, Any]]:

@@ -143,6 +143,23 @@ async def unresolved(conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]
         return await cur.fetchall()
 
 
+async def unresolved_and_thresholds(
+    conn: psycopg.AsyncConnection[Any], patient_ids: list[UUID]
+) -> tuple[list[dict[str, Any]], list[tuple[UUID, Any]]]:
+    """The unresolved alerts of these patients and the newest own thresholds of those who have
+    them, both queries sent together (pipeline mode) inside the caller's transaction."""
+    async with conn.pipeline():
+        open_cur = conn.cursor(row_factory=dict_row)
+        await open_cur.execute(UNRESOLVED, (patient_ids,))
+        rules_cur = conn.cursor(row_factory=tuple_row)
+        await rules_cur.execute(
+            """SELECT DISTINCT ON (patient_id) patient_id, settings FROM patient_thresholds
+               WHERE patient_id = ANY(%s) ORDER BY patient_id, version DESC""",
+            (patient_ids,),
+        )
+    return await open_cur.fetchall(), [(r[0], r[1]) for r in await rules_cur.fetchall()]
+
+
 async def escalate_overdue(conn: psycopg.AsyncConnection[Any], after: timedelta, actor: str) -> list[int]:
     """Urgent alerts nobody acknowledged within `after` are escalated, once."""
     async with conn.cursor(row_factory=tuple_row) as cur:

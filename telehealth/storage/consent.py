@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from telehealth.consent import ConsentVersion, Provision, Purpose
@@ -114,3 +114,19 @@ async def clock(conn: Conn) -> int:
         row = await cur.fetchone()
     assert row is not None
     return int(row["seq"])
+
+
+# SKIP LOCKED: processors working off the queue together never take the same observation.
+_TAKE = """
+DELETE FROM consent_pending WHERE (device_id, seq, code) IN (
+    SELECT device_id, seq, code FROM consent_pending LIMIT %s FOR UPDATE SKIP LOCKED)
+RETURNING device_id, seq, code, patient_id, measured_at, value, quality, stored_at
+"""
+
+
+async def take_pending(conn: Conn, limit: int) -> list[tuple[Any, ...]]:
+    """Take up to `limit` observations waiting for a consent decision off the queue, in the open
+    transaction: (device_id, seq, code, patient_id, measured_at, value, quality, stored_at)."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(_TAKE, (limit,))
+        return await cur.fetchall()

@@ -35,6 +35,19 @@ async def open_pool(
     return pool
 
 
+async def ping(conn: psycopg.AsyncConnection[Any]) -> None:
+    """One round trip: raises when the database does not answer."""
+    await conn.execute("SELECT 1")
+
+
+async def local_timeouts(conn: psycopg.AsyncConnection[Any], *, lock_ms: int, statement_ms: int) -> None:
+    """Lock and statement timeouts for the rest of the open transaction only."""
+    await conn.execute(
+        "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+        (f"{lock_ms}ms", f"{statement_ms}ms"),
+    )
+
+
 async def check_unless_quiet(conn: psycopg.AsyncConnection[Any]) -> None:
     """The pool's check on checkout, without its round trip while the socket is quiet.
 

@@ -106,6 +106,49 @@ async def reissue_secret(
     return Credentials(device_id=device_id, username=device_id, password=secret, patient_id=owner)
 
 
+async def last_heard(
+    conn: psycopg.AsyncConnection[Any], part: tuple[int, int] = (0, 1)
+) -> list[tuple[UUID, str, int, datetime]]:
+    """(patient, device, expected interval in s, last heard) of each active device: its newest
+    receipt, or when it was provisioned if never heard. `part` (i, n) takes the i-th of n
+    slices of the patients (by their id's last byte), each patient's devices in one slice."""
+    i, n = part
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            """SELECT d.patient_id, d.id, d.expected_interval_s,
+                      GREATEST(d.provisioned_at,
+                               (SELECT r.received_at FROM reading_receipts r WHERE r.device_id = d.id
+                                ORDER BY r.seq DESC LIMIT 1)) AS last_at
+               FROM devices d
+               WHERE d.revoked_at IS NULL AND get_byte(uuid_send(d.patient_id), 15) %% %s = %s""",
+            (n, i),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()]
+
+
+async def apply_states(
+    conn: psycopg.AsyncConnection[Any], states: list[tuple[str, datetime, int | None, str]]
+) -> None:
+    """(state, at, battery, device id) reports; an older report never overwrites a newer one."""
+    if not states:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            """UPDATE devices SET state = %s, state_at = %s,
+                                  battery_pct = COALESCE(%s, battery_pct)
+               WHERE id = %s AND (state_at IS NULL OR state_at <= %s)""",
+            [(state, at, battery, device_id, at) for state, at, battery, device_id in states],
+        )
+
+
+async def owner_of(conn: psycopg.AsyncConnection[Any], device_id: str) -> UUID | None:
+    """The patient a device belongs to; None for an unknown device."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute("SELECT patient_id FROM devices WHERE id = %s", (device_id,))
+        row = await cur.fetchone()
+    return None if row is None else UUID(str(row[0]))
+
+
 async def revoke(conn: psycopg.AsyncConnection[Any], device_id: str) -> bool:
     """Mark the device revoked; False if there is no such active device."""
     cur = await conn.execute(

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -53,6 +54,18 @@ ON CONFLICT (key) DO UPDATE SET
                       ELSE NULL END
 RETURNING coalesce(extract(epoch FROM locked_until - now()), 0)::float AS wait
 """
+
+
+async def locked_for(conn: Conn, key: str) -> float | None:
+    """The seconds this key stays locked, or None when it is not locked (a read, no write)."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            """SELECT extract(epoch FROM locked_until - now())::float AS wait FROM login_throttle
+               WHERE key = %s AND locked_until > now()""",
+            (key,),
+        )
+        row = await cur.fetchone()
+    return None if row is None else float(row[0])
 
 
 async def attempt(conn: Conn, key: str, policy: Policy) -> float:

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from telehealth.security import check_password, hash_password, new_token, token_digest
 
@@ -170,6 +170,27 @@ async def update_user(
 async def patient_exists(conn: Conn, patient_id: UUID) -> bool:
     cur = await conn.execute("SELECT 1 FROM patients WHERE id = %s", (patient_id,))
     return await cur.fetchone() is not None
+
+
+async def patient_by_nhs_number(conn: Conn, nhs_number: str) -> UUID | None:
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute("SELECT id FROM patients WHERE nhs_number = %s", (nhs_number,))
+        row = await cur.fetchone()
+    return None if row is None else UUID(str(row[0]))
+
+
+async def patient_record(conn: Conn, patient_id: UUID) -> dict[str, Any] | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT * FROM patients WHERE id = %s", (patient_id,))
+        return await cur.fetchone()
+
+
+async def patient_care_team(conn: Conn, patient_id: UUID) -> str | None:
+    """The patient's care team; None when there is no such patient."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute("SELECT care_team FROM patients WHERE id = %s", (patient_id,))
+        row = await cur.fetchone()
+    return None if row is None else str(row[0])
 
 
 async def issue_token(conn: Conn, user_id: int, *, ttl: timedelta = DEFAULT_TOKEN_TTL) -> str:

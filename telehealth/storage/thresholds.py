@@ -27,3 +27,14 @@ async def save_thresholds(
         row = await cur.fetchone()
     assert row is not None
     return row
+
+
+async def threshold_history(conn: psycopg.AsyncConnection[Any], patient_id: UUID) -> list[dict[str, Any]]:
+    """Every saved version, newest first."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT version, settings, changed_by, changed_at FROM patient_thresholds
+               WHERE patient_id = %s ORDER BY version DESC""",
+            (patient_id,),
+        )
+        return await cur.fetchall()

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import psycopg
+from psycopg.rows import tuple_row
 
 
 class Trend(NamedTuple):
@@ -36,3 +37,19 @@ async def store(conn: psycopg.AsyncConnection[Any], trends: list[Trend]) -> None
                  WHERE EXCLUDED.measured_at >= glucose_trends.measured_at""",
             trends,
         )
+
+
+async def cgm_before(
+    conn: psycopg.AsyncConnection[Any], patient_id: UUID, start: datetime, end: datetime
+) -> list[tuple[datetime, float]]:
+    """The patient's CGM glucose in [start, end), oldest first, without implausible, future
+    or artefact readings (they are not data): a trend window rebuilt after a restart."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            """SELECT measured_at, value FROM readings
+               WHERE patient_id = %s AND code = 'glucose' AND source = 'cgm'
+                 AND NOT quality && '{implausible,future,artefact}'
+                 AND measured_at >= %s AND measured_at < %s ORDER BY measured_at""",
+            (patient_id, start, end),
+        )
+        return [(r[0], r[1]) for r in await cur.fetchall()]

@@ -25,6 +25,14 @@ from tests.factories import make_device, make_patient
 from tests.stream import forwarded, oximeter
 
 
+class Probe:
+    def __init__(self, look: Callable[[], Awaitable[None]]) -> None:
+        self._look = look
+
+    async def publish(self) -> None:
+        await self._look()
+
+
 async def run(
     settings: Settings,
     records: list[ConsumerRecord[Any, Any]],
@@ -34,8 +42,9 @@ async def run(
     pool = await open_pool(settings.database_url, max_size=2, configure=sink.prepare)
     registry = CachedRegistry(settings.database_url, settings.device_cache_ttl_s)
     try:
-        pipeline = Pipeline(settings, pool, registry)
-        pipeline.urgent_committed = urgent_committed
+        # The probe stands where the service's alert outbox is, to look at the database then.
+        outbox = Probe(urgent_committed) if urgent_committed is not None else None
+        pipeline = Pipeline(settings, pool, registry, outbox=outbox)
         report = await pipeline.process(records)
         await pipeline.consent.drain(pool)  # what the processor's consent step does next
         return report
@@ -69,7 +78,7 @@ async def test_an_urgent_patients_readings_commit_before_the_rest_of_the_batch(
     records += [forwarded(settings, 5 + i, oximeter(d, 2, 98, datetime.now(UTC))) for i, d in enumerate(calm)]
     between: dict[str, int] = {}
 
-    async def urgent_committed() -> None:  # the service publishes the alert outbox here
+    async def urgent_committed() -> None:  # where the pipeline publishes the alert outbox
         for name, query, arg in [
             (
                 "calm readings stored",

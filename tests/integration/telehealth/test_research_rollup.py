@@ -9,10 +9,10 @@ import httpx
 import psycopg
 
 from simulators.publisher import Publisher
-from telehealth.research.cells import members, raw_cells
-from telehealth.research.differencing import new_members
 from telehealth.research.disclosure import RawCell
-from telehealth.research.hourly import fast_cells, fast_members
+from telehealth.storage.research_cells import members, raw_cells
+from telehealth.storage.research_differencing import new_members
+from telehealth.storage.research_hourly import fast_cells, fast_members
 from tests.factories import make_device, make_user
 from tests.research_support import RESEARCH_GLUCOSE, closed_hour, cohort_patient, put_consent
 

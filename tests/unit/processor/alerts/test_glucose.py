@@ -270,11 +270,10 @@ def test_consensus_episodes() -> None:
 def test_bench_clinical_prints_both_alarms_side_by_side_on_both_cohorts(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from launcher.cli import main
+    from bench.cli import main  # what `telehealth bench` hands over to (as `python -m bench`)
 
     main(
         [
-            "bench",
             "--clinical",
             "--clinical-patients",
             "2",

@@ -1,5 +1,5 @@
 """Raw aggregate cells from the per-patient hourly rollup, one value per patient per cell
-(any bucket size, any cohort; `telehealth.research.hourly` is the fast path for hourly ones).
+(any bucket size, any cohort; `telehealth.storage.research_hourly` is the fast path for hourly ones).
 
 Runs inside the caller's transaction: `cell_members` (a temporary table dropped at commit)
 holds which patient is in which cell, so the release can record its contributors without

@@ -19,8 +19,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from telehealth.errors import TelehealthError
-from telehealth.research.cells import GroupBy
 from telehealth.research.disclosure import READINGS_PER_PATIENT_HOUR, RawCell
+from telehealth.storage.research_cells import GroupBy
 
 Conn = psycopg.AsyncConnection[Any]
 

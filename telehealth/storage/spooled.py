@@ -1,0 +1,55 @@
+"""What the gateway's keeper asks before it drops a spooled record: does the store hold it?
+
+Each query takes parallel arrays (spool row id first) and returns the spool ids the store
+holds: a reading once its (device, seq) has a receipt or the processor refused it as a dead
+letter of its own (`orphan:`, `revoked:`, `reassigned:` origins); a dead letter once its
+origin is stored; a status once the device's state is as new or newer (or the device is gone).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+_READINGS = """
+SELECT s.i FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS s(i, d, q)
+WHERE EXISTS (SELECT 1 FROM reading_receipts r WHERE r.device_id = s.d AND r.seq = s.q)
+   OR EXISTS (
+        SELECT 1 FROM dead_letters l
+        WHERE l.origin IN ('orphan:' || s.d || ':' || s.q, 'revoked:' || s.d || ':' || s.q,
+                           'reassigned:' || s.d || ':' || s.q))
+"""
+_LETTERS = """
+SELECT s.i FROM unnest(%s::bigint[], %s::text[]) AS s(i, o)
+WHERE EXISTS (SELECT 1 FROM dead_letters l WHERE l.origin = 'letter:' || s.o)
+"""
+_STATUSES = """
+SELECT s.i FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[]) AS s(i, d, t)
+WHERE NOT EXISTS (SELECT 1 FROM devices v WHERE v.id = s.d AND (v.state_at IS NULL OR v.state_at < s.t))
+"""
+
+
+async def _held(conn: psycopg.AsyncConnection[Any], query: str, params: tuple[Any, ...]) -> list[int]:
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(query, params)
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def readings_held(
+    conn: psycopg.AsyncConnection[Any], ids: list[int], device_ids: list[str | None], seqs: list[int | None]
+) -> list[int]:
+    return await _held(conn, _READINGS, (ids, device_ids, seqs))
+
+
+async def letters_held(
+    conn: psycopg.AsyncConnection[Any], ids: list[int], origins: list[str | None]
+) -> list[int]:
+    return await _held(conn, _LETTERS, (ids, origins))
+
+
+async def statuses_held(
+    conn: psycopg.AsyncConnection[Any], ids: list[int], device_ids: list[str | None], times: list[str | None]
+) -> list[int]:
+    return await _held(conn, _STATUSES, (ids, device_ids, times))

@@ -34,7 +34,7 @@ from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEven
 from telehealth.nightscout import EntryProblem, to_entry, to_reading, uploader_battery
 from telehealth.settings import Settings
 from telehealth.storage import nightscout_documents as documents
-from telehealth.storage import receipts
+from telehealth.storage import spooled
 from telehealth.storage.db import checkout
 from telehealth.storage.devices import DeviceEntry
 from telehealth.topics import readings_topic, status_topic
@@ -168,7 +168,7 @@ class _Upload:
         delay = 0.02
         while True:
             async with checkout(pool) as conn:
-                left = await receipts.missing(conn, self.readings, self.letter_ids)
+                left = await spooled.missing(conn, self.readings, self.letter_ids)
             if not left:
                 return
             if loop.time() + delay > deadline:

@@ -1,4 +1,5 @@
-"""What the gateway's keeper asks before it drops a spooled record: does the store hold it?
+"""What the gateway's keeper asks before it drops a spooled record, and the HTTP intake before
+it answers an upload: does the store hold it?
 
 Each query takes parallel arrays (spool row id first) and returns the spool ids the store
 holds: a reading once its (device, seq) has a receipt or the processor refused it as a dead
@@ -8,6 +9,7 @@ origin is stored; a status once the device's state is as new or newer (or the de
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -53,3 +55,18 @@ async def statuses_held(
     conn: psycopg.AsyncConnection[Any], ids: list[int], device_ids: list[str | None], times: list[str | None]
 ) -> list[int]:
     return await _held(conn, _STATUSES, (ids, device_ids, times))
+
+
+async def missing(
+    conn: psycopg.AsyncConnection[Any], readings: Sequence[tuple[str, int]], letters: Sequence[str]
+) -> int:
+    """How many of these readings (device, seq) and dead letters (by id) the store does not hold."""
+    left = 0
+    if readings:
+        ids = list(range(len(readings)))
+        held = await readings_held(conn, ids, [d for d, _ in readings], [q for _, q in readings])
+        left += len(readings) - len(held)
+    if letters:
+        held = await letters_held(conn, list(range(len(letters))), list(letters))
+        left += len(letters) - len(held)
+    return left

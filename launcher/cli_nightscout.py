@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from launcher.cli import _with_connection
+from launcher.cli_support import with_connection
 from telehealth.storage import uploaders
 from telehealth.storage.devices import DeviceExists
 from telehealth.storage.uploaders import UploaderCredentials
@@ -27,7 +27,7 @@ def provision(args: argparse.Namespace) -> None:
         return await uploaders.provision(conn, device_id=args.device_id, patient_id=args.patient_id)
 
     try:
-        creds = _with_connection(go)
+        creds = with_connection(go)
     except DeviceExists as exc:
         sys.exit(f"telehealth: {exc}")
     print_uploader(creds)
@@ -42,7 +42,7 @@ def reassign(args: argparse.Namespace) -> bool:
         return await uploaders.reissue(conn, args.device_id, args.patient_id)
 
     try:
-        creds = _with_connection(go)
+        creds = with_connection(go)
     except LookupError as exc:
         sys.exit(f"telehealth: {exc}")
     if creds is None:

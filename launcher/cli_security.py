@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from launcher.cli import _with_connection
+from launcher.cli_support import with_connection
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> None:
@@ -20,7 +20,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
         if not number.isdigit() or len(digest) != 64:
             sys.exit("telehealth: --expect takes ID:HASH as printed by `telehealth audit head`")
         expect = (int(number), digest)
-    result = _with_connection(lambda conn: audit.verify(conn, expect=expect))
+    result = with_connection(lambda conn: audit.verify(conn, expect=expect))
     if result.ok:
         print(f"audit chain intact: {result.rows} rows, head {result.head.id}:{result.head.hash}")
         return
@@ -36,7 +36,7 @@ def cmd_audit_head(args: argparse.Namespace) -> None:
     """Print the newest row's id and hash, to publish somewhere the database admin cannot edit."""
     from telehealth.storage import audit
 
-    head = _with_connection(audit.head)
+    head = with_connection(audit.head)
     if args.json:
         at = head.at.isoformat() if head.at else None
         print(json.dumps({"id": head.id, "hash": head.hash, "at": at}))

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from psycopg import AsyncConnection
 
-from launcher.cli import ROLES, _with_connection
+from launcher.cli_support import ROLES, with_connection
 from telehealth.passwords import password_problem
 from telehealth.settings import get_settings
 
@@ -84,7 +84,7 @@ def cmd_users_add(args: argparse.Namespace) -> None:
             )
         return await issue_token(conn, user.id, ttl=timedelta(seconds=get_settings().token_ttl_s))
 
-    token = _with_connection(add)
+    token = with_connection(add)
     print(f"new user {args.username} ({args.role}); bearer token (shown once):\n{token}")
 
 
@@ -123,7 +123,7 @@ def cmd_users_update(args: argparse.Namespace) -> None:
             lines.append("the role changed: every token of the user was revoked")
         return f"user {args.username} updated:\n  " + "\n  ".join(lines)
 
-    print(_with_connection(update))
+    print(with_connection(update))
 
 
 def _show(value: Any) -> str:
@@ -142,7 +142,7 @@ def cmd_users_set_password(args: argparse.Namespace) -> None:
         user = await user_by_name(conn, args.username)
         return None if user is None else await set_password(conn, user.id, password)
 
-    revoked = _with_connection(change)
+    revoked = with_connection(change)
     if revoked is None:
         sys.exit(f"telehealth: no user {args.username!r}")
     print(f"password of {args.username} changed; {revoked} token(s) revoked")
@@ -155,7 +155,7 @@ def cmd_users_revoke_tokens(args: argparse.Namespace) -> None:
         user = await user_by_name(conn, args.username)
         return None if user is None else await revoke_user_tokens(conn, user.id)
 
-    revoked = _with_connection(revoke)
+    revoked = with_connection(revoke)
     if revoked is None:
         sys.exit(f"telehealth: no user {args.username!r}")
     print(f"{revoked} token(s) of {args.username} revoked")

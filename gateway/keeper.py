@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Counter, Gauge
 
+from gateway.records import failed_future
 from gateway.spool import LETTER, READING, STATUS, Mark, Spool, Spooled
 from telehealth.kafka import TopicGuard, ensure_topics
 from telehealth.settings import Settings
@@ -199,6 +200,5 @@ class Keeper:
         try:
             future: asyncio.Future[Any] = await self._producer.send(row.topic, row.value, key=row.key)
         except Exception as exc:
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
+            future = failed_future(exc)
         return future

@@ -11,41 +11,28 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
-import hmac
 import logging
-import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    CorruptRecordException,
-    InvalidTimestampError,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-    UnsupportedForMessageFormatError,
-)
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import Counter, Gauge
 
 from gateway.keeper import Keeper
 from gateway.mqtt_loop import LoopDriver
+from gateway.records import Outgoing, Pending, failed_future, outcomes, record_at_fault
+from gateway.session import broker_address, client_id, spool_path
 from gateway.spool import LETTER, READING, STATUS, Mark, Spool
 from telehealth import logs
-from telehealth.broker.dynsec import GATEWAY_USER
 from telehealth.checks import check_readings, check_status
 from telehealth.contracts import DeadLetter, Reason, accepted_json
 from telehealth.heartbeat import Progress, beat
 from telehealth.kafka import TopicGuard, ensure_topics, make_producer
 from telehealth.metrics import serve_metrics
-from telehealth.mqtt import MqttAddress, parse_mqtt_url, ssl_context
+from telehealth.mqtt import ssl_context
 from telehealth.settings import Settings
 from telehealth.storage.devices import CachedRegistry, RegistryUnavailable
 from telehealth.topics import READINGS_FILTER, STATUS_FILTER, device_of, shared
@@ -64,88 +51,11 @@ FORWARDED = Counter(
 IN_FLIGHT = Gauge("telehealth_gateway_in_flight", "MQTT messages received and not yet acknowledged")
 
 
-@dataclass
-class Outgoing:
-    topic: str
-    key: bytes
-    value: bytes
-    #: set on dead letters: a letter Kafka refuses is resent once with a shorter raw prefix
-    letter: DeadLetter | None = None
-    #: what the record stands for in the store (the spool keeps it until stored)
-    mark: Mark | None = None
-
-
-#: What Kafka answers when the record itself is refused (its size, its format, its key or
-#: timestamp): resending it cannot help, so it becomes a `kafka_rejected` dead letter.
-RECORD_FAULTS: tuple[type[BaseException], ...] = (
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-    RecordListTooLargeError,
-    CorruptRecordException,
-    InvalidTimestampError,
-    UnsupportedForMessageFormatError,
-)
-
-
-def record_at_fault(exc: BaseException) -> bool:
-    """Kafka refused the record for what it is (e.g. too large), not because Kafka is away.
-
-    Every other error of the broker or the client (aiokafka's `retriable` ones: not leader,
-    unknown topic, node not ready, request timed out; and the rest: unknown server error,
-    broker unavailable, timeouts) is a broker fault: the reading is held and resent, never
-    blamed. An exception from outside Kafka (a bug on our side while sending this record) is
-    the record's: it is dead-lettered with the error, rather than holding every device back.
-    """
-    if isinstance(exc, RECORD_FAULTS):
-        return True
-    return not isinstance(exc, KafkaError) and isinstance(exc, Exception)
-
-
 def _topic_of(message: mqtt.MQTTMessage) -> str:
     try:
         return message.topic
     except UnicodeDecodeError:
         return bytes(message._topic).decode("utf-8", errors="replace")
-
-
-@dataclass
-class Pending:
-    message: mqtt.MQTTMessage
-    records: list[Outgoing]
-    sends: list[asyncio.Future[Any]]
-
-
-def broker_address(settings: Settings) -> MqttAddress:
-    """The broker with the gateway's own login: the only one allowed to read device topics."""
-    assert settings.mqtt_url
-    if settings.mqtt_insecure:
-        return parse_mqtt_url(settings.mqtt_url, str(settings.mqtt_ca_file or "") or None)
-    if settings.mqtt_gateway_password is None:
-        raise SystemExit("telehealth: set TELEHEALTH_MQTT_GATEWAY_PASSWORD (the gateway's broker login)")
-    return settings.mqtt_login(GATEWAY_USER, settings.mqtt_gateway_password)
-
-
-def client_id(settings: Settings) -> str:
-    """Stable across restarts (the broker keeps the session's messages), unique per host, and
-    known only to holders of the gateway's secret.
-
-    Mosquitto's dynamic security pins a login to one exact client id, never to a prefix, so
-    the admin and relay logins (which connect under many ids) cannot be pinned away from the
-    gateway's. Whoever connects under the gateway's id takes its session over, and what the
-    broker queued for it then goes to a login that may not read it. So the id carries a tag
-    derived from the gateway's password: another login cannot name the session to take it.
-    """
-    base = settings.gateway_client_id or f"telehealth-gateway-{socket.gethostname()}"
-    secret = settings.mqtt_gateway_password
-    if settings.mqtt_insecure or secret is None:
-        return base
-    tag = hmac.new(secret.get_secret_value().encode(), base.encode(), hashlib.sha256).hexdigest()[:16]
-    return f"{base}-{tag}"
-
-
-def spool_path(settings: Settings) -> Path:
-    """One spool per gateway (per MQTT session), under the data dir."""
-    return settings.data_dir / "gateway" / f"spool-{client_id(settings)}.sqlite3"
 
 
 #: PUBACKs written to the spool together (one fsync)
@@ -355,7 +265,7 @@ class Gateway:
                 record.topic, record.value, key=record.key
             )
         except Exception as exc:
-            future = _failed(exc)
+            future = failed_future(exc)
         return future
 
     async def _acker(self) -> None:
@@ -405,7 +315,7 @@ class Gateway:
 
     async def _failures(self, item: Pending) -> dict[int, BaseException]:
         """The message's sends that failed, by record index, once every send has an answer."""
-        results = await _outcomes(item.sends)
+        results = await outcomes(item.sends)
         return {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
 
     async def _resend(
@@ -426,33 +336,13 @@ class Gateway:
                 if sends[i].done() and (refused := sends[i].exception()) is not None:
                     down = refused
             else:
-                sends[i] = _failed(down)
+                sends[i] = failed_future(down)
         item.records, item.sends = records, sends
         return down
 
     def backlog(self) -> int:
         """Messages received and not yet acknowledged to the broker."""
         return len(self._inbox) + self._in_flight
-
-
-def _failed(exc: BaseException) -> asyncio.Future[Any]:
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_exception(exc)
-    return future
-
-
-def _outcome(future: asyncio.Future[Any]) -> Any:
-    if future.cancelled():
-        return asyncio.CancelledError()
-    return future.exception() or future.result()
-
-
-async def _outcomes(sends: list[asyncio.Future[Any]]) -> list[Any]:
-    """`gather(..., return_exceptions=True)`, without its extra future and callbacks per
-    message when Kafka has already answered every send (the common case under load)."""
-    if all(f.done() for f in sends):
-        return [_outcome(f) for f in sends]
-    return await asyncio.gather(*sends, return_exceptions=True)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

@@ -22,7 +22,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.mqtt_loop import LoopDriver
-from gateway.service import client_id
+from gateway.session import client_id
 from launcher.stack import Services
 from simulators.publisher import Publisher
 from telehealth.broker.dynsec import GATEWAY_USER, RELAY_USER

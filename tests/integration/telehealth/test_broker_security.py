@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.service import client_id as gateway_client_id
+from gateway.session import client_id as gateway_client_id
 from launcher.embedded import EmbeddedMqtt
 from simulators.publisher import Publisher
 from telehealth.broker.admin import device_logins

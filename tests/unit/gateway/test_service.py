@@ -13,7 +13,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from aiokafka.errors import KafkaTimeoutError, UnknownError
 
-from gateway.service import Gateway, Outgoing, Pending
+from gateway.records import Outgoing, Pending
+from gateway.service import Gateway
 from gateway.spool import READING, Mark
 from telehealth.settings import Settings
 from telehealth.storage.devices import CachedRegistry

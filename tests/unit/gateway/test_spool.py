@@ -78,7 +78,7 @@ async def test_an_empty_group_writes_nothing(tmp_path: Path, n: int) -> None:
 def test_the_gateways_client_id_is_stable_and_needs_its_secret(tmp_path: Path) -> None:
     from pydantic import SecretStr
 
-    from gateway.service import client_id, spool_path
+    from gateway.session import client_id, spool_path
     from telehealth.settings import Settings
 
     def ours(password: str | None, **extra: object) -> Settings:

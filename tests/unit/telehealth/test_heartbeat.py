@@ -23,7 +23,7 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from gateway.service import record_at_fault
+from gateway.records import record_at_fault
 from telehealth.heartbeat import Beat, Progress, assess
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -19,14 +19,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from launcher.embedded import (
-    EmbeddedKafka,
-    EmbeddedMqtt,
-    EmbeddedPostgres,
-    free_port,
-    spawn,
-    stop_process,
-)
+from launcher.embedded import EmbeddedKafka, EmbeddedPostgres, free_port, spawn, stop_process
+from launcher.mosquitto import EmbeddedMqtt
 from launcher.supervise import Supervisor
 from telehealth import stackfile
 from telehealth.broker.dynsec import DeviceLogin

@@ -25,7 +25,8 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
-from launcher.embedded import EmbeddedKafka, EmbeddedMqtt, EmbeddedPostgres, free_port
+from launcher.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from launcher.mosquitto import EmbeddedMqtt
 from launcher.stack import EMBEDDED_SESSION_TIMEOUT_MS, Services, start_broker, wait_http_ok
 from telehealth.settings import Settings
 from telehealth.storage import migrate

@@ -13,7 +13,8 @@ import httpx
 import psycopg
 import pytest
 
-from launcher.embedded import EmbeddedKafka, EmbeddedMqtt
+from launcher.embedded import EmbeddedKafka
+from launcher.mosquitto import EmbeddedMqtt
 from launcher.stack import Services, start_broker
 from simulators.publisher import Publisher
 from telehealth.settings import Settings

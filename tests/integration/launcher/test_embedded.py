@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher import embedded
-from launcher.embedded import EmbeddedKafka, EmbeddedMqtt, ServerExited
+from launcher import embedded, mosquitto
+from launcher.embedded import EmbeddedKafka, ServerExited
+from launcher.mosquitto import EmbeddedMqtt
 from launcher.stack import load_or_create
 
 
@@ -37,6 +38,7 @@ def taken_first(monkeypatch: pytest.MonkeyPatch, held_port: int) -> int:
         return answers.pop() if answers else real(*avoid)
 
     monkeypatch.setattr(embedded, "free_port", racing)
+    monkeypatch.setattr(mosquitto, "free_port", racing)
     return held_port
 
 

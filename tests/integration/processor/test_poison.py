@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from launcher.embedded import BROKER_MESSAGE_LIMIT, EmbeddedMqtt
+from launcher.mosquitto import BROKER_MESSAGE_LIMIT, EmbeddedMqtt
 from launcher.stack import Services, service_env
 from simulators.publisher import Publisher
 from telehealth.contracts import MAX_DEAD_RAW, wire_time

@@ -12,7 +12,8 @@ import httpx
 import psycopg
 import pytest
 
-from launcher.embedded import EmbeddedMqtt, EmbeddedPostgres
+from launcher.embedded import EmbeddedPostgres
+from launcher.mosquitto import EmbeddedMqtt
 from launcher.stack import Services, wait_http_ok
 from simulators.publisher import Publisher
 from telehealth.settings import Settings

@@ -24,7 +24,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.session import client_id as gateway_client_id
-from launcher.embedded import EmbeddedMqtt
+from launcher.mosquitto import EmbeddedMqtt
 from simulators.publisher import Publisher
 from telehealth.broker.admin import device_logins
 from telehealth.broker.dynsec import ADMIN_USER, GATEWAY_USER, RELAY_USER

@@ -42,6 +42,7 @@ from datetime import datetime, timedelta
 from enum import IntEnum
 from uuid import UUID
 
+from processor.alerts import glucose_text
 from processor.alerts.rules import Severity
 
 RULE = "glucose_low"
@@ -384,48 +385,7 @@ class LowEpisodes:
         suffix: str = "",
     ) -> Decision:
         if stage.code == FORECAST_CODE:
-            shown, message = _forecast_message(stage, value, s, cfg)
+            shown, message = glucose_text.forecast(stage is Stage.URGENT_SOON, value, s, cfg)
         else:
-            shown, message = value, _measured_message(stage, value, s, cfg, deliberate)
+            shown, message = value, glucose_text.measured(stage is Stage.URGENT, value, s, cfg, deliberate)
         return Decision(act, stage, message + suffix, stage.code, shown)
-
-
-def _measured_message(stage: Stage, value: float, s: _State, cfg: LowConfig, deliberate: bool) -> str:
-    if stage is Stage.URGENT:
-        return f"Glucose urgent low: {value:g} mmol/L (below {cfg.urgent_low:.1f})"
-    if deliberate:
-        why = ", finger-prick"
-    elif s.spell_start is not None and s.last_at is not None and s.streak < cfg.warning_after:
-        why = f", below {cfg.low:.1f} for {(s.last_at - s.spell_start).total_seconds() / 60:.0f} min"
-    else:
-        why = f", {s.streak} readings in a row"
-    return f"Glucose low: {value:g} mmol/L (below {cfg.low:.1f}){why}"
-
-
-def _forecast_message(stage: Stage, value: float, s: _State, cfg: LowConfig) -> tuple[float, str]:
-    """(the value to show, the message): what fired, with the line and horizon that fired it."""
-    name = "urgent low" if stage is Stage.URGENT_SOON else "low"
-    head = f"Glucose {name} soon: {value:g} mmol/L now"
-    why = s.why_urgent if stage is Stage.URGENT_SOON else s.why_low
-    if why == "near":
-        line = cfg.urgent_near if cfg.urgent_near is not None else cfg.urgent_low
-        return value, f"{head}, not rising; at or below {line:.1f}, near the urgent line {cfg.urgent_low:.1f}"
-    if why == "drop" and s.drop is not None:
-        within = cfg.drop_min if stage is Stage.URGENT_SOON else cfg.horizon_min
-        ahead = round(value * math.exp(s.drop / value * within), 2)
-        return ahead, (
-            f"{head}, dropping {-s.drop:.2f} mmol/L/min since the last reading; at that rate"
-            f" {ahead:.1f} mmol/L within {within} min, below {cfg.urgent_low:.1f}"
-        )
-    rate = s.trend.rate if s.trend is not None else None
-    trend = f", falling {-rate:.2f} mmol/L/min" if rate is not None and rate < 0 else ""
-    if stage is Stage.URGENT_SOON:
-        far = why == "far"
-        line, within = cfg.urgent_low, cfg.urgent_far_min if far else cfg.urgent_horizon_min
-        projected = None if s.trend is None else s.trend.far if far else s.trend.urgent
-    else:
-        line, within = cfg.predicted_low, cfg.horizon_min
-        projected = None if s.trend is None else s.trend.low
-    reach = f"forecast {projected:.1f} mmol/L" if projected is not None else "forecast"
-    shown = projected if projected is not None else value
-    return shown, f"{head}{trend}; {reach} within {within} min, below {line:.1f}"

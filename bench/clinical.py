@@ -15,7 +15,8 @@ or more at or above 3.9. A reading stands for the 5 minutes it samples (3 readin
 Scores (a notification is an alert that reaches the clinician: opened, upgraded or
 re-notified; AR2: its low alarm starting, or turning urgent):
 - alerts per patient-day: notifications on the low side;
-- false: a notification with no level 1 episode under way or starting within 30 min;
+- false: a notification with no level 1 episode under way or starting within 30 min (false
+  urgent: the same for urgent notifications);
 - level 1 warned before onset: episodes whose own first notification (after the previous
   episode's end, at most 60 min back) came before their first reading below 3.9; an alert
   still showing from an earlier dip does not count, it was not news of this one;
@@ -81,6 +82,7 @@ class Score:
     patient_days: float = 0.0
     alerts: int = 0
     false_alerts: int = 0
+    false_urgent: int = 0
     l1_episodes: int = 0
     l1_before: int = 0
     l1_leads: list[float] = field(default_factory=list)
@@ -114,6 +116,7 @@ class Score:
             "low-side alerts per patient-day": f"{self.alerts_per_day:.2f}",
             "false low alerts (no episode within 30 min)": f"{100 * self.false_share:.0f} %",
             "false low alerts per patient-day": f"{self.false_alerts / self.patient_days:.2f}",
+            "false urgent low alerts per patient-day": f"{self.false_urgent / self.patient_days:.2f}",
             "level 1 warned before onset": f"{100 * self.warned_before_share:.0f} %"
             f" ({self.l1_before} of {self.l1_episodes})",
             "level 1 median lead before the first reading < 3.9": median(self.l1_leads),
@@ -239,6 +242,9 @@ def score(score: Score, alarms: Alarms, l1: list[Episode], l2: list[Episode]) ->
     for t in alarms.alerts:
         if not any(e.start - FALSE_WITHIN_MIN <= t <= e.end for e in l1):
             score.false_alerts += 1
+    for t in alarms.urgent:
+        if not any(e.start - FALSE_WITHIN_MIN <= t <= e.end for e in l1):
+            score.false_urgent += 1
     previous_end = float("-inf")
     for e in l1:
         score.l1_episodes += 1
@@ -357,8 +363,9 @@ def run(count: int = 100, days: int = 6, seed: int = 1, name: str = "own") -> Re
     return evaluate(prepare(name, cohort(name, count, days, seed), days))
 
 
-#: the settings the trade-off curve sweeps: (predicted-low line, horizon in minutes)
-CURVE = ((3.9, 10), (3.9, 15), (3.9, 20), (3.9, 25), (3.9, 30), (3.0, 25))
+#: the settings the trade-off curve sweeps: (predicted-low line, horizon in minutes, readings
+#: in a row the forecast must be low)
+CURVE = ((3.9, 10, 2), (3.9, 15, 2), (3.9, 20, 2), (3.9, 20, 1), (3.9, 25, 2), (3.9, 30, 2), (3.0, 25, 2))
 
 
 @dataclass(frozen=True)
@@ -369,20 +376,26 @@ class Point:
     median_lead: float | None
 
 
-def curve(prepared: Cohort, settings: tuple[tuple[float, int], ...] = CURVE) -> list[Point]:
+def curve(prepared: Cohort, settings: tuple[tuple[float, int, int], ...] = CURVE) -> list[Point]:
     """The engine at each predicted-low setting, and AR2: what each costs in false alerts per
     patient-day against how many level 1 episodes it warns of before onset."""
     points = []
     ar2_score: Score | None = None
-    for line, horizon in settings:
-        rules = rules_for(Thresholds(glucose_predicted_low=line, glucose_predicted_minutes=horizon))
+    for line, horizon, readings in settings:
+        rules = rules_for(
+            Thresholds(
+                glucose_predicted_low=line,
+                glucose_predicted_minutes=horizon,
+                glucose_predicted_readings=readings,
+            )
+        )
         result = evaluate(prepared, functools.partial(ThresholdEngine, rules), with_ar2=ar2_score is None)
         if ar2_score is None:
             ar2_score = result.scores[1]
         e = result.scores[0]
         points.append(
             Point(
-                f"{line:g} in {horizon} min",
+                f"{line:.1f} in {horizon} min" + (", 1 reading" if readings == 1 else ""),
                 e.false_alerts / e.patient_days,
                 e.warned_before_share,
                 e.l1_median_lead,
@@ -402,7 +415,8 @@ def curve(prepared: Cohort, settings: tuple[tuple[float, int], ...] = CURVE) -> 
 
 def curve_table(name: str, points: list[Point]) -> str:
     lines = [
-        f"trade-off, {COHORTS.get(name, name)}: predicted low below <line> within <horizon>",
+        f"trade-off, {COHORTS.get(name, name)}: predicted low below <line> within <horizon>"
+        " (on 2 readings in a row unless marked)",
         "| setting | false alerts per patient-day | level 1 warned before onset | median lead |",
         "|---|---|---|---|",
     ]
@@ -421,7 +435,7 @@ def plot(curves: dict[str, list[Point]], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, points in curves.items():
-        engine = [p for p in points if p.label != "AR2"]
+        engine = sorted((p for p in points if p.label != "AR2"), key=lambda p: p.false_per_day)
         line = ax.plot(
             [p.false_per_day for p in engine],
             [100 * p.warned_share for p in engine],

@@ -29,6 +29,27 @@ class Thresholds(BaseModel):
     glucose_predicted_minutes: int = Field(
         20, ge=5, le=60, description="how far ahead the CGM forecast looks for a predicted low"
     )
+    glucose_predicted_readings: int = Field(
+        2,
+        ge=1,
+        le=6,
+        description="CGM readings in a row whose forecast must be low before a predicted low is raised"
+        " (one is enough when glucose falls fast)",
+    )
+    glucose_urgent_near: float | None = Field(
+        None,
+        ge=0.5,
+        le=40,
+        description="mmol/L: a CGM reading at or below this that is not rising is an urgent low soon;"
+        " default: glucose_urgent_low + 0.4 (3.4); set it to glucose_urgent_low to turn the rule off",
+    )
+    glucose_drop_minutes: int = Field(
+        15,
+        ge=0,
+        le=30,
+        description="a drop between two CGM readings that, at its own rate, reaches glucose_urgent_low"
+        " within this many minutes is an urgent low soon; 0 turns the rule off",
+    )
     spo2_scale: Literal[1, 2] = Field(1, description="NEWS2 scale; 2 for confirmed hypercapnic failure")
     spo2_warning: float | None = Field(None, ge=50, le=100, description="% at or below; default by scale")
     spo2_urgent: float | None = Field(None, ge=50, le=100, description="% at or below; default by scale")
@@ -55,6 +76,12 @@ class Thresholds(BaseModel):
         return self.glucose_low if self.glucose_predicted_low is None else self.glucose_predicted_low
 
     @property
+    def urgent_near_line(self) -> float:
+        if self.glucose_urgent_near is not None:
+            return self.glucose_urgent_near
+        return min(round(self.glucose_urgent_low + 0.4, 2), self.glucose_low)
+
+    @property
     def spo2_limits(self) -> tuple[float, float]:
         warning, urgent = SPO2_SCALES[self.spo2_scale]
         return (
@@ -69,6 +96,8 @@ class Thresholds(BaseModel):
             problems.append("glucose_urgent_low < glucose_low < glucose_high")
         if not self.glucose_urgent_low <= self.predicted_low_line <= self.glucose_low:
             problems.append("glucose_urgent_low <= glucose_predicted_low <= glucose_low")
+        if not self.glucose_urgent_low <= self.urgent_near_line <= self.glucose_low:
+            problems.append("glucose_urgent_low <= glucose_urgent_near <= glucose_low")
         warning, urgent = self.spo2_limits
         if not urgent < warning:
             problems.append("spo2_urgent < spo2_warning")

@@ -207,6 +207,9 @@ class ThresholdEngine:
             predicted_low=predicted_low,
             horizon_min=horizon,
             renotify_after=rule.renotify_after or default.renotify_after,
+            predicted_after=rule.predicted_after or default.predicted_after,
+            urgent_near=default.urgent_near if rule.urgent_near is None else rule.urgent_near,
+            drop_min=default.drop_min if rule.drop_min is None else rule.drop_min,
         )
         level = trend.get((obs.device_id, obs.seq, LEVEL_CODE))
         rate = trend.get((obs.device_id, obs.seq, ROC_CODE))
@@ -215,6 +218,7 @@ class ThresholdEngine:
                 round(project(level, rate, cfg.horizon_min), 2),
                 round(project(level, rate, cfg.urgent_horizon_min), 2),
                 rate,
+                round(project(level, rate, cfg.urgent_far_min), 2),
             )
             if level is not None and rate is not None
             else None

@@ -3,17 +3,27 @@
 An episode's alert (rule `glucose_low`) climbs four stages and never steps down:
 
 1. predicted low  (warning) the CGM forecast is below the predicted-low line (3.9) within the
-                            horizon (20 min);
+                            horizon (20 min) on `predicted_after` (2) readings in a row, or
+                            on one when glucose falls fast (a filtered rate of `steep_rate`,
+                            or a steep drop: see 3);
 2. low            (warning) measured below 3.9 on `warning_after` consecutive readings of one
                             CGM (each within 15 min of the one before), or for `min_duration`
                             (15 min) without coming back above 3.9 + margin, so a patient
                             hovering 3.8 / 4.0 / 3.8 / 4.0 is flagged once; a finger-prick
                             below 3.9 is deliberate and alerts at once;
-3. urgent low soon (urgent) the forecast is below the urgent line (3.0) within the urgent horizon;
+3. urgent low soon (urgent) the forecast is below the urgent line (3.0) within the urgent horizon
+                            (20 min; `urgent_far_min`, 30, once glucose is below 3.9); or the
+                            reading is at or below `urgent_near` (3.4) and not rising; or a
+                            steep drop: the last two readings of the CGM, continued at their own
+                            rate, reach 3.0 within `drop_min` (15) (within the predicted
+                            horizon it is a predicted low at once);
 4. urgent low     (urgent)  measured below 3.0: on the first reading.
 
 A forecast whose rate is beyond what physiology allows (`max_rate`) is sensor noise and
-raises nothing; measured values always count.
+raises nothing, nor does a drop between two readings when the filtered trend is noise or
+missing; measured values always count. The filter weighs a single fall against sensor noise
+and lags a real crash by a reading; the drop rule is how AR2 sees it (two readings), the
+confirmation rule keeps a slow forecast from crying wolf (docs/alerts.md: what each costs).
 
 The alert resolves by the consensus rule: every reading for `end_after` (15 min) at or above
 3.9 and the forecast no longer low. Every dip is seen: when the consensus says the dip is
@@ -26,11 +36,13 @@ running counts live here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
 from uuid import UUID
 
+from processor.alerts import glucose_text
 from processor.alerts.rules import Severity
 
 RULE = "glucose_low"
@@ -106,6 +118,17 @@ class LowConfig:
     max_rate: float = MAX_PHYSIOLOGICAL_RATE
     #: an acknowledged urgent low still below the urgent line is notified again after this
     renotify_after: timedelta = timedelta(minutes=30)
+    #: a predicted low needs the forecast on this many readings in a row, unless glucose falls
+    #: at `steep_rate` (mmol/L/min) or more, or drops steeply between two readings
+    predicted_after: int = 2
+    steep_rate: float = 0.15
+    #: urgent low soon from the level: a CGM reading at or below this and not rising (AR2's
+    #: urgent level: glucose flat in the low 60s mg/dL); None: off
+    urgent_near: float | None = 3.4
+    #: once below the low line, the urgent forecast looks this far ahead
+    urgent_far_min: int = 30
+    #: a steep drop: the last two readings' own rate reaches the urgent line within this (0: off)
+    drop_min: int = 15
 
 
 DEFAULT_LOW = LowConfig()
@@ -118,6 +141,7 @@ class Forecast:
     low: float  # at `horizon_min`
     urgent: float  # at `urgent_horizon_min`
     rate: float  # mmol/L/min
+    far: float | None = None  # at `urgent_far_min`
 
 
 @dataclass(frozen=True)
@@ -149,6 +173,14 @@ class _State:
     trend: Forecast | None = None
     forecast_low_streak: int = 0
     forecast_urgent_streak: int = 0
+    #: the last CGM reading (at, value, device): a drop is judged against it
+    previous: tuple[datetime, float, str] | None = None
+    #: falling fast (or already low): one low forecast is enough; the drop since the last reading
+    fast: bool = False
+    drop: float | None = None
+    #: which rule fired the forecast stages now ("forecast", "far", "drop", "near"): the message
+    why_urgent: str = ""
+    why_low: str = ""
     opened_at: datetime | None = None
     last_at: datetime | None = None
     #: the acknowledgement an urgent low was last re-notified for
@@ -184,13 +216,7 @@ class LowEpisodes:
             s.spell_start = None  # a gap: nothing says the spell went on through it
         s.last_at = at
         if cgm:
-            credible = forecast is not None and abs(forecast.rate) <= cfg.max_rate
-            s.trend = forecast if credible else None
-            gated = s.trend if value < cfg.predict_below else None
-            low_soon = gated is not None and gated.low < cfg.predicted_low
-            urgent_soon = gated is not None and gated.urgent < cfg.urgent_low
-            s.forecast_low_streak = s.forecast_low_streak + 1 if low_soon else 0
-            s.forecast_urgent_streak = s.forecast_urgent_streak + 1 if urgent_soon else 0
+            self._forecast(s, at, value, cfg, forecast, device)
         if value < cfg.low:
             if deliberate:
                 s.streak = cfg.warning_after  # a finger-prick needs no second reading
@@ -219,6 +245,40 @@ class LowEpisodes:
             s.urgent_ok_since = s.urgent_ok_since or at
         return self._decide(s, at, value, view, cfg, deliberate)
 
+    @staticmethod
+    def _forecast(
+        s: _State, at: datetime, value: float, cfg: LowConfig, forecast: Forecast | None, device: str
+    ) -> None:
+        """The forecast stages for one CGM reading: counts, and which rule fired."""
+        credible = forecast is not None and abs(forecast.rate) <= cfg.max_rate
+        s.trend = forecast if credible else None
+        gated = s.trend if value < cfg.predict_below else None
+        previous, s.previous = s.previous, (at, value, device)
+        low_soon = gated is not None and gated.low < cfg.predicted_low
+        urgent_soon, why = gated is not None and gated.urgent < cfg.urgent_low, "forecast"
+        if not urgent_soon and gated is not None and gated.far is not None and value < cfg.low:
+            urgent_soon, why = gated.far < cfg.urgent_low, "far"
+        # a steep drop between the last two readings of this CGM, at their own rate
+        s.drop, drop_urgent, drop_low = None, False, False
+        if gated is not None and previous is not None and previous[2] == device and cfg.drop_min > 0:
+            gap = (at - previous[0]).total_seconds() / 60
+            rate = (value - previous[1]) / gap if 3 <= gap <= 10 else 0.0
+            if -cfg.max_rate <= rate < 0:
+                s.drop = rate
+                drop_urgent = value * math.exp(rate / value * cfg.drop_min) < cfg.urgent_low
+                drop_low = value * math.exp(rate / value * cfg.horizon_min) < cfg.urgent_low
+        if not urgent_soon and drop_urgent:
+            urgent_soon, why = True, "drop"
+        near = cfg.urgent_near is not None and value <= cfg.urgent_near
+        if not urgent_soon and near and s.trend is not None and s.trend.rate <= 0:
+            urgent_soon, why = True, "near"
+        # already below the line, a low forecast is no guess: it needs no second reading
+        s.fast = drop_low or value < cfg.low or (gated is not None and gated.rate <= -cfg.steep_rate)
+        s.forecast_low_streak = s.forecast_low_streak + 1 if low_soon or drop_low else 0
+        s.forecast_urgent_streak = s.forecast_urgent_streak + 1 if urgent_soon else 0
+        s.why_urgent = why if urgent_soon else ""
+        s.why_low = "forecast" if low_soon else "drop" if drop_low else ""
+
     def _decide(
         self,
         s: _State,
@@ -246,7 +306,7 @@ class LowEpisodes:
         predicted = Stage.NONE
         if s.forecast_urgent_streak >= cfg.forecast_after:
             predicted = Stage.URGENT_SOON
-        elif s.forecast_low_streak >= cfg.forecast_after:
+        elif s.forecast_low_streak >= (cfg.forecast_after if s.fast else cfg.predicted_after):
             predicted = Stage.PREDICTED
         target = max(measured, predicted)
 
@@ -324,36 +384,8 @@ class LowEpisodes:
         deliberate: bool,
         suffix: str = "",
     ) -> Decision:
-        projected = None
-        if stage.code == FORECAST_CODE and s.trend is not None:
-            projected = s.trend.urgent if stage is Stage.URGENT_SOON else s.trend.low
-        shown = projected if projected is not None else value
-        message = self._message(stage, value, s, cfg, projected, deliberate) + suffix
-        return Decision(act, stage, message, stage.code, shown)
-
-    @staticmethod
-    def _message(
-        stage: Stage, value: float, s: _State, cfg: LowConfig, projected: float | None, deliberate: bool
-    ) -> str:
-        """What fired, with the line and horizon that fired it."""
-        if stage is Stage.URGENT:
-            return f"Glucose urgent low: {value:g} mmol/L (below {cfg.urgent_low:.1f})"
-        if stage is Stage.LOW:
-            if deliberate:
-                why = ", finger-prick"
-            elif s.spell_start is not None and s.last_at is not None and s.streak < cfg.warning_after:
-                why = f", below {cfg.low:.1f} for {(s.last_at - s.spell_start).total_seconds() / 60:.0f} min"
-            else:
-                why = f", {s.streak} readings in a row"
-            return f"Glucose low: {value:g} mmol/L (below {cfg.low:.1f}){why}"
-        rate = s.trend.rate if s.trend is not None else None
-        trend = f", falling {-rate:.2f} mmol/L/min" if rate is not None and rate < 0 else ""
-        line, name, within = (
-            (cfg.urgent_low, "urgent low", cfg.urgent_horizon_min)
-            if stage is Stage.URGENT_SOON
-            else (cfg.predicted_low, "low", cfg.horizon_min)
-        )
-        reach = f"forecast {projected:.1f} mmol/L" if projected is not None else "forecast"
-        return (
-            f"Glucose {name} soon: {value:g} mmol/L now{trend}; {reach} within {within} min, below {line:.1f}"
-        )
+        if stage.code == FORECAST_CODE:
+            shown, message = glucose_text.forecast(stage is Stage.URGENT_SOON, value, s, cfg)
+        else:
+            shown, message = value, glucose_text.measured(stage is Stage.URGENT, value, s, cfg, deliberate)
+        return Decision(act, stage, message + suffix, stage.code, shown)

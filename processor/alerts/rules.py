@@ -66,6 +66,10 @@ class ThresholdRule:
     predicted: tuple[float, int] | None = None
     #: glucose_low: an acknowledged urgent low still below the urgent line is notified again after this
     renotify_after: timedelta | None = None
+    #: glucose_low: readings in a row a predicted low needs; the near-urgent line; the drop horizon
+    predicted_after: int | None = None
+    urgent_near: float | None = None
+    drop_min: int | None = None
 
     def evaluate(self, value: float) -> Band | None:
         return next((band for band in self.bands if band.matches(value)), None)
@@ -93,6 +97,9 @@ def rules_for(t: Thresholds) -> tuple[ThresholdRule, ...]:
             end_after=timedelta(minutes=t.glucose_episode_end_minutes),
             predicted=(t.predicted_low_line, t.glucose_predicted_minutes),
             renotify_after=timedelta(minutes=t.glucose_urgent_renotify_minutes),
+            predicted_after=t.glucose_predicted_readings,
+            urgent_near=t.urgent_near_line,
+            drop_min=t.glucose_drop_minutes,
         ),
         ThresholdRule(
             "glucose_high",

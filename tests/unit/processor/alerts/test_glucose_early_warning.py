@@ -14,7 +14,7 @@ from processor.alerts.engine import ThresholdEngine
 from processor.alerts.glucose import DEFAULT_LOW, FORECAST_CODE, Forecast, LowEpisodes, Stage
 from processor.alerts.rules import Severity, rules_for
 from telehealth.thresholds import Thresholds
-from tests.unit.test_glucose_episodes import T0, Ward, glucose
+from tests.unit.processor.alerts.test_glucose import T0, Ward, glucose
 
 U, W = Severity.URGENT, Severity.WARNING
 

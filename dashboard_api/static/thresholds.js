@@ -134,7 +134,9 @@ export function createThresholdsForm({ onSaved }) {
       return;
     }
     try {
-      const saved = await api(`/api/v1/patients/${patientId}/thresholds`, { method: "PUT", body: JSON.stringify(body) });
+      // The PUT replaces the whole set: settings the form does not show keep their values.
+      const whole = { ...current, ...body };
+      const saved = await api(`/api/v1/patients/${patientId}/thresholds`, { method: "PUT", body: JSON.stringify(whole) });
       current = saved.thresholds;
       clearErrors();
       $("#thresholds-saved").textContent = `Saved as version ${saved.version}. New readings are judged against them.`;

@@ -13,6 +13,8 @@ import pytest
 from simulators.publisher import Publisher
 from telehealth.settings import Settings
 from telehealth.storage.people import add_user
+from telehealth.storage.thresholds import save_thresholds
+from telehealth.thresholds import Thresholds
 from tests.browser import BROWSER_ARGS, CHROMIUM
 from tests.factories import make_device, make_patient
 
@@ -97,6 +99,9 @@ async def test_clinician_sees_alert_live_acknowledges_and_reads_the_patient(
         await expect(page.locator("#action-error")).to_contain_text("needs a note")
         await page.click("#action-cancel")
 
+        # A setting the form does not show (set through the API) survives a save of the form.
+        await save_thresholds(db, patient, Thresholds(glucose_urgent_renotify_minutes=45), "api")
+        await db.commit()
         await page.locator("#patients button", has_text=name).click()
         await expect(page.locator("#patient-name")).to_have_text(name)
         glucose = page.locator("#chart-glucose svg")
@@ -109,7 +114,7 @@ async def test_clinician_sees_alert_live_acknowledges_and_reads_the_patient(
         # Thresholds edited in the form redraw the band.
         await page.fill("#thresholds-form input[name=glucose_low]", "4.5")
         await page.click("#thresholds-form button[type=submit]")
-        await expect(page.locator("#thresholds-saved")).to_contain_text("version 1")
+        await expect(page.locator("#thresholds-saved")).to_contain_text("version 2")
         await expect(glucose.locator('rect[data-band="low"] title')).to_have_text("Warning: below 4.5 mmol/L")
 
         await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
@@ -129,3 +134,8 @@ async def test_clinician_sees_alert_live_acknowledges_and_reads_the_patient(
         (patient,),
     )
     assert await cur.fetchall() == [{"actor": "ui-clinician", "note": "on my way"}]
+    cur = await db.execute(
+        "SELECT settings FROM patient_thresholds WHERE patient_id = %s ORDER BY version DESC LIMIT 1", (patient,)
+    )
+    saved = (await cur.fetchone() or {})["settings"]
+    assert (saved["glucose_low"], saved["glucose_urgent_renotify_minutes"]) == (4.5, 45)

@@ -135,7 +135,8 @@ async def test_clinician_sees_alert_live_acknowledges_and_reads_the_patient(
     )
     assert await cur.fetchall() == [{"actor": "ui-clinician", "note": "on my way"}]
     cur = await db.execute(
-        "SELECT settings FROM patient_thresholds WHERE patient_id = %s ORDER BY version DESC LIMIT 1", (patient,)
+        "SELECT settings FROM patient_thresholds WHERE patient_id = %s ORDER BY version DESC LIMIT 1",
+        (patient,),
     )
     saved = (await cur.fetchone() or {})["settings"]
     assert (saved["glucose_low"], saved["glucose_urgent_renotify_minutes"]) == (4.5, 45)

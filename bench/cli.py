@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(args: argparse.Namespace) -> None:
     """The clinical scoring, or the end-to-end run with its report and profiles."""
     if args.clinical:
-        from bench import clinical
+        from bench import clinical, tradeoff
 
         names = ["own", "uva"] if args.clinical_cohort == "both" else [args.clinical_cohort]
         curves = {}
@@ -104,11 +104,11 @@ def run_command(args: argparse.Namespace) -> None:
             prepared = clinical.prepare(name, traces, args.clinical_days)
             print(clinical.evaluate(prepared).report() + "\n", flush=True)
             if args.clinical_curve is not None:
-                curves[name] = clinical.curve(prepared)
-                print(clinical.curve_table(name, curves[name]) + "\n", flush=True)
+                curves[name] = tradeoff.curve(prepared)
+                print(tradeoff.curve_table(name, curves[name]) + "\n", flush=True)
         if args.clinical_curve is not None:
             try:
-                print(f"plot: {clinical.plot(curves, args.clinical_curve / 'alerts-tradeoff.png')}")
+                print(f"plot: {tradeoff.plot(curves, args.clinical_curve / 'alerts-tradeoff.png')}")
             except ImportError:
                 print("plot: matplotlib is not installed (pip install -e '.[plots]')")
         return

@@ -13,7 +13,6 @@ v3's envelope `{"status", "result"}`; creates also carry `identifier`, `isDedupl
 from __future__ import annotations
 
 import dataclasses
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from dashboard_api.deps import ConnDep, SettingsDep
 from dashboard_api.nightscout_auth import UploaderActor, UploaderDep, authenticate
+from dashboard_api.nightscout_v3_query import limit_param, search_params, v3_time
 from dashboard_api.problems import documented
 from dashboard_api.routes.nightscout_read import NIGHTSCOUT_VERSION
 from dashboard_api.routes.nightscout_treatments import _known_as
@@ -53,12 +53,6 @@ _RESPONSES = _AUTH | {
 
 API_VERSION = "3.0.4"
 COLLECTIONS = ("entries", "treatments", "devicestatus", "profile", "food", "settings")
-#: the most documents one search or history page returns
-MAX_LIMIT = 1000
-DEFAULT_LIMIT = 100
-_FILTER = re.compile(r"^(\w+)\$(eq|gt|gte|lt|lte)$")
-#: query parameters that are not filters and change nothing here
-_IGNORED = {"limit", "sort", "sort$desc", "fields", "now", "token", "skip", "secret"}
 
 
 def _ok(result: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -69,65 +63,6 @@ def _collection(name: str) -> str:
     if name not in COLLECTIONS:
         raise HTTPException(404, f"collection {name[:40]!r} is not served ({', '.join(COLLECTIONS)})")
     return name
-
-
-def _limit(request: Request) -> int:
-    raw = request.query_params.get("limit", str(DEFAULT_LIMIT))
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise HTTPException(400, f"limit: {raw[:20]!r} is not a whole number") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise HTTPException(400, f"limit must be between 1 and {MAX_LIMIT}")
-    return limit
-
-
-def _time(value: str, key: str) -> datetime:
-    try:
-        if value.strip().isdigit():
-            number = int(value)
-            return datetime.fromtimestamp((number if number > 100_000_000_000 else number * 1000) / 1000, UTC)
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except (ValueError, OverflowError, OSError):
-        raise HTTPException(400, f"{key}: {value[:40]!r} is not a time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-@dataclasses.dataclass
-class _Search:
-    limit: int
-    after: datetime | None = None
-    before: datetime | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    ascending: bool = False
-    entry_type: str | None = None
-
-
-def _search(request: Request, time_field: str) -> _Search:
-    """`limit`, `sort`/`sort$desc` on the time field, `<time field>$gt|gte|lt|lte`, and for
-    entries `type`. Other filters are refused rather than ignored."""
-    q = _Search(limit=_limit(request), ascending=request.query_params.get("sort") == time_field)
-    for key, value in request.query_params.multi_items():
-        if key in _IGNORED:
-            continue
-        match = _FILTER.match(key)
-        field, op = match.groups() if match else (key, "eq")
-        if field == time_field and op != "eq":
-            at = _time(value, key)
-            q.after, q.since, q.before, q.until = {
-                "gt": (at, q.since, q.before, q.until),
-                "gte": (q.after, at, q.before, q.until),
-                "lt": (q.after, q.since, at, q.until),
-                "lte": (q.after, q.since, q.before, at),
-            }[op]
-        elif field == "type" and op == "eq" and time_field == "date":
-            q.entry_type = value
-        else:
-            raise HTTPException(
-                400, f"filter {key[:60]!r} is not supported ({time_field} ranges, sort, limit)"
-            )
-    return q
 
 
 def _created(identifier: str, created: bool, last_modified: datetime) -> JSONResponse:
@@ -285,7 +220,7 @@ async def search(collection: str, request: Request, conn: ConnDep, uploader: Upl
     """Newest first, or oldest first with `sort=<time field>`; `limit` (100, at most 1,000)."""
     name = _collection(collection)
     if name == "entries":
-        q = _search(request, "date")
+        q = search_params(request, "date")
         found = await entries(
             conn,
             uploader.patient_id,
@@ -302,13 +237,13 @@ async def search(collection: str, request: Request, conn: ConnDep, uploader: Upl
         if q.entry_type not in (None, "sgv", "mbg"):
             found = []
     elif name == "treatments":
-        q = _search(request, "created_at")
+        q = search_params(request, "created_at")
         query = treatment_store.TreatmentQuery(
             count=q.limit, since=q.since, after=q.after, until=q.until, before=q.before, ascending=q.ascending
         )
         found = await treatment_store.query(conn, uploader.patient_id, query)
     else:
-        q = _search(request, "date")
+        q = search_params(request, "date")
         found = await documents.search(
             conn,
             uploader.patient_id,
@@ -329,8 +264,8 @@ async def history(
     """What changed after `since` (server time, ms), oldest change first, deletions included
     (`isValid: false`); the ETag `W/"<ms>"` is the last change answered."""
     name = _collection(collection)
-    after = _time(since, "history")
-    limit = _limit(request)
+    after = v3_time(since, "history")
+    limit = limit_param(request)
     if name == "entries":
         found = await entries_stored_since(conn, uploader.patient_id, after, limit)
     elif name == "treatments":

@@ -1,71 +1,28 @@
-"""Nightscout's AR2 forecast and its alarm check, ported to compare against (cgm-remote-monitor,
-lib/plugins/ar2.js and the interpolation of lib/plugins/delta.js).
+"""Nightscout's AR2, as the bench compares against it: the one port lives in the core
+(processor.alerts.ar2), where it is also the engine's urgent-low floor."""
 
-AR2 takes the last two sensor values, works in log(mg/dL / 140), steps an AR(2) model
-(coefficients -0.723, 1.716) six times 5 minutes ahead, and scores the predictions by their
-mean squared log10 distance from 120 mg/dL ("avgLoss", with Nightscout's 1/5 weight over six
-terms kept as it is). A loss above 0.05 is a warning, above 0.10 urgent; the event is "low"
-when the 20-minute prediction is below the bottom of the target range.
-"""
+from processor.alerts.ar2 import (
+    AR,
+    BG_MAX,
+    BG_MIN,
+    BG_REF,
+    URGENT_THRESHOLD,
+    WARN_THRESHOLD,
+    Ar2Alarm,
+    _mgdl_5_mins_ago,
+    check,
+    forecast,
+)
 
-from __future__ import annotations
-
-import math
-from dataclasses import dataclass
-
-from telehealth.codes import MG_DL_PER_MMOL_L
-
-BG_REF = 140.0
-BG_MIN = 36
-BG_MAX = 400
-WARN_THRESHOLD = 0.05
-URGENT_THRESHOLD = 0.10
-AR = (-0.723, 1.716)
-
-
-@dataclass(frozen=True)
-class Ar2Alarm:
-    level: str | None  # "warn", "urgent" or None
-    event: str  # "low", "high" or "" (Nightscout's "Check BG")
-    predicted_mgdl: tuple[int, ...]
-
-
-def _mgdl_5_mins_ago(prev: tuple[float, float], current: tuple[float, float]) -> float:
-    """delta.js: interpolate back to 5 minutes when the two readings are more than 9 apart."""
-    elapsed = current[0] - prev[0]
-    if elapsed > 9:
-        return current[1] - (current[1] - prev[1]) / elapsed * 5
-    return prev[1]
-
-
-def forecast(prev: tuple[float, float], current: tuple[float, float]) -> tuple[list[int], float] | None:
-    """Six predictions (mg/dL, 5 to 30 min) and avgLoss from two (minute, mg/dL) readings."""
-    if prev[1] < BG_MIN or current[1] < BG_MIN:
-        return None
-    before, now = math.log(_mgdl_5_mins_ago(prev, current) / BG_REF), math.log(current[1] / BG_REF)
-    predicted = []
-    for _ in range(6):
-        before, now = now, AR[0] * before + AR[1] * now
-        predicted.append(max(BG_MIN, min(BG_MAX, round(BG_REF * math.exp(now)))))
-    size = min(len(predicted) - 1, 6)
-    loss = sum(1 / size * math.log10(p / 120) ** 2 for p in predicted[: size + 1])
-    return predicted, loss
-
-
-def check(
-    prev_mmol: tuple[float, float],
-    current_mmol: tuple[float, float],
-    target_bottom_mgdl: float = 70,
-    target_top_mgdl: float = 180,
-) -> Ar2Alarm:
-    """AR2's alarm for the latest reading; (minute, mmol/L) in, as a CGM reports them."""
-    prev = (prev_mmol[0], prev_mmol[1] * MG_DL_PER_MMOL_L)
-    current = (current_mmol[0], current_mmol[1] * MG_DL_PER_MMOL_L)
-    result = forecast(prev, current)
-    if result is None:
-        return Ar2Alarm(None, "", ())
-    predicted, loss = result
-    level = "urgent" if loss > URGENT_THRESHOLD else "warn" if loss > WARN_THRESHOLD else None
-    in20 = predicted[3]
-    event = "high" if in20 > target_top_mgdl else "low" if in20 < target_bottom_mgdl else ""
-    return Ar2Alarm(level, event if level else "", tuple(predicted))
+__all__ = [
+    "AR",
+    "BG_MAX",
+    "BG_MIN",
+    "BG_REF",
+    "URGENT_THRESHOLD",
+    "WARN_THRESHOLD",
+    "Ar2Alarm",
+    "_mgdl_5_mins_ago",
+    "check",
+    "forecast",
+]

@@ -50,6 +50,11 @@ class Thresholds(BaseModel):
         description="a drop between two CGM readings that, at its own rate, reaches glucose_urgent_low"
         " within this many minutes is an urgent low soon; 0 turns the rule off",
     )
+    glucose_ar2_floor: bool = Field(
+        True,
+        description="an urgent low soon whenever Nightscout's AR2 forecast (last two CGM readings) calls"
+        " an urgent low below glucose_low within 20 min, so alerts are never later than AR2",
+    )
     spo2_scale: Literal[1, 2] = Field(1, description="NEWS2 scale; 2 for confirmed hypercapnic failure")
     spo2_warning: float | None = Field(None, ge=50, le=100, description="% at or below; default by scale")
     spo2_urgent: float | None = Field(None, ge=50, le=100, description="% at or below; default by scale")

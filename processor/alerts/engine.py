@@ -210,6 +210,7 @@ class ThresholdEngine:
             predicted_after=rule.predicted_after or default.predicted_after,
             urgent_near=default.urgent_near if rule.urgent_near is None else rule.urgent_near,
             drop_min=default.drop_min if rule.drop_min is None else rule.drop_min,
+            ar2_floor=default.ar2_floor if rule.ar2_floor is None else rule.ar2_floor,
         )
         level = trend.get((obs.device_id, obs.seq, LEVEL_CODE))
         rate = trend.get((obs.device_id, obs.seq, ROC_CODE))

@@ -17,6 +17,8 @@ An episode's alert (rule `glucose_low`) climbs four stages and never steps down:
                             steep drop: the last two readings of the CGM, continued at their own
                             rate, reach 3.0 within `drop_min` (15) (within the predicted
                             horizon it is a predicted low at once);
+                            and, as a floor (`ar2_floor`), whenever AR2 says urgent low
+                            (processor.alerts.ar2): never later than Nightscout;
 4. urgent low     (urgent)  measured below 3.0: on the first reading.
 
 A forecast whose rate is beyond what physiology allows (`max_rate`) is sensor noise and
@@ -37,12 +39,12 @@ running counts live here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import IntEnum
 from uuid import UUID
 
-from processor.alerts import glucose_text
+from processor.alerts import ar2, glucose_text
 from processor.alerts.rules import Severity
 
 RULE = "glucose_low"
@@ -129,6 +131,8 @@ class LowConfig:
     urgent_far_min: int = 30
     #: a steep drop: the last two readings' own rate reaches the urgent line within this (0: off)
     drop_min: int = 15
+    #: urgent low soon whenever Nightscout's AR2 says urgent low: never later than AR2
+    ar2_floor: bool = True
 
 
 DEFAULT_LOW = LowConfig()
@@ -175,6 +179,9 @@ class _State:
     forecast_urgent_streak: int = 0
     #: the last CGM reading (at, value, device): a drop is judged against it
     previous: tuple[datetime, float, str] | None = None
+    #: that CGM's last 30 min, and AR2's 20-min forecast when it says urgent low
+    recent: list[tuple[datetime, float]] = field(default_factory=list)
+    ar2: float | None = None
     #: falling fast (or already low): one low forecast is enough; the drop since the last reading
     fast: bool = False
     drop: float | None = None
@@ -272,6 +279,11 @@ class LowEpisodes:
         near = cfg.urgent_near is not None and value <= cfg.urgent_near
         if not urgent_soon and near and s.trend is not None and s.trend.rate <= 0:
             urgent_soon, why = True, "near"
+        same = previous is not None and previous[2] == device
+        s.recent = [p for p in s.recent if same and at - p[0] <= 2 * ar2.PAIR_WITHIN] + [(at, value)]
+        s.ar2 = ar2.urgent_low(s.recent, cfg.low, cfg.max_rate) if cfg.ar2_floor else None
+        if not urgent_soon and s.ar2 is not None:
+            urgent_soon, why = True, "ar2"
         # already below the line, a low forecast is no guess: it needs no second reading
         s.fast = drop_low or value < cfg.low or (gated is not None and gated.rate <= -cfg.steep_rate)
         s.forecast_low_streak = s.forecast_low_streak + 1 if low_soon or drop_low else 0
@@ -357,13 +369,8 @@ class LowEpisodes:
             since = max(s.above_since, s.opened_at or s.above_since)
             if at - since >= cfg.end_after:
                 minutes = (at - s.above_since).total_seconds() / 60
-                s.opened_at, s.urgent_seen, s.spell_start, s.dipped, s.dip_over = (
-                    None,
-                    False,
-                    None,
-                    False,
-                    False,
-                )
+                s.opened_at, s.spell_start = None, None
+                s.urgent_seen = s.dipped = s.dip_over = False
                 return Decision(
                     "resolve",
                     current,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from processor.alerts import ar2
+
 if TYPE_CHECKING:
     from processor.alerts.glucose import LowConfig, _State
 
@@ -32,6 +34,11 @@ def forecast(urgent: bool, value: float, s: _State, cfg: LowConfig) -> tuple[flo
     if why == "near":
         line = cfg.urgent_near if cfg.urgent_near is not None else cfg.urgent_low
         return value, f"{head}, not rising; at or below {line:.1f}, near the urgent line {cfg.urgent_low:.1f}"
+    if why == "ar2" and s.ar2 is not None:
+        return s.ar2, (
+            f"{head}; AR2 forecast {s.ar2:.1f} mmol/L within {ar2.EVENT_MINUTES} min, below"
+            f" {cfg.low:.1f} (Nightscout's urgent low)"
+        )
     if why == "drop" and s.drop is not None:
         within = cfg.drop_min if urgent else cfg.horizon_min
         ahead = round(value * math.exp(s.drop / value * within), 2)

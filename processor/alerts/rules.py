@@ -70,6 +70,8 @@ class ThresholdRule:
     predicted_after: int | None = None
     urgent_near: float | None = None
     drop_min: int | None = None
+    #: glucose_low: urgent low soon whenever Nightscout's AR2 says urgent low (None: the default)
+    ar2_floor: bool | None = None
 
     def evaluate(self, value: float) -> Band | None:
         return next((band for band in self.bands if band.matches(value)), None)
@@ -100,6 +102,7 @@ def rules_for(t: Thresholds) -> tuple[ThresholdRule, ...]:
             predicted_after=t.glucose_predicted_readings,
             urgent_near=t.urgent_near_line,
             drop_min=t.glucose_drop_minutes,
+            ar2_floor=t.glucose_ar2_floor,
         ),
         ThresholdRule(
             "glucose_high",

@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
+from processor.alerts import ar2
 from processor.alerts.artefact import ArtefactFilter
 from processor.alerts.engine import Act, Action, ThresholdEngine
 from processor.alerts.glucose import (
@@ -298,6 +299,27 @@ def test_any_physiological_decline_below_the_urgent_line_alarms_within_one_readi
         if i > crossed:
             break
     assert urgent_at is not None and urgent_at <= crossed + 1, values
+
+
+@given(
+    start=st.floats(min_value=3.2, max_value=7.0),
+    rates=st.lists(st.floats(min_value=-0.3, max_value=0.3), min_size=2, max_size=30),
+)
+def test_the_engine_is_never_later_than_ar2_on_an_urgent_low(start: float, rates: list[float]) -> None:
+    """Any CGM trace at physiological rates, every 5 minutes: at every reading where
+    Nightscout's AR2 (on the last two readings) says urgent low, the patient's low-glucose
+    alert is urgent by then."""
+    values = [round(start, 2)]
+    for rate in rates:
+        values.append(round(max(values[-1] + rate * 5, 2.3), 2))
+    patient, ward = uuid4(), Ward()
+    for i, o in enumerate(glucose(patient, values)):
+        ward.feed([o])
+        if i == 0:
+            continue
+        alarm = ar2.check((5 * i - 5, values[i - 1]), (5 * i, values[i]), 3.9 * 18.01559)
+        if alarm.level == "urgent" and alarm.event == "low":
+            assert ward.open.get((patient, "glucose_low")) is U, (values, i)
 
 
 def test_late_values_below_the_plausible_range_never_alarm() -> None:

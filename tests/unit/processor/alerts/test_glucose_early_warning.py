@@ -10,8 +10,16 @@ from uuid import uuid4
 import pytest
 from pydantic import ValidationError
 
+from processor.alerts import ar2
 from processor.alerts.engine import ThresholdEngine
-from processor.alerts.glucose import DEFAULT_LOW, FORECAST_CODE, Forecast, LowEpisodes, Stage
+from processor.alerts.glucose import (
+    DEFAULT_LOW,
+    FORECAST_CODE,
+    MAX_PHYSIOLOGICAL_RATE,
+    Forecast,
+    LowEpisodes,
+    Stage,
+)
 from processor.alerts.rules import Severity, rules_for
 from telehealth.thresholds import Thresholds
 from tests.unit.processor.alerts.test_glucose import T0, Ward, glucose
@@ -136,3 +144,40 @@ def test_the_drop_rule_ignores_other_devices_and_gaps() -> None:
         patient, T0 + timedelta(minutes=30), 3.95, None, cfg, cgm=True, forecast=flat, device="cgm-2"
     )
     assert late is None
+
+
+def test_ar2s_urgent_low_is_a_floor_under_the_engine() -> None:
+    """Glucose hovering in the high 3s, then 3.6: the filter sees it flat, so no forecast rule
+    and no near-urgent reading fires; Nightscout's AR2 on the last two readings says urgent low,
+    and so does the engine, at that reading."""
+    values = [3.8, 3.7, 3.8, 3.7, 3.8, 3.6]
+    alarm = ar2.check((20, 3.8), (25, 3.6))
+    assert (alarm.level, alarm.event) == ("urgent", "low")
+    raised = Ward().feed(glucose(uuid4(), values))
+    assert [(a.seq, a.severity) for a in raised if a.severity is U] == [(5, U)], raised
+    message = raised[-1].message
+    assert message.startswith("Glucose urgent low soon: 3.6 mmol/L now; AR2 forecast 3.4 mmol/L"), message
+    assert "within 20 min, below 3.9" in message, message
+    old = Ward()
+    old.engine = ThresholdEngine(rules_for(Thresholds(glucose_ar2_floor=False)))
+    assert [a for a in old.feed(glucose(uuid4(), values)) if a.severity is U] == []
+
+
+def test_the_ar2_floor_never_fires_on_a_rate_beyond_the_physiological_bound() -> None:
+    """5.0 to 3.3 in 5 minutes (0.34 mmol/L/min) is urgent for AR2; for the floor it is noise."""
+    assert ar2.check((0, 5.0), (5, 3.3)).level == "urgent"
+    five = [(T0, 5.0), (T0 + timedelta(minutes=5), 3.3)]
+    assert ar2.urgent_low(five, 3.9, MAX_PHYSIOLOGICAL_RATE) is None
+    # a pair that is itself slow but whose first reading jumped: the jump is noise too
+    jumped = [(T0 + timedelta(minutes=5 * i), v) for i, v in enumerate([6.0, 6.0, 3.8, 3.6])]
+    assert ar2.check((10, 3.8), (15, 3.6)).level == "urgent"
+    assert ar2.urgent_low(jumped, 3.9, MAX_PHYSIOLOGICAL_RATE) is None
+    assert ar2.urgent_low(jumped[2:], 3.9, MAX_PHYSIOLOGICAL_RATE) == 3.39  # 61 mg/dL
+    # through the engine: the floor adds nothing to what the other rules make of the jump
+    raised = Ward().feed(glucose(uuid4(), [6.0, 6.0, 6.0, 6.0, 3.8, 3.6]))
+    assert raised and not any("AR2" in a.message for a in raised), raised
+
+
+def test_the_ar2_floor_is_per_patient_and_on_by_default() -> None:
+    assert Thresholds().glucose_ar2_floor and DEFAULT_LOW.ar2_floor
+    assert rules_for(Thresholds(glucose_ar2_floor=False))[0].ar2_floor is False

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid5
 
-from bench import ar2
+from processor.alerts import ar2
 from processor.alerts.engine import Act, ThresholdEngine
 from processor.alerts.glucose import RULE, EpisodeView, Stage
 from processor.alerts.rules import Severity

@@ -8,7 +8,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from bench import ar2, clinical
+from bench import clinical
+from processor.alerts import ar2
 from processor.alerts.artefact import ArtefactFilter
 from processor.alerts.engine import Act, Action, ThresholdEngine
 from processor.alerts.glucose import DEFAULT_LOW, FORECAST_CODE, LEVEL_CODE, ROC_CODE, EpisodeView, Stage

@@ -24,6 +24,11 @@ EXAMPLES = os.environ.get("FUZZ_EXAMPLES", "5")
 ROLES = ["anonymous", "admin", "clinician", "researcher", "patient"]
 # Logging out or changing the password would end the fuzzer's own session mid-run.
 EXCLUDED = ["/api/v1/auth/logout", "/api/v1/auth/password"]
+# A clinician's alert stream is answered and then never ends: each example waited out the
+# 10 s request timeout (over a minute of the suite) and checked nothing. The other roles are
+# still fuzzed against it (they are refused at once); the stream itself is tested in
+# test_alert_stream.py.
+OPEN_STREAMS = {"clinician": ["/api/v1/alerts/stream"]}
 
 
 def _schemathesis() -> str:
@@ -67,7 +72,7 @@ async def test_fuzz_the_api_as_each_role(
         "--request-timeout",
         "10",
         *headers,
-        *[arg for path in EXCLUDED for arg in ("--exclude-path", path)],
+        *[arg for path in EXCLUDED + OPEN_STREAMS.get(role, []) for arg in ("--exclude-path", path)],
     ]
     run = await asyncio.to_thread(
         subprocess.run, command, capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False

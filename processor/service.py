@@ -44,14 +44,32 @@ PUBLISH_EVERY_S = 0.25
 SWEEP_SLICES = 10
 
 
+#: failures of the servers around the processor, never of its own logic: the consumer is
+#: built again (with backoff) instead of the process exiting and waiting for a restart
+SERVER_FAULTS: tuple[type[BaseException], ...] = (KafkaError, psycopg.OperationalError, OSError, TimeoutError)
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     settings.require("kafka_bootstrap", "database_url")
     assert settings.database_url
     serve_metrics(settings, "processor")
     fresh = False
+    delay = 0.5
     while not stop.is_set():
         replaced = asyncio.Event()
-        await _serve_once(settings, stop, replaced, fresh)
+        try:
+            await _serve_once(settings, stop, replaced, fresh)
+        except SERVER_FAULTS as exc:
+            # e.g. the broker died while the consumer started or committed. Nothing was
+            # committed past what is durable, so the next consumer replays what is not.
+            name = type(exc).__name__
+            log.warning("consumer stopped by a server fault (%s: %s); again in %.1fs", name, exc, delay)
+            fresh = fresh or replaced.is_set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        delay = 0.5
         fresh = replaced.is_set()
         if fresh and not stop.is_set():
             log.warning("the Kafka broker was replaced; consuming again with a new consumer")
@@ -97,8 +115,18 @@ async def _consume(settings: Settings, stop: asyncio.Event, fresh: bool = False)
     after the restart, and storing it again changes nothing."""
     assert settings.database_url
     await ensure_topics(settings)
+    async with contextlib.AsyncExitStack() as closing:  # what started is stopped, whatever failed
+        await _consume_with(settings, stop, fresh, closing)
+
+
+async def _consume_with(
+    settings: Settings, stop: asyncio.Event, fresh: bool, closing: contextlib.AsyncExitStack
+) -> None:
+    assert settings.database_url
     pool = await open_pool(settings.database_url, max_size=4, configure=sink.prepare)
+    closing.push_async_callback(pool.close)
     producer = make_producer(settings, linger_ms=0)  # alerts only: each one as soon as possible
+    closing.push_async_callback(_stop_bounded, producer.stop)
     consumer = AIOKafkaConsumer(
         settings.readings_topic,
         settings.deadletter_topic,
@@ -117,6 +145,8 @@ async def _consume(settings: Settings, stop: asyncio.Event, fresh: bool = False)
         # Topics put back after a broker lost them are found within this (aiokafka: 5 min).
         metadata_max_age_ms=2000,
     )
+    # A consumer of a broker that went away can hang in leaving its group: bounded.
+    closing.push_async_callback(_stop_bounded, consumer.stop)
     await producer.start()
     await consumer.start()
     outbox = AlertOutbox(pool, producer, settings.alerts_topic)
@@ -125,8 +155,11 @@ async def _consume(settings: Settings, stop: asyncio.Event, fresh: bool = False)
     publish = outbox.publish
     listener = asyncio.create_task(pipeline.consent.cache.listen(settings.database_url, stop))
     # Its own connection: a consent step waiting on a lock never holds one storage needs.
+    closing.push_async_callback(_cancel, listener)
     consent_pool = await open_pool(settings.database_url, max_size=1, configure=_remember)
+    closing.push_async_callback(consent_pool.close)
     consent_step = asyncio.create_task(pipeline.consent.run(consent_pool, stop))
+    closing.push_async_callback(_cancel, consent_step)
     log.info("processor %s consuming as group %s", instance_name(), settings.processor_group)
     loop = asyncio.get_running_loop()
     next_sweep = next_publish = loop.time()
@@ -140,68 +173,64 @@ async def _consume(settings: Settings, stop: asyncio.Event, fresh: bool = False)
     heart = asyncio.create_task(
         beat(settings.database_url, "processor", lag.progress, stop, settings.heartbeat_s)
     )
-    try:
-        while not stop.is_set():
-            if rewound is not None:
-                if loop.time() > rewind_until:
-                    rewound = None
-                elif new := consumer.assignment() - rewound:
-                    await consumer.seek_to_beginning(*new)
-                    rewound |= new
-                    log.info("read %d partition(s) of the new broker from their start", len(new))
-            held = len(ahead)
-            batches = await consumer.getmany(
-                timeout_ms=0 if held else settings.processor_batch_wait_ms,
-                max_records=max(1, settings.processor_batch_max - held),
-            )
-            ahead.add([r for part in batches.values() for r in part])
-            records, decoded = ahead.take(consumer.assignment())
-            lag.in_flight = len(records)
-            await lag.refresh()
-            if records:
-                began = time.monotonic()
-                with logs.context(batch_id=batch_id(records)):
-                    _count(records)
-                    work = asyncio.ensure_future(_until_durable(pipeline, records, decoded, stop))
-                    try:  # meanwhile: take, decode and store urgent readings ahead
-                        await ahead.while_in_flight(work, decoded.devices())
-                    finally:
-                        await asyncio.wait({work})  # the batch in flight ends, whatever happened ahead
-                    report = work.result()
-                    if report is None:
-                        break
-                    metrics.BATCH_SECONDS.observe(time.monotonic() - began)
-                    if report.alerts:  # alerts first: latency
-                        await publish()
-                    await _commit(consumer, records)
-                    lag.in_flight = 0
-                    lag.progress.moved()
-            swept = loop.time() >= next_sweep
-            if swept:
-                next_sweep = loop.time() + settings.alert_sweep_s / SWEEP_SLICES
-                escalate_after = timedelta(seconds=settings.alert_escalate_after_s)
-                await _sweep(pool, escalate_after, (next_slice, SWEEP_SLICES))
-                next_slice = (next_slice + 1) % SWEEP_SLICES
-            # What no batch of ours touched (the sweep's changes, clinicians' acknowledgements
-            # through the API, a send that failed) is published on a timer, not every batch.
-            if swept or loop.time() >= next_publish:
-                next_publish = loop.time() + PUBLISH_EVERY_S
-                await publish()
-    finally:
-        heart.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heart
-        listener.cancel()
-        consent_step.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await consent_step
-        await consent_pool.close()
-        # A consumer of a broker that went away can hang in leaving its group: bounded.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(consumer.stop(), 5)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(producer.stop(), 5)
-        await pool.close()
+    closing.push_async_callback(_cancel, heart)
+    while not stop.is_set():
+        if rewound is not None:
+            if loop.time() > rewind_until:
+                rewound = None
+            elif new := consumer.assignment() - rewound:
+                await consumer.seek_to_beginning(*new)
+                rewound |= new
+                log.info("read %d partition(s) of the new broker from their start", len(new))
+        held = len(ahead)
+        batches = await consumer.getmany(
+            timeout_ms=0 if held else settings.processor_batch_wait_ms,
+            max_records=max(1, settings.processor_batch_max - held),
+        )
+        ahead.add([r for part in batches.values() for r in part])
+        records, decoded = ahead.take(consumer.assignment())
+        lag.in_flight = len(records)
+        await lag.refresh()
+        if records:
+            began = time.monotonic()
+            with logs.context(batch_id=batch_id(records)):
+                _count(records)
+                work = asyncio.ensure_future(_until_durable(pipeline, records, decoded, stop))
+                try:  # meanwhile: take, decode and store urgent readings ahead
+                    await ahead.while_in_flight(work, decoded.devices())
+                finally:
+                    await asyncio.wait({work})  # the batch in flight ends, whatever happened ahead
+                report = work.result()
+                if report is None:
+                    break
+                metrics.BATCH_SECONDS.observe(time.monotonic() - began)
+                if report.alerts:  # alerts first: latency
+                    await publish()
+                await _commit(consumer, records)
+                lag.in_flight = 0
+                lag.progress.moved()
+        swept = loop.time() >= next_sweep
+        if swept:
+            next_sweep = loop.time() + settings.alert_sweep_s / SWEEP_SLICES
+            escalate_after = timedelta(seconds=settings.alert_escalate_after_s)
+            await _sweep(pool, escalate_after, (next_slice, SWEEP_SLICES))
+            next_slice = (next_slice + 1) % SWEEP_SLICES
+        # What no batch of ours touched (the sweep's changes, clinicians' acknowledgements
+        # through the API, a send that failed) is published on a timer, not every batch.
+        if swept or loop.time() >= next_publish:
+            next_publish = loop.time() + PUBLISH_EVERY_S
+            await publish()
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+async def _stop_bounded(stop: Callable[[], Any]) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(stop(), 5)
 
 
 async def _remember(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -284,6 +313,8 @@ async def _commit(consumer: AIOKafkaConsumer, records: list[ConsumerRecord[Any, 
             await consumer.commit(mine)
     except CommitFailedError as exc:
         log.warning("offset commit refused after a rebalance (%s); batch will replay", exc)
+    except KafkaError as exc:  # the broker went away mid-commit: nothing is lost, only replayed
+        log.warning("offset commit failed (%s: %s); batch will replay", type(exc).__name__, exc)
 
 
 async def _until_durable(

@@ -49,13 +49,18 @@ hypothesis_settings.load_profile("telehealth")
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """A failed test that ran the services carries the end of each service's log: a fault
+    """A failed test that ran the services (the session's or its own `up`'s) carries the end
+    of each service's log: a fault
     seen once in CI is then explained by its report, not lost with the run's directory."""
     report = yield
-    running = getattr(item, "funcargs", {}).get("services")
-    if not report.failed or not isinstance(running, Services):
+    if not report.failed:
         return report
-    for log_file in sorted(running.log_dir.glob("*.log")):
+    funcargs = getattr(item, "funcargs", {})
+    running, tmp = funcargs.get("services"), funcargs.get("tmp_path")
+    log_dirs = [running.log_dir] if isinstance(running, Services) else []
+    if isinstance(tmp, Path) and (tmp / "data" / "logs").is_dir():  # a `telehealth up` of its own
+        log_dirs.append(tmp / "data" / "logs")
+    for log_file in sorted(f for d in log_dirs for f in d.glob("*.log")):
         lines = log_file.read_text(errors="replace").splitlines()[-_LOG_TAIL:]
         report.sections.append((f"{log_file.name} (last {len(lines)} lines)", "\n".join(lines)))
     return report

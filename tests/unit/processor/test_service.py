@@ -1,0 +1,79 @@
+"""The processor process rides out its servers: a broker or database fault while the consumer
+starts or commits rebuilds the consumer in the same process, it never exits (an exit under
+`telehealth up` costs a restart with backoff; elsewhere it stops storing altogether)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError, UnknownError
+from aiokafka.structs import ConsumerRecord
+
+from processor import service
+from telehealth.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings(kafka_bootstrap="127.0.0.1:1", database_url="postgresql://nobody@127.0.0.1:1/none")
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [KafkaConnectionError("gone"), UnknownError(), psycopg.OperationalError("gone"), TimeoutError()],
+    ids=["kafka-connection", "kafka-unknown", "database", "timeout"],
+)
+async def test_a_server_fault_builds_the_consumer_again(
+    monkeypatch: pytest.MonkeyPatch, fault: Exception
+) -> None:
+    calls: list[bool] = []
+    stop = asyncio.Event()
+
+    async def once(settings: Settings, outer: asyncio.Event, replaced: asyncio.Event, fresh: bool) -> None:
+        calls.append(fresh)
+        if len(calls) == 1:
+            replaced.set()  # the broker had been replaced when the fault struck
+            raise fault
+        stop.set()
+
+    monkeypatch.setattr(service, "_serve_once", once)
+    await asyncio.wait_for(service.serve(_settings(), stop), 10)
+    # Built again, and told the broker was replaced: it reads the new broker from the start.
+    assert calls == [False, True]
+
+
+async def test_a_fault_of_its_own_still_ends_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug is not retried in a loop: it exits, and the supervisor's budget sees it."""
+
+    async def once(settings: Settings, outer: asyncio.Event, replaced: asyncio.Event, fresh: bool) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(service, "_serve_once", once)
+    with pytest.raises(KeyError):
+        await asyncio.wait_for(service.serve(_settings(), asyncio.Event()), 10)
+
+
+class Consumer:
+    """aiokafka's consumer as `_commit` sees it, with a broker that fails the commit."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("telehealth.readings", 0)}
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error", [KafkaConnectionError("gone"), UnknownError()], ids=["connection", "unknown"]
+)
+async def test_a_failed_commit_leaves_the_batch_to_replay(error: Exception) -> None:
+    record: ConsumerRecord[Any, Any] = ConsumerRecord(
+        "telehealth.readings", 0, 7, 0, 0, b"k", b"v", None, 1, 1, []
+    )
+    await service._commit(Consumer(error), [record])  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import time
 from collections.abc import Callable
@@ -42,6 +43,10 @@ PUBLISH_EVERY_S = 0.25
 #: consumer loop, which the sweep holds up, pauses for a tenth as long at a time (the whole
 #: sweep over ~1,500 devices took 17-71 ms, and it grows with the devices).
 SWEEP_SLICES = 10
+#: each step of stopping a consumer (tasks, clients, pools) is given this long
+STOP_WITHIN_S = 5.0
+#: a consumer asked to stop is given this long to finish its batch before it is cancelled
+STOP_GRACE_S = 10.0
 
 
 #: failures of the servers around the processor, never of its own logic: the consumer is
@@ -93,13 +98,37 @@ async def _serve_once(
         stop.set()
 
     relay = asyncio.create_task(either())
+    consuming = asyncio.create_task(_consume(settings, stop, fresh), name="consume")
     try:
-        await _consume(settings, stop, fresh)
+        await _until_stopped(consuming, stop)
     finally:
         for task in (watching, relay):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def _until_stopped(consuming: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Wait for the consumer; once asked to stop, give it `STOP_GRACE_S` to finish the batch
+    in hand, then cancel it. A call into a broker that was replaced can wait without end (a
+    commit retries "retriable" errors for ever), and a consumer that never ends keeps its
+    successor from starting: storing would stop for good. Cancelled mid-batch, the batch's
+    offsets were never committed, so it replays."""
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({consuming, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not consuming.done():
+        await asyncio.wait({consuming}, timeout=STOP_GRACE_S)
+    if not consuming.done():
+        where = io.StringIO()
+        consuming.print_stack(file=where)
+        log.warning("consumer busy %.0f s after stop; cancelling it. %s", STOP_GRACE_S, where.getvalue())
+        consuming.cancel()
+        await asyncio.wait({consuming})
+        return
+    consuming.result()  # its own failure, if any, is the caller's
 
 
 #: after a broker was replaced, partitions assigned within this many seconds are read from
@@ -124,7 +153,7 @@ async def _consume_with(
 ) -> None:
     assert settings.database_url
     pool = await open_pool(settings.database_url, max_size=4, configure=sink.prepare)
-    closing.push_async_callback(pool.close)
+    closing.push_async_callback(_stop_bounded, pool.close)
     producer = make_producer(settings, linger_ms=0)  # alerts only: each one as soon as possible
     closing.push_async_callback(_stop_bounded, producer.stop)
     consumer = AIOKafkaConsumer(
@@ -145,7 +174,6 @@ async def _consume_with(
         # Topics put back after a broker lost them are found within this (aiokafka: 5 min).
         metadata_max_age_ms=2000,
     )
-    # A consumer of a broker that went away can hang in leaving its group: bounded.
     closing.push_async_callback(_stop_bounded, consumer.stop)
     await producer.start()
     await consumer.start()
@@ -153,12 +181,12 @@ async def _consume_with(
     registry = CachedRegistry(settings.database_url, settings.device_cache_ttl_s)
     pipeline = Pipeline(settings, pool, registry, outbox=outbox, consent=consent_stage(settings))
     publish = outbox.publish
-    listener = asyncio.create_task(pipeline.consent.cache.listen(settings.database_url, stop))
+    listener = asyncio.create_task(pipeline.consent.cache.listen(settings.database_url, stop), name="listen")
     # Its own connection: a consent step waiting on a lock never holds one storage needs.
     closing.push_async_callback(_cancel, listener)
     consent_pool = await open_pool(settings.database_url, max_size=1, configure=_remember)
-    closing.push_async_callback(consent_pool.close)
-    consent_step = asyncio.create_task(pipeline.consent.run(consent_pool, stop))
+    closing.push_async_callback(_stop_bounded, consent_pool.close)
+    consent_step = asyncio.create_task(pipeline.consent.run(consent_pool, stop), name="consent")
     closing.push_async_callback(_cancel, consent_step)
     log.info("processor %s consuming as group %s", instance_name(), settings.processor_group)
     loop = asyncio.get_running_loop()
@@ -171,7 +199,7 @@ async def _consume_with(
     metrics.IN_FLIGHT.set_function(lambda: lag.in_flight + len(ahead))
     _watch_assignment(consumer, settings)
     heart = asyncio.create_task(
-        beat(settings.database_url, "processor", lag.progress, stop, settings.heartbeat_s)
+        beat(settings.database_url, "processor", lag.progress, stop, settings.heartbeat_s), name="heartbeat"
     )
     closing.push_async_callback(_cancel, heart)
     while not stop.is_set():
@@ -224,13 +252,28 @@ async def _consume_with(
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+    await asyncio.wait({task}, timeout=STOP_WITHIN_S)
+    if not task.done():
+        where = io.StringIO()
+        task.print_stack(file=where)
+        log.warning(
+            "task %s did not stop within %.0f s; left behind. %s",
+            task.get_name(),
+            STOP_WITHIN_S,
+            where.getvalue(),
+        )
+    elif not task.cancelled() and task.exception() is not None:
+        log.debug("task %s ended with %r", task.get_name(), task.exception())
 
 
 async def _stop_bounded(stop: Callable[[], Any]) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(stop(), 5)
+    """Each step of the clean-up is bounded: a consumer of a broker that went away can hang in
+    leaving its group, and a hung clean-up would keep the next consumer from starting."""
+    try:
+        await asyncio.wait_for(stop(), STOP_WITHIN_S)
+    except Exception as exc:
+        name = getattr(stop, "__qualname__", stop)
+        log.warning("%s did not finish cleanly (%s: %s)", name, type(exc).__name__, exc)
 
 
 async def _remember(conn: psycopg.AsyncConnection[Any]) -> None:

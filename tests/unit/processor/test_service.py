@@ -77,3 +77,27 @@ async def test_a_failed_commit_leaves_the_batch_to_replay(error: Exception) -> N
         "telehealth.readings", 0, 7, 0, 0, b"k", b"v", None, 1, 1, []
     )
     await service._commit(Consumer(error), [record])  # type: ignore[arg-type]
+
+
+async def test_a_consumer_stuck_after_stop_is_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call into a replaced broker that never returns does not keep the next consumer from
+    starting: past the grace period the consumer is cancelled (its batch replays)."""
+    monkeypatch.setattr(service, "STOP_GRACE_S", 0.2)
+    stop = asyncio.Event()
+
+    async def stuck() -> None:
+        await asyncio.Event().wait()  # e.g. a commit retrying for ever
+
+    consuming = asyncio.create_task(stuck())
+    stop.set()
+    await asyncio.wait_for(service._until_stopped(consuming, stop), 5)
+    assert consuming.cancelled()
+
+
+async def test_a_consumer_that_ends_by_itself_is_not_cancelled() -> None:
+    async def ends() -> None:
+        await asyncio.sleep(0.05)
+
+    consuming = asyncio.create_task(ends())
+    await asyncio.wait_for(service._until_stopped(consuming, asyncio.Event()), 5)
+    assert consuming.done() and not consuming.cancelled()

@@ -11,6 +11,7 @@ from aiokafka.errors import (
     CorruptRecordException,
     InvalidTimestampError,
     KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     RecordTooLargeError,
@@ -77,9 +78,24 @@ def outcome(future: asyncio.Future[Any]) -> Any:
     return future.exception() or future.result()
 
 
-async def outcomes(sends: list[asyncio.Future[Any]]) -> list[Any]:
+class NoAnswer(KafkaTimeoutError):  # type: ignore[misc]  # aiokafka is untyped
+    """A send Kafka did not answer in time: judged failed and sent again (the copy that may
+    still land is absorbed by the store, which keeps a reading once)."""
+
+
+async def outcomes(sends: list[asyncio.Future[Any]], within: float | None = None) -> list[Any]:
     """`gather(..., return_exceptions=True)`, without its extra future and callbacks per
-    message when Kafka has already answered every send (the common case under load)."""
+    message when Kafka has already answered every send (the common case under load). A send
+    still unanswered after `within` seconds counts as `NoAnswer`: after a broker restart a
+    send was seen never to be answered, and the acks it held stayed held for good."""
     if all(f.done() for f in sends):
         return [outcome(f) for f in sends]
-    return await asyncio.gather(*sends, return_exceptions=True)
+    await asyncio.wait(sends, timeout=within)
+    results = []
+    for f in sends:
+        if f.done():
+            results.append(outcome(f))
+        else:
+            f.add_done_callback(outcome)  # a late answer is read, never left unretrieved
+            results.append(NoAnswer(f"no answer from Kafka within {within:g} s"))
+    return results

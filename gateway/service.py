@@ -60,6 +60,10 @@ def _topic_of(message: mqtt.MQTTMessage) -> str:
 
 #: PUBACKs written to the spool together (one fsync)
 _ACK_GROUP = 1000
+#: a send Kafka has not answered after this long counts as failed and is sent again (the
+#: producer times a request out after 10 s; a send after a broker restart was seen unanswered
+#: for good, holding its acks)
+ANSWER_WITHIN_S = 30.0
 
 
 class Gateway:
@@ -306,7 +310,8 @@ class Gateway:
             # Topics first: a send to a topic the broker lost waits for its metadata (up to the
             # request timeout) before it fails, and a round of such sends one by one stalled
             # the gateway for minutes after a Kafka restart.
-            await self.topics.check()
+            with contextlib.suppress(TimeoutError):  # the next round checks again
+                await asyncio.wait_for(self.topics.check(), ANSWER_WITHIN_S)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)  # resumes within about a second of Kafka being back
             down: BaseException | None = None
@@ -315,7 +320,7 @@ class Gateway:
 
     async def _failures(self, item: Pending) -> dict[int, BaseException]:
         """The message's sends that failed, by record index, once every send has an answer."""
-        results = await outcomes(item.sends)
+        results = await outcomes(item.sends, within=ANSWER_WITHIN_S)
         return {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
 
     async def _resend(

@@ -22,8 +22,10 @@ re-notified; AR2: its low alarm starting, or turning urgent):
   still showing from an earlier dip does not count, it was not news of this one;
 - level 1 lead: that first notification relative to the first reading below 3.9 (positive =
   before), over the episodes notified at all;
-- level 2 urgent lead: the same for the first urgent notification and the first reading below
-  3.0; episodes with none are counted as missed.
+- level 2 urgent lead: the first urgent notification relative to the first reading below 3.0,
+  looking back over the whole level 1 episode the level 2 one deepens from (and 60 min before
+  it): an urgent alert raised as this low began is news of it, however long before it reached
+  3.0; one from an earlier episode is not. Episodes with none are counted as missed.
 """
 
 from __future__ import annotations
@@ -252,7 +254,9 @@ def score(score: Score, alarms: Alarms, l1: list[Episode], l2: list[Episode]) ->
         previous_end = e.end
     previous_end = float("-inf")
     for e in l2:
-        first = alarms.first_in(max(previous_end, e.start - LOOK_BACK_MIN), e.end, urgent=True)
+        # The level 1 episode it deepens from (the two end on the same reading).
+        around = next((o for o in l1 if o.start <= e.start <= o.end), e)
+        first = alarms.first_in(max(previous_end, around.start - LOOK_BACK_MIN), e.end, urgent=True)
         if first is None:
             score.l2_missed += 1
         else:

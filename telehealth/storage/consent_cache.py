@@ -66,16 +66,20 @@ class ConsentCache:
 
     async def listen(self, url: str, stop: asyncio.Event) -> None:
         """Load changes as soon as they are committed; reconnects after a database outage."""
+        # Ends by `stop`, checked every second, never by cancellation alone: Python 3.11's
+        # `wait_for` (inside psycopg's waits) can swallow a cancellation, and a listener that
+        # missed one waited for a notification for good, keeping the processor's next Kafka
+        # consumer from starting.
         while not stop.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    url, autocommit=True, connect_timeout=5
+                ) as conn:
                     await conn.execute("LISTEN consent_changed")
                     await self.sync(conn)  # whatever committed before LISTEN took effect
-                    gen = conn.notifies()
-                    async for _ in gen:
-                        await self.sync(conn)
-                        if stop.is_set():
-                            break
+                    while not stop.is_set():
+                        if [n async for n in conn.notifies(timeout=1.0, stop_after=1)]:
+                            await self.sync(conn)
             except psycopg.OperationalError as exc:
                 log.warning("consent listener disconnected (%s); readers still check the clock", exc)
                 with contextlib.suppress(TimeoutError):

@@ -122,9 +122,7 @@ async def _until_stopped(consuming: asyncio.Task[None], stop: asyncio.Event) -> 
     if not consuming.done():
         await asyncio.wait({consuming}, timeout=STOP_GRACE_S)
     if not consuming.done():
-        where = io.StringIO()
-        consuming.print_stack(file=where)
-        log.warning("consumer busy %.0f s after stop; cancelling it. %s", STOP_GRACE_S, where.getvalue())
+        log.warning("consumer busy %.0f s after stop; cancelling it. %s", STOP_GRACE_S, _stack(consuming))
         consuming.cancel()
         await asyncio.wait({consuming})
         return
@@ -182,8 +180,8 @@ async def _consume_with(
     pipeline = Pipeline(settings, pool, registry, outbox=outbox, consent=consent_stage(settings))
     publish = outbox.publish
     listener = asyncio.create_task(pipeline.consent.cache.listen(settings.database_url, stop), name="listen")
-    # Its own connection: a consent step waiting on a lock never holds one storage needs.
     closing.push_async_callback(_cancel, listener)
+    # Its own connection: a consent step waiting on a lock never holds one storage needs.
     consent_pool = await open_pool(settings.database_url, max_size=1, configure=_remember)
     closing.push_async_callback(_stop_bounded, consent_pool.close)
     consent_step = asyncio.create_task(pipeline.consent.run(consent_pool, stop), name="consent")
@@ -254,16 +252,21 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
     await asyncio.wait({task}, timeout=STOP_WITHIN_S)
     if not task.done():
-        where = io.StringIO()
-        task.print_stack(file=where)
         log.warning(
             "task %s did not stop within %.0f s; left behind. %s",
             task.get_name(),
             STOP_WITHIN_S,
-            where.getvalue(),
+            _stack(task),
         )
     elif not task.cancelled() and task.exception() is not None:
         log.debug("task %s ended with %r", task.get_name(), task.exception())
+
+
+def _stack(task: asyncio.Task[Any]) -> str:
+    """Where a task that would not stop is waiting, for the log."""
+    where = io.StringIO()
+    task.print_stack(file=where)
+    return where.getvalue()
 
 
 async def _stop_bounded(stop: Callable[[], Any]) -> None:

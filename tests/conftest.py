@@ -50,8 +50,8 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A failed test that ran the services (the session's or its own `up`'s) carries the end
-    of each service's log: a fault
-    seen once in CI is then explained by its report, not lost with the run's directory."""
+    of each service's log: a fault seen once in CI is then explained by its report, not lost
+    with the run's directory."""
     report = yield
     if not report.failed:
         return report

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -33,7 +32,6 @@ from psycopg_pool import AsyncConnectionPool
 from telehealth.codes import CODES
 from telehealth.consent import eligible_purposes
 from telehealth.storage import consent as consent_store
-from telehealth.storage.bulk import Columns, copy_in
 from telehealth.storage.consent_cache import ConsentCache
 from telehealth.storage.db import local_timeouts
 
@@ -47,7 +45,8 @@ FAILURES = Counter(
 )
 WAITED = Histogram(
     "telehealth_processor_consent_wait_seconds",
-    "From an observation stored until its consent decision committed",
+    "From a transaction's observations stored until their consent decision committed"
+    " (one sample per storing transaction and step)",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
 )
 
@@ -61,45 +60,8 @@ IDLE_CHECK_S = 1.0
 #: after a failed step, wait this long before the next (doubling up to `RETRY_MAX_S`)
 RETRY_FIRST_S = 0.25
 RETRY_MAX_S = 1.0
-
-DECISIONS = Columns(
-    "reading_consent",
-    (
-        ("device_id", "text"),
-        ("seq", "int8"),
-        ("code", "text"),
-        ("patient_id", "uuid"),
-        ("measured_at", "timestamptz"),
-        ("consent_version", "int4"),
-        ("eligible", "text[]"),
-        ("decided_at", "timestamptz"),
-    ),
-)
-RESEARCH = Columns(
-    "research_readings",
-    (
-        ("purpose", "text"),
-        ("code", "text"),
-        ("patient_id", "uuid"),
-        ("measured_at", "timestamptz"),
-        ("value", "float8"),
-        ("consent_version", "int4"),
-    ),
-)
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A stored observation waiting for its decision (a row of `consent_pending`)."""
-
-    device_id: str
-    seq: int
-    code: str
-    patient_id: UUID
-    measured_at: datetime
-    value: float
-    quality: list[str]
-    stored_at: datetime
+#: each code's plausible range: research values are clamped to it
+PLAUSIBLE = {code: spec.plausible for code, spec in CODES.items()}
 
 
 class ConsentStage:
@@ -126,11 +88,10 @@ class ConsentStage:
             await local_timeouts(conn, lock_ms=self._lock_timeout_ms, statement_ms=self._statement_timeout_ms)
             # The clock first: a lock on the consent tables stops the step before it takes anything.
             clock = await consent_store.clock_at(conn)
-            taken = [Pending(*row) for row in await consent_store.take_pending(conn, STEP_ROWS)]
-            if not taken:
+            pairs = await consent_store.pending_pairs(conn, STEP_ROWS)
+            if not pairs:
                 return 0
-            await self.decide(conn, taken, clock)
-        return len(taken)
+            return await self.decide(conn, pairs, clock)
 
     async def drain(self, pool: AsyncConnectionPool) -> int:
         """Steps until the queue is empty (as far as this processor can take from it)."""
@@ -169,45 +130,29 @@ class ConsentStage:
                     await asyncio.wait_for(stop.wait(), delay)
 
     async def decide(
-        self, conn: Conn, observations: list[Pending], clock: tuple[int, datetime] | None = None
+        self, conn: Conn, pairs: list[tuple[UUID, str]], clock: tuple[int, datetime] | None = None
     ) -> int:
-        """Decide and record eligibility of `observations` in `conn`'s open transaction, as of
-        `clock` (the consent clock and the moment, read in that transaction; read now if not
-        given); returns research rows."""
-        if not observations:
+        """Decide the queued observations of these (patient, code) pairs, up to `STEP_ROWS`, in
+        `conn`'s open transaction, as of `clock` (the consent clock and the moment, read in
+        that transaction; read now if not given); returns how many were decided.
+
+        All observations of one patient and code get the same decision at one moment, so it
+        is made once per pair here and the database applies it to each row."""
+        if not pairs:
             return 0
         # The clock and the moment of deciding in one statement, so one snapshot.
         seq, at = clock if clock is not None else await consent_store.clock_at(conn)
         await self.cache.catch_up(conn, seq)
-        decisions: list[tuple[Any, ...]] = []
-        research: list[tuple[Any, ...]] = []
-        eligible: dict[str, int] = {}
-        # One decision per patient and code: nothing awaits in this loop, so the histories
-        # and `at` cannot change while it runs.
-        decided: dict[tuple[UUID, str], tuple[int | None, list[str]]] = {}
-        for o in observations:
-            key = (o.patient_id, o.code)
-            if (known := decided.get(key)) is None:
-                known = decided[key] = eligible_purposes(
-                    self.cache.history(o.patient_id), o.code, at, default_permit=self._default_permit
-                )
-            version, purposes = known
-            decisions.append((o.device_id, o.seq, o.code, o.patient_id, o.measured_at, version, purposes, at))
-            if "implausible" in o.quality or "future" in o.quality:
-                continue  # stored and decided, but never fed to research
-            low, high = CODES[o.code].plausible
-            value = min(max(o.value, low), high)
-            for purpose in purposes:
-                research.append((purpose, o.code, o.patient_id, o.measured_at, value, version))
-                eligible[purpose] = eligible.get(purpose, 0) + 1
-        async with conn.cursor() as cur:
-            await copy_in(cur, DECISIONS, decisions)
-            if research:
-                # COPY fires the statement-level rollup trigger (plain PostgreSQL) once.
-                await copy_in(cur, RESEARCH, research)
-        DECIDED.inc(len(decisions))
-        for purpose, n in eligible.items():
+        decisions = []
+        for patient_id, code in pairs:
+            version, purposes = eligible_purposes(
+                self.cache.history(patient_id), code, at, default_permit=self._default_permit
+            )
+            decisions.append(consent_store.Decision(patient_id, code, version, purposes))
+        done = await consent_store.decide_pending(conn, decisions, at, STEP_ROWS, PLAUSIBLE)
+        DECIDED.inc(done.observations)
+        for purpose, n in done.research.items():
             ELIGIBLE.labels(purpose).inc(n)
-        for o in observations:
-            WAITED.observe(max(0.0, (at - o.stored_at).total_seconds()))
-        return len(research)
+        for waited, _ in done.waits:  # once per storing transaction: its observations waited alike
+            WAITED.observe(waited)
+        return done.observations

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -116,17 +118,107 @@ async def clock(conn: Conn) -> int:
     return int(row["seq"])
 
 
-# SKIP LOCKED: processors working off the queue together never take the same observation.
-_TAKE = """
-DELETE FROM consent_pending WHERE (device_id, seq, code) IN (
-    SELECT device_id, seq, code FROM consent_pending LIMIT %s FOR UPDATE SKIP LOCKED)
-RETURNING device_id, seq, code, patient_id, measured_at, value, quality, stored_at
+_PAIRS = """
+SELECT DISTINCT patient_id, code FROM (SELECT patient_id, code FROM consent_pending LIMIT %s) AS q
+"""
+
+# One statement takes the queued observations of the decided (patient, code) pairs, writes
+# each one's decision and its research rows, and reports counts: the decisions are made per
+# pair in Python (`telehealth.consent`), and no observation row travels to the processor and
+# back. SKIP LOCKED: processors working off the queue together never take the same one.
+_DECIDE = """
+WITH d AS (
+    SELECT * FROM unnest(%(patients)s::uuid[], %(codes)s::text[], %(versions)s::int4[],
+                         %(eligible)s::text[]) AS d(patient_id, code, version, eligible)
+), taken AS (
+    DELETE FROM consent_pending WHERE (device_id, seq, code) IN (
+        SELECT p.device_id, p.seq, p.code FROM consent_pending p
+        JOIN d ON d.patient_id = p.patient_id AND d.code = p.code
+        LIMIT %(limit)s FOR UPDATE OF p SKIP LOCKED)
+    RETURNING device_id, seq, code, patient_id, measured_at, value, quality, stored_at
+), decided AS (
+    INSERT INTO reading_consent
+        (device_id, seq, code, patient_id, measured_at, consent_version, eligible, decided_at)
+    SELECT t.device_id, t.seq, t.code, t.patient_id, t.measured_at, d.version,
+           string_to_array(d.eligible, ','), %(at)s
+    FROM taken t JOIN d ON d.patient_id = t.patient_id AND d.code = t.code
+    RETURNING 1
+), research AS (
+    INSERT INTO research_readings (purpose, code, patient_id, measured_at, value, consent_version)
+    SELECT p.purpose, t.code, t.patient_id, t.measured_at, least(greatest(t.value, b.low), b.high),
+           d.version
+    FROM taken t
+    JOIN d ON d.patient_id = t.patient_id AND d.code = t.code
+    CROSS JOIN LATERAL unnest(string_to_array(d.eligible, ',')) AS p(purpose)
+    JOIN unnest(%(bounded)s::text[], %(lows)s::float8[], %(highs)s::float8[]) AS b(code, low, high)
+        ON b.code = t.code
+    WHERE NOT t.quality && ARRAY['implausible', 'future']::text[]
+    RETURNING purpose
+)
+SELECT 'decided', count(*), NULL::float8 FROM decided
+UNION ALL SELECT 'research:' || purpose, count(*), NULL FROM research GROUP BY purpose
+UNION ALL SELECT 'waited', count(*), extract(epoch FROM %(at)s - stored_at)::float8
+    FROM taken GROUP BY stored_at
 """
 
 
-async def take_pending(conn: Conn, limit: int) -> list[tuple[Any, ...]]:
-    """Take up to `limit` observations waiting for a consent decision off the queue, in the open
-    transaction: (device_id, seq, code, patient_id, measured_at, value, quality, stored_at)."""
+@dataclass(frozen=True)
+class Decision:
+    """Eligibility of every queued observation of one patient and code, as decided."""
+
+    patient_id: UUID
+    code: str
+    version: int | None
+    purposes: list[str]
+
+
+@dataclass
+class Decided:
+    """What one `decide_pending` did: observations decided, research rows per purpose, and how
+    long the observations had waited (seconds), with how many waited that long."""
+
+    observations: int = 0
+    research: dict[str, int] = field(default_factory=dict)
+    waits: list[tuple[float, int]] = field(default_factory=list)
+
+
+async def pending_pairs(conn: Conn, limit: int) -> list[tuple[UUID, str]]:
+    """The (patient, code) pairs among up to `limit` queued observations: what to decide."""
     async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(_TAKE, (limit,))
-        return await cur.fetchall()
+        await cur.execute(_PAIRS, (limit,))
+        return [(row[0], row[1]) for row in await cur.fetchall()]
+
+
+async def decide_pending(
+    conn: Conn,
+    decisions: Sequence[Decision],
+    at: datetime,
+    limit: int,
+    plausible: Mapping[str, tuple[float, float]],
+) -> Decided:
+    """In the open transaction, take up to `limit` queued observations of the decided pairs off
+    the queue, record each one's decision as of `at` (`reading_consent`), and copy the clean
+    ones (no `implausible` or `future` flag) for each eligible purpose into `research_readings`,
+    their value clamped to the code's `plausible` range."""
+    params = {
+        "patients": [d.patient_id for d in decisions],
+        "codes": [d.code for d in decisions],
+        "versions": [d.version for d in decisions],
+        "eligible": [",".join(d.purposes) for d in decisions],
+        "limit": limit,
+        "at": at,
+        "bounded": list(plausible),
+        "lows": [low for low, _ in plausible.values()],
+        "highs": [high for _, high in plausible.values()],
+    }
+    done = Decided()
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(_DECIDE, params)
+        for kind, n, waited in await cur.fetchall():
+            if kind == "decided":
+                done.observations = int(n)
+            elif kind == "waited":
+                done.waits.append((max(0.0, float(waited)), int(n)))
+            else:
+                done.research[kind.removeprefix("research:")] = int(n)
+    return done

@@ -13,7 +13,7 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
-from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent, describe
+from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent, describe, parse_accepted
 from telehealth.settings import Settings
 
 
@@ -50,7 +50,7 @@ def decode(records: list[ConsumerRecord[Any, Any]], settings: Settings) -> Batch
     for record in records:
         try:
             if record.topic == settings.readings_topic:
-                batch.readings.append(AcceptedReading.model_validate_json(record.value))
+                batch.readings.append(parse_accepted(record.value))
             elif record.topic == settings.deadletter_topic:
                 letter = DeadLetter.model_validate_json(record.value)
                 batch.letters.append(LetterAt(letter, letter_origin(letter, record)))

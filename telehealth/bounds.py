@@ -29,6 +29,8 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 def storable(text: str) -> bool:
     """True if PostgreSQL can store the string as text or inside jsonb."""
+    if text.isascii():  # no surrogates: only NUL to look for, without the regex (a third the cost)
+        return "\x00" not in text
     return _UNSTORABLE.search(text) is None
 
 

@@ -28,12 +28,14 @@ from pydantic import (
 
 from telehealth.bounds import check_context, check_text, check_window, escape_unstorable
 from telehealth.codes import CODES
+from telehealth.wire import DEVICE_ID_PATTERN, Fields
+from telehealth.wire import accepted as accepted_fields
+from telehealth.wire import reading as reading_fields
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_BATCH = 500
 #: a dead letter keeps at most this prefix of the raw bytes (every in-limit payload whole)
 MAX_DEAD_RAW = MAX_PAYLOAD_BYTES
-DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
 
@@ -165,6 +167,41 @@ class AcceptedReading(Reading):
 
 
 _ARRIVAL = TypeAdapter(AwareDatetime)
+
+
+_set = object.__setattr__
+
+
+def _built(model: type[Reading], fields: Fields) -> Any:
+    """The model from fields `telehealth.wire` checked, in the model's field order, without
+    validating again. What `model_construct` does, less its per-field Python loop (2-3 µs a
+    model); `tests/unit/telehealth/test_wire.py` holds the result equal to the validated model,
+    its JSON included."""
+    observations = []
+    for code, value, unit, source in fields["observations"]:
+        observations.append(
+            _instance(Observation, {"code": code, "value": value, "unit": unit, "source": source})
+        )
+    return _instance(model, fields | {"observations": observations})
+
+
+def _instance(model: type[BaseModel], values: dict[str, Any]) -> Any:
+    instance = model.__new__(model)
+    _set(instance, "__dict__", values)
+    _set(instance, "__pydantic_fields_set__", set(values))
+    _set(instance, "__pydantic_extra__", None)
+    _set(instance, "__pydantic_private__", None)
+    return instance
+
+
+def parse_accepted(value: bytes) -> AcceptedReading:
+    """A readings-topic value as the model: one compiled pass (`telehealth.wire`) when it is
+    plainly valid, else the model's own validation, which raises `ValidationError` with why."""
+    fields = accepted_fields(value)
+    if fields is None:
+        return AcceptedReading.model_validate_json(value)
+    built: AcceptedReading = _built(AcceptedReading, fields)
+    return built
 
 
 def accept(reading: Reading, received_at: datetime) -> AcceptedReading:
@@ -302,21 +339,18 @@ def parse_payload(payload: bytes, now: datetime | None = None) -> tuple[list[Rea
     its good neighbours still pass. `now` is the arrival time `measured_at` is judged
     against. Never raises on any input.
 
-    One reading (a live device's payload) is first tried in one step with pydantic's own JSON
-    parser, about a quarter cheaper than `json.loads` and then the model; anything that step
-    does not accept goes the careful way, which says why. A property test holds the two ways
-    to the same answers.
+    One reading (a live device's payload) is first tried in one compiled pass
+    (`telehealth.wire`, a third of the model's cost); anything that pass does not accept goes
+    the careful way, which says why. A property test holds the two ways to the same answers.
     """
-    context = {"now": now or datetime.now(UTC)}
+    now = now or datetime.now(UTC)
     if payload[:1] == b"{" and len(payload) <= MAX_PAYLOAD_BYTES:
-        try:
-            reading = _readings.validate_json(payload, context=context)
-        except ValidationError:
-            pass
-        else:
+        fields = reading_fields(payload, now)
+        if fields is not None:
+            reading: Reading = _built(Reading, fields)
             if _check_codes(reading) is None:
                 return [reading], []
-    return parse_carefully(payload, context["now"])
+    return parse_carefully(payload, now)
 
 
 def parse_carefully(payload: bytes, now: datetime) -> tuple[list[Reading], list[Rejection]]:

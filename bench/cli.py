@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", type=Path, default=None, help="py-spy the services during end to end; stacks here"
     )
     p.add_argument("--sweep-seconds", type=float, default=5, help="seconds of load per sweep step")
+    p.add_argument(
+        "--soak",
+        type=float,
+        default=0,
+        metavar="RATE",
+        help="offer RATE readings/s for --soak-seconds: backlog and RSS slopes",
+    )
+    p.add_argument("--soak-seconds", type=float, default=300, help="length of the soak")
     p.add_argument("--no-queries", action="store_true", help="skip the dashboard queries timed during ingest")
     p.add_argument(
         "--clinical",
@@ -136,6 +144,8 @@ def run_command(args: argparse.Namespace) -> None:
         research_patients=args.research_patients,
         sweep_rates=args.sweep,
         sweep_seconds=args.sweep_seconds,
+        soak_rate=args.soak,
+        soak_seconds=args.soak_seconds,
         queries=not args.no_queries,
         profile_dir=args.profile,
     )

@@ -43,11 +43,13 @@ def publish_worker(
     rate_msgs_s: float | None = None,
     ca_file: str | None = None,
     stamp_now: bool = False,
+    progress: Any = None,
 ) -> None:
     """Publish `messages` messages round-robin over `devices`, QoS 1; report (start, end, acked).
 
     `stamp_now` sets each reading's `measured_at` to its publish time (for latency read back
-    from the receipts); otherwise one timestamp serves the whole run.
+    from the receipts); otherwise one timestamp serves the whole run. `progress` (a shared
+    `multiprocessing.Value`), if given, holds the acks so far, updated every 20.
     """
     address = parse_mqtt_url(mqtt_url, ca_file)
     client = mqtt.Client(
@@ -66,6 +68,8 @@ def publish_worker(
         nonlocal acked
         with lock:
             acked += 1
+            if progress is not None and (acked % 20 == 0 or acked == messages):
+                progress.value = acked
             if acked == messages:
                 done.set()
 

@@ -131,7 +131,12 @@ def markdown(figures: Figures) -> str:
             for name, mib in f.rss_mib.items()
         ]
         lines.append("")
-    for extra in (f.latency.report() if f.latency else None, f.fleet, f.research):
+    for extra in (
+        f.soak.report() if f.soak else None,
+        f.latency.report() if f.latency else None,
+        f.fleet,
+        f.research,
+    ):
         if extra:
             lines += ["```", extra, "```", ""]
     return "\n".join(lines)
@@ -168,6 +173,22 @@ def _plots(figures: Figures, out: Path) -> list[str]:
         fig.savefig(out / "latency.png", dpi=100)
         plt.close(fig)
         written += ["throughput.png", "latency.png"]
+    if figures.soak is not None and figures.soak.samples:
+        samples = figures.soak.samples
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+        at = [s.at_s / 60 for s in samples]
+        top.plot(at, [s.backlog for s in samples], ".-")
+        top.set(
+            ylabel="backlog, readings", title=f"Soak at {figures.soak.offered_readings_s:,.0f} readings/s"
+        )
+        for name in samples[0].rss_mib:
+            bottom.plot(at, [s.rss_mib.get(name, math.nan) for s in samples], ".-", label=name)
+        bottom.set(xlabel="minutes", ylabel="RSS, MiB")
+        bottom.legend()
+        fig.tight_layout()
+        fig.savefig(out / "soak.png", dpi=100)
+        plt.close(fig)
+        written.append("soak.png")
     if figures.rss_mib:
         fig, ax = plt.subplots(figsize=(6, 3))
         names = list(figures.rss_mib)

@@ -12,22 +12,22 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 
 from bench import research
 from bench.baselines import copy_alone, kafka_alone, mqtt_relay, publish_readings
+from bench.cpu import measured, us_per
 from bench.fleet import admin_cohort, fleet, provision
 from bench.gateway_alone import gateway_alone, until_subscribed
 from bench.latency import Latency, measure
 from bench.queries import QueryLoad, add_clinician, seed, token
 from bench.report import machine
 from bench.rss import RssSampler
+from bench.soak import Soak, soak
 from bench.sweep import SweepPoint, sweep
 from launcher.embedded import free_port
 from launcher.stack import Servers, Services, service_env, wait_http_ok
@@ -74,6 +74,7 @@ class Figures:
     #: phase ("idle", "end to end", "sweep 3,000/s") -> query name -> requests, errors,
     #: p50_ms, p99_ms, max_ms
     queries: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    soak: Soak | None = None
 
     def report(self) -> str:
         lines = self._throughput() if self.readings else []
@@ -91,6 +92,8 @@ class Figures:
         if self.cpu_us_per_reading:
             lines.append("CPU per stored reading (end to end): " + _per_reading(self.cpu_us_per_reading))
         lines.append("peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in self.rss_mib.items()))
+        if self.soak is not None:
+            lines.append(self.soak.report())
         if self.latency is not None:
             lines.append(self.latency.report())
         if self.fleet is not None:
@@ -132,15 +135,6 @@ class Figures:
         ]
 
 
-def _cpu_seconds(services: Services) -> dict[str, float]:
-    spent = {}
-    for name, proc in services.procs.items():
-        with contextlib.suppress(psutil.Error):
-            times = psutil.Process(proc.pid).cpu_times()
-            spent[name] = times.user + times.system
-    return spent
-
-
 def _stored(conn: psycopg.Connection[Any]) -> int:
     return int(conn.execute("SELECT count(*) FROM reading_receipts").fetchone()[0])  # type: ignore[index]
 
@@ -160,29 +154,6 @@ def wait_stored(url: str, total: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         if (stored := _await_stored(conn, total)) < total:
             raise RuntimeError(f"the processor did not store the backlog ({stored}/{total})")
-
-
-@contextlib.contextmanager
-def _measured(services: Services, profile_dir: Path | None, prefix: str = "") -> Iterator[dict[str, float]]:
-    """CPU seconds each running service spends inside the block (filled in on exit), with
-    py-spy on the pipeline's services (not the API) when profiling."""
-    spies = None
-    if profile_dir is not None:
-        from bench.profile import Spies
-
-        spies = Spies(profile_dir, {prefix + n: p.pid for n, p in services.procs.items() if n != "api"})
-    before = _cpu_seconds(services)
-    spent: dict[str, float] = {}
-    try:
-        yield spent
-    finally:
-        if spies is not None:
-            spies.stop()
-    spent.update({name: t - before[name] for name, t in _cpu_seconds(services).items() if name in before})
-
-
-def _us_per(spent: dict[str, float], readings: int) -> dict[str, float]:
-    return {name: 1e6 * seconds / max(1, readings) for name, seconds in spent.items()}
 
 
 def end_to_end(
@@ -244,6 +215,8 @@ def run(
     sweep_seconds: float = 5,
     queries: bool = True,
     profile_dir: Path | None = None,
+    soak_rate: float = 0.0,
+    soak_seconds: float = 300.0,
 ) -> Figures:
     figures = Figures(readings, per_message, publishers, gateways, tls, processors, machine=machine())
     api = queries or bool(latency_load)  # the latency probe reads the dashboard's stream
@@ -280,13 +253,13 @@ def run(
                 }
                 services.start("gateway-0", "gateway", env=env)
                 asyncio.run(until_subscribed(settings, ids[0]))
-                with _measured(services, profile_dir, "gateway-memory-") as spent:
+                with measured(services, profile_dir, "gateway-memory-") as spent:
                     figures.gateway_memory_readings_s, forwarded = asyncio.run(
                         gateway_alone(
                             settings, ids, readings, per_message, publishers, load_address(settings, tls)
                         )
                     )
-                figures.gateway_memory_cpu_us_per_reading = _us_per(spent, forwarded)
+                figures.gateway_memory_cpu_us_per_reading = us_per(spent, forwarded)
                 stored_before += forwarded  # in Kafka too: stored once the processor starts
                 services.stop("gateway-0")
             for n in range(gateways):
@@ -299,13 +272,13 @@ def run(
                 with psycopg.connect(settings.database_url, autocommit=True) as conn:
                     stored_before += _stored(conn)
                 asyncio.run(until_subscribed(settings, ids[0]))
-                with _measured(services, profile_dir, "gateway-alone-") as spent:
+                with measured(services, profile_dir, "gateway-alone-") as spent:
                     figures.gateway_readings_s, figures.gateway_forwarded = asyncio.run(
                         gateway_alone(
                             settings, ids, readings, per_message, publishers, load_address(settings, tls)
                         )
                     )
-                figures.gateway_cpu_us_per_reading = _us_per(spent, figures.gateway_forwarded)
+                figures.gateway_cpu_us_per_reading = us_per(spent, figures.gateway_forwarded)
             for n in range(processors):  # one consumer group: the topic's partitions are shared out
                 services.start("processor" if processors == 1 else f"processor-{n}", "processor")
             if readings:
@@ -331,7 +304,7 @@ def run(
                         print("end to end ...", flush=True)
                         with (
                             during("end to end") if during else contextlib.nullcontext(),
-                            _measured(services, profile_dir) as spent,
+                            measured(services, profile_dir) as spent,
                         ):
                             figures.e2e_readings_s, figures.e2e_stored = end_to_end(
                                 settings,
@@ -342,7 +315,7 @@ def run(
                                 publishers,
                                 load_address(settings, tls),
                             )
-                        figures.cpu_us_per_reading = _us_per(spent, figures.e2e_stored)
+                        figures.cpu_us_per_reading = us_per(spent, figures.e2e_stored)
                     if sweep_rates:
                         print("sweep of offered load ...", flush=True)
                         figures.sweep = sweep(
@@ -354,6 +327,18 @@ def run(
                             publishers,
                             during,
                         )
+                    if soak_rate:
+                        print(f"soak at {soak_rate:,.0f} readings/s for {soak_seconds:.0f} s ...", flush=True)
+                        pids = {n: p.pid for n, p in services.procs.items()}
+                        with during(f"soak {soak_rate:,.0f}/s") if during else contextlib.nullcontext():
+                            figures.soak = soak(
+                                settings.database_url,
+                                load_address(settings, tls),
+                                ids,
+                                pids,
+                                soak_rate,
+                                soak_seconds,
+                            )
                 if isinstance(query_load, QueryLoad):
                     figures.queries = query_load.summary()
                 if latency_load:
@@ -366,7 +351,7 @@ def run(
                     username = asyncio.run(add_clinician(settings.database_url, "bench"))
                     host, port = settings.api_host, settings.api_port
                     stream = (host, port, token(host, port, username))
-                    with _measured(services, profile_dir, "latency-"):
+                    with measured(services, profile_dir, "latency-"):
                         figures.latency = asyncio.run(
                             measure(settings, probes, ids, background_readings_s=latency_load, stream=stream)
                         )

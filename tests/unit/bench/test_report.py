@@ -11,6 +11,7 @@ from bench.latency import Latency
 from bench.profile import top
 from bench.report import markdown, write
 from bench.run import Figures
+from bench.soak import Soak, SoakSample
 from bench.sweep import SweepPoint
 
 
@@ -37,6 +38,11 @@ def _figures() -> Figures:
             "observations 24 h": {"requests": 10, "errors": 1, "p50_ms": 20.0, "p99_ms": 90.0, "max_ms": 95.0}
         },
     }
+    figures.soak = Soak(2000, 120)
+    figures.soak.samples = [
+        SoakSample(10.0 * i, 20_000 * i, 20_000 * i - 50, {"processor": 70.0}, {"processor": 0.2 * i})
+        for i in range(13)
+    ]
     return figures
 
 
@@ -49,6 +55,8 @@ def test_markdown_has_ratios_sweep_queries_and_services() -> None:
     assert "| observations 24 h | sweep 1,000/s | 10 | 1 | 20.0 | 90.0 | 95.0 |" in text
     assert "| gateway-0 | 80 | 95 |" in text
     assert "load average at start [1.0, 2.0, 3.0], at end [4.0, 3.0, 2.0]" in text
+    assert "soak: offered 2,000 readings/s for 120 s" in text
+    assert "RSS slope (MiB/min): processor +0.00" in text
 
 
 def test_write_gives_strict_json_and_plots_when_matplotlib_is_installed(tmp_path: Path) -> None:
@@ -62,7 +70,14 @@ def test_write_gives_strict_json_and_plots_when_matplotlib_is_installed(tmp_path
     assert data["cpu_us_per_reading"] == {"gateway-0": 95.0, "processor": 110.0}
     report = (tmp_path / "out" / "figures.md").read_text()
     if importlib.util.find_spec("matplotlib") is not None:
-        assert written == ["figures.json", "figures.md", "throughput.png", "latency.png", "rss.png"]
+        assert written == [
+            "figures.json",
+            "figures.md",
+            "throughput.png",
+            "latency.png",
+            "soak.png",
+            "rss.png",
+        ]
         for name in written[2:]:
             assert (tmp_path / "out" / name).read_bytes().startswith(b"\x89PNG")
             assert f"![{name}]({name})" in report

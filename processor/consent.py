@@ -57,6 +57,10 @@ STEP_ROWS = 5000
 #: the queue is also looked at this often without a wake-up (what another processor, or this
 #: one before a restart, left undecided)
 IDLE_CHECK_S = 1.0
+#: steps start at most this often when woken: under a steady trickle of small batches, each
+#: step then takes the observations of many (a step costs about six round trips, whatever its
+#: size); research waits up to this much longer, direct care not at all
+MIN_INTERVAL_S = 0.2
 #: after a failed step, wait this long before the next (doubling up to `RETRY_MAX_S`)
 RETRY_FIRST_S = 0.25
 RETRY_MAX_S = 1.0
@@ -106,13 +110,19 @@ class ConsentStage:
         """Work off the queue whenever woken, and every `IDLE_CHECK_S`; after a failure, back
         off and retry, for as long as the processor runs."""
         delay = 0.0
+        loop = asyncio.get_running_loop()
+        started = -MIN_INTERVAL_S
         while not stop.is_set():
             if not delay:  # after a failure, retry as soon as the backoff is over
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), IDLE_CHECK_S)
+                if (wait := started + MIN_INTERVAL_S - loop.time()) > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), wait)
             self.wake.clear()
             if stop.is_set():
                 break
+            started = loop.time()
             try:
                 await self.drain(pool)
                 delay = 0.0

@@ -1,7 +1,7 @@
 """`telehealth bench --profile DIR`: py-spy samples the services while the end-to-end run loads them.
 
-py-spy (the `profile` extra) writes collapsed stacks (`<service>.txt`, flamegraph.pl's input);
-`top` reduces one to the functions that cost most, self and inclusive, as % of samples.
+py-spy (the `profile` extra) writes collapsed stacks (`<service>.txt`) and flame graphs
+(`<service>.svg`); `top` reduces one to the functions that cost most, self and inclusive, as % of samples.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 
 
 class Spies:
-    """One `py-spy record` per service, stopped (and so written) on exit."""
+    """Two `py-spy record` per service, stopped (and so written) on exit: collapsed stacks
+    (`<service>.txt`, for `top`) and a flame graph (`<service>.svg`, py-spy's own)."""
 
     def __init__(self, out: Path, pids: dict[str, int], rate: int = 200) -> None:
         exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -26,13 +27,14 @@ class Spies:
         self._procs = [
             subprocess.Popen(
                 [
-                    *(exe, "record", "--rate", str(rate), "--format", "raw", "--threads", "--nonblocking"),
-                    *("-o", str(out / f"{name}.txt"), "-p", str(pid)),
+                    *(exe, "record", "--rate", str(rate), "--format", kind, "--threads", "--nonblocking"),
+                    *("-o", str(out / f"{name}.{suffix}"), "-p", str(pid)),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             for name, pid in pids.items()
+            for kind, suffix in (("raw", "txt"), ("flamegraph", "svg"))
         ]
 
     def stop(self) -> None:

@@ -126,32 +126,37 @@ SELECT DISTINCT patient_id, code FROM (SELECT patient_id, code FROM consent_pend
 # each one's decision and its research rows, and reports counts: the decisions are made per
 # pair in Python (`telehealth.consent`), and no observation row travels to the processor and
 # back. SKIP LOCKED: processors working off the queue together never take the same one.
+# No joins: the decisions and ranges are looked up by key in jsonb, and the taken rows are
+# deleted by their ctid (locked, so it cannot move), so the step stays linear in what it
+# takes whatever the planner believes. The queue churns too fast for its statistics: planned
+# on an estimate of one queued row, a delete joined to the decisions re-ran its locking
+# subquery per queued row and timed out at 5 s with 986 rows queued. `_BY_TID` makes the
+# delete a TID scan even when the statistics say the queue is empty (a sequential scan testing
+# each row against every taken ctid would be quadratic again).
+_BY_TID = "SELECT set_config('enable_seqscan', 'off', true)"
 _DECIDE = """
-WITH d AS (
-    SELECT * FROM unnest(%(patients)s::uuid[], %(codes)s::text[], %(versions)s::int4[],
-                         %(eligible)s::text[]) AS d(patient_id, code, version, eligible)
+WITH locked AS MATERIALIZED (
+    SELECT p.ctid AS id FROM consent_pending p
+    WHERE %(decisions)s::jsonb ? (p.patient_id::text || ' ' || p.code)
+    LIMIT %(limit)s FOR UPDATE OF p SKIP LOCKED
 ), taken AS (
-    DELETE FROM consent_pending WHERE (device_id, seq, code) IN (
-        SELECT p.device_id, p.seq, p.code FROM consent_pending p
-        JOIN d ON d.patient_id = p.patient_id AND d.code = p.code
-        LIMIT %(limit)s FOR UPDATE OF p SKIP LOCKED)
-    RETURNING device_id, seq, code, patient_id, measured_at, value, quality, stored_at
+    DELETE FROM consent_pending c WHERE c.ctid = ANY (ARRAY(SELECT id FROM locked))
+    RETURNING c.device_id, c.seq, c.code, c.patient_id, c.measured_at, c.value, c.quality, c.stored_at,
+              %(decisions)s::jsonb -> (c.patient_id::text || ' ' || c.code) AS decision
 ), decided AS (
     INSERT INTO reading_consent
         (device_id, seq, code, patient_id, measured_at, consent_version, eligible, decided_at)
-    SELECT t.device_id, t.seq, t.code, t.patient_id, t.measured_at, d.version,
-           string_to_array(d.eligible, ','), %(at)s
-    FROM taken t JOIN d ON d.patient_id = t.patient_id AND d.code = t.code
+    SELECT device_id, seq, code, patient_id, measured_at, (decision ->> 0)::int,
+           string_to_array(decision ->> 1, ','), %(at)s
+    FROM taken
     RETURNING 1
 ), research AS (
     INSERT INTO research_readings (purpose, code, patient_id, measured_at, value, consent_version)
-    SELECT p.purpose, t.code, t.patient_id, t.measured_at, least(greatest(t.value, b.low), b.high),
-           d.version
-    FROM taken t
-    JOIN d ON d.patient_id = t.patient_id AND d.code = t.code
-    CROSS JOIN LATERAL unnest(string_to_array(d.eligible, ',')) AS p(purpose)
-    JOIN unnest(%(bounded)s::text[], %(lows)s::float8[], %(highs)s::float8[]) AS b(code, low, high)
-        ON b.code = t.code
+    SELECT p.purpose, t.code, t.patient_id, t.measured_at,
+           least(greatest(t.value, (%(plausible)s::jsonb -> t.code ->> 0)::float8),
+                 (%(plausible)s::jsonb -> t.code ->> 1)::float8),
+           (t.decision ->> 0)::int
+    FROM taken t CROSS JOIN LATERAL unnest(string_to_array(t.decision ->> 1, ',')) AS p(purpose)
     WHERE NOT t.quality && ARRAY['implausible', 'future']::text[]
     RETURNING purpose
 )
@@ -200,19 +205,16 @@ async def decide_pending(
     the queue, record each one's decision as of `at` (`reading_consent`), and copy the clean
     ones (no `implausible` or `future` flag) for each eligible purpose into `research_readings`,
     their value clamped to the code's `plausible` range."""
+    by_key = {f"{d.patient_id} {d.code}": [d.version, ",".join(d.purposes)] for d in decisions}
     params = {
-        "patients": [d.patient_id for d in decisions],
-        "codes": [d.code for d in decisions],
-        "versions": [d.version for d in decisions],
-        "eligible": [",".join(d.purposes) for d in decisions],
+        "decisions": Jsonb(by_key),
         "limit": limit,
         "at": at,
-        "bounded": list(plausible),
-        "lows": [low for low, _ in plausible.values()],
-        "highs": [high for _, high in plausible.values()],
+        "plausible": Jsonb({code: [low, high] for code, (low, high) in plausible.items()}),
     }
     done = Decided()
     async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(_BY_TID)  # for the rest of the step's transaction only
         await cur.execute(_DECIDE, params)
         for kind, n, waited in await cur.fetchall():
             if kind == "decided":

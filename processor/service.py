@@ -25,8 +25,9 @@ from processor.alerts.outbox import AlertOutbox
 from processor.decode import Batch
 from processor.isolate import isolate
 from processor.pipeline import Pipeline, Report, consent_stage
+from processor.watch import FetcherStopped, Lag, fetcher_stopped
 from telehealth import logs
-from telehealth.heartbeat import Progress, beat, instance_name
+from telehealth.heartbeat import beat, instance_name
 from telehealth.kafka import ensure_topics, make_producer, watch_cluster
 from telehealth.metrics import serve_metrics
 from telehealth.settings import Settings
@@ -208,6 +209,8 @@ async def _consume_with(
                 await consumer.seek_to_beginning(*new)
                 rewound |= new
                 log.info("read %d partition(s) of the new broker from their start", len(new))
+        if fetcher_stopped(consumer):
+            raise FetcherStopped("aiokafka's fetch task ended; nothing would be fetched again")
         held = len(ahead)
         batches = await consumer.getmany(
             timeout_ms=0 if held else settings.processor_batch_wait_ms,
@@ -281,35 +284,6 @@ async def _stop_bounded(stop: Callable[[], Any]) -> None:
 
 async def _remember(conn: psycopg.AsyncConnection[Any]) -> None:
     remember_small_values(conn)
-
-
-class Lag:
-    """The processor's backlog for its heartbeat: records in flight and taken ahead, plus what
-    the broker holds beyond our position on the partitions we own (refreshed at most once a
-    second)."""
-
-    def __init__(self, consumer: AIOKafkaConsumer, ahead: Ahead) -> None:
-        self._consumer = consumer
-        self._ahead = ahead
-        self.in_flight = 0
-        self.behind = 0
-        self._next = 0.0
-        self.progress = Progress(lambda: self.in_flight + len(self._ahead) + self.behind)
-
-    async def refresh(self) -> None:
-        if time.monotonic() < self._next:
-            return
-        self._next = time.monotonic() + 1.0
-        behind = 0
-        for tp in self._consumer.assignment():
-            highwater = self._consumer.highwater(tp)
-            if highwater is None:
-                continue
-            with contextlib.suppress(KafkaError, TimeoutError):  # position unknown: skip it
-                position = await asyncio.wait_for(self._consumer.position(tp), timeout=0.2)
-                behind += max(0, highwater - position)
-        self.behind = behind
-        metrics.LAG.set(behind)
 
 
 def batch_id(records: list[ConsumerRecord[Any, Any]]) -> str:

@@ -28,7 +28,8 @@ from pydantic import (
 
 from telehealth.bounds import check_context, check_text, check_window, escape_unstorable
 from telehealth.codes import CODES
-from telehealth.wire import DEVICE_ID_PATTERN, Fields
+from telehealth.wire import DEVICE_ID_PATTERN as DEVICE_ID_PATTERN
+from telehealth.wire import Fields
 from telehealth.wire import accepted as accepted_fields
 from telehealth.wire import reading as reading_fields
 

@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaConnectionError, UnknownError
 from aiokafka.structs import ConsumerRecord
 
 from processor import service
+from processor.watch import FetcherStopped
 from telehealth.settings import Settings
 
 
@@ -23,8 +24,14 @@ def _settings() -> Settings:
 
 @pytest.mark.parametrize(
     "fault",
-    [KafkaConnectionError("gone"), UnknownError(), psycopg.OperationalError("gone"), TimeoutError()],
-    ids=["kafka-connection", "kafka-unknown", "database", "timeout"],
+    [
+        KafkaConnectionError("gone"),
+        UnknownError(),
+        psycopg.OperationalError("gone"),
+        TimeoutError(),
+        FetcherStopped("fetch task ended"),
+    ],
+    ids=["kafka-connection", "kafka-unknown", "database", "timeout", "fetcher-stopped"],
 )
 async def test_a_server_fault_builds_the_consumer_again(
     monkeypatch: pytest.MonkeyPatch, fault: Exception

@@ -25,7 +25,7 @@ from processor.alerts.outbox import AlertOutbox
 from processor.decode import Batch
 from processor.isolate import isolate
 from processor.pipeline import Pipeline, Report, consent_stage
-from processor.watch import FetcherStopped, Lag, fetcher_stopped
+from processor.watch import Lag, Stall
 from telehealth import logs
 from telehealth.heartbeat import beat, instance_name
 from telehealth.kafka import ensure_topics, make_producer, watch_cluster
@@ -195,6 +195,7 @@ async def _consume_with(
     next_slice = 0
     ahead = Ahead(consumer, pipeline, settings, publish)
     lag = Lag(consumer, ahead)
+    stall = Stall(consumer)
     metrics.IN_FLIGHT.set_function(lambda: lag.in_flight + len(ahead))
     _watch_assignment(consumer, settings)
     heart = asyncio.create_task(
@@ -209,14 +210,14 @@ async def _consume_with(
                 await consumer.seek_to_beginning(*new)
                 rewound |= new
                 log.info("read %d partition(s) of the new broker from their start", len(new))
-        if fetcher_stopped(consumer):
-            raise FetcherStopped("aiokafka's fetch task ended; nothing would be fetched again")
         held = len(ahead)
         batches = await consumer.getmany(
             timeout_ms=0 if held else settings.processor_batch_wait_ms,
             max_records=max(1, settings.processor_batch_max - held),
         )
-        ahead.add([r for part in batches.values() for r in part])
+        taken = [r for part in batches.values() for r in part]
+        await stall.check(len(taken) + held)
+        ahead.add(taken)
         records, decoded = ahead.take(consumer.assignment())
         lag.in_flight = len(records)
         await lag.refresh()

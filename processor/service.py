@@ -25,7 +25,7 @@ from processor.alerts.outbox import AlertOutbox
 from processor.decode import Batch
 from processor.isolate import isolate
 from processor.pipeline import Pipeline, Report, consent_stage
-from processor.watch import Lag, Stall
+from processor.watch import FetcherStopped, Lag, Stall, longer_fetch_wait
 from telehealth import logs
 from telehealth.heartbeat import beat, instance_name
 from telehealth.kafka import ensure_topics, make_producer, watch_cluster
@@ -70,6 +70,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             # committed past what is durable, so the next consumer replays what is not.
             name = type(exc).__name__
             log.warning("consumer stopped by a server fault (%s: %s); again in %.1fs", name, exc, delay)
+            if isinstance(exc, FetcherStopped):
+                settings = longer_fetch_wait(settings)
             fresh = fresh or replaced.is_set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)

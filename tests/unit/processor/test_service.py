@@ -108,3 +108,21 @@ async def test_a_consumer_that_ends_by_itself_is_not_cancelled() -> None:
     consuming = asyncio.create_task(ends())
     await asyncio.wait_for(service._until_stopped(consuming, asyncio.Event()), 5)
     assert consuming.done() and not consuming.cancelled()
+
+
+async def test_a_stuck_consumer_is_built_again_with_a_longer_fetch_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The embedded Tansu answers a fetch empty once gathering it takes longer than its wait."""
+    waits: list[int] = []
+    stop = asyncio.Event()
+
+    async def once(settings: Settings, outer: asyncio.Event, replaced: asyncio.Event, fresh: bool) -> None:
+        waits.append(settings.processor_batch_wait_ms)
+        if len(waits) < 3:
+            raise FetcherStopped("took nothing for 20 s while the broker holds 1000 record(s)")
+        stop.set()
+
+    monkeypatch.setattr(service, "_serve_once", once)
+    await asyncio.wait_for(service.serve(_settings(), stop), 10)
+    assert waits == [20, 40, 80]

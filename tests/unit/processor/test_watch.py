@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from processor.watch import FetcherStopped, Stall, fetcher_stopped
+from processor.watch import FETCH_WAIT_MAX_MS, FetcherStopped, Stall, fetcher_stopped, longer_fetch_wait
+from telehealth.settings import Settings
 
 
 async def test_only_an_ended_fetch_task_counts_as_stopped() -> None:
@@ -56,3 +57,12 @@ async def test_a_consumer_that_takes_records_or_has_nothing_waiting_is_not_stuck
     patient = Stall(behind, stall_s=60.0)  # type: ignore[arg-type]
     await patient.check(0)  # idle, but not yet for 60 s
     assert behind.asked == 0
+
+
+def test_each_successor_waits_twice_as_long_up_to_aiokafkas_default() -> None:
+    settings = Settings(processor_batch_wait_ms=20)
+    waits = []
+    for _ in range(7):
+        settings = longer_fetch_wait(settings)
+        waits.append(settings.processor_batch_wait_ms)
+    assert waits == [40, 80, 160, 320, FETCH_WAIT_MAX_MS, FETCH_WAIT_MAX_MS, FETCH_WAIT_MAX_MS]

@@ -58,10 +58,10 @@ class Stall:
     async def check(self, took: int) -> None:
         """Raise `FetcherStopped` if the consumer is stuck; `took`: records it just gave."""
         now = time.monotonic()
-        if took or fetcher_stopped(self._consumer):
+        if took:
             self._since = now
-            if took:
-                return
+            return
+        if fetcher_stopped(self._consumer):
             raise FetcherStopped("aiokafka's fetch task ended; nothing would be fetched again")
         if now - self._since < self._stall_s:
             return

@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 from telehealth.bounds import check_context, check_window, storable
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-#: a reading's fields, its observations as (code, value, unit, source): `contracts` builds the
+#: a reading's fields in the model's order, each observation's too: `contracts` builds the
 #: models from them
 Fields = dict[str, Any]
 
@@ -78,9 +78,7 @@ def accepted(value: bytes) -> Fields | None:
         check_window(arrival, datetime.now(UTC))
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError, PydanticCustomError):
         return None
-    if not _plain(raw, measured_at, arrival):
-        return None
-    return _fields(raw, measured_at) | {"received_at": arrival}
+    return _fields(raw, measured_at, arrival) if _plain(raw, measured_at, arrival) else None
 
 
 def _plain(raw: _Reading, measured_at: datetime, arrival: datetime) -> bool:
@@ -100,12 +98,17 @@ def _plain(raw: _Reading, measured_at: datetime, arrival: datetime) -> bool:
     return True
 
 
-def _fields(raw: _Reading, measured_at: datetime) -> Fields:
-    return {
+def _fields(raw: _Reading, measured_at: datetime, received_at: datetime | None = None) -> Fields:
+    fields = {
         "device_id": raw.device_id,
         "seq": raw.seq,
         "measured_at": measured_at,
-        "observations": [(o.code, o.value, o.unit, o.source) for o in raw.observations],
+        "observations": [
+            {"code": o.code, "value": o.value, "unit": o.unit, "source": o.source} for o in raw.observations
+        ],
         "battery_pct": raw.battery_pct,
         "context": raw.context,
     }
+    if received_at is not None:
+        fields["received_at"] = received_at
+    return fields

@@ -147,7 +147,7 @@ def test_a_device_reading_takes_the_pass_only_as_the_model_would() -> None:
     fields = wire.reading(value, NOW)
     assert fields is not None
     model = Reading.model_validate_json(value, context={"now": NOW})
-    assert [tuple(o.model_dump().values()) for o in model.observations] == fields["observations"]
+    assert [o.model_dump() for o in model.observations] == fields["observations"]
     assert {k: v for k, v in fields.items() if k != "observations"} == model.model_dump(
         exclude={"observations"}
     )

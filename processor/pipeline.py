@@ -20,10 +20,10 @@ duplicates.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from aiokafka.structs import ConsumerRecord
@@ -41,7 +41,7 @@ from processor.consent import ConsentStage
 from processor.decode import Batch, LetterAt, decode, record_letter
 from processor.normalise import NormalisedObservation, normalise
 from processor.sink import ReadingSink
-from telehealth.codes import CODES
+from processor.urgent import UrgentGuess, urgent_first
 from telehealth.contracts import AcceptedReading, DeadLetter, Reason, StatusEvent
 from telehealth.settings import Settings
 from telehealth.storage import dead_letters, devices, trends
@@ -62,8 +62,7 @@ EXPRESS = Counter(
 )
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """A reading of a known device, normalised and checked for artefacts, not yet stored."""
 
     reading: AcceptedReading
@@ -82,44 +81,11 @@ class Report:
     alerts: int
 
 
-def urgent_first(
-    readings: list[AcceptedReading],
-    patient_of: Callable[[str], UUID | None],
-    may_be_urgent: Callable[[str, float], bool],
-) -> list[list[AcceptedReading]]:
-    """The batch's readings as the transactions to run, in order: those of every patient with
-    a reading that may raise an urgent alert first, on their own, then the rest.
-
-    An urgent alert then reaches the screen when its own few readings are normalised and
-    stored, not after the whole batch. Each patient's readings stay together and in order, so
-    this is the same as two consecutive batches; it only decides what commits first. The guess
-    is made on the decoded values in canonical units, before quality checks. One part when
-    nothing is urgent or everything is; readings of unknown devices are never urgent.
-    """
-    urgent = {
-        patient
-        for r in readings
-        if (patient := patient_of(r.device_id)) is not None and urgent_guess(r, may_be_urgent)
-    }
-    first: list[AcceptedReading] = []
-    rest: list[AcceptedReading] = []
-    for r in readings:
-        (first if patient_of(r.device_id) in urgent else rest).append(r)
-    return [first, rest] if first and rest else [readings]
-
-
 def owner(reading: AcceptedReading, entries: dict[str, DeviceEntry | None]) -> DeviceEntry | None:
     """The registry entry the reading is attributed by: None if its device is unknown or
     revoked, or was given to its current patient after the reading was received."""
     entry = entries[reading.device_id]
     return None if entry is None or entry.predates(reading.received_at) else entry
-
-
-def urgent_guess(reading: AcceptedReading, may_be_urgent: Callable[[str, float], bool]) -> bool:
-    """Whether any of the reading's values, in canonical units, may be urgent."""
-    return any(
-        may_be_urgent(o.code, CODES[o.code].to_canonical(o.value, o.unit)) for o in reading.observations
-    )
 
 
 def consent_stage(settings: Settings) -> ConsentStage:
@@ -152,6 +118,7 @@ class Pipeline:
         self._registry = registry
         self._outbox = outbox
         self._engine = ThresholdEngine(rules_for(Thresholds(warning_after=settings.alert_warning_after)))
+        self._urgent = UrgentGuess(self._engine.may_be_urgent)
         self._trends = TrendTracker()
         self._artefacts = ArtefactFilter()
         self._late_after = timedelta(seconds=settings.late_after_s)
@@ -172,7 +139,7 @@ class Pipeline:
             return entry.patient_id if entry is not None else None
 
         stored = alerts = orphans = 0
-        parts = urgent_first(batch.readings, patient_of, self._engine.may_be_urgent)
+        parts = urgent_first(batch.readings, patient_of, self._urgent)
         for i, readings in enumerate(parts):
             rest = i == len(parts) - 1  # letters, statuses and device reports go with the rest
             unknown = [self._refused(r) for r in readings if owner(r, entries) is None]
@@ -210,11 +177,7 @@ class Pipeline:
         """
         await self._registry.current()
         owners = await self._entries(taken)
-        urgent = {
-            e.patient_id
-            for r in taken
-            if (e := owner(r, owners)) is not None and urgent_guess(r, self._engine.may_be_urgent)
-        }
+        urgent = {e.patient_id for r in taken if (e := owner(r, owners)) is not None and self._urgent(r)}
         if urgent:
             busy = await self._entries([*busy_devices])
             urgent -= {e.patient_id for e in busy.values() if e is not None}
@@ -276,13 +239,15 @@ class Pipeline:
             if sink.add(p.reading, p.patient_id, p.observations):
                 observations.extend(p.observations)
                 flagged.extend(p.derived)
+        buffered = len(sink)
         async with self._pool.connection() as conn, conn.transaction():
             fresh = await sink.flush(conn)
             await store_letters(conn, extras.letters)
             await _apply_statuses(conn, extras.statuses)
-            new_obs = [o for o in observations if (o.device_id, o.seq) in fresh]
-            # derived for the engine alone: never stored, never research data
-            for_engine = [o for o in flagged if (o.device_id, o.seq) in fresh]
+            new_obs, for_engine = observations, flagged  # for_engine: never stored, never research data
+            if len(fresh) < buffered:  # some were stored before (a replay): alert on the new only
+                new_obs = [o for o in observations if (o.device_id, o.seq) in fresh]
+                for_engine = [o for o in flagged if (o.device_id, o.seq) in fresh]
             patients = {o.patient_id for o in new_obs + for_engine if alarmable(o)}
             patients |= {r.patient_id for r in reports}
             state = await alert_store.alert_state(conn, list(patients))

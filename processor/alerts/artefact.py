@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from processor.normalise import NormalisedObservation, Quality
 
@@ -67,8 +67,7 @@ class _Device:
     suspect: bool = False
 
 
-@dataclass(frozen=True)
-class Marked:
+class Marked(NamedTuple):
     """A reading's observations after the filter, and what it derived for the engine."""
 
     observations: list[NormalisedObservation]

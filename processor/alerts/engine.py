@@ -131,7 +131,7 @@ class ThresholdEngine:
     def may_be_urgent(self, code: str, value: float) -> bool:
         """Whether a value (canonical units) is in an urgent band of the default rules: a
         guess made before any state is read or quality checked, at which readings to store
-        first (`processor.pipeline.urgent_first`). Patients with their own thresholds are
+        first (`processor.urgent`). Patients with their own thresholds are
         judged on the defaults here; a wrong guess changes only which transaction commits
         first, never an alert."""
         return any(band.matches(value) for band in self._urgent_bands.get(code, ()))

@@ -5,12 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
+import pytest
+
+from processor import urgent
 from processor.alerts.engine import ThresholdEngine
-from processor.pipeline import urgent_first
+from processor.urgent import UrgentGuess, urgent_first
 from telehealth.contracts import AcceptedReading
 
 UNITS = {"glucose": "mmol/L", "spo2": "%", "pulse": "/min"}
 engine = ThresholdEngine()
+guess = UrgentGuess(engine.may_be_urgent)
 
 
 def test_an_urgent_band_of_the_default_rules_is_a_guess_that_a_reading_may_be_urgent() -> None:
@@ -54,7 +58,7 @@ def test_patients_with_an_urgent_reading_go_first_with_all_their_readings_in_ord
         reading("urgent-ox", 3, "spo2", 95),
         reading("unknown", 1, "spo2", 70),  # no patient: never urgent, becomes a letter later
     ]
-    first, rest = urgent_first(batch, owner.get, engine.may_be_urgent)
+    first, rest = urgent_first(batch, owner.get, guess)
     assert keys(first) == [("urgent-cgm", 1), ("urgent-ox", 2), ("urgent-ox", 3)]
     assert keys(rest) == [("calm-ox", 1), ("other-ox", 1), ("calm-ox", 2), ("unknown", 1)]
 
@@ -62,14 +66,30 @@ def test_patients_with_an_urgent_reading_go_first_with_all_their_readings_in_ord
 def test_the_guess_is_made_in_canonical_units() -> None:
     patient: dict[str, UUID] = {"meter": uuid4(), "ox": uuid4()}
     low = reading("meter", 1, "glucose", 50, "mg/dL")  # 2.8 mmol/L: urgent low
-    first, rest = urgent_first([reading("ox", 1, "spo2", 97), low], patient.get, engine.may_be_urgent)
+    first, rest = urgent_first([reading("ox", 1, "spo2", 97), low], patient.get, guess)
     assert keys(first) == [("meter", 1)] and keys(rest) == [("ox", 1)]
 
 
 def test_one_transaction_when_nothing_or_everything_is_urgent() -> None:
     owner = {d: uuid4() for d in ("a", "b")}
     calm = [reading("a", 1, "spo2", 97), reading("b", 1, "glucose", 6.0)]
-    assert urgent_first(calm, owner.get, engine.may_be_urgent) == [calm]
+    assert urgent_first(calm, owner.get, guess) == [calm]
     alarming = [reading("a", 2, "spo2", 80), reading("b", 2, "glucose", 2.5)]
-    assert urgent_first(alarming, owner.get, engine.may_be_urgent) == [alarming]
-    assert urgent_first([], owner.get, engine.may_be_urgent) == [[]]
+    assert urgent_first(alarming, owner.get, guess) == [alarming]
+    assert urgent_first([], owner.get, guess) == [[]]
+
+
+def test_a_remembered_guess_is_per_unit_as_well_as_per_value() -> None:
+    fresh = UrgentGuess(engine.may_be_urgent)
+    assert fresh(reading("meter", 1, "glucose", 50, "mg/dL"))  # 2.8 mmol/L: urgent
+    assert not fresh(reading("meter", 2, "glucose", 50, "mmol/L"))  # high: a warning only
+    assert fresh(reading("meter", 3, "glucose", 50, "mg/dL"))  # remembered, same answer
+
+
+def test_the_memory_is_bounded_and_forgetting_changes_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(urgent, "REMEMBERED", 3)
+    bounded = UrgentGuess(engine.may_be_urgent)
+    values = [97, 84, 92, 91, 96, 80, 97, 84]
+    answers = [bounded(reading("ox", i, "spo2", v)) for i, v in enumerate(values)]
+    assert answers == [engine.may_be_urgent("spo2", v) for v in values]
+    assert len(bounded._known) <= 3

@@ -19,16 +19,16 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 #: what a spooled record stands for, checked against PostgreSQL before the row is dropped
 READING, LETTER, STATUS = "reading", "letter", "status"
 
 
-@dataclass(frozen=True)
-class Mark:
+class Mark(NamedTuple):
     """A record's identity in the store: ("reading", device, seq, None), ("letter", None, None,
-    letter id) or ("status", device, None, received_at ISO)."""
+    letter id) or ("status", device, None, received_at ISO). A named tuple: one is made for
+    every record acknowledged and again for every row confirmed."""
 
     kind: str
     device_id: str | None = None
@@ -115,7 +115,7 @@ class Spool:
     async def marks(self, limit: int, after: int = 0) -> list[tuple[int, Mark]]:
         """Rows' ids and marks only (what confirmation needs), in the order written."""
         rows: list[tuple[Any, ...]] = await self._run(self._marks, limit, after)
-        return [(r[0], Mark(r[1], r[2], r[3], r[4])) for r in rows]
+        return [(r[0], Mark._make(r[1:])) for r in rows]
 
     def _marks(self, limit: int, after: int) -> list[tuple[Any, ...]]:
         return self._db.execute(
@@ -134,7 +134,7 @@ class Spool:
     def _forget(self, ids: Sequence[int]) -> int:
         with self._db:
             self._db.execute("BEGIN")
-            cur = self._db.executemany("DELETE FROM spool WHERE id = ?", [(i,) for i in ids])
+            cur = self._db.executemany("DELETE FROM spool WHERE id BETWEEN ? AND ?", runs(ids))
             return cur.rowcount
 
     async def get(self, name: str) -> str | None:
@@ -155,3 +155,15 @@ class Spool:
     def close(self) -> None:
         self._io.shutdown(wait=True)
         self._db.close()
+
+
+def runs(ids: Sequence[int]) -> list[tuple[int, int]]:
+    """The ids as (first, last) runs of consecutive ids: confirmed rows are mostly a few long
+    runs, and a range is deleted in one step rather than a look-up per id."""
+    found: list[tuple[int, int]] = []
+    for i in sorted(set(ids)):
+        if found and i == found[-1][1] + 1:
+            found[-1] = (found[-1][0], i)
+        else:
+            found.append((i, i))
+    return found

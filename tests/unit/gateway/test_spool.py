@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.spool import LETTER, READING, Mark, Spool
+from gateway.spool import LETTER, READING, Mark, Spool, runs
 
 
 def rows(n: int, start: int = 1) -> list[tuple[str, bytes, bytes, Mark]]:
@@ -118,5 +118,23 @@ async def test_rows_that_are_never_confirmed_do_not_keep_the_rest_in_the_spool(t
             await keeper.confirm()
         assert spool.rows == CHUNK
         assert {r.mark.seq for r in await spool.oldest(2 * CHUNK)} == set(range(1, CHUNK + 1))
+    finally:
+        spool.close()
+
+
+def test_ids_are_forgotten_as_runs_of_consecutive_ids() -> None:
+    assert runs([7, 1, 2, 3, 5, 2, 8]) == [(1, 3), (5, 5), (7, 8)]
+    assert runs([]) == []
+
+
+async def test_forget_in_any_order_drops_exactly_those_rows(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite3", 100)
+    try:
+        await spool.add(rows(9))
+        ids = [r.id for r in await spool.oldest(9)]
+        gone = [ids[8], ids[0], ids[1], ids[4], ids[2], ids[7]]
+        await spool.forget(gone)
+        assert [r.mark.seq for r in await spool.oldest(10)] == [4, 6, 7]
+        assert spool.rows == 3
     finally:
         spool.close()

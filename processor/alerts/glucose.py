@@ -28,7 +28,8 @@ and lags a real crash by a reading; the drop rule is how AR2 sees it (two readin
 confirmation rule keeps a slow forecast from crying wolf (docs/alerts.md: what each costs).
 
 The alert resolves by the consensus rule: every reading for `end_after` (15 min) at or above
-3.9 and the forecast no longer low. Every dip is seen: when the consensus says the dip is
+3.9, the forecast no longer low, and no stage called for by the reading that would end it
+(a steep fall from a rise, which AR2 calls urgent, keeps the alert open). Every dip is seen: when the consensus says the dip is
 over but the alert is still open (the forecast kept it), the next dip re-notifies it; a
 severe low that follows 15 min at or above 3.0 re-notifies; an acknowledged urgent low still
 below 3.0 re-notifies after `renotify_after` (30 min). Which alert is open, at which stage,
@@ -365,7 +366,8 @@ class LowEpisodes:
             still = f"; still below {cfg.urgent_low:.1f} {minutes:.0f} min after it was acknowledged"
             return self._decision("renotify", Stage.URGENT, value, s, cfg, deliberate, still)
         forecast_ok = s.trend is None or s.trend.low >= cfg.predicted_low
-        if s.above_since is not None and forecast_ok:
+        # never over on a reading that itself calls for the alert (AR2's floor, a steep drop)
+        if s.above_since is not None and forecast_ok and target is Stage.NONE:
             since = max(s.above_since, s.opened_at or s.above_since)
             if at - since >= cfg.end_after:
                 minutes = (at - s.above_since).total_seconds() / 60

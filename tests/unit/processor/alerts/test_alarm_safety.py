@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from processor.alerts import ar2
@@ -305,6 +305,8 @@ def test_any_physiological_decline_below_the_urgent_line_alarms_within_one_readi
     start=st.floats(min_value=3.2, max_value=7.0),
     rates=st.lists(st.floats(min_value=-0.3, max_value=0.3), min_size=2, max_size=30),
 )
+# an episode opened by the forecast, a rise, then a steep fall: 3.75, 4.75, 4.13, 4.63, 5.82, 4.46
+@example(start=3.75, rates=[0.2, -0.124, 0.1, 0.238, -0.272])
 def test_the_engine_is_never_later_than_ar2_on_an_urgent_low(start: float, rates: list[float]) -> None:
     """Any CGM trace at physiological rates, every 5 minutes: at every reading where
     Nightscout's AR2 (on the last two readings) says urgent low, the patient's low-glucose
@@ -320,6 +322,19 @@ def test_the_engine_is_never_later_than_ar2_on_an_urgent_low(start: float, rates
         alarm = ar2.check((5 * i - 5, values[i - 1]), (5 * i, values[i]), 3.9 * 18.01559)
         if alarm.level == "urgent" and alarm.event == "low":
             assert ward.open.get((patient, "glucose_low")) is U, (values, i)
+
+
+def test_an_episode_does_not_end_on_a_reading_that_ar2_calls_urgent_low() -> None:
+    """15 min at or above 3.9 with the filtered forecast calm would end the episode, but the
+    reading that completes them falls so steeply that AR2 calls an urgent low: it stays open."""
+    values = [3.75, 4.75, 4.13, 4.63, 5.82, 4.46]
+    patient, ward = uuid4(), Ward()
+    for i, o in enumerate(glucose(patient, values)):
+        ward.feed([o])
+        if i == 2:
+            assert ward.open.get((patient, "glucose_low")) is U  # AR2 urgent low on 4.75 -> 4.13
+    assert ar2.check((20, 5.82), (25, 4.46), 3.9 * 18.01559).level == "urgent"
+    assert ward.open.get((patient, "glucose_low")) is U
 
 
 def test_late_values_below_the_plausible_range_never_alarm() -> None:

@@ -132,7 +132,7 @@ class Pipeline:
         `decoded` is what `decode` made of them, if the caller decoded them ahead (not changed)."""
         batch = decoded.copy() if decoded is not None else decode(records, self._settings)
         await self._registry.current()  # every registry change committed before these were accepted
-        entries = await self._entries(batch.readings)
+        entries = self._entries(batch.readings)
 
         def patient_of(device_id: str) -> UUID | None:
             entry = entries.get(device_id)
@@ -175,15 +175,17 @@ class Pipeline:
         earlier held readings are stored first (the artefact filter and the trend need them).
         Nothing is removed from `held`: the next batch finds these readings already stored.
         """
+        if not any(self._urgent(r) for r in taken):
+            return 0  # the common case: no registry round trip for the guess
         await self._registry.current()
-        owners = await self._entries(taken)
+        owners = self._entries(taken)
         urgent = {e.patient_id for r in taken if (e := owner(r, owners)) is not None and self._urgent(r)}
         if urgent:
-            busy = await self._entries([*busy_devices])
+            busy = self._entries([*busy_devices])
             urgent -= {e.patient_id for e in busy.values() if e is not None}
         if not urgent:
             return 0
-        entries = await self._entries(held.readings)
+        entries = self._entries(held.readings)
         readings = [
             r for r in held.readings if (e := owner(r, entries)) is not None and e.patient_id in urgent
         ]
@@ -195,14 +197,16 @@ class Pipeline:
         EXPRESS.inc()
         return touched
 
-    async def _entries(self, items: Sequence[AcceptedReading | str]) -> dict[str, DeviceEntry | None]:
+    def _entries(self, items: Sequence[AcceptedReading | str]) -> dict[str, DeviceEntry | None]:
         """Registry entries of the readings' (or the named) devices; None: not provisioned or
-        revoked (nothing of theirs is attributed to anyone). Call `current` first."""
+        revoked (nothing of theirs is attributed to anyone). Call `current` first: it loads
+        every change committed before it, and the gateway accepted these readings before that,
+        so the cache then holds every device they may name (no look-up per device)."""
         entries: dict[str, DeviceEntry | None] = {}
         for item in items:
             device_id = item if isinstance(item, str) else item.device_id
             if device_id not in entries:
-                entry = await self._registry.get(device_id)
+                entry = self._registry.peek(device_id)
                 entries[device_id] = entry if entry is not None and not entry.revoked else None
         return entries
 

@@ -98,6 +98,8 @@ def _round(
     ]
     chunks = [records[i : i + batch] for i in range(0, len(records), batch)]
     decoded = timed("processor: decode", lambda: [decode(c, settings) for c in chunks])
+    if letters := [lt.letter for b in decoded for lt in b.letters]:  # an error path is no figure
+        raise RuntimeError(f"the processor refused a bench reading: {letters[0].detail}")
     timed(
         "processor: urgent guess",
         lambda: [urgent_first(b.readings, patient_of, pipeline._urgent) for b in decoded],
@@ -132,6 +134,8 @@ def _round(
 def _route(topic: str, body: bytes, now: datetime, entries: dict[str, DeviceEntry | None]) -> Outgoing:
     """What the gateway does for one message between paho and aiokafka (`Gateway._route`)."""
     verdict = check_readings(topic, body, now, entries.get)
+    if verdict.rejected:
+        raise RuntimeError(f"the gateway refused a bench reading: {verdict.rejected[0].detail}")
     (reading,) = verdict.accepted
     value = accepted_json(reading, verdict.received_at)
     mark = Mark(READING, reading.device_id, reading.seq)

@@ -29,12 +29,12 @@ confirmation rule keeps a slow forecast from crying wolf (docs/alerts.md: what e
 
 The alert resolves by the consensus rule: every reading for `end_after` (15 min) at or above
 3.9, the forecast no longer low, and no stage called for by the reading that would end it
-(a steep fall from a rise, which AR2 calls urgent, keeps the alert open). Every dip is seen: when the consensus says the dip is
-over but the alert is still open (the forecast kept it), the next dip re-notifies it; a
-severe low that follows 15 min at or above 3.0 re-notifies; an acknowledged urgent low still
-below 3.0 re-notifies after `renotify_after` (30 min). Which alert is open, at which stage,
-and when it was acknowledged, comes from the database per batch (`EpisodeView`); only the
-running counts live here.
+(a steep fall from a rise, which AR2 calls urgent, keeps the alert open). Every dip is seen:
+when the consensus says the dip is over but the alert is still open (the forecast kept it),
+the next dip re-notifies it; a severe low that follows 15 min at or above 3.0 re-notifies; an
+acknowledged urgent low still below 3.0 re-notifies after `renotify_after` (30 min). Which
+alert is open, at which stage, and when it was acknowledged, comes from the database per
+batch (`EpisodeView`); only the running counts live here.
 """
 
 from __future__ import annotations

@@ -53,7 +53,10 @@ async def test_rollup_cells_equal_the_per_patient_scan(
     db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient, publisher: Publisher
 ) -> None:
     admin = await make_user(db, "admin")
-    hours = [closed_hour(30), closed_hour(29)]  # hours no other test writes to
+    # Hours no other test writes to. The rollups hold everyone's research readings, so another
+    # test's readings in these hours would be counted here: test_research_scope writes at noon
+    # yesterday (12-36 h ago), which 29-30 h ago met whenever the suite ran at 17-19 h UTC.
+    hours = [closed_hour(38), closed_hour(37)]
     people = [
         await cohort_patient(
             db, "rollup", sex="male" if i % 3 == 0 else "female", birth=date(1950 + 5 * i, 1, 1)

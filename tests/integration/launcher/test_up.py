@@ -44,6 +44,20 @@ def start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int, di
     return proc, port, env, output
 
 
+def interrupt(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    """Ctrl-C to `up`, and what it printed until it exited. One that does not stop in time is
+    killed and the test fails with that output (which service it waited for), and no pipe is
+    left open for a later test to trip over."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        rest, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rest, _ = proc.communicate()
+        raise AssertionError(f"up did not stop within {timeout:g} s of Ctrl-C; it printed:\n{rest}") from None
+    return rest
+
+
 def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
     proc, port, env, output = start_up(tmp_path, "--patients", "3", "--speed", "600")
     try:
@@ -113,8 +127,7 @@ def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
         )
         assert forwarded and float(forwarded.group(1)) > 0, scraped
     finally:
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        rest = interrupt(proc)
     assert proc.returncode == 0, "".join(output) + rest
     assert "telehealth: stopped" in rest
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
@@ -136,8 +149,7 @@ def test_up_with_no_simulated_patients_simply_runs(tmp_path: Path) -> None:
             assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
             time.sleep(0.5)  # time passing on purpose (see above)
     finally:
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        rest = interrupt(proc)
     assert proc.returncode == 0, "".join(output) + rest
     assert "stopped unexpectedly" not in rest and "keeps failing" not in rest, rest
 
@@ -164,8 +176,7 @@ def test_a_killed_up_leaves_no_server_behind_once_started_again(tmp_path: Path) 
     try:
         assert "telehealth is up" in "".join(output), "".join(output)
     finally:
-        again.send_signal(signal.SIGINT)
-        rest, _ = again.communicate(timeout=60)
+        rest = interrupt(again)
     assert again.returncode == 0, "".join(output) + rest
     assert not psutil.pid_exists(postmaster) or not alive(psutil.Process(postmaster)), "left running"
     assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()
@@ -234,8 +245,7 @@ def test_up_restarts_each_killed_server_and_storing_resumes(tmp_path: Path) -> N
         )
         assert now == services, f"the services ride it out, only the servers restart: {changed} changed"
     finally:
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        rest = interrupt(proc)
     text = "".join(output) + rest
     assert proc.returncode == 0, text
     for server in ("kafka", "mqtt", "postgres"):
@@ -360,8 +370,7 @@ async def test_a_killed_up_started_again_stores_every_acked_reading_and_letter_o
     finally:
         for running in (proc, again):
             if running is not None and running.poll() is None:
-                running.send_signal(signal.SIGINT)
-                running.communicate(timeout=60)
+                interrupt(running)
 
 
 def _count(url: str, device_id: str) -> int:

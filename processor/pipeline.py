@@ -175,11 +175,12 @@ class Pipeline:
         earlier held readings are stored first (the artefact filter and the trend need them).
         Nothing is removed from `held`: the next batch finds these readings already stored.
         """
-        if not any(self._urgent(r) for r in taken):
+        maybe = [r for r in taken if self._urgent(r)]
+        if not maybe:
             return 0  # the common case: no registry round trip for the guess
         await self._registry.current()
-        owners = self._entries(taken)
-        urgent = {e.patient_id for r in taken if (e := owner(r, owners)) is not None and self._urgent(r)}
+        owners = self._entries(maybe)
+        urgent = {e.patient_id for r in maybe if (e := owner(r, owners)) is not None}
         if urgent:
             busy = self._entries([*busy_devices])
             urgent -= {e.patient_id for e in busy.values() if e is not None}

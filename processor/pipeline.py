@@ -146,7 +146,7 @@ class Pipeline:
             batch.letters += unknown
             orphans += len(unknown)
             prepared = self._prepare([r for r in readings if owner(r, entries) is not None], entries)
-            reports = await self._device_reports(batch) if rest else []
+            reports = self._device_reports(batch) if rest else []
             fresh, touched = await self._commit(prepared, batch if rest else Batch(), reports)
             stored += len(fresh)
             alerts += touched
@@ -275,11 +275,12 @@ class Pipeline:
             await store_letters(conn, [letter])
         DEAD.labels(Reason.INTERNAL_ERROR.value).inc()
 
-    async def _device_reports(self, batch: Batch) -> list[DeviceReport]:
-        """Status messages, and the battery level readings carry, as input to the device rules."""
+    def _device_reports(self, batch: Batch) -> list[DeviceReport]:
+        """Status messages, and the battery level readings carry, as input to the device rules
+        (from the registry's cache: `process` brought it up to date, as for `_entries`)."""
         reports = []
         for s in batch.statuses:
-            entry = await self._registry.get(s.device_id)
+            entry = self._registry.peek(s.device_id)
             if entry is not None:
                 reports.append(
                     DeviceReport(entry.patient_id, s.device_id, s.received_at, s.state, s.battery_pct)

@@ -52,8 +52,8 @@ def payload(device_id: str, seq: int, measured_at: datetime) -> dict[str, Any]:
 
 
 def run(readings: int, batch: int, rounds: int) -> dict[str, float]:
-    """Microseconds of CPU per reading for each stage, best of `rounds`."""
-    tune_gc()
+    """Microseconds of CPU per reading for each stage, best of `rounds` (with the caller's
+    garbage-collector settings: `python -m bench.stages` takes the services')."""
     now = datetime.now(UTC)
     devices = [f"ox-{k:05d}" for k in range(DEVICES)]
     entries: dict[str, DeviceEntry | None] = {
@@ -156,4 +156,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    tune_gc()  # here, not in `run`: it would change the collector of whatever process called it
     main()

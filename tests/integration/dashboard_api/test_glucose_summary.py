@@ -210,14 +210,20 @@ def generated_trace(
         [54, 70, 180, 250, 53, 69, 181, 251] if unit == "mg/dL" else [30, 39, 100, 139, 29, 38, 101, 140]
     )
     value = 120 if unit == "mg/dL" else 67
-    day_off = now.astimezone(ZoneInfo(zone)).date() - timedelta(days=5)
+    local_now = now.astimezone(ZoneInfo(zone))
+    day_off = local_now.date() - timedelta(days=5)
+    # The newest reading is always kept and falls today in `zone`, even just after midnight,
+    # so the expected count of days with data does not depend on the time the suite runs.
+    since_midnight = local_now - local_now.replace(hour=0, minute=0, second=0, microsecond=0)
+    lead = min(timedelta(minutes=3), since_midnight / 2)
     trace = []
     seq = 0
     for k in range(14 * 288 - 3):
         value = min(high, max(low, value + rng.randint(-6, 6) * step))
         raw = boundaries[k % len(boundaries)] if k % 29 == 0 else value
-        at = now - timedelta(minutes=3 + 5 * k)
-        if rng.random() > keep or (gap and at.astimezone(ZoneInfo(zone)).date() == day_off):
+        at = now - lead - timedelta(minutes=5 * k)
+        dropped = rng.random() > keep and k > 0
+        if dropped or (gap and at.astimezone(ZoneInfo(zone)).date() == day_off):
             continue
         seq += 1
         trace.append((at, seq, raw))

@@ -28,7 +28,7 @@ from processor.pipeline import Pipeline, Report, consent_stage
 from processor.watch import FetcherStopped, Lag, Stall, longer_fetch_wait
 from telehealth import logs
 from telehealth.heartbeat import beat, instance_name
-from telehealth.kafka import ensure_topics, make_producer, watch_cluster
+from telehealth.kafka import ClusterWatch, ensure_topics, make_producer
 from telehealth.metrics import serve_metrics
 from telehealth.settings import Settings
 from telehealth.storage import open_pool
@@ -61,10 +61,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     serve_metrics(settings, "processor")
     fresh = False
     delay = 0.5
+    cluster = ClusterWatch()  # kept from consumer to consumer: a replacement is never missed
     while not stop.is_set():
         replaced = asyncio.Event()
         try:
-            await _serve_once(settings, stop, replaced, fresh)
+            await _serve_once(settings, stop, replaced, fresh, cluster)
         except SERVER_FAULTS as exc:
             # e.g. the broker died while the consumer started or committed. Nothing was
             # committed past what is durable, so the next consumer replays what is not.
@@ -84,12 +85,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def _serve_once(
-    settings: Settings, outer_stop: asyncio.Event, replaced: asyncio.Event, fresh: bool
+    settings: Settings, outer_stop: asyncio.Event, replaced: asyncio.Event, fresh: bool, cluster: ClusterWatch
 ) -> None:
-    """Consume until asked to stop, or until the broker was replaced (`watch_cluster`)."""
+    """Consume until asked to stop, or until the broker was replaced (`cluster`)."""
     assert settings.database_url
     stop = asyncio.Event()
-    watching = asyncio.create_task(watch_cluster(settings, replaced))
+    watching = asyncio.create_task(cluster.watch(settings, replaced))
 
     async def either() -> None:
         waits = {asyncio.ensure_future(outer_stop.wait()), asyncio.ensure_future(replaced.wait())}

@@ -81,37 +81,50 @@ class TopicGuard:
             self.lost.set()
 
 
-async def watch_cluster(settings: Settings, replaced: asyncio.Event, every_s: float = 1.0) -> None:
-    """Set `replaced` once the broker answers with another cluster id than at first: a broker
-    that lost its data (the embedded one gets a new id at every start). A consumer group that
-    lived through such a restart can hang in its rejoin; a new consumer does not."""
-    first: str | None = None
-    admin: AIOKafkaAdminClient | None = None
-    try:
-        while True:
-            try:
-                if admin is None:
-                    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-                    await admin.start()
-                described = await asyncio.wait_for(admin.describe_cluster(), 5)
-                current = str(described.get("cluster_id") or "")
-                if first is None:
-                    first = current
-                elif current and current != first:
-                    log.warning("Kafka cluster id is now %s (was %s): a new broker", current, first)
-                    replaced.set()
-                    return
-            except Exception as exc:  # the broker is away: ask again
-                log.debug("Kafka cluster id not known (%s)", exc)
-                if admin is not None:
-                    with contextlib.suppress(Exception):
-                        await admin.close()
-                    admin = None
-            await asyncio.sleep(every_s)
-    finally:
-        if admin is not None:
-            with contextlib.suppress(Exception):
-                await admin.close()
+class ClusterWatch:
+    """Notices a broker that lost its data: it answers with another cluster id (the embedded
+    one gets a new id at every start; a real cluster keeps its id). A consumer group that
+    lived through such a restart can hang in its rejoin; a new consumer does not.
+
+    One watch outlives the consumers it watches for: the id it knows is the broker's the last
+    consumer saw. A consumer that failed on a server fault before its watch saw the new id had
+    perhaps committed the lost broker's offsets to the new broker, and its successor, started
+    with a watch of its own, took that new broker as the first it saw and waited past the
+    replayed records, storing nothing."""
+
+    def __init__(self) -> None:
+        #: the cluster id of the broker last seen; None until one answered
+        self.known: str | None = None
+
+    async def watch(self, settings: Settings, replaced: asyncio.Event, every_s: float = 1.0) -> None:
+        """Set `replaced` (and return) once the broker answers with another id than `known`."""
+        admin: AIOKafkaAdminClient | None = None
+        try:
+            while True:
+                try:
+                    if admin is None:
+                        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+                        await admin.start()
+                    described = await asyncio.wait_for(admin.describe_cluster(), 5)
+                    current = str(described.get("cluster_id") or "")
+                    if current and self.known is None:
+                        self.known = current
+                    elif current and current != self.known:
+                        log.warning("Kafka cluster id is now %s (was %s): a new broker", current, self.known)
+                        self.known = current
+                        replaced.set()
+                        return
+                except Exception as exc:  # the broker is away: ask again
+                    log.debug("Kafka cluster id not known (%s)", exc)
+                    if admin is not None:
+                        with contextlib.suppress(Exception):
+                            await admin.close()
+                        admin = None
+                await asyncio.sleep(every_s)
+        finally:
+            if admin is not None:
+                with contextlib.suppress(Exception):
+                    await admin.close()
 
 
 class RememberingPartitioner:

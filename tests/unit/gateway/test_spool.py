@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,73 @@ async def test_forget_in_any_order_drops_exactly_those_rows(tmp_path: Path) -> N
         assert spool.rows == 3
     finally:
         spool.close()
+
+
+async def test_a_group_stays_until_its_last_record_is_stored(tmp_path: Path) -> None:
+    """One row per group of acks: records stored are forgotten at once (not read again, not
+    replayed), the group's row goes with its last; after a restart the stored records of a
+    group still held are confirmed against the store again, never lost."""
+    path = tmp_path / "s.sqlite3"
+    spool = Spool(path, 100)
+    try:
+        await spool.add(rows(3))
+        await spool.add(rows(2, start=4))
+        ids = [r.id for r in await spool.oldest(10)]
+        assert ids == sorted(ids) and len(set(ids)) == 5
+        await spool.forget([ids[0], ids[2], ids[0]])  # twice: counted once
+        assert spool.rows == 3
+        assert [m.seq for _, m in await spool.marks(10)] == [2, 4, 5]
+        assert [m.seq for _, m in await spool.marks(10, after=ids[1])] == [4, 5]
+        assert [m.seq for _, m in await spool.marks(1, after=ids[0])] == [2]
+        await spool.forget(ids[3:])  # the second group, whole
+        await spool.forget(ids[3:])  # again: already gone
+        assert spool.rows == 1
+    finally:
+        spool.close()
+    again = Spool(path, 100)
+    try:
+        assert [r.mark.seq for r in await again.oldest(10)] == [1, 2, 3], (
+            "the first group's row is still there"
+        )
+        assert again.rows == 3
+        await again.forget([r.id for r in await again.oldest(10)])
+        assert again.rows == 0 and await again.oldest(10) == []
+    finally:
+        again.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM groups").fetchone() == (0,)
+
+
+async def test_a_spool_of_rows_per_record_is_taken_over_in_its_order(tmp_path: Path) -> None:
+    """A spool file written before groups (a row per record) still holds acknowledged records
+    after an upgrade: they become groups, in the order written, and the old table goes."""
+    path = tmp_path / "s.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE spool (id INTEGER PRIMARY KEY, topic TEXT NOT NULL, key BLOB NOT NULL,"
+            " value BLOB NOT NULL, kind TEXT NOT NULL, device_id TEXT, seq INTEGER, ref TEXT);"
+            "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "INSERT INTO meta VALUES ('kafka_cluster_id', 'old');"
+        )
+        db.executemany(
+            "INSERT INTO spool (id, topic, key, value, kind, device_id, seq, ref)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (10 + k, "telehealth.readings", b"d-1", b"v%d" % k, READING, "d-1", k, None)
+                for k in range(2500)
+            ]
+            + [(9000, "telehealth.deadletter", b"", b"x", LETTER, None, None, "abc")],
+        )
+    spool = Spool(path, 10_000)
+    try:
+        found = await spool.oldest(10_000)
+        assert spool.rows == 2501 == len(found)
+        assert [r.mark for r in found[:2]] == [Mark(READING, "d-1", 0), Mark(READING, "d-1", 1)]
+        assert found[-1].mark == Mark(LETTER, ref="abc") and found[-1].topic == "telehealth.deadletter"
+        assert [r.value for r in found[:-1]] == [b"v%d" % k for k in range(2500)]
+        assert await spool.get("kafka_cluster_id") == "old"
+    finally:
+        spool.close()
+    with sqlite3.connect(path) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "spool" not in tables

@@ -1,29 +1,36 @@
-"""CPU per reading of each pure stage of the gateway and the processor, in this process.
+"""CPU per reading of each stage of the gateway and the processor that needs no server, in this process.
 
-    python -m bench.stages [--readings 20000] [--batch 2000] [--rounds 3]
+    python -m bench.stages [--readings 20000] [--batch 2000] [--ack-group 200] [--rounds 3]
 
-No servers: the stages that touch no network or disk run on oximeter readings like the load
+No servers: the stages that touch no network run on oximeter readings like the load
 generator's (SpO2 and pulse, one reading per message), batch by batch, with the services'
-garbage-collector settings. What a stage costs here is a floor for what it costs in a service;
-the end-to-end CPU per reading (`telehealth bench`) adds the brokers' clients, the database
-driver and the event loop. Each figure is the best of `--rounds`, as a change's effect shows
-best without the machine's other work in it.
+garbage-collector settings. The gateway's spool is timed on a file of its own in a temporary
+directory: written in groups of `--ack-group` records (fsynced, as the gateway's acks are),
+read back for confirmation and forgotten; its CPU includes the spool's thread. What a stage
+costs here is a floor for what it costs in a service; the end-to-end CPU per reading
+(`telehealth bench`) adds the brokers' clients, the database driver and the event loop. Each
+figure is the best of `--rounds`, as a change's effect shows best without the machine's other
+work in it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
+from gateway.keeper import CHUNK
 from gateway.records import Outgoing
-from gateway.spool import READING, Mark
+from gateway.spool import READING, Mark, Spool
 from launcher.cli import tune_gc
 from processor.alerts.engine import alarmable
 from processor.decode import decode
@@ -51,7 +58,7 @@ def payload(device_id: str, seq: int, measured_at: datetime) -> dict[str, Any]:
     }
 
 
-def run(readings: int, batch: int, rounds: int) -> dict[str, float]:
+def run(readings: int, batch: int, rounds: int, ack_group: int = 200) -> dict[str, float]:
     """Microseconds of CPU per reading for each stage, best of `rounds` (with the caller's
     garbage-collector settings: `python -m bench.stages` takes the services')."""
     now = datetime.now(UTC)
@@ -65,14 +72,18 @@ def run(readings: int, batch: int, rounds: int) -> dict[str, float]:
         messages.append((readings_topic(body["device_id"]), json.dumps(body).encode()))
     best: dict[str, float] = {}
     for _ in range(rounds):
-        for stage, spent in _round(messages, entries, batch, now).items():
+        for stage, spent in _round(messages, entries, batch, ack_group, now).items():
             per = spent / readings
             best[stage] = min(per, best.get(stage, per))
     return best
 
 
 def _round(
-    messages: list[tuple[str, bytes]], entries: dict[str, DeviceEntry | None], batch: int, now: datetime
+    messages: list[tuple[str, bytes]],
+    entries: dict[str, DeviceEntry | None],
+    batch: int,
+    ack_group: int,
+    now: datetime,
 ) -> dict[str, float]:
     """Microseconds of CPU each stage spent on all the messages, by a fresh processor."""
     settings = Settings()
@@ -92,6 +103,7 @@ def _round(
     values = timed(
         "gateway: check and Kafka value", lambda: [_route(t, b, now, entries) for t, b in messages]
     )
+    timed("gateway: spool (write, confirm, forget)", lambda: asyncio.run(_spool_cycle(values, ack_group)))
     records = [
         ConsumerRecord(settings.readings_topic, 0, i, 0, 0, o.key, o.value, None, 0, 0, [])
         for i, o in enumerate(values)
@@ -142,13 +154,30 @@ def _route(topic: str, body: bytes, now: datetime, entries: dict[str, DeviceEntr
     return Outgoing("readings", reading.device_id.encode(), value, mark=mark)
 
 
+async def _spool_cycle(values: list[Outgoing], ack_group: int) -> None:
+    """What the gateway's spool does for each record: written with its group of acks, its mark
+    read back by the keeper, forgotten once stored (here: at once)."""
+    with tempfile.TemporaryDirectory(prefix="bench-spool-") as scratch:
+        spool = Spool(Path(scratch) / "spool.sqlite3", len(values) + 1)
+        try:
+            for k in range(0, len(values), ack_group):
+                await spool.add(
+                    [(o.topic, o.key, o.value, o.mark) for o in values[k : k + ack_group] if o.mark]
+                )
+            while marks := await spool.marks(CHUNK):
+                await spool.forget([i for i, _ in marks])
+        finally:
+            spool.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__.split("\n\n")[0])
     p.add_argument("--readings", type=int, default=20_000)
     p.add_argument("--batch", type=int, default=2_000, help="readings per processor batch")
+    p.add_argument("--ack-group", type=int, default=200, help="records per spool write (group of acks)")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
-    figures = run(args.readings, args.batch, args.rounds)
+    figures = run(args.readings, args.batch, args.rounds, args.ack_group)
     for stage, us in figures.items():
         print(f"{stage:40s} {us:7.2f} µs per reading")
     processor = sum(us for stage, us in figures.items() if stage.startswith("processor"))

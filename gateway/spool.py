@@ -121,11 +121,13 @@ class Spool:
         self.rows += len(records)
 
     def _add(self, records: Sequence[tuple[str, bytes, bytes, Mark]]) -> None:
+        written = {}
         with self._db:
             self._db.execute("BEGIN")
             for k in range(0, len(records), _IN_GROUP):
                 part = records[k : k + _IN_GROUP]
-                self._sizes[self._insert(part)] = len(part)
+                written[self._insert(part)] = len(part)
+        self._sizes.update(written)  # once committed: a failed write leaves no group behind
 
     def _insert(self, records: Sequence[tuple[str, bytes, bytes, Mark]]) -> int:
         cur = self._db.execute(

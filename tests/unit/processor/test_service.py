@@ -15,6 +15,7 @@ from aiokafka.structs import ConsumerRecord
 
 from processor import service
 from processor.watch import FetcherStopped
+from telehealth.kafka import ClusterWatch
 from telehealth.settings import Settings
 
 
@@ -39,7 +40,9 @@ async def test_a_server_fault_builds_the_consumer_again(
     calls: list[bool] = []
     stop = asyncio.Event()
 
-    async def once(settings: Settings, outer: asyncio.Event, replaced: asyncio.Event, fresh: bool) -> None:
+    async def once(
+        settings: Settings, outer: asyncio.Event, replaced: asyncio.Event, fresh: bool, cluster: ClusterWatch
+    ) -> None:
         calls.append(fresh)
         if len(calls) == 1:
             replaced.set()  # the broker had been replaced when the fault struck
@@ -52,10 +55,35 @@ async def test_a_server_fault_builds_the_consumer_again(
     assert calls == [False, True]
 
 
+async def test_every_consumer_is_watched_against_the_broker_its_predecessor_saw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One cluster watch for all the consumers of a process: a consumer that failed before its
+    watch saw a new broker leaves the id it knew to its successor."""
+    watches: list[ClusterWatch] = []
+    stop = asyncio.Event()
+
+    async def once(
+        settings: Settings, outer: asyncio.Event, replaced: asyncio.Event, fresh: bool, cluster: ClusterWatch
+    ) -> None:
+        watches.append(cluster)
+        if len(watches) == 1:
+            cluster.known = "the-broker-before"
+            raise KafkaConnectionError("gone")
+        stop.set()
+
+    monkeypatch.setattr(service, "_serve_once", once)
+    await asyncio.wait_for(service.serve(_settings(), stop), 10)
+    assert len(watches) == 2 and watches[0] is watches[1]
+    assert watches[1].known == "the-broker-before"
+
+
 async def test_a_fault_of_its_own_still_ends_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug is not retried in a loop: it exits, and the supervisor's budget sees it."""
 
-    async def once(settings: Settings, outer: asyncio.Event, replaced: asyncio.Event, fresh: bool) -> None:
+    async def once(
+        settings: Settings, outer: asyncio.Event, replaced: asyncio.Event, fresh: bool, cluster: ClusterWatch
+    ) -> None:
         raise KeyError("a bug")
 
     monkeypatch.setattr(service, "_serve_once", once)
@@ -117,7 +145,9 @@ async def test_a_stuck_consumer_is_built_again_with_a_longer_fetch_wait(
     waits: list[int] = []
     stop = asyncio.Event()
 
-    async def once(settings: Settings, outer: asyncio.Event, replaced: asyncio.Event, fresh: bool) -> None:
+    async def once(
+        settings: Settings, outer: asyncio.Event, replaced: asyncio.Event, fresh: bool, cluster: ClusterWatch
+    ) -> None:
         waits.append(settings.processor_batch_wait_ms)
         if len(waits) < 3:
             raise FetcherStopped("took nothing for 20 s while the broker holds 1000 record(s)")

@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -30,24 +28,77 @@ MIN_DELAY_S, MAX_DELAY_S = 1.0, 5.0
 _MAX_PACKETS_PER_READ = 256  # then let the loop run the intake and the acker
 
 
-def _more(sock: Any) -> bool:
-    """Whether another packet's bytes are already here (decrypted, or in the kernel's buffer)."""
-    if sock is None:
-        return False
-    if isinstance(sock, ssl.SSLSocket):
-        return sock.pending() > 0
-    try:
-        return bool(sock.recv(1, socket.MSG_PEEK))
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True  # let paho's own read meet the error and close the connection
+#: bytes a read takes from the socket at most
+READ_BYTES = 65536
+
+
+class BufferedClient(mqtt.Client):
+    """paho's client, reading its socket up to `READ_BYTES` at a time.
+
+    paho asks the socket for each packet in pieces: a byte of command, a byte per byte of
+    length, then the rest. A small PUBLISH cost four system calls, and a fifth to peek for
+    another packet (`strace` of the gateway at 2,000 messages/s: 4.3 `recvfrom` per message).
+    Here paho's pieces come from a buffer filled by one read, and whether another packet is
+    here is a look at that buffer, or the same one read. paho's own handling of what a read
+    returns is unchanged: nothing yet (`BlockingIOError`), the end of the connection (no
+    bytes), an error."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_from: Any = None  # the socket the buffer's bytes came from
+        self._buffer = b""
+        self._at = 0
+        self._ended = False  # the peer closed the connection: paho is told on its next read
+        self._drained = False  # the last read found nothing: the loop calls again when there is
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._at >= len(self._buffer) and not self._fill():
+            return b""  # the connection ended
+        piece = self._buffer[self._at : self._at + bufsize]
+        self._at += len(piece)
+        return piece
+
+    def _fill(self) -> bool:
+        """One read into the empty buffer; False once the connection has ended. Raises what
+        paho's own read raises: `BlockingIOError` when nothing is here yet."""
+        sock = self._sock
+        if sock is not self._read_from:  # a new connection: nothing of the old one is kept
+            self._read_from, self._buffer, self._at, self._ended, self._drained = sock, b"", 0, False, False
+        if self._ended:
+            return False
+        try:
+            data = super()._sock_recv(READ_BYTES)
+        except BlockingIOError:
+            self._drained = True
+            raise
+        self._buffer, self._at, self._drained = data, 0, False
+        self._ended = not data
+        return bool(data)
+
+    def more(self) -> bool:
+        """Whether another packet's bytes are already here: in the buffer, or in the SSL
+        object or the kernel's buffer (then read into ours). Asked right after paho's read, so
+        a read that just found nothing is the answer, without another system call."""
+        if self._sock is None:
+            return False
+        if self._sock is self._read_from:
+            if self._at < len(self._buffer):
+                return True
+            if self._drained:
+                return False
+        try:
+            self._fill()
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True  # let paho's own read meet the error and close the connection
+        return True  # bytes, or the end of the connection: paho's next read sees which
 
 
 class LoopDriver:
     """Runs one paho client on the running asyncio loop."""
 
-    def __init__(self, client: mqtt.Client) -> None:
+    def __init__(self, client: BufferedClient) -> None:
         self._client = client
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
@@ -66,11 +117,13 @@ class LoopDriver:
 
     def _read(self) -> None:
         """Every packet the socket holds, not one per loop iteration (paho's `loop_read`
-        reads one packet a call)."""
+        reads one packet a call). Past `_MAX_PACKETS_PER_READ` the rest waits for the loop's
+        next turn: the socket may hold nothing more, with packets in our buffer."""
         client = self._client
         for _ in range(_MAX_PACKETS_PER_READ):
-            if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or not _more(client.socket()):
-                break
+            if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or not client.more():
+                return
+        self._loop.call_soon(self._read)
 
     def _write(self) -> None:
         self._client.loop_write()

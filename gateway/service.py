@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import Counter, Gauge
 
 from gateway.keeper import Keeper
-from gateway.mqtt_loop import LoopDriver
+from gateway.mqtt_loop import BufferedClient, LoopDriver
 from gateway.records import Outgoing, Pending, failed_future, outcomes, record_at_fault
 from gateway.session import broker_address, client_id, spool_path
 from gateway.spool import LETTER, READING, STATUS, Mark, Spool
@@ -100,10 +100,10 @@ class Gateway:
             for topic in (settings.readings_topic, settings.status_topic, settings.deadletter_topic)
         }
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> BufferedClient:
         settings = self._settings
         assert settings.mqtt_url
-        client = mqtt.Client(
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id(settings),
             clean_session=False,

@@ -4,13 +4,14 @@
 
 No servers: the stages that touch no network run on oximeter readings like the load
 generator's (SpO2 and pulse, one reading per message), batch by batch, with the services'
-garbage-collector settings. The gateway's spool is timed on a file of its own in a temporary
-directory: written in groups of `--ack-group` records (fsynced, as the gateway's acks are),
-read back for confirmation and forgotten; its CPU includes the spool's thread. What a stage
-costs here is a floor for what it costs in a service; the end-to-end CPU per reading
-(`telehealth bench`) adds the brokers' clients, the database driver and the event loop. Each
-figure is the best of `--rounds`, as a change's effect shows best without the machine's other
-work in it.
+garbage-collector settings. The gateway's MQTT client reads the messages from a socket pair
+and acknowledges them (`bench.mqtt_read`); its spool is timed on a file of its own in a
+temporary directory: written in groups of `--ack-group` records (fsynced, as the gateway's
+acks are), read back for confirmation and forgotten, its CPU including the spool's thread.
+What a stage costs here is a floor for what it costs in a service; the end-to-end CPU per
+reading (`telehealth bench`) adds the brokers' clients, the database driver and the event
+loop. Each figure is the best of `--rounds`, as a change's effect shows best without the
+machine's other work in it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
+from bench import mqtt_read
 from gateway.keeper import CHUNK
 from gateway.records import Outgoing
 from gateway.spool import READING, Mark, Spool
@@ -100,6 +102,9 @@ def _round(
         entry = entries.get(device_id)
         return entry.patient_id if entry is not None else None
 
+    arrived = timed("gateway: MQTT read and ack (paho)", lambda: mqtt_read.cycle(messages, ack_group))
+    if arrived != len(messages):
+        raise RuntimeError(f"{arrived} of {len(messages)} bench messages were read")
     values = timed(
         "gateway: check and Kafka value", lambda: [_route(t, b, now, entries) for t, b in messages]
     )
@@ -180,8 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     figures = run(args.readings, args.batch, args.rounds, args.ack_group)
     for stage, us in figures.items():
         print(f"{stage:40s} {us:7.2f} µs per reading")
-    processor = sum(us for stage, us in figures.items() if stage.startswith("processor"))
-    print(f"{'processor stages in all':40s} {processor:7.2f} µs per reading")
+    for service in ("gateway", "processor"):
+        total = sum(us for stage, us in figures.items() if stage.startswith(service))
+        print(f"{service + ' stages in all':40s} {total:7.2f} µs per reading")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,16 +148,9 @@ class Spool:
 
     def _oldest(self, limit: int, after: int) -> list[Spooled]:
         found: list[Spooled] = []
-        rows = self._db.execute(
-            "SELECT id, marks, records FROM groups WHERE id >= ? ORDER BY id", (after >> SHIFT,)
-        )
-        for group, marks, records in rows:
-            kept = self._kept(group, after, limit - len(found))
-            if kept:
-                ms, rs = _MARKS.decode(marks), _RECORDS.decode(records)
-                found += [Spooled(group << SHIFT | i, *rs[i], ms[i]) for i in kept]
-            if len(found) >= limit:
-                break
+        for group, kept, (marks, records) in self._held(limit, after, "marks, records"):
+            ms, rs = _MARKS.decode(marks), _RECORDS.decode(records)
+            found += [Spooled(group << SHIFT | i, *rs[i], ms[i]) for i in kept]
         return found
 
     async def marks(self, limit: int, after: int = 0) -> list[tuple[int, Mark]]:
@@ -167,15 +160,24 @@ class Spool:
 
     def _marks(self, limit: int, after: int) -> list[tuple[int, Mark]]:
         found: list[tuple[int, Mark]] = []
-        rows = self._db.execute("SELECT id, marks FROM groups WHERE id >= ? ORDER BY id", (after >> SHIFT,))
-        for group, marks in rows:
-            kept = self._kept(group, after, limit - len(found))
-            if kept:
-                ms = _MARKS.decode(marks)
-                found += [(group << SHIFT | i, ms[i]) for i in kept]
-            if len(found) >= limit:
-                break
+        for group, kept, (marks,) in self._held(limit, after, "marks"):
+            ms = _MARKS.decode(marks)
+            found += [(group << SHIFT | i, ms[i]) for i in kept]
         return found
+
+    def _held(self, limit: int, after: int, columns: str) -> Iterator[tuple[int, list[int], list[bytes]]]:
+        """Groups in the order written with their records after id `after` not yet stored (at
+        most `limit` in all), and the group's `columns`."""
+        rows = self._db.execute(
+            f"SELECT id, {columns} FROM groups WHERE id >= ? ORDER BY id", (after >> SHIFT,)
+        )
+        left = limit
+        for group, *blobs in rows:
+            if kept := self._kept(group, after, left):
+                yield group, kept, blobs
+                left -= len(kept)
+            if left <= 0:
+                return
 
     def _kept(self, group: int, after: int, limit: int) -> list[int]:
         """The places in `group` of records after id `after` not yet stored, at most `limit`."""

@@ -268,6 +268,9 @@ def up(
         stopping = True
 
     signal.signal(signal.SIGTERM, interrupt)
+    # Ctrl-C stops `up` however it was started: a script's `telehealth up &` starts it with
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     services: Services | None = None
     try:
         print(f"telehealth: starting embedded servers under {data_dir} ...", flush=True)

@@ -20,8 +20,11 @@ from launcher.embedded import free_port
 from tests.conftest import eventually_sync
 
 
-def start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int, dict[str, str], list[str]]:
-    """`telehealth up` as a user starts it, read until it says it is up (or exits)."""
+def start_up(
+    tmp_path: Path, *args: str, sigint_ignored: bool = False
+) -> tuple[subprocess.Popen[str], int, dict[str, str], list[str]]:
+    """`telehealth up` as a user starts it, read until it says it is up (or exits).
+    `sigint_ignored`: as a script's `cmd &` starts it (SIGINT ignored, inherited)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHEALTH_")}
     env |= {"TELEHEALTH_DATA_DIR": str(tmp_path / "data"), "TELEHEALTH_API_PORT": str(port)}
@@ -32,6 +35,7 @@ def start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int, di
         env=env,
         cwd=tmp_path,
         text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
     )
     output: list[str] = []
     deadline = time.monotonic() + 90
@@ -56,6 +60,18 @@ def interrupt(proc: subprocess.Popen[str], timeout: float = 60) -> str:
         rest, _ = proc.communicate()
         raise AssertionError(f"up did not stop within {timeout:g} s of Ctrl-C; it printed:\n{rest}") from None
     return rest
+
+
+def test_up_started_in_the_background_of_a_script_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """A non-interactive shell starts `up &` with SIGINT ignored, and Python then never turns
+    Ctrl-C into `KeyboardInterrupt`: `up` ran on, its servers with it, until SIGTERM. It
+    takes SIGINT back itself."""
+    proc, _, _, output = start_up(tmp_path, "--patients", "0", sigint_ignored=True)
+    try:
+        assert "telehealth is up" in "".join(output), "".join(output)
+    finally:
+        rest = interrupt(proc, timeout=30)
+    assert proc.returncode == 0 and "telehealth: stopped" in rest, rest
 
 
 def test_up_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:

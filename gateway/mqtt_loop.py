@@ -5,7 +5,8 @@ paho's threaded loop cost the gateway a second thread fighting the loop for the 
 a socket pair per PUBACK (profile and measurement in
 docs/decisions/0001-paho-on-the-gateways-event-loop.md). Here the loop watches paho's socket
 (`add_reader`/`add_writer`, paho's external-loop callbacks), so messages arrive and PUBACKs
-leave on the loop's own thread, and acks queued together go out in one write.
+leave on the loop's own thread, and acks queued together go out in one `send`
+(`BufferedClient`).
 
 paho does not reconnect in this mode; `run` does, with the same 1-5 s backoff the threaded
 loop used, until asked to stop.
@@ -21,6 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.client import PUBACK
+from paho.mqtt.enums import MQTTErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +33,13 @@ _MAX_PACKETS_PER_READ = 256  # then let the loop run the intake and the acker
 
 #: bytes a read takes from the socket at most
 READ_BYTES = 65536
+#: PUBACKs gathered into one write at most
+GATHER_ACKS = 4096
 
 
 class BufferedClient(mqtt.Client):
-    """paho's client, reading its socket up to `READ_BYTES` at a time.
+    """paho's client, reading its socket up to `READ_BYTES` at a time, and writing the PUBACKs
+    queued together with one `send`.
 
     paho asks the socket for each packet in pieces: a byte of command, a byte per byte of
     length, then the rest. A small PUBLISH cost four system calls, and a fifth to peek for
@@ -41,7 +47,13 @@ class BufferedClient(mqtt.Client):
     Here paho's pieces come from a buffer filled by one read, and whether another packet is
     here is a look at that buffer, or the same one read. paho's own handling of what a read
     returns is unchanged: nothing yet (`BlockingIOError`), the end of the connection (no
-    bytes), an error."""
+    bytes), an error.
+
+    paho writes each queued packet with its own `send`: a group of acks cost a system call per
+    ack. Before paho writes, the PUBACKs at the head of its queue become one packet of their
+    bytes, in order. Nothing is owed on a PUBACK once written (paho acts on a written packet
+    only for a QoS 0 PUBLISH or a DISCONNECT, which are never gathered), and paho's handling
+    of a partial write carries on unchanged with the rest of the gathered bytes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -50,6 +62,27 @@ class BufferedClient(mqtt.Client):
         self._at = 0
         self._ended = False  # the peer closed the connection: paho is told on its next read
         self._drained = False  # the last read found nothing: the loop calls again when there is
+
+    def _packet_write(self) -> MQTTErrorCode:
+        out = self._out_packet
+        if len(out) > 1 and out[0]["command"] == PUBACK and out[1]["command"] == PUBACK:
+            first = out.popleft()  # perhaps partly written already: its rest goes first
+            parts = [first["packet"][first["pos"] :]]
+            while out and len(parts) < GATHER_ACKS and out[0]["command"] == PUBACK and out[0]["pos"] == 0:
+                parts.append(out.popleft()["packet"])
+            data = b"".join(parts)
+            out.appendleft(
+                {
+                    "command": PUBACK,
+                    "mid": 0,
+                    "qos": 0,
+                    "pos": 0,
+                    "to_process": len(data),
+                    "packet": data,
+                    "info": None,
+                }
+            )
+        return super()._packet_write()
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._at >= len(self._buffer) and not self._fill():

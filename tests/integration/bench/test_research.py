@@ -13,7 +13,8 @@ async def test_the_research_phase_releases_every_cell_and_repeats_them_frozen(sc
     report = await measure(scratch, patients=30, days=2)
     assert "consent cache loaded at API start-up: 30 patients" in report
     # 48 closed hours; by sex 15 women and 15 men: every cell has at least 10 patients
-    found = re.findall(r"group_by=(\w+), (fresh|repeat|second project): [\d,]+ ms \((\d+) cells, (\d+) released\)", report)
+    line = r"group_by=(\w+), (fresh|repeat|second project): [\d,]+ ms \((\d+) cells, (\d+) released\)"
+    found = re.findall(line, report)
     assert found == [
         ("none", "fresh", "48", "48"),
         ("none", "repeat", "48", "48"),

@@ -33,6 +33,7 @@ _ROLLUPS = (
     "research_hourly",
     "research_hourly_cells",
     "research_hourly_bins",
+    "research_hourly_bins_sex",
     "research_hourly_bins_all",
     "research_patient_days",
 )

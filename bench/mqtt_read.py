@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, _ConnectionState
@@ -31,6 +32,18 @@ def publish_packet(topic: str, mid: int, payload: bytes) -> bytes:
             return bytes([0x32]) + bytes(length) + body
 
 
+def connected(sock: Any) -> BufferedClient:
+    """The gateway's client on one end of a socket pair, as if connected (no CONNECT is sent)."""
+    client = BufferedClient(
+        CallbackAPIVersion.VERSION2, client_id="bench", protocol=mqtt.MQTTv311, manual_ack=True
+    )
+    client._sock = sock
+    client._state = _ConnectionState.MQTT_CS_CONNECTED
+    client.on_socket_register_write = lambda *_: None
+    client.on_socket_unregister_write = lambda *_: None
+    return client
+
+
 def cycle(messages: list[tuple[str, bytes]], group: int) -> int:
     """Every message read and acknowledged, `group` at a time; returns how many arrived."""
     packets = [publish_packet(topic, i % 65535 + 1, body) for i, (topic, body) in enumerate(messages)]
@@ -39,13 +52,7 @@ def cycle(messages: list[tuple[str, bytes]], group: int) -> int:
         end.setblocking(False)
         end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
         end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
-    client = BufferedClient(
-        CallbackAPIVersion.VERSION2, client_id="bench", protocol=mqtt.MQTTv311, manual_ack=True
-    )
-    client._sock = ours
-    client._state = _ConnectionState.MQTT_CS_CONNECTED
-    client.on_socket_register_write = lambda *_: None
-    client.on_socket_unregister_write = lambda *_: None
+    client = connected(ours)
     arrived: list[mqtt.MQTTMessage] = []
     client.on_message = lambda _c, _u, message: arrived.append(message)
     try:

@@ -10,9 +10,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, _ConnectionState
 
-from gateway.mqtt_loop import BufferedClient
+from bench.mqtt_read import connected
 
 PINGREQ = b"\xc0\x00"
 DISCONNECT = b"\xe0\x00"
@@ -47,17 +46,6 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     yield broker, ours
     broker.close()
     ours.close()
-
-
-def connected(wire: Wire) -> BufferedClient:
-    client = BufferedClient(
-        CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv311, manual_ack=True
-    )
-    client._sock = wire
-    client._state = _ConnectionState.MQTT_CS_CONNECTED
-    client.on_socket_register_write = lambda *_: None
-    client.on_socket_unregister_write = lambda *_: None
-    return client
 
 
 def received(broker: socket.socket, size: int) -> bytes:

@@ -15,6 +15,7 @@ from telehealth.settings import Settings
 from telehealth.storage import audit
 from telehealth.storage.people import add_user
 from tests.commands import telehealth
+from tests.conftest import eventually
 from tests.factories import auth, make_patient, make_user
 
 
@@ -201,6 +202,41 @@ async def test_an_append_does_not_wait_for_the_alert_streams_lock(
         finally:
             await holder.rollback()
     assert row_id == (await audit.head(db)).id
+    assert (await audit.verify(db)).ok
+
+
+async def test_a_read_does_not_hold_the_chain_while_its_data_is_read(
+    settings: Settings, db: psycopg.AsyncConnection[Any], http: httpx.AsyncClient
+) -> None:
+    """An append holds the chain's lock until its transaction ends; a read that kept its
+    transaction open while it read and sent the data would make every audited request in the
+    system wait for the slowest read. The API commits each statement: here one read's data is
+    held back (its table locked), its audit row is already committed, and another clinician's
+    audited request goes through meanwhile."""
+    assert settings.database_url
+    patient = await make_patient(db, "team-aud-lock")
+    clinician = await make_user(db, "clinician", ["team-aud-lock"])
+    other = await make_user(db, "clinician", ["team-aud-lock"])
+    async with await psycopg.AsyncConnection.connect(settings.database_url) as blocker:
+        await blocker.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")  # until rollback
+        try:
+            slow = asyncio.create_task(
+                http.get(f"/api/v1/patients/{patient}/observations", headers=auth(clinician))
+            )
+
+            async def recorded() -> bool:
+                return any(r["action"] == "observations.read" for r in await _rows_for(db, patient))
+
+            await eventually(recorded, timeout=5)
+            meanwhile = await asyncio.wait_for(
+                http.get(f"/api/v1/patients/{patient}/thresholds", headers=auth(other)), timeout=5
+            )
+            assert meanwhile.status_code == 200
+            assert not slow.done()
+        finally:
+            await blocker.rollback()
+    assert (await slow).status_code == 200
+    assert [r["action"] for r in await _rows_for(db, patient)] == ["observations.read", "thresholds.read"]
     assert (await audit.verify(db)).ok
 
 

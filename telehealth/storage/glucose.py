@@ -44,17 +44,23 @@ PERCENTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 #: the consensus minimum share of CGM data for a 14-day report
 SUFFICIENT_PCT = 70.0
 
-# One row per device and measured time (the first stored: lowest sequence number).
+# One row per device and measured time (the first stored: lowest sequence number), in time order,
+# with its local time in the patient's zone, computed once. Time leads the sort key, so the sort
+# compares timestamps, not device names; the device is looked up only for a reading without a
+# source (one lookup each), not joined to every reading.
 _CGM = f"""
-WITH g AS (
-    SELECT DISTINCT ON (r.device_id, r.measured_at)
-           r.measured_at, r.value, {whole_mg_dl_sql("r.value")} AS mg
-    FROM readings r LEFT JOIN devices d ON d.id = r.device_id
+WITH g AS MATERIALIZED (
+    SELECT DISTINCT ON (r.measured_at, r.device_id)
+           r.measured_at, r.measured_at AT TIME ZONE %(tz)s AS local, r.value,
+           {whole_mg_dl_sql("r.value")} AS mg
+    FROM readings r
     WHERE r.patient_id = %(patient)s AND r.code = 'glucose'
       AND r.measured_at >= %(start)s AND r.measured_at < %(end)s
-      AND (r.source = 'cgm' OR (r.source IS NULL AND d.kind = 'cgm'))
+      AND (r.source = 'cgm'
+           OR (r.source IS NULL
+               AND EXISTS (SELECT FROM devices d WHERE d.id = r.device_id AND d.kind = 'cgm')))
       AND NOT (r.quality && ARRAY['implausible', 'future'])
-    ORDER BY r.device_id, r.measured_at, r.seq
+    ORDER BY r.measured_at, r.device_id, r.seq
 )
 """
 
@@ -63,20 +69,28 @@ def _share(condition: str) -> str:
     return f"100.0::float8 * count(*) FILTER (WHERE {condition}) / nullif(count(g.value), 0)"
 
 
-_METRICS = (
+# The metrics and the AGP in one statement, so the readings are read and deduplicated once; the
+# AGP's slice of the day is computed in float8 (numeric EXTRACT costs more than the rest).
+_SUMMARY = (
     _CGM
     + f""",
 step AS (
     SELECT coalesce(min(expected_interval_s), %(default_interval)s) AS s
     FROM devices WHERE patient_id = %(patient)s AND kind = 'cgm'
+),
+agp AS (
+    SELECT (floor(date_part('epoch', g.local::time) / (60 * %(bin)s)) * %(bin)s)::int AS minute_of_day,
+           count(*) AS readings,
+           percentile_cont(%(percentiles)s::float8[]) WITHIN GROUP (ORDER BY g.value) AS p
+    FROM g GROUP BY 1
 )
 SELECT count(g.value) AS readings,
-       step.s AS interval_s,
-       floor(extract(epoch FROM %(end)s::timestamptz - %(start)s::timestamptz) / step.s)::bigint
+       (SELECT s FROM step) AS interval_s,
+       floor(extract(epoch FROM %(end)s::timestamptz - %(start)s::timestamptz) / (SELECT s FROM step))::bigint
            AS expected_readings,
-       count(DISTINCT date_bin(make_interval(secs => step.s), g.measured_at, TIMESTAMPTZ 'epoch'))
-           AS slots_with_data,
-       count(DISTINCT (g.measured_at AT TIME ZONE %(tz)s)::date) AS days_with_data,
+       count(DISTINCT date_bin(make_interval(secs => (SELECT s FROM step)), g.measured_at,
+                               TIMESTAMPTZ 'epoch')) AS slots_with_data,
+       count(DISTINCT g.local::date) AS days_with_data,
        {_share(f"g.mg >= {LOW_MG_DL} AND g.mg <= {TARGET_HIGH_MG_DL}")} AS in_range_pct,
        {_share(f"g.mg < {LOW_MG_DL}")} AS below_3_9_pct,
        {_share(f"g.mg < {VERY_LOW_MG_DL}")} AS below_3_0_pct,
@@ -87,29 +101,17 @@ SELECT count(g.value) AS readings,
        avg(g.value) AS mean_mmol_l,
        stddev_samp(g.value) AS sd_mmol_l,
        100.0::float8 * stddev_samp(g.value) / nullif(avg(g.value), 0) AS cv_pct,
-       3.31 + 0.02392 * avg(g.value) * %(mg_dl)s::float8 AS gmi_pct
-FROM step LEFT JOIN g ON true
-GROUP BY step.s
-"""
-)
-
-_AGP = (
-    _CGM
-    + """
-SELECT (floor((extract(hour FROM g.measured_at AT TIME ZONE %(tz)s) * 60
-               + extract(minute FROM g.measured_at AT TIME ZONE %(tz)s)) / %(bin)s) * %(bin)s)::int
-           AS minute_of_day,
-       count(*) AS readings,
-       percentile_cont(%(percentiles)s::float8[]) WITHIN GROUP (ORDER BY g.value) AS p
-FROM g GROUP BY 1 ORDER BY 1
+       3.31 + 0.02392 * avg(g.value) * %(mg_dl)s::float8 AS gmi_pct,
+       (SELECT coalesce(json_agg(agp ORDER BY agp.minute_of_day), '[]') FROM agp) AS agp
+FROM g
 """
 )
 
 _DAYS = (
     _CGM
     + """
-SELECT (g.measured_at AT TIME ZONE %(tz)s)::date AS day,
-       extract(epoch FROM (g.measured_at AT TIME ZONE %(tz)s)::time)::float8 / 60 AS minute_of_day,
+SELECT g.local::date AS day,
+       date_part('epoch', g.local::time) / 60 AS minute_of_day,
        g.measured_at, g.value
 FROM g ORDER BY g.measured_at
 """
@@ -139,11 +141,9 @@ async def glucose_summary(
     """Metrics over [start, end) and the AGP in `bin_minutes` slices of the day in `tz`."""
     params = _params(patient_id, start, end, tz) | {"bin": bin_minutes, "percentiles": list(PERCENTILES)}
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_METRICS, params)
+        await cur.execute(_SUMMARY, params)
         metrics = await cur.fetchone()
-        await cur.execute(_AGP, params)
-        agp = await cur.fetchall()
-    assert metrics is not None  # one row: step always has one
+    assert metrics is not None  # one row: an aggregate without GROUP BY
     expected = metrics["expected_readings"] or 0
     sufficiency = min(100.0, 100.0 * metrics["slots_with_data"] / expected) if expected else 0.0
     mean = metrics["mean_mmol_l"]
@@ -155,7 +155,7 @@ async def glucose_summary(
         Band.VERY_HIGH.value: metrics["above_13_9_pct"],
     }
     return {
-        **{k: metrics[k] for k in metrics if k not in ("slots_with_data", "low_pct", "high_pct")},
+        **{k: metrics[k] for k in metrics if k not in ("slots_with_data", "low_pct", "high_pct", "agp")},
         "mean_mg_dl": None if mean is None else mean * MG_DL_PER_MMOL_L,
         "time_in_ranges": shares if metrics["readings"] else None,
         "data_sufficiency_pct": sufficiency,
@@ -166,7 +166,7 @@ async def glucose_summary(
                 "readings": row["readings"],
                 **{f"p{round(q * 100)}": v for q, v in zip(PERCENTILES, row["p"], strict=True)},
             }
-            for row in agp
+            for row in metrics["agp"]
         ],
     }
 

@@ -55,12 +55,15 @@ async def test_glucose_summary_matches_an_independent_computation(
     now = datetime.now(UTC)
     values = _designed()
     times = [now - timedelta(minutes=3 + 5 * k) for k in range(len(values))]
+    # One reading without a source counts: its device is a CGM.
     rows = [
-        (patient, t, v, "cgm", cgm.device_id, k, t, ["late"] if k == 5 else [])
+        (patient, t, v, None if k == 7 else "cgm", cgm.device_id, k, t, ["late"] if k == 5 else [])
         for k, (t, v) in enumerate(zip(times, values, strict=True))
     ]
-    # Left out: a finger-prick value, an implausible one, and one older than the window.
+    # Left out: finger-prick values (one named, one without a source from a meter), an
+    # implausible one, and one older than the window.
     rows.append((patient, now - timedelta(minutes=7), 2.0, "smbg", meter.device_id, 1, now, []))
+    rows.append((patient, now - timedelta(minutes=8), 2.0, None, meter.device_id, 2, now, []))
     rows.append((patient, now - timedelta(minutes=9), 45.0, "cgm", cgm.device_id, 900, now, ["implausible"]))
     rows.append((patient, now - timedelta(days=15), 2.0, "cgm", cgm.device_id, 901, now, []))
     async with db.cursor() as cur:

@@ -17,7 +17,7 @@ from uuid import UUID
 
 import psycopg
 
-from bench.load import publish_worker, subscribe_worker
+from bench.load import collect, publish_worker, subscribe_worker
 from processor.sink import READINGS
 from telehealth.topics import readings_topic
 
@@ -54,7 +54,7 @@ def publish(
     ]
     for p in procs:
         p.start()
-    results = [out.get(timeout=900) for _ in procs]
+    results = collect(out, procs)
     for p in procs:
         p.join()
     return min(r[0] for r in results), max(r[1] for r in results), sum(r[2] for r in results)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import queue
 import threading
 import time
 from datetime import UTC, datetime
@@ -14,6 +15,26 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from telehealth.mqtt import parse_mqtt_url, ssl_context
 from telehealth.topics import readings_topic
+
+
+def collect(out: Any, procs: list[Any], poll_s: float = 5.0) -> list[Any]:
+    """One result from each worker process, however long they take (a publisher that falls
+    behind its rate on a busy machine reports late, not never); raises once a worker has died,
+    or all have ended, without reporting. A fixed timeout here gave up on slow publishers
+    before they gave up waiting for their acks."""
+    results: list[Any] = []
+    while len(results) < len(procs):
+        ended = all(p.exitcode is not None for p in procs)
+        try:
+            results.append(out.get(timeout=poll_s))
+            continue
+        except queue.Empty:
+            pass
+        if failed := [p.exitcode for p in procs if p.exitcode not in (None, 0)]:
+            raise RuntimeError(f"a load worker failed (exit codes {failed})")
+        if ended:
+            raise RuntimeError(f"{len(procs) - len(results)} load worker(s) ended without a result")
+    return results
 
 
 def _payload(device_id: str, seq: int, per_message: int, when: str) -> bytes:

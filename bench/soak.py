@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import psycopg
 
-from bench.load import publish_worker
+from bench.load import collect, publish_worker
 from telehealth.topics import readings_topic
 
 #: samples before this many seconds are left out of the slopes
@@ -175,8 +175,7 @@ def soak(
                 f" backlog {last.backlog:,}",
                 flush=True,
             )
-        for _ in workers:
-            out.get(timeout=600)
+        collect(out, workers)
         for w in workers:
             w.join()
         result.generator_cpu_s = sum(generator.values())

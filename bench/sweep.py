@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from bench.load import publish_worker
+from bench.load import collect, publish_worker
 from telehealth.topics import readings_topic
 
 
@@ -83,7 +83,7 @@ def step(
     ]
     for p in procs:
         p.start()
-    results = [out.get(timeout=600) for _ in procs]
+    results = collect(out, procs)
     for p in procs:
         p.join()
     sent = sum(r[2] for r in results)

@@ -23,9 +23,12 @@ them (see `window_quantiles`), so no combination of a cell's figures isolates fe
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import accumulate
 from typing import Any
 
 K_MIN = 10
@@ -70,16 +73,21 @@ def _windows(n: int, percentiles: tuple[int, ...] | list[int], k: int) -> dict[i
     return out
 
 
-def _rank_sum(histogram: tuple[tuple[int, int], ...], first: int, last: int) -> int:
-    """Sum of the bins at ranks first..last (1-based, inclusive), walking the histogram."""
-    total, seen = 0, 0
-    for b, count in histogram:
-        overlap = min(seen + count, last) - max(seen + 1, first) + 1
+def _rank_sum(bins: Sequence[int], cumulative: Sequence[int], first: int, last: int) -> int:
+    """Sum of the bins at ranks first..last (1-based, inclusive); `cumulative[i]` counts the
+    patients in bins 0..i. The first bin is found by bisection, so a window costs the few bins
+    it spans, not a walk from the lowest bin (a release of 1,440 cells walked 180,000 bins)."""
+    total = 0
+    i = bisect_left(cumulative, first)
+    below = cumulative[i - 1] if i else 0
+    while i < len(bins):
+        overlap = min(cumulative[i], last) - max(below + 1, first) + 1
         if overlap > 0:
-            total += overlap * b
-        seen += count
-        if seen >= last:
+            total += overlap * bins[i]
+        if cumulative[i] >= last:
             break
+        below = cumulative[i]
+        i += 1
     return total
 
 
@@ -87,10 +95,12 @@ def window_quantiles(
     histogram: tuple[tuple[int, int], ...], n: int, step: float, percentiles: list[int], *, k: int = K_MIN
 ) -> dict[str, float]:
     """Each allowed quantile as the mean of the `k` patient values around its nearest rank."""
-    if sum(count for _, count in histogram) != n:
+    bins, counts = zip(*histogram, strict=True) if histogram else ((), ())
+    cumulative = list(accumulate(counts))
+    if (cumulative[-1] if cumulative else 0) != n:
         return {}
     return {
-        f"p{p}": _rank_sum(histogram, a, b) * step / k
+        f"p{p}": _rank_sum(bins, cumulative, a, b) * step / k
         for p, (a, b) in sorted(_windows(n, percentiles, k).items())
     }
 

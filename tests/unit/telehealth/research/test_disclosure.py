@@ -14,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from telehealth.research import dp
-from telehealth.research.disclosure import RawCell, control, round_count, suppressions
+from telehealth.research.disclosure import (
+    RawCell,
+    _windows,
+    control,
+    round_count,
+    suppressions,
+    window_quantiles,
+)
 from telehealth.research.export import encode
 from telehealth.research.pseudonym import new_key, pseudonym
 
@@ -134,6 +141,27 @@ def test_no_released_figure_is_a_single_patients_value(bins: list[int]) -> None:
         windows.append(candidates)
     assert n - 10 * len(windows) >= 10 or not windows
     assert set(body["percentiles"]) <= {"p25", "p50", "p75"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(min_value=20, max_value=300), min_size=1, max_size=400),
+    st.lists(st.integers(min_value=1, max_value=99), min_size=1, max_size=5, unique=True),
+    st.integers(min_value=1, max_value=12),
+)
+def test_window_quantiles_are_the_means_of_the_ranked_values(
+    values: list[int], percentiles: list[int], k: int
+) -> None:
+    """The histogram walk (bisection to the window's first bin) gives each window's mean of the
+    patients' values ranked first..last, as sorting every value would."""
+    histogram = tuple(sorted(Counter(values).items()))
+    ordered = sorted(values)
+    want = {
+        f"p{p}": sum(ordered[a - 1 : b]) * 0.1 / k
+        for p, (a, b) in _windows(len(values), percentiles, k).items()
+    }
+    assert window_quantiles(histogram, len(values), 0.1, percentiles, k=k) == pytest.approx(want)
+    assert window_quantiles(histogram, len(values) + 1, 0.1, percentiles, k=k) == {}  # counts disagree
 
 
 def test_any_percentile_outside_the_quartiles_is_never_computed() -> None:

@@ -79,7 +79,10 @@ def publish_worker(
     client.username_pw_set(address.username or "bench", address.password)
     if (context := ssl_context(address)) is not None:
         client.tls_set_context(context)
-    client.max_inflight_messages_set(1000)
+    # A paced publisher has no window of its own (the rate and TCP pace it): with paho's window
+    # of 1,000, messages queued behind it stalled for good on a loaded machine (a 60 s step at
+    # 5,000/s: acks stopped short, the network thread idle), and never with no window.
+    client.max_inflight_messages_set(0 if rate_msgs_s else 1000)
     client.max_queued_messages_set(0)
     acked = 0
     done = threading.Event()

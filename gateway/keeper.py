@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Counter, Gauge
 
-from gateway.records import failed_future
+from gateway.records import BrokerEpoch, failed_future
 from gateway.spool import LETTER, READING, STATUS, Mark, Spool, Spooled
 from telehealth.kafka import TopicGuard, ensure_topics
 from telehealth.settings import Settings
@@ -42,13 +42,19 @@ CLUSTER = "kafka_cluster_id"
 
 class Keeper:
     def __init__(
-        self, settings: Settings, spool: Spool, producer: AIOKafkaProducer, topics: TopicGuard
+        self,
+        settings: Settings,
+        spool: Spool,
+        producer: AIOKafkaProducer,
+        topics: TopicGuard,
+        broker: BrokerEpoch | None = None,
     ) -> None:
         assert settings.database_url
         self._settings = settings
         self._spool = spool
         self._producer = producer
         self._topics = topics
+        self._broker = broker or BrokerEpoch()
         self._db: psycopg.AsyncConnection[Any] | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._cursor = 0  # where the next confirmation round goes on from
@@ -153,7 +159,11 @@ class Keeper:
         known = await self._spool.get(CLUSTER)
         if known == current:
             return
-        if known is not None:
+        if known is None:
+            await self._spool.put(CLUSTER, current)
+            return
+        async with self._broker.lock:  # no group is spooled meanwhile (`BrokerEpoch`)
+            self._broker.n += 1
             log.warning(
                 "Kafka is a new broker (cluster id %s, was %s): its records are gone; replaying %d spooled",
                 current,
@@ -163,7 +173,7 @@ class Keeper:
             await ensure_topics(self._settings)
             await self.confirm(chunks=self._spool.rows // CHUNK + 1)  # what was stored need not go again
             await self.replay()
-        await self._spool.put(CLUSTER, current)
+            await self._spool.put(CLUSTER, current)
 
     async def replay(self) -> int:
         """Produce every spooled row again, in the order they were acknowledged."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -18,7 +19,7 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from gateway.spool import Mark
+from gateway.spool import Mark, Spool
 from telehealth.contracts import DeadLetter
 
 
@@ -64,6 +65,39 @@ class Pending:
     message: mqtt.MQTTMessage
     records: list[Outgoing]
     sends: list[asyncio.Future[Any]]
+    #: the broker generation (`BrokerEpoch.n`) when its records were sent
+    epoch: int = 0
+
+
+@dataclass
+class BrokerEpoch:
+    """Which Kafka broker the sends went to. The keeper bumps `n`, holding `lock`, when it finds
+    a broker that lost its records and replays the spool to it; the acker spools a group under
+    the same lock, and only once its records were sent in the current generation. A group the
+    lost broker had accepted, spooled after that replay, would be acknowledged and never
+    replayed: it is sent again first."""
+
+    n: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def spool(
+        self, group: list[Pending], spool: Spool, send_again: Callable[[list[Pending]], Awaitable[None]]
+    ) -> None:
+        """Spool the group once none of it was sent before the current generation; what was is
+        sent again (`send_again` returns once Kafka accepted it) and checked again."""
+        while True:
+            async with self.lock:
+                if not (stale := [item for item in group if item.epoch != self.n]):
+                    await spool.add(spool_rows(group))
+                    return
+            for item in stale:
+                item.epoch = self.n
+            await send_again(stale)
+
+
+def spool_rows(group: list[Pending]) -> list[tuple[Any, ...]]:
+    """The group's records that the spool keeps until they are stored (those with a mark)."""
+    return [(r.topic, r.key, r.value, r.mark) for item in group for r in item.records if r.mark]
 
 
 def failed_future(exc: BaseException) -> asyncio.Future[Any]:

@@ -23,7 +23,7 @@ from prometheus_client import Counter, Gauge
 
 from gateway.keeper import Keeper
 from gateway.mqtt_loop import BufferedClient, LoopDriver
-from gateway.records import Outgoing, Pending, failed_future, outcomes, record_at_fault
+from gateway.records import BrokerEpoch, Outgoing, Pending, failed_future, outcomes, record_at_fault
 from gateway.session import broker_address, client_id, spool_path
 from gateway.spool import LETTER, READING, STATUS, Mark, Spool
 from telehealth import logs
@@ -91,6 +91,7 @@ class Gateway:
         self._pending: asyncio.Queue[Pending] = asyncio.Queue(maxsize=settings.gateway_max_inflight)
         self._in_flight = 0  # messages taken from the inbox and not yet acked
         self.topics = TopicGuard(settings)
+        self.broker = BrokerEpoch()
         self.progress = Progress(self.backlog)
         self._client = self._make_client()
         # Labelled counters bound once: `labels()` per message costs a lock and a lookup.
@@ -186,8 +187,9 @@ class Gateway:
                 self._inbox.popleft()
                 self._received["status" if _topic_of(message).endswith("/status") else "readings"].inc()
                 self._in_flight += 1
+                epoch = self.broker.n
                 sends = [await self._send(r) for r in records]
-                await self._pending.put(Pending(message, records, sends))
+                await self._pending.put(Pending(message, records, sends, epoch))
             self._wake.clear()  # the inbox is empty; paho's callback runs only while we await
             await self._wake.wait()
 
@@ -289,9 +291,7 @@ class Gateway:
                 group.append(self._pending.get_nowait())
             await self._until_accepted(group)
             if self._spool is not None:
-                await self._spool.add(
-                    [(r.topic, r.key, r.value, r.mark) for item in group for r in item.records if r.mark]
-                )
+                await self.broker.spool(group, self._spool, self._send_again)
             for item in group:
                 self._client.ack(item.message.mid, item.message.qos)
                 for record in item.records:
@@ -299,6 +299,11 @@ class Gateway:
                 self._in_flight -= 1
                 self._pending.task_done()
             self.progress.moved()
+
+    async def _send_again(self, stale: list[Pending]) -> None:
+        for item in stale:
+            item.sends = [await self._send(r) for r in item.records]
+        await self._until_accepted(stale)
 
     async def _until_accepted(self, group: list[Pending]) -> None:
         """Wait until Kafka accepted every record of the group's messages. A record Kafka
@@ -376,7 +381,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         keeping = None
         if spool is not None:
             log.info("spool %s holds %d record(s) not yet known to be stored", spool.path, spool.rows)
-            keeping = asyncio.create_task(Keeper(settings, spool, producer, gateway.topics).run(stop))
+            keeper = Keeper(settings, spool, producer, gateway.topics, gateway.broker)
+            keeping = asyncio.create_task(keeper.run(stop))
         try:
             await gateway.run(stop)
         finally:

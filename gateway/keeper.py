@@ -47,14 +47,14 @@ class Keeper:
         spool: Spool,
         producer: AIOKafkaProducer,
         topics: TopicGuard,
-        broker: BrokerEpoch | None = None,
+        broker: BrokerEpoch,
     ) -> None:
         assert settings.database_url
         self._settings = settings
         self._spool = spool
         self._producer = producer
         self._topics = topics
-        self._broker = broker or BrokerEpoch()
+        self._broker = broker  # the gateway's own: a replay and its acker share the lock
         self._db: psycopg.AsyncConnection[Any] | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._cursor = 0  # where the next confirmation round goes on from

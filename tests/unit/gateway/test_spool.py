@@ -104,6 +104,7 @@ async def test_rows_that_are_never_confirmed_do_not_keep_the_rest_in_the_spool(t
     """A whole chunk the store does not know (records the processor could not decode) at the
     head of the spool: confirmation goes on past it, round by round."""
     from gateway.keeper import CHUNK, Keeper
+    from gateway.records import BrokerEpoch
     from telehealth.settings import Settings
 
     class Store(Keeper):
@@ -114,7 +115,7 @@ async def test_rows_that_are_never_confirmed_do_not_keep_the_rest_in_the_spool(t
     try:
         await spool.add(rows(2 * CHUNK + 10))
         settings = Settings(_env_file=None, database_url="postgresql://unused")  # type: ignore[call-arg]
-        keeper = Store(settings, spool, None, None)  # type: ignore[arg-type]
+        keeper = Store(settings, spool, None, None, BrokerEpoch())  # type: ignore[arg-type]
         for _ in range(4):
             await keeper.confirm()
         assert spool.rows == CHUNK

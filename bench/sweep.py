@@ -87,8 +87,7 @@ def step(
     for p in procs:
         p.join()
     sent = sum(r[2] for r in results)
-    if sent < (messages // publishers) * publishers:  # a publisher gave up waiting for acks
-        unacked = (messages // publishers) * publishers - sent
+    if unacked := (messages // publishers) * publishers - sent:  # a publisher gave up waiting
         print(f"  sweep: {unacked:,} published messages were never acknowledged", flush=True)
     published = sent / (max(r[1] for r in results) - min(r[0] for r in results))
     params = {"devices": devices, "lo": start_seq, "hi": start_seq + messages + 1}

@@ -167,8 +167,7 @@ async def release(
         else:
             # Compared with every cell released before, any project or grouping (one at a time per code).
             await differencing.lock(conn, ask.code)
-            await differencing.new_members(
-                conn,
+            who = differencing.Members(
                 fast=fast,
                 purpose=ask.project.purpose,
                 code=ask.code,
@@ -184,7 +183,7 @@ async def release(
                 cells=[(c.bucket, c.group, c.patients) for c in fresh],
                 k=K_MIN,
             )
-            near = await differencing.near_duplicates(conn, pairs, k=K_MIN)
+            near = await differencing.near_duplicates(conn, who, pairs, k=K_MIN)
             cells = control(ask.code, fresh, totals, percentiles=ask.percentiles, hidden_first=near)
             shown = [(c.bucket, c.group) for c in cells if not c.suppressed]
             contributors = await _members(conn, ask, fast, eligible, shown)
@@ -196,6 +195,7 @@ async def release(
             sizes = {(c.bucket, c.group): c.patients for c in fresh}
             await differencing.record(
                 conn,
+                who,
                 release_id=release_id,
                 code=ask.code,
                 size=ask.bucket,

@@ -14,7 +14,8 @@ releases through the per-patient epsilon cap instead.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -39,8 +40,7 @@ JOIN research_released_cells o
 """
 
 #: The new release's members as per-day bitmaps (bit h: in the cell of `grp` starting at hour h).
-_NEW_BITS_SCANNED = """
-CREATE TEMP TABLE new_bits ON COMMIT DROP AS
+_BITS_SCANNED = """
 SELECT grp, (bucket AT TIME ZONE 'UTC')::date AS day, patient_id,
        bit_or(1 << extract(hour FROM bucket AT TIME ZONE 'UTC')::int) AS hours
 FROM cell_members GROUP BY 1, 2, 3
@@ -49,8 +49,7 @@ _DAY_GROUP = {"none": "'all'", "sex": "p.sex", "age_band": "research_age_band(p.
 #: The eligible as a filter on the scan (hashed by PostgreSQL for a long array), not a join:
 #: joined, they made the planner hash every patient-day of the range, 3 times as slow over
 #: 10,000 patients. Patients are joined only when the group needs them.
-_NEW_BITS_FAST = """
-CREATE TEMP TABLE new_bits ON COMMIT DROP AS
+_BITS_FAST = """
 SELECT {group} AS grp, s.day, s.patient_id, s.hours
 FROM research_patient_days s {patients}
 WHERE s.patient_id = ANY(%(eligible)s::uuid[])
@@ -97,15 +96,32 @@ INSERT INTO research_released_cells (release_id, code, bucket_start, bucket_end,
 SELECT %(release)s, %(code)s, t.bucket, t.bucket + %(size)s, t.grp, t.n
 FROM unnest(%(buckets)s::timestamptz[], %(groups)s::text[], %(ns)s::int[]) AS t(bucket, grp, n)
 """
+#: From the members' query (`new_bits` only if the comparison built it): most releases have no
+#: earlier cell near enough in size to compare, and need no temporary table at all. Each row's
+#: mask is read off a dense (group, day) array rather than joined: joined, PostgreSQL sorted
+#: every member-day for the grouping (a third slower by sex).
 _RECORD_MEMBERS = """
 INSERT INTO research_released_members (release_id, grp, day, patients, hours)
-SELECT %(release)s, n.grp, n.day, array_agg(n.patient_id), array_agg(n.hours & r.mask)
-FROM new_bits n
-JOIN unnest(%(groups)s::text[], %(days)s::date[], %(masks)s::int[]) AS r(grp, day, mask)
-  ON r.grp = n.grp AND r.day = n.day
-WHERE n.hours & r.mask <> 0
-GROUP BY n.grp, n.day
+SELECT %(release)s, grp, day, array_agg(patient_id), array_agg(hours & mask)
+FROM (
+    SELECT n.grp, n.day, n.patient_id, n.hours,
+           (%(masks)s::int[])[(array_position(%(groups)s::text[], n.grp) - 1) * %(days)s
+                              + (n.day - %(mask_first)s) + 1] AS mask
+    FROM ({bits}) n
+    WHERE n.day >= %(mask_first)s AND n.day < %(mask_first)s + %(days)s
+) m
+WHERE hours & mask <> 0
+GROUP BY grp, day
 """
+
+
+def day_masks(released: list[tuple[datetime, str]]) -> dict[tuple[str, date], int]:
+    """(group, UTC day) -> bitmap of the released cells' start hours."""
+    masks: dict[tuple[str, date], int] = {}
+    for bucket, grp in released:
+        at = bucket.astimezone(UTC)
+        masks[(grp, at.date())] = masks.get((grp, at.date()), 0) | (1 << at.hour)
+    return masks
 
 
 async def lock(conn: Conn, code: str) -> None:
@@ -135,15 +151,52 @@ async def candidates(
         return await cur.fetchall()
 
 
+@dataclass
+class Members:
+    """Who is in a release's cells, as (group, day, patient, hours) rows: from the per-patient
+    scan's `cell_members`, or (rollup path) the eligible patients' `research_patient_days`;
+    from `new_bits` once the comparison has kept them there."""
+
+    fast: bool
+    purpose: str
+    code: str
+    group_by: GroupBy
+    eligible: list[UUID]
+    start: datetime
+    end: datetime
+    kept: bool = field(default=False, init=False)
+
+    def query(self) -> tuple[str, dict[str, Any]]:
+        if self.kept:
+            return "SELECT grp, day, patient_id, hours FROM new_bits", {}
+        if not self.fast:
+            return _BITS_SCANNED, {}
+        sql = _BITS_FAST.format(
+            group=_DAY_GROUP[self.group_by], patients="" if self.group_by == "none" else _PATIENTS
+        )
+        return sql, {
+            "eligible": self.eligible,
+            "purpose": self.purpose,
+            "code": self.code,
+            "first": self.start.astimezone(UTC).date(),
+            "last": self.end.astimezone(UTC).date(),
+        }
+
+
 async def near_duplicates(
-    conn: Conn, pairs: list[dict[str, Any]], *, k: int
+    conn: Conn, members: Members, pairs: list[dict[str, Any]], *, k: int
 ) -> dict[tuple[datetime, str], str]:
-    """Cells to suppress, (bucket, group) -> why (after `new_members`)."""
+    """Cells to suppress, (bucket, group) -> why. The new members are kept in `new_bits` for
+    the comparison (and the record after it), only when there is something to compare."""
     if not pairs:
         return {}
+    bits, params = members.query()
     async with conn.cursor(row_factory=dict_row) as cur:
-        # the joined rows (millions after many releases) sort for the grouping in memory: 7 -> 5.8 s
-        await cur.execute("SET LOCAL work_mem = '64MB'")
+        await cur.execute("DROP TABLE IF EXISTS new_bits")
+        await cur.execute(f"CREATE TEMP TABLE new_bits ON COMMIT DROP AS {bits}".encode(), params)
+        await cur.execute("ANALYZE new_bits")
+        members.kept = True
+        await _room(cur)
         await cur.execute(
             _COMMON,
             {
@@ -163,49 +216,26 @@ async def near_duplicates(
     return out
 
 
-async def new_members(
-    conn: Conn,
-    *,
-    fast: bool,
-    purpose: str,
-    code: str,
-    group_by: GroupBy,
-    eligible: list[UUID],
-    start: datetime,
-    end: datetime,
-) -> None:
-    """`new_bits`: the members of the release's cells as day bitmaps, from the per-patient
-    scan's `cell_members` or (rollup path) the eligible patients' `research_patient_days`."""
-    async with conn.cursor() as cur:
-        await cur.execute("DROP TABLE IF EXISTS new_bits")
-        if fast:
-            await cur.execute(
-                _NEW_BITS_FAST.format(
-                    group=_DAY_GROUP[group_by], patients="" if group_by == "none" else _PATIENTS
-                ).encode(),
-                {
-                    "eligible": eligible,
-                    "purpose": purpose,
-                    "code": code,
-                    "first": start.astimezone(UTC).date(),
-                    "last": end.astimezone(UTC).date(),
-                },
-            )
-        else:
-            await cur.execute(_NEW_BITS_SCANNED)
-        await cur.execute("ANALYZE new_bits")
+async def _room(cur: psycopg.AsyncCursor[Any]) -> None:
+    """Memory for this transaction's joins and groupings over every member-day: with the default
+    4 MB they spill to disk (the comparison after many releases 7 -> 5.8 s with 64 MB)."""
+    await cur.execute("SET LOCAL work_mem = '64MB'")
 
 
 async def record(
-    conn: Conn, *, release_id: int, code: str, size: timedelta, released: list[tuple[datetime, str, int]]
+    conn: Conn,
+    members: Members,
+    *,
+    release_id: int,
+    code: str,
+    size: timedelta,
+    released: list[tuple[datetime, str, int]],
 ) -> None:
-    """Keep the released cells and their members (from `new_bits`)."""
+    """Keep the released cells and their members."""
     if not released:
         return
-    masks: dict[tuple[str, Any], int] = {}
-    for bucket, grp, _ in released:
-        at = bucket.astimezone(UTC)
-        masks[(grp, at.date())] = masks.get((grp, at.date()), 0) | (1 << at.hour)
+    masks = day_masks([(bucket, grp) for bucket, grp, _ in released])
+    bits, params = members.query()
     async with conn.cursor() as cur:
         await cur.execute(
             _RECORD_CELLS,
@@ -218,12 +248,19 @@ async def record(
                 "ns": [n for _, _, n in released],
             },
         )
+        await _room(cur)
         await cur.execute(
-            _RECORD_MEMBERS,
-            {
-                "release": release_id,
-                "groups": [g for g, _ in masks],
-                "days": [d for _, d in masks],
-                "masks": list(masks.values()),
-            },
+            _RECORD_MEMBERS.format(bits=bits).encode(), params | _dense(masks) | {"release": release_id}
         )
+
+
+def _dense(masks: dict[tuple[str, date], int]) -> dict[str, Any]:
+    """The masks as one array over every (group, day) from the first day to the last, 0 where
+    nothing was released."""
+    groups = sorted({g for g, _ in masks})
+    first = min(d for _, d in masks)
+    days = (max(d for _, d in masks) - first).days + 1
+    dense = [0] * (len(groups) * days)
+    for (g, d), mask in masks.items():
+        dense[groups.index(g) * days + (d - first).days] = mask
+    return {"groups": groups, "days": days, "mask_first": first, "masks": dense}

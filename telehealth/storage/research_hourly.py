@@ -11,7 +11,7 @@ their own rollup rows.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +21,7 @@ from psycopg.rows import dict_row
 from telehealth.errors import TelehealthError
 from telehealth.research.disclosure import READINGS_PER_PATIENT_HOUR, RawCell
 from telehealth.storage.research_cells import GroupBy
+from telehealth.storage.research_differencing import day_masks
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -192,10 +193,7 @@ async def fast_members(
 ) -> list[UUID]:
     """Eligible patients with a reading in an hour whose cell for their group was released,
     from each patient's per-day bitmap of hours with eligible readings."""
-    masks: dict[tuple[str, date], int] = {}
-    for hour, grp in released:
-        at = hour.astimezone(UTC)
-        masks[(grp, at.date())] = masks.get((grp, at.date()), 0) | (1 << at.hour)
+    masks = day_masks(released)
     if not masks:
         return []
     async with conn.cursor(row_factory=dict_row) as cur:

@@ -10,11 +10,18 @@ import psycopg
 
 from simulators.publisher import Publisher
 from telehealth.research.disclosure import RawCell
+from telehealth.storage.releases import insert_release
 from telehealth.storage.research_cells import members, raw_cells
-from telehealth.storage.research_differencing import new_members
+from telehealth.storage.research_differencing import Members, record
 from telehealth.storage.research_hourly import fast_cells, fast_members
 from tests.factories import make_device, make_user
-from tests.research_support import RESEARCH_GLUCOSE, closed_hour, cohort_patient, put_consent
+from tests.research_support import (
+    RESEARCH_GLUCOSE,
+    closed_hour,
+    cohort_patient,
+    project_with_researcher,
+    put_consent,
+)
 
 
 def _key(cells: list[RawCell]) -> list[tuple[Any, ...]]:
@@ -31,16 +38,45 @@ def _key(cells: list[RawCell]) -> list[tuple[Any, ...]]:
     )
 
 
-async def _new_bits(db: psycopg.AsyncConnection[Any], hours: list[datetime]) -> set[tuple[Any, ...]]:
+async def _new_bits(
+    db: psycopg.AsyncConnection[Any], members: Members, hours: list[datetime]
+) -> set[tuple[Any, ...]]:
     """The release's member bitmaps, limited to the given hours."""
     masks: dict[Any, int] = {}
     for h in hours:
         masks[h.date()] = masks.get(h.date(), 0) | (1 << h.hour)
-    cur = await db.execute("SELECT grp, day, patient_id, hours FROM new_bits")
+    sql, params = members.query()
+    cur = await db.execute(sql.encode(), params)
     return {
         (r["grp"], r["day"], r["patient_id"], r["hours"] & masks.get(r["day"], 0))
         for r in await cur.fetchall()
         if r["hours"] & masks.get(r["day"], 0)
+    }
+
+
+async def _recorded(
+    db: psycopg.AsyncConnection[Any],
+    project_id: int,
+    members: Members,
+    released: list[tuple[datetime, str, int]],
+) -> set[tuple[Any, ...]]:
+    """What a checked release of `released` keeps for later differencing: (group, day, patient,
+    hours) per member."""
+    release_id = await insert_release(
+        db,
+        (project_id, "aggregates", "glucose", 3600, members.group_by, members.start, members.end,
+         len(released), None, 0.0, "test"),
+    )  # fmt: skip
+    await record(
+        db, members, release_id=release_id, code="glucose", size=timedelta(hours=1), released=released
+    )
+    cur = await db.execute(
+        "SELECT grp, day, patients, hours FROM research_released_members WHERE release_id = %s", (release_id,)
+    )
+    return {
+        (r["grp"], r["day"], p, h)
+        for r in await cur.fetchall()
+        for p, h in zip(r["patients"], r["hours"], strict=True)
     }
 
 
@@ -101,6 +137,8 @@ async def test_rollup_cells_equal_the_per_patient_scan(
     await put_consent(http, patient_token, withdrawn, [])
 
     eligible = [p for p in people if p not in (withdrawn, silent)]
+    women_ids = {p for i, p in enumerate(people) if p in eligible and i % 3 != 0}
+    project, _ = await project_with_researcher(http, db, admin, "rollup")
     common = {
         "purpose": "research",
         "code": "glucose",
@@ -120,11 +158,25 @@ async def test_rollup_cells_equal_the_per_patient_scan(
                 "purpose": "research", "code": "glucose", "group_by": group_by, "eligible": eligible,
                 "start": common["start"], "end": common["end"],
             }  # fmt: skip
-            await new_members(db, fast=False, **member_args)  # type: ignore[arg-type]
-            scanned = await _new_bits(db, hours)
-        async with db.transaction():
-            await new_members(db, fast=True, **member_args)  # type: ignore[arg-type]
-            assert await _new_bits(db, hours) == scanned != set(), group_by
+            scanned = await _new_bits(db, Members(fast=False, **member_args), hours)  # type: ignore[arg-type]
+        fast = await _new_bits(db, Members(fast=True, **member_args), hours)  # type: ignore[arg-type]
+        assert fast == scanned != set(), group_by
+        # What is kept for later differencing, from either source: the released cells' members
+        # with only the released hours (the women's cell alone, by sex: the men are not kept).
+        async with db.transaction(force_rollback=True):
+            scan, _ = await raw_cells(
+                db, bucket=timedelta(hours=1), group_by=group_by, patients=eligible,  # type: ignore[arg-type]
+                **common,  # type: ignore[arg-type]
+            )  # fmt: skip
+            released = [(c.bucket, c.group, c.patients) for c in scan if c.bucket == hours[0]]
+            if group_by == "sex":
+                released = [r for r in released if r[1] == "female"]
+            by_scan = await _recorded(db, project["id"], Members(fast=False, **member_args), released)  # type: ignore[arg-type]
+            by_rollup = await _recorded(db, project["id"], Members(fast=True, **member_args), released)  # type: ignore[arg-type]
+        assert by_scan == by_rollup, group_by
+        kept = women_ids if group_by == "sex" else set(eligible)
+        assert {p for _, _, p, _ in by_scan} == kept and len(by_scan) == len(kept), group_by
+        assert {(d, h) for _, d, _, h in by_scan} == {(hours[0].date(), 1 << hours[0].hour)}, group_by
         fast_members_ = await fast_members(
             db, purpose="research", code="glucose", group_by=group_by,  # type: ignore[arg-type]
             eligible=eligible, released=first_hour,

@@ -8,7 +8,7 @@ a second pass over the rollup.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -19,6 +19,18 @@ from telehealth.research.disclosure import READINGS_PER_PATIENT_HOUR, RawCell, s
 
 Conn = psycopg.AsyncConnection[Any]
 GroupBy = Literal["none", "age_band", "sex", "condition"]
+#: a patient-day row's group, in SQL over `research_patient_days s` joined to `patients p`
+DAY_GROUP = {"none": "'all'", "sex": "p.sex", "age_band": "research_age_band(p.birth_date, s.day)"}
+
+
+def day_masks(released: list[tuple[datetime, str]]) -> dict[tuple[str, date], int]:
+    """(group, UTC day) -> bitmap of the released cells' start hours."""
+    masks: dict[tuple[str, date], int] = {}
+    for bucket, grp in released:
+        at = bucket.astimezone(UTC)
+        masks[(grp, at.date())] = masks.get((grp, at.date()), 0) | (1 << at.hour)
+    return masks
+
 
 _AGE = "date_part('year', age(m.bucket::date, p.birth_date))"
 GROUPS: dict[str, str] = {

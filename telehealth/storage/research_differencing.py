@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
 
+from telehealth.storage.research_cells import DAY_GROUP, GroupBy, day_masks
+
 Conn = psycopg.AsyncConnection[Any]
-GroupBy = Literal["none", "age_band", "sex", "condition"]
 _LOCK_CLASS = 7_301_944
 #: the widest bucket a project may have (168 h), bounding how far back an overlapping cell starts
 WIDEST = timedelta(hours=168)
@@ -45,7 +46,6 @@ SELECT grp, (bucket AT TIME ZONE 'UTC')::date AS day, patient_id,
        bit_or(1 << extract(hour FROM bucket AT TIME ZONE 'UTC')::int) AS hours
 FROM cell_members GROUP BY 1, 2, 3
 """
-_DAY_GROUP = {"none": "'all'", "sex": "p.sex", "age_band": "research_age_band(p.birth_date, s.day)"}
 #: The eligible as a filter on the scan (hashed by PostgreSQL for a long array), not a join:
 #: joined, they made the planner hash every patient-day of the range, 3 times as slow over
 #: 10,000 patients. Patients are joined only when the group needs them.
@@ -115,15 +115,6 @@ GROUP BY grp, day
 """
 
 
-def day_masks(released: list[tuple[datetime, str]]) -> dict[tuple[str, date], int]:
-    """(group, UTC day) -> bitmap of the released cells' start hours."""
-    masks: dict[tuple[str, date], int] = {}
-    for bucket, grp in released:
-        at = bucket.astimezone(UTC)
-        masks[(grp, at.date())] = masks.get((grp, at.date()), 0) | (1 << at.hour)
-    return masks
-
-
 async def lock(conn: Conn, code: str) -> None:
     """Serialise checked releases of one code across projects, so two cannot pass together."""
     await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, code))
@@ -172,7 +163,7 @@ class Members:
         if not self.fast:
             return _BITS_SCANNED, {}
         sql = _BITS_FAST.format(
-            group=_DAY_GROUP[self.group_by], patients="" if self.group_by == "none" else _PATIENTS
+            group=DAY_GROUP[self.group_by], patients="" if self.group_by == "none" else _PATIENTS
         )
         return sql, {
             "eligible": self.eligible,

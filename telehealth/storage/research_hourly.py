@@ -20,8 +20,7 @@ from psycopg.rows import dict_row
 
 from telehealth.errors import TelehealthError
 from telehealth.research.disclosure import READINGS_PER_PATIENT_HOUR, RawCell
-from telehealth.storage.research_cells import GroupBy
-from telehealth.storage.research_differencing import day_masks
+from telehealth.storage.research_cells import DAY_GROUP, GroupBy, day_masks
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -179,7 +178,6 @@ CROSS JOIN LATERAL (
     LIMIT 1
 ) hit
 """
-_DAY_GROUP = {"none": "'all'", "sex": "p.sex", "age_band": "research_age_band(p.birth_date, s.day)"}
 
 
 async def fast_members(
@@ -198,7 +196,7 @@ async def fast_members(
         return []
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            _MEMBERS.format(group=_DAY_GROUP[group_by]).encode(),
+            _MEMBERS.format(group=DAY_GROUP[group_by]).encode(),
             {
                 "eligible": eligible,
                 "groups": [g for g, _ in masks],
